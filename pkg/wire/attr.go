@@ -1,0 +1,313 @@
+package wire
+
+import "encoding/binary"
+
+// Mode is an access mode: a set of ModeRead and ModeWrite.
+type Mode uint32
+
+// Access modes.
+const (
+	ModeRead      Mode = 1
+	ModeWrite     Mode = 2
+	ModeReadWrite Mode = ModeRead | ModeWrite
+)
+
+// Valid reports whether m is a non-empty subset of ModeReadWrite.
+func (m Mode) Valid() bool { return m != 0 && m&^ModeReadWrite == 0 }
+
+// String returns "r", "w", "rw" or "-".
+func (m Mode) String() string {
+	switch m & ModeReadWrite {
+	case ModeRead:
+		return "r"
+	case ModeWrite:
+		return "w"
+	case ModeReadWrite:
+		return "rw"
+	}
+	return "-"
+}
+
+// ObjType says what kind of object a handle or descriptor names.
+type ObjType uint32
+
+// Object kinds.
+const (
+	ObjMap  ObjType = 1
+	ObjProg ObjType = 2
+)
+
+var le = binary.LittleEndian
+
+// MapCreateAttr is CmdMapCreate's attr (40 bytes). Reply: Ret = handle,
+// fd 0 = descriptor (mode read-write, capped by BPF_F_RDONLY/WRONLY), data =
+// ObjInfo.
+type MapCreateAttr struct {
+	MapType    uint32
+	KeySize    uint32
+	ValueSize  uint32
+	MaxEntries uint32
+	MapFlags   uint32
+	Name       [ObjNameLen]byte
+}
+
+// MapCreateAttrSize is the encoded size of MapCreateAttr.
+const MapCreateAttrSize = 40
+
+// Append appends a's encoding to b.
+func (a *MapCreateAttr) Append(b []byte) []byte {
+	b = le.AppendUint32(b, a.MapType)
+	b = le.AppendUint32(b, a.KeySize)
+	b = le.AppendUint32(b, a.ValueSize)
+	b = le.AppendUint32(b, a.MaxEntries)
+	b = le.AppendUint32(b, a.MapFlags)
+	b = le.AppendUint32(b, 0)
+	return append(b, a.Name[:]...)
+}
+
+// Parse decodes a from a normalised attr (see Attr) of MapCreateAttrSize
+// bytes. The pad word must be zero (false otherwise).
+func (a *MapCreateAttr) Parse(b []byte) bool {
+	a.MapType = le.Uint32(b[0:])
+	a.KeySize = le.Uint32(b[4:])
+	a.ValueSize = le.Uint32(b[8:])
+	a.MaxEntries = le.Uint32(b[12:])
+	a.MapFlags = le.Uint32(b[16:])
+	copy(a.Name[:], b[24:40])
+	return le.Uint32(b[20:]) == 0
+}
+
+// ElemAttr is the attr of the single-element map commands (16 bytes):
+// CmdMapLookupElem (data: key; reply data: value), CmdMapUpdateElem (data:
+// key then value), CmdMapDeleteElem (data: key), CmdMapGetNextKey (data: key,
+// or empty for the first key; reply data: next key),
+// CmdMapLookupAndDeleteElem (data: key; reply data: value), CmdMapFreeze (no
+// data). Flags are the kernel's per-command flags (BPF_ANY, BPF_NOEXIST,
+// BPF_EXIST for update; zero elsewhere).
+type ElemAttr struct {
+	Handle uint32
+	Flags  uint64
+}
+
+// ElemAttrSize is the encoded size of ElemAttr.
+const ElemAttrSize = 16
+
+// Append appends a's encoding to b.
+func (a *ElemAttr) Append(b []byte) []byte {
+	b = le.AppendUint32(b, a.Handle)
+	b = le.AppendUint32(b, 0)
+	return le.AppendUint64(b, a.Flags)
+}
+
+// Parse decodes a from a normalised attr; false if the pad word is set.
+func (a *ElemAttr) Parse(b []byte) bool {
+	a.Handle = le.Uint32(b[0:])
+	a.Flags = le.Uint64(b[8:])
+	return le.Uint32(b[4:]) == 0
+}
+
+// BatchAttr is the attr of the batch commands (32 bytes), with the kernel's
+// BPF_MAP_*_BATCH semantics. Count is the number of elements asked for (or
+// supplied, for update and delete). InBatch is the cursor from a previous
+// reply, used when HasInBatch is 1 (0 starts from the beginning).
+//
+// Request data: update: Count keys then Count values; delete: Count keys;
+// lookup and lookup-and-delete: none. Reply: Ret = elements done (also on
+// error, for the partial count); data = OutBatch cursor (8 bytes, lookup
+// commands only) then the keys then the values found.
+type BatchAttr struct {
+	Handle     uint32
+	Count      uint32
+	ElemFlags  uint64
+	Flags      uint64
+	HasInBatch uint32
+	InBatch    uint64
+}
+
+// BatchAttrSize is the encoded size of BatchAttr.
+const BatchAttrSize = 40
+
+// BatchCursorSize is the size of the out-batch cursor leading a batch
+// lookup reply.
+const BatchCursorSize = 8
+
+// Append appends a's encoding to b.
+func (a *BatchAttr) Append(b []byte) []byte {
+	b = le.AppendUint32(b, a.Handle)
+	b = le.AppendUint32(b, a.Count)
+	b = le.AppendUint64(b, a.ElemFlags)
+	b = le.AppendUint64(b, a.Flags)
+	b = le.AppendUint32(b, a.HasInBatch)
+	b = le.AppendUint32(b, 0)
+	return le.AppendUint64(b, a.InBatch)
+}
+
+// Parse decodes a from a normalised attr; false if a pad word is set or
+// HasInBatch is neither 0 nor 1.
+func (a *BatchAttr) Parse(b []byte) bool {
+	a.Handle = le.Uint32(b[0:])
+	a.Count = le.Uint32(b[4:])
+	a.ElemFlags = le.Uint64(b[8:])
+	a.Flags = le.Uint64(b[16:])
+	a.HasInBatch = le.Uint32(b[24:])
+	a.InBatch = le.Uint64(b[32:])
+	return le.Uint32(b[28:]) == 0 && a.HasInBatch <= 1
+}
+
+// HandleAttr is the attr of commands that name one handle and a mode (8
+// bytes): CmdObjGetInfo (Mode 0; reply data: ObjInfo), CmdRelease (Mode 0),
+// CmdReopen (Mode: the new descriptor's mode, a subset of the handle's;
+// reply: Ret = new handle, fd 0 = new descriptor, data = ObjInfo),
+// CmdRevoke (Mode 0; revokes the descriptor the handle was created
+// through or imported from, with everything derived from it).
+type HandleAttr struct {
+	Handle uint32
+	Mode   Mode
+}
+
+// HandleAttrSize is the encoded size of HandleAttr.
+const HandleAttrSize = 8
+
+// Append appends a's encoding to b.
+func (a *HandleAttr) Append(b []byte) []byte {
+	b = le.AppendUint32(b, a.Handle)
+	return le.AppendUint32(b, uint32(a.Mode))
+}
+
+// Parse decodes a from a normalised attr.
+func (a *HandleAttr) Parse(b []byte) bool {
+	a.Handle = le.Uint32(b[0:])
+	a.Mode = Mode(le.Uint32(b[4:]))
+	return true
+}
+
+// ImportAttr is CmdImport's attr (8 bytes). The request carries exactly one
+// fd: a descriptor. Mode 0 keeps the descriptor's mode; otherwise it must be
+// a subset of it. Reply: Ret = handle, data = ObjInfo. The daemon closes the
+// fd it received; the client keeps its own.
+type ImportAttr struct {
+	Mode Mode
+}
+
+// ImportAttrSize is the encoded size of ImportAttr.
+const ImportAttrSize = 8
+
+// Append appends a's encoding to b.
+func (a *ImportAttr) Append(b []byte) []byte {
+	b = le.AppendUint32(b, uint32(a.Mode))
+	return le.AppendUint32(b, 0)
+}
+
+// Parse decodes a from a normalised attr.
+func (a *ImportAttr) Parse(b []byte) bool {
+	a.Mode = Mode(le.Uint32(b[0:]))
+	return le.Uint32(b[4:]) == 0
+}
+
+// HelloAttr is CmdHello's attr (8 bytes): the client's protocol version.
+// Reply: Ret = the server's protocol version, data = the server's version
+// string.
+type HelloAttr struct {
+	Version uint32
+}
+
+// HelloAttrSize is the encoded size of HelloAttr.
+const HelloAttrSize = 8
+
+// Append appends a's encoding to b.
+func (a *HelloAttr) Append(b []byte) []byte {
+	b = le.AppendUint32(b, a.Version)
+	return le.AppendUint32(b, 0)
+}
+
+// Parse decodes a from a normalised attr.
+func (a *HelloAttr) Parse(b []byte) bool {
+	a.Version = le.Uint32(b[0:])
+	return le.Uint32(b[4:]) == 0
+}
+
+// ObjInfo describes an object as seen through one handle (80 bytes on the
+// wire). Map fields are zero for programs and vice versa.
+type ObjInfo struct {
+	ObjType     ObjType
+	Mode        Mode   // the handle's (and its descriptor's) mode
+	ID          uint32 // daemon-wide object id, never reused while the daemon runs
+	Type        uint32 // map type or program type, kernel numbering
+	KeySize     uint32
+	ValueSize   uint32
+	MaxEntries  uint32
+	Flags       uint32 // map flags
+	Frozen      uint32 // 1 if the map is frozen
+	InsnCount   uint32 // programs: instruction count
+	Name        [ObjNameLen]byte
+	MemoryUsage uint64 // bytes charged to the owner's quota
+	Tag         [8]byte
+	OwnerUID    uint32
+}
+
+// ObjInfoSize is the encoded size of ObjInfo.
+const ObjInfoSize = 80
+
+// Append appends o's encoding to b.
+func (o *ObjInfo) Append(b []byte) []byte {
+	for _, v := range [...]uint32{uint32(o.ObjType), uint32(o.Mode), o.ID, o.Type,
+		o.KeySize, o.ValueSize, o.MaxEntries, o.Flags, o.Frozen, o.InsnCount} {
+		b = le.AppendUint32(b, v)
+	}
+	b = append(b, o.Name[:]...)
+	b = le.AppendUint64(b, o.MemoryUsage)
+	b = append(b, o.Tag[:]...)
+	b = le.AppendUint32(b, o.OwnerUID)
+	return le.AppendUint32(b, 0)
+}
+
+// Parse decodes o; false if b is shorter than ObjInfoSize. Longer input
+// (from a newer server) is accepted and the tail ignored.
+func (o *ObjInfo) Parse(b []byte) bool {
+	if len(b) < ObjInfoSize {
+		return false
+	}
+	f := [...]*uint32{(*uint32)(&o.ObjType), (*uint32)(&o.Mode), &o.ID, &o.Type,
+		&o.KeySize, &o.ValueSize, &o.MaxEntries, &o.Flags, &o.Frozen, &o.InsnCount}
+	for i, p := range f {
+		*p = le.Uint32(b[4*i:])
+	}
+	copy(o.Name[:], b[40:56])
+	o.MemoryUsage = le.Uint64(b[56:])
+	copy(o.Tag[:], b[64:72])
+	o.OwnerUID = le.Uint32(b[72:])
+	return true
+}
+
+// NameString returns a NUL-terminated name as a string.
+func NameString(n [ObjNameLen]byte) string {
+	for i, c := range n {
+		if c == 0 {
+			return string(n[:i])
+		}
+	}
+	return string(n[:])
+}
+
+// AttrSize returns the attr size this version knows for cmd, and false for
+// a command this version does not know.
+func AttrSize(cmd Cmd) (int, bool) {
+	switch cmd {
+	case CmdMapCreate:
+		return MapCreateAttrSize, true
+	case CmdMapLookupElem, CmdMapUpdateElem, CmdMapDeleteElem, CmdMapGetNextKey,
+		CmdMapLookupAndDeleteElem, CmdMapFreeze:
+		return ElemAttrSize, true
+	case CmdMapLookupBatch, CmdMapLookupAndDeleteBatch, CmdMapUpdateBatch, CmdMapDeleteBatch:
+		return BatchAttrSize, true
+	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke:
+		return HandleAttrSize, true
+	case CmdImport:
+		return ImportAttrSize, true
+	case CmdHello:
+		return HelloAttrSize, true
+	case CmdStatus:
+		return 0, true
+	}
+	return 0, false
+}

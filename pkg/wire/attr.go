@@ -308,6 +308,10 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return HelloAttrSize, true
 	case CmdStatus:
 		return 0, true
+	case CmdProgLoad:
+		return ProgLoadAttrSize, true
+	case CmdProgTestRun:
+		return TestRunAttrSize, true
 	}
 	return 0, false
 }

@@ -138,3 +138,50 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestProgAttrs(t *testing.T) {
+	load := ProgLoadAttr{ProgType: 6, InsnCount: 3, LicenseLen: 3, LogSize: 100}
+	copy(load.Name[:], "xdp_ports")
+	enc := load.Append(nil)
+	if len(enc) != ProgLoadAttrSize {
+		t.Fatalf("ProgLoadAttr encodes to %d bytes", len(enc))
+	}
+	var gotLoad ProgLoadAttr
+	if !gotLoad.Parse(enc) || gotLoad != load {
+		t.Fatalf("ProgLoadAttr round trip: %+v", gotLoad)
+	}
+
+	run := TestRunAttr{Handle: 3, Repeat: 10, DataSizeIn: 64, DataSizeOut: 64}
+	enc = run.Append(nil)
+	if len(enc) != TestRunAttrSize {
+		t.Fatalf("TestRunAttr encodes to %d bytes", len(enc))
+	}
+	var gotRun TestRunAttr
+	if !gotRun.Parse(enc) || gotRun != run {
+		t.Fatalf("TestRunAttr round trip: %+v", gotRun)
+	}
+
+	res := TestRunResult{DurationNs: 5, DataSizeOut: 4}
+	var gotRes TestRunResult
+	if enc = res.Append(nil); len(enc) != TestRunResultSize || !gotRes.Parse(enc) || gotRes != res {
+		t.Fatalf("TestRunResult round trip: %+v", gotRes)
+	}
+}
+
+func TestLineInfo(t *testing.T) {
+	lines := []LineInfo{{0, "a.c:1: int x;"}, {7, ""}, {9, "a.c:3: return 0;"}}
+	got, ok := ParseLineInfo(AppendLineInfo(nil, lines))
+	if !ok || len(got) != len(lines) {
+		t.Fatalf("got %v, %v", got, ok)
+	}
+	for i := range lines {
+		if got[i] != lines[i] {
+			t.Fatalf("entry %d: %+v != %+v", i, got[i], lines[i])
+		}
+	}
+	for _, bad := range [][]byte{{1, 2, 3}, {0, 0, 0, 0, 9, 0, 0, 0, 'x'}} {
+		if _, ok := ParseLineInfo(bad); ok {
+			t.Fatalf("ParseLineInfo(%x) accepted malformed input", bad)
+		}
+	}
+}

@@ -1,0 +1,5 @@
+package pins
+
+import "syscall"
+
+type unixStat = syscall.Stat_t

@@ -262,3 +262,18 @@ func (a *Array) UpdateBatch(bt *Batch) error {
 	}
 	return nil
 }
+
+// Values returns the array's whole value storage and the distance between
+// consecutive values (the value size rounded up to 8, as the kernel's
+// elem_size), so the program layer can expose it to programs as one region:
+// value i starts at i*stride. The slice aliases the map's memory and is
+// valid until Close; nil after Close. Program side: no permission checks.
+func (a *Array) Values() (mem []byte, stride uint64) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.mem == nil {
+		return nil, a.l.entSize
+	}
+	n := a.l.entSize * uint64(a.spec.MaxEntries)
+	return a.mem[:n:n], a.l.entSize
+}

@@ -239,3 +239,32 @@ func TestZeroAllocs(t *testing.T) {
 		})
 	}
 }
+
+func TestArrayValues(t *testing.T) {
+	m, err := New(Spec{Type: TypeArray, KeySize: 4, ValueSize: 5, MaxEntries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a := m.(*Array)
+	key := []byte{2, 0, 0, 0}
+	if err := a.Update(key, []byte{1, 2, 3, 4, 5}, UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	mem, stride := a.Values()
+	if stride != 8 || len(mem) != 24 {
+		t.Fatalf("Values: len %d stride %d, want 24 and 8", len(mem), stride)
+	}
+	if got := mem[2*stride : 2*stride+5]; string(got) != "\x01\x02\x03\x04\x05" {
+		t.Fatalf("value 2 at %x", got)
+	}
+	mem[0] = 9 // writes through are visible to lookups
+	v := make([]byte, 5)
+	if err := a.Lookup([]byte{0, 0, 0, 0}, v); err != nil || v[0] != 9 {
+		t.Fatalf("Lookup after write through Values: %x, %v", v, err)
+	}
+	a.Close()
+	if mem, _ := a.Values(); mem != nil {
+		t.Fatal("Values after Close is not nil")
+	}
+}

@@ -1,0 +1,481 @@
+package demux
+
+import (
+	"encoding/binary"
+	"encoding/json"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// exec decodes and executes one request, writing reply data with c.alloc
+// and reply fds with c.addFD. It returns the reply's Ret and error. It does
+// not close fds (the caller closes every received fd).
+func (c *conn) exec(msg []byte, fds []int) (int64, error) {
+	h, attr, data, err := wire.ParseRequest(msg)
+	if err != nil {
+		if err == wire.ErrTooLarge {
+			return 0, ErrTooLarge
+		}
+		return 0, ErrInvalid
+	}
+	size, ok := wire.AttrSize(h.Cmd)
+	if !ok {
+		return 0, ErrUnknownCmd
+	}
+	a, err := wire.Attr(attr, size, c.ascr[:])
+	if err != nil {
+		return 0, ErrAttrTail
+	}
+	if h.Flags&wire.ReqFlagMemfd != 0 {
+		if len(fds) == 0 {
+			return 0, ErrFDs
+		}
+		mfd := fds[len(fds)-1]
+		fds = fds[:len(fds)-1]
+		data, err = mapMemfd(mfd, h.DataLen)
+		if err != nil {
+			return 0, err
+		}
+		if data != nil {
+			defer unix.Munmap(data)
+		}
+	}
+	if h.Cmd != wire.CmdImport && len(fds) != 0 {
+		return 0, ErrFDs
+	}
+	switch h.Cmd {
+	case wire.CmdMapLookupElem, wire.CmdMapUpdateElem, wire.CmdMapDeleteElem, wire.CmdMapGetNextKey,
+		wire.CmdMapLookupAndDeleteElem, wire.CmdMapFreeze:
+		return c.elem(h.Cmd, a, data)
+	case wire.CmdMapLookupBatch, wire.CmdMapLookupAndDeleteBatch, wire.CmdMapUpdateBatch, wire.CmdMapDeleteBatch:
+		return c.batchOp(h.Cmd, a, data)
+	case wire.CmdMapCreate:
+		return c.mapCreate(a, data)
+	case wire.CmdHello:
+		return c.hello(a, data)
+	case wire.CmdImport:
+		return c.importDesc(a, data, fds)
+	case wire.CmdReopen:
+		return c.reopen(a, data)
+	case wire.CmdRelease:
+		return c.release(a, data)
+	case wire.CmdObjGetInfo:
+		return c.getInfo(a, data)
+	case wire.CmdRevoke:
+		return c.revoke(a, data)
+	case wire.CmdStatus:
+		return c.status(data)
+	}
+	return 0, ErrUnknownCmd
+}
+
+// mapHandle returns the map behind handle id if the handle's mode includes
+// need: ErrBadHandle, ErrInvalid (not a map) or ErrPermission otherwise.
+func (c *conn) mapHandle(id uint32, need wire.Mode) (*handle, error) {
+	hd, err := c.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if hd.obj.m == nil {
+		return nil, ErrInvalid
+	}
+	if hd.mode&need != need {
+		return nil, ErrPermission
+	}
+	return hd, nil
+}
+
+// elem executes the single-element map commands. It allocates nothing.
+func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
+	var at wire.ElemAttr
+	if !at.Parse(a) {
+		return 0, ErrInvalid
+	}
+	need := wire.ModeRead
+	switch cmd {
+	case wire.CmdMapUpdateElem, wire.CmdMapDeleteElem, wire.CmdMapFreeze:
+		need = wire.ModeWrite
+	case wire.CmdMapLookupAndDeleteElem:
+		need = wire.ModeReadWrite
+	}
+	hd, err := c.mapHandle(at.Handle, need)
+	if err != nil {
+		return 0, err
+	}
+	if cmd != wire.CmdMapUpdateElem && at.Flags != 0 {
+		return 0, ErrInvalid
+	}
+	m := hd.obj.m
+	ks, vs := int(hd.obj.spec.KeySize), int(hd.obj.spec.ValueSize)
+	switch cmd {
+	case wire.CmdMapLookupElem:
+		if len(data) != ks {
+			return 0, ErrDataLen
+		}
+		v := c.alloc(vs)
+		if err := m.Lookup(data, v); err != nil {
+			c.resetReply()
+			return 0, err
+		}
+	case wire.CmdMapUpdateElem:
+		if len(data) != ks+vs {
+			return 0, ErrDataLen
+		}
+		return 0, m.Update(data[:ks], data[ks:], at.Flags)
+	case wire.CmdMapDeleteElem:
+		if len(data) != ks {
+			return 0, ErrDataLen
+		}
+		return 0, m.Delete(data)
+	case wire.CmdMapGetNextKey:
+		var key []byte
+		switch len(data) {
+		case 0:
+		case ks:
+			key = data
+		default:
+			return 0, ErrDataLen
+		}
+		next := c.alloc(ks)
+		if err := m.NextKey(key, next); err != nil {
+			c.resetReply()
+			return 0, err
+		}
+	case wire.CmdMapLookupAndDeleteElem:
+		if len(data) != ks {
+			return 0, ErrDataLen
+		}
+		v := c.alloc(vs)
+		if err := m.LookupAndDelete(data, v); err != nil {
+			c.resetReply()
+			return 0, err
+		}
+	case wire.CmdMapFreeze:
+		if len(data) != 0 {
+			return 0, ErrDataLen
+		}
+		return 0, m.Freeze()
+	}
+	return 0, nil
+}
+
+// batchScratch is a connection's reusable batch state.
+type batchScratch struct {
+	b maps.Batch
+}
+
+// batchOp executes the batch commands (see wire.BatchAttr).
+func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
+	var at wire.BatchAttr
+	if !at.Parse(a) {
+		return 0, ErrInvalid
+	}
+	need := wire.ModeRead
+	switch cmd {
+	case wire.CmdMapUpdateBatch, wire.CmdMapDeleteBatch:
+		need = wire.ModeWrite
+	case wire.CmdMapLookupAndDeleteBatch:
+		need = wire.ModeReadWrite
+	}
+	hd, err := c.mapHandle(at.Handle, need)
+	if err != nil {
+		return 0, err
+	}
+	if at.Flags != 0 {
+		return 0, ErrInvalid
+	}
+	m := hd.obj.m
+	spec := &hd.obj.spec
+	ks, vs := uint64(spec.KeySize), uint64(spec.ValueSize)
+	b := &c.batch.b
+	*b = maps.Batch{ElemFlags: at.ElemFlags, Count: at.Count}
+	switch cmd {
+	case wire.CmdMapUpdateBatch, wire.CmdMapDeleteBatch:
+		if at.HasInBatch != 0 || at.InBatch != 0 {
+			return 0, ErrInvalid
+		}
+		n := uint64(at.Count)
+		want := n * ks
+		if cmd == wire.CmdMapUpdateBatch {
+			want += n * vs
+		}
+		if uint64(len(data)) != want {
+			return 0, ErrDataLen
+		}
+		b.Keys = data[:n*ks]
+		if cmd == wire.CmdMapUpdateBatch {
+			b.Values = data[n*ks:]
+			err = m.UpdateBatch(b)
+		} else {
+			err = m.DeleteBatch(b)
+		}
+		return int64(b.Count), err
+	}
+	// Lookup batches: never more than the map can hold, so a hostile count
+	// cannot make the daemon allocate beyond the map's own (quota-charged)
+	// size.
+	if len(data) != 0 {
+		return 0, ErrDataLen
+	}
+	n := min(uint64(at.Count), uint64(spec.MaxEntries))
+	b.Count = uint32(n)
+	b.HasInBatch = at.HasInBatch == 1
+	b.InBatch = at.InBatch
+	out := c.alloc(int(wire.BatchCursorSize + n*(ks+vs)))
+	b.Keys = out[wire.BatchCursorSize : wire.BatchCursorSize+n*ks]
+	b.Values = out[wire.BatchCursorSize+n*ks:]
+	if cmd == wire.CmdMapLookupBatch {
+		err = m.LookupBatch(b)
+	} else {
+		err = m.LookupAndDeleteBatch(b)
+	}
+	done := uint64(b.Count)
+	if done > n {
+		done = n
+	}
+	binary.LittleEndian.PutUint64(out, b.OutBatch)
+	// Pack: cursor, done keys, done values.
+	copy(out[wire.BatchCursorSize+done*ks:], out[wire.BatchCursorSize+n*ks:wire.BatchCursorSize+n*ks+done*vs])
+	c.out = c.out[:len(c.out)-len(out)+int(wire.BatchCursorSize+done*(ks+vs))]
+	if err != nil && done == 0 && err != maps.ErrBatchEnd {
+		c.resetReply()
+	}
+	return int64(done), err
+}
+
+// mapCreate creates a map, its first descriptor and a handle.
+func (c *conn) mapCreate(a, data []byte) (int64, error) {
+	var at wire.MapCreateAttr
+	if !at.Parse(a) || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	if at.MapType == maps.TypeProgArray {
+		// Program arrays hold program ids: they arrive with programs.
+		return 0, ErrInvalid
+	}
+	if c.nhandles >= c.srv.cfg.MaxHandles {
+		return 0, ErrTooManyHandles
+	}
+	spec := maps.Spec{Type: at.MapType, KeySize: at.KeySize, ValueSize: at.ValueSize,
+		MaxEntries: at.MaxEntries, Flags: at.MapFlags, Name: wire.NameString(at.Name)}
+	mem, err := spec.MemoryUsage()
+	if err != nil {
+		return 0, err
+	}
+	r := c.reg
+	r.mu.Lock()
+	if err := r.reserveLocked(c.uid, mem); err != nil {
+		r.mu.Unlock()
+		return 0, err
+	}
+	if err := r.descCheck(c.uid); err != nil {
+		r.unreserveLocked(c.uid, mem)
+		r.mu.Unlock()
+		return 0, err
+	}
+	r.mu.Unlock()
+
+	m, err := maps.New(spec)
+	if err != nil {
+		r.mu.Lock()
+		r.unreserveLocked(c.uid, mem)
+		r.mu.Unlock()
+		return 0, err
+	}
+	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, name: at.Name, m: m, spec: spec}
+	switch {
+	case spec.Flags&maps.FlagRdonly != 0:
+		o.cap = wire.ModeRead
+	case spec.Flags&maps.FlagWronly != 0:
+		o.cap = wire.ModeWrite
+	}
+	r.mu.Lock()
+	if err := r.addObjectLocked(o, c.uid); err != nil {
+		r.unreserveLocked(c.uid, mem)
+		r.mu.Unlock()
+		m.Close()
+		return 0, err
+	}
+	d, cfd, err := r.newDescLocked(o, o.cap, c.uid, nil)
+	if err != nil {
+		o.refs = 1
+		free := r.unref(o, nil)
+		r.mu.Unlock()
+		closeObjects(free)
+		return 0, err
+	}
+	hd := r.newHandleLocked(d, o.cap, true)
+	r.mu.Unlock()
+	c.addFD(cfd)
+	id := c.addHandle(hd)
+	c.putInfo(hd)
+	return int64(id), nil
+}
+
+// putInfo appends the ObjInfo of hd to the reply.
+func (c *conn) putInfo(hd *handle) {
+	hd.obj.info(&c.info, hd.mode)
+	c.info.Append(c.alloc(wire.ObjInfoSize)[:0])
+}
+
+func (c *conn) hello(a, data []byte) (int64, error) {
+	var at wire.HelloAttr
+	if !at.Parse(a) || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	copy(c.alloc(len(c.srv.cfg.Version)), c.srv.cfg.Version)
+	return wire.Version, nil
+}
+
+// importDesc turns a presented descriptor into a handle.
+func (c *conn) importDesc(a, data []byte, fds []int) (int64, error) {
+	var at wire.ImportAttr
+	if !at.Parse(a) || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	if len(fds) != 1 {
+		if len(fds) == 0 {
+			return 0, ErrBadDescriptor
+		}
+		return 0, ErrFDs
+	}
+	if at.Mode != 0 && !at.Mode.Valid() {
+		return 0, ErrInvalid
+	}
+	if c.nhandles >= c.srv.cfg.MaxHandles {
+		return 0, ErrTooManyHandles
+	}
+	r := c.reg
+	r.mu.Lock()
+	d, err := r.lookupDescLocked(fds[0])
+	if err != nil {
+		r.mu.Unlock()
+		return 0, err
+	}
+	mode := at.Mode
+	if mode == 0 {
+		mode = d.mode
+	}
+	if mode&^d.mode != 0 {
+		r.mu.Unlock()
+		return 0, ErrPermission
+	}
+	hd := r.newHandleLocked(d, mode, false)
+	r.mu.Unlock()
+	id := c.addHandle(hd)
+	c.putInfo(hd)
+	return int64(id), nil
+}
+
+// reopen makes a new descriptor and handle with a subset of a handle's
+// mode.
+func (c *conn) reopen(a, data []byte) (int64, error) {
+	var at wire.HandleAttr
+	at.Parse(a)
+	if len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	hd, err := c.lookup(at.Handle)
+	if err != nil {
+		return 0, err
+	}
+	if !at.Mode.Valid() {
+		return 0, ErrInvalid
+	}
+	if at.Mode&^hd.mode != 0 {
+		return 0, ErrPermission
+	}
+	if c.nhandles >= c.srv.cfg.MaxHandles {
+		return 0, ErrTooManyHandles
+	}
+	r := c.reg
+	r.mu.Lock()
+	if hd.dead.Load() {
+		r.mu.Unlock()
+		return 0, ErrBadHandle
+	}
+	d, cfd, err := r.newDescLocked(hd.obj, at.Mode, c.uid, hd.src)
+	if err != nil {
+		r.mu.Unlock()
+		return 0, err
+	}
+	nh := r.newHandleLocked(d, at.Mode, true)
+	r.mu.Unlock()
+	c.addFD(cfd)
+	id := c.addHandle(nh)
+	c.putInfo(nh)
+	return int64(id), nil
+}
+
+// release drops a handle. A revoked handle is released without error.
+func (c *conn) release(a, data []byte) (int64, error) {
+	var at wire.HandleAttr
+	at.Parse(a)
+	if at.Mode != 0 || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	if at.Handle == 0 || uint64(at.Handle) >= uint64(len(c.handles)) || c.handles[at.Handle] == nil {
+		return 0, ErrBadHandle
+	}
+	c.removeHandle(at.Handle)
+	return 0, nil
+}
+
+func (c *conn) getInfo(a, data []byte) (int64, error) {
+	var at wire.HandleAttr
+	at.Parse(a)
+	if at.Mode != 0 || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	hd, err := c.lookup(at.Handle)
+	if err != nil {
+		return 0, err
+	}
+	c.putInfo(hd)
+	return 0, nil
+}
+
+// revoke kills the descriptor a maker handle was made with, everything
+// reopened from it and every handle made from any of them.
+func (c *conn) revoke(a, data []byte) (int64, error) {
+	var at wire.HandleAttr
+	at.Parse(a)
+	if at.Mode != 0 || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	hd, err := c.lookup(at.Handle)
+	if err != nil {
+		return 0, err
+	}
+	if !hd.maker {
+		return 0, ErrNotMaker
+	}
+	r := c.reg
+	r.mu.Lock()
+	if hd.src.parent == nil {
+		// A maker handle's descriptor keeps its parent link (prune only
+		// unlinks descriptors without handles): nil means a creating
+		// descriptor, which revocation does not apply to.
+		r.mu.Unlock()
+		return 0, ErrNotRevocable
+	}
+	free := r.revokeLocked(hd.src, nil)
+	r.mu.Unlock()
+	closeObjects(free)
+	return 0, nil
+}
+
+func (c *conn) status(data []byte) (int64, error) {
+	if len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	b, err := json.Marshal(c.srv.Stats())
+	if err != nil {
+		return 0, err
+	}
+	copy(c.alloc(len(b)), b)
+	return 0, nil
+}

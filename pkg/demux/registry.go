@@ -1,0 +1,445 @@
+package demux
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/scmrights"
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// Object is a daemon object (a map; programs later) in the registry. Its
+// identity fields are immutable after creation; refs is guarded by the
+// registry's mutex. Safe for concurrent use.
+type Object struct {
+	id    uint32
+	kind  wire.ObjType
+	owner uint32    // uid charged for it
+	cap   wire.Mode // cap on every descriptor's and handle's mode
+	mem   uint64    // bytes charged to owner's MapMemory
+	name  [wire.ObjNameLen]byte
+
+	m    maps.Map // kind == wire.ObjMap
+	spec maps.Spec
+
+	refs int // guarded by registry.mu
+}
+
+// ID returns the object's daemon-wide id.
+func (o *Object) ID() uint32 { return o.id }
+
+// Kind returns the object's kind.
+func (o *Object) Kind() wire.ObjType { return o.kind }
+
+// info fills i with o's description as seen with mode.
+func (o *Object) info(i *wire.ObjInfo, mode wire.Mode) {
+	*i = wire.ObjInfo{ObjType: o.kind, Mode: mode, ID: o.id, Name: o.name,
+		MemoryUsage: o.mem, OwnerUID: o.owner}
+	if o.m != nil {
+		i.Type = o.spec.Type
+		i.KeySize = o.spec.KeySize
+		i.ValueSize = o.spec.ValueSize
+		i.MaxEntries = o.spec.MaxEntries
+		i.Flags = o.spec.Flags
+		if o.m.Frozen() {
+			i.Frozen = 1
+		}
+	}
+}
+
+// close releases what o holds. Called once, without the registry lock.
+func (o *Object) close() {
+	if o.m != nil {
+		o.m.Close()
+	}
+}
+
+// Descriptor is the daemon's record of one descriptor: the client end of a
+// socketpair, known by its cookie, whose peer end the daemon holds. All
+// mutable fields are guarded by registry.mu.
+type Descriptor struct {
+	cookie uint64
+	obj    *Object
+	mode   wire.Mode
+	uid    uint32 // charged for the fd the daemon holds
+	peer   int    // the daemon's end; -1 once closed
+
+	parent   *Descriptor          // reopened from; nil for a creating descriptor
+	children []*Descriptor        // reopened from this one
+	handles  map[*handle]struct{} // handles whose source this is
+}
+
+// handle is one entry of a connection's handle table. obj, mode, src and
+// maker are immutable; dead is set (under registry.mu) by release or
+// revocation, which also drops the handle's object reference.
+type handle struct {
+	obj   *Object
+	mode  wire.Mode
+	src   *Descriptor
+	maker bool // made together with src (create or reopen), so may revoke it
+	dead  atomic.Bool
+}
+
+// usage is one uid's current consumption. Guarded by registry.mu.
+type usage struct {
+	mem     uint64
+	objects int
+	descs   int
+	conns   int
+}
+
+// registry holds every object and descriptor of the daemon.
+type registry struct {
+	cfg *Config
+
+	mu       sync.Mutex
+	objects  map[uint32]*Object     // guarded by mu
+	descs    map[uint64]*Descriptor // by cookie; guarded by mu
+	uids     map[uint32]*usage      // guarded by mu
+	lastID   uint32                 // guarded by mu
+	maxDescs int
+	closed   bool // guarded by mu
+
+	handles atomic.Int64 // live handles, for Stats
+	epfd    int
+	wakefd  int // eventfd that stops the watcher
+	done    chan struct{}
+}
+
+const wakeToken = 0 // cookies are never 0
+
+func newRegistry(cfg *Config, maxDescs int) (*registry, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setToken(&ev, wakeToken)
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	r := &registry{cfg: cfg, objects: map[uint32]*Object{}, descs: map[uint64]*Descriptor{},
+		uids: map[uint32]*usage{}, maxDescs: maxDescs, epfd: epfd, wakefd: wfd, done: make(chan struct{})}
+	go r.watch()
+	return r, nil
+}
+
+// setToken stores a 64-bit token in an epoll event's data (Fd and Pad are
+// the two halves of epoll_data). Tokens are descriptor cookies, never
+// reused, so a stale event for a closed and reused fd number is harmless.
+func setToken(ev *unix.EpollEvent, t uint64) {
+	ev.Fd = int32(uint32(t))
+	ev.Pad = int32(uint32(t >> 32))
+}
+
+func token(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// watch is the one goroutine waiting for hangups on descriptor peer ends.
+func (r *registry) watch() {
+	defer close(r.done)
+	var evs [128]unix.EpollEvent
+	for {
+		n, err := unix.EpollWait(r.epfd, evs[:], -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			r.cfg.Logger.Sugar().Warnw("epoll_wait failed; descriptor hangups no longer detected", "error", err)
+			return
+		}
+		for i := range evs[:n] {
+			t := token(&evs[i])
+			if t == wakeToken {
+				return
+			}
+			r.hangup(t)
+		}
+	}
+}
+
+func (r *registry) usage(uid uint32) *usage {
+	u := r.uids[uid]
+	if u == nil {
+		u = &usage{}
+		r.uids[uid] = u
+	}
+	return u
+}
+
+// hangup handles EPOLLHUP on the peer end of the descriptor with cookie c.
+func (r *registry) hangup(c uint64) {
+	var free []*Object
+	r.mu.Lock()
+	if d := r.descs[c]; d != nil {
+		free = r.killDesc(d, free)
+	}
+	r.mu.Unlock()
+	closeObjects(free)
+}
+
+// killDesc closes d's peer end, forgets d and drops its reference; objects
+// whose last reference went are appended to free. r.mu must be held.
+func (r *registry) killDesc(d *Descriptor, free []*Object) []*Object {
+	if d.peer < 0 {
+		r.prune(d)
+		return free
+	}
+	unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, d.peer, nil)
+	unix.Close(d.peer)
+	d.peer = -1
+	delete(r.descs, d.cookie)
+	r.usage(d.uid).descs--
+	free = r.unref(d.obj, free)
+	r.prune(d)
+	return free
+}
+
+// prune unlinks dead descriptors that nothing depends on any more (no
+// children, no handles) from their parents, up the lineage. A dead
+// descriptor with live handles or descendants stays linked, so revoking an
+// ancestor still reaches them. r.mu must be held.
+func (r *registry) prune(d *Descriptor) {
+	for d != nil && d.peer < 0 && len(d.children) == 0 && len(d.handles) == 0 {
+		p := d.parent
+		if p == nil {
+			return
+		}
+		for i, ch := range p.children {
+			if ch == d {
+				last := len(p.children) - 1
+				p.children[i] = p.children[last]
+				p.children[last] = nil
+				p.children = p.children[:last]
+				break
+			}
+		}
+		d.parent = nil
+		d = p
+	}
+}
+
+// unref drops one reference on o. r.mu must be held.
+func (r *registry) unref(o *Object, free []*Object) []*Object {
+	o.refs--
+	if o.refs > 0 {
+		return free
+	}
+	delete(r.objects, o.id)
+	r.unreserveLocked(o.owner, o.mem)
+	return append(free, o)
+}
+
+func closeObjects(objs []*Object) {
+	for _, o := range objs {
+		o.close()
+	}
+}
+
+// reserveLocked charges uid for one object of mem bytes, or fails with
+// ErrQuotaObjects / ErrQuotaMemory. unref returns the charge when the
+// object dies; unreserveLocked when creation fails before registration.
+// r.mu must be held.
+func (r *registry) reserveLocked(uid uint32, mem uint64) error {
+	if r.closed {
+		return ErrServerClosed
+	}
+	q := r.cfg.quotaFor(uid)
+	u := r.usage(uid)
+	if u.objects+1 > q.Objects {
+		return ErrQuotaObjects
+	}
+	if u.mem+mem > q.MapMemory || u.mem+mem < u.mem {
+		return ErrQuotaMemory
+	}
+	u.objects++
+	u.mem += mem
+	return nil
+}
+
+func (r *registry) unreserveLocked(uid uint32, mem uint64) {
+	u := r.usage(uid)
+	u.objects--
+	u.mem -= mem
+}
+
+// addObjectLocked gives o (already reserved for uid) an id and registers
+// it with no references; the caller adds the descriptor's and handle's at
+// once, under the same lock. r.mu must be held.
+func (r *registry) addObjectLocked(o *Object, uid uint32) error {
+	if r.lastID == ^uint32(0) {
+		return ErrIDsExhausted
+	}
+	r.lastID++
+	o.id = r.lastID
+	o.owner = uid
+	r.objects[o.id] = o
+	return nil
+}
+
+// descCheck checks that uid may hold one more descriptor. r.mu must be
+// held.
+func (r *registry) descCheck(uid uint32) error {
+	if len(r.descs) >= r.maxDescs || r.usage(uid).descs+1 > r.cfg.quotaFor(uid).Descriptors {
+		return ErrQuotaDescs
+	}
+	return nil
+}
+
+// newDescLocked makes a descriptor for (o, mode) charged to uid, reopened
+// from parent (nil for a creating descriptor), and takes a reference on o.
+// It returns the client end, which the caller owns (sends, then closes).
+// r.mu must be held.
+func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *Descriptor) (*Descriptor, int, error) {
+	if r.closed {
+		return nil, -1, ErrServerClosed
+	}
+	if err := r.descCheck(uid); err != nil {
+		return nil, -1, err
+	}
+	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		if err == unix.EMFILE || err == unix.ENFILE {
+			return nil, -1, ErrQuotaDescs
+		}
+		return nil, -1, os.NewSyscallError("socketpair", err)
+	}
+	peer, client := p[0], p[1]
+	fail := func(err error) (*Descriptor, int, error) {
+		unix.Close(peer)
+		unix.Close(client)
+		return nil, -1, err
+	}
+	cookie, err := scmrights.Cookie(client)
+	if err != nil {
+		return fail(err)
+	}
+	// The daemon never reads its end: refuse data a client might queue.
+	if err := unix.Shutdown(peer, unix.SHUT_RD); err != nil {
+		return fail(os.NewSyscallError("shutdown", err))
+	}
+	// EPOLLHUP only: after SHUT_RD, EPOLLRDHUP would fire at once; EPOLLHUP
+	// means both directions are shut, i.e. the client end is gone.
+	ev := unix.EpollEvent{Events: unix.EPOLLHUP}
+	setToken(&ev, cookie)
+	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, peer, &ev); err != nil {
+		return fail(os.NewSyscallError("epoll_ctl", err))
+	}
+	d := &Descriptor{cookie: cookie, obj: o, mode: mode, uid: uid, peer: peer, parent: parent,
+		handles: map[*handle]struct{}{}}
+	if parent != nil {
+		parent.children = append(parent.children, d)
+	}
+	r.descs[cookie] = d
+	r.usage(uid).descs++
+	o.refs++
+	return d, client, nil
+}
+
+// newHandleLocked makes a handle on d's object with mode and takes a
+// reference. r.mu must be held.
+func (r *registry) newHandleLocked(d *Descriptor, mode wire.Mode, maker bool) *handle {
+	h := &handle{obj: d.obj, mode: mode, src: d, maker: maker}
+	d.handles[h] = struct{}{}
+	d.obj.refs++
+	r.handles.Add(1)
+	return h
+}
+
+// releaseHandle drops h (idempotent).
+func (r *registry) releaseHandle(h *handle) {
+	var free []*Object
+	r.mu.Lock()
+	free = r.releaseHandleLocked(h, free)
+	r.mu.Unlock()
+	closeObjects(free)
+}
+
+func (r *registry) releaseHandleLocked(h *handle, free []*Object) []*Object {
+	if h.dead.Load() {
+		return free
+	}
+	h.dead.Store(true)
+	delete(h.src.handles, h)
+	r.handles.Add(-1)
+	free = r.unref(h.obj, free)
+	r.prune(h.src)
+	return free
+}
+
+// lookupDesc returns the live descriptor whose client end is fd, or
+// ErrBadDescriptor. It does not close fd.
+func (r *registry) lookupDescLocked(fd int) (*Descriptor, error) {
+	c, err := scmrights.Cookie(fd)
+	if err != nil {
+		return nil, ErrBadDescriptor
+	}
+	d := r.descs[c]
+	if d == nil || d.peer < 0 {
+		return nil, ErrBadDescriptor
+	}
+	return d, nil
+}
+
+// revokeLocked kills d, its descendants and every handle made from them.
+// r.mu must be held.
+func (r *registry) revokeLocked(d *Descriptor, free []*Object) []*Object {
+	for len(d.children) > 0 {
+		n := len(d.children)
+		free = r.revokeLocked(d.children[n-1], free)
+		if len(d.children) == n { // prune unlinks it; never loop forever
+			d.children[n-1].parent = nil
+			d.children = d.children[:n-1]
+		}
+	}
+	for h := range d.handles {
+		free = r.releaseHandleLocked(h, free)
+	}
+	return r.killDesc(d, free)
+}
+
+// close stops the watcher, closes every descriptor peer end and every
+// object. Handles still in connection tables become dead.
+func (r *registry) close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	var one = [8]byte{1}
+	unix.Write(r.wakefd, one[:])
+	r.mu.Unlock()
+	<-r.done
+
+	var free []*Object
+	r.mu.Lock()
+	for _, d := range r.descs {
+		for h := range d.handles {
+			free = r.releaseHandleLocked(h, free)
+		}
+		free = r.killDesc(d, free)
+	}
+	// Objects still referenced (by handles of connections that did not
+	// finish) are closed too.
+	for _, o := range r.objects {
+		delete(r.objects, o.id)
+		free = append(free, o)
+	}
+	r.mu.Unlock()
+	closeObjects(free)
+	unix.Close(r.epfd)
+	unix.Close(r.wakefd)
+}

@@ -1,0 +1,257 @@
+package demux
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// Server serves the bpfd protocol. Create it with NewServer, run Serve on
+// one or more listeners, stop it with Shutdown. All methods are safe for
+// concurrent use.
+type Server struct {
+	cfg Config
+	log *zap.Logger
+	reg *registry
+
+	mu       sync.Mutex
+	lns      map[*net.UnixListener]struct{} // guarded by mu
+	conns    map[*conn]struct{}             // guarded by mu
+	closing  bool                           // guarded by mu
+	connWG   sync.WaitGroup
+	nconns   atomic.Int64
+	shutOnce sync.Once
+}
+
+// NewServer returns a server configured by cfg (nil: defaults). It starts
+// the goroutine that watches descriptors; Shutdown stops it. It fails only
+// if epoll or eventfd cannot be created (*os.SyscallError).
+func NewServer(cfg *Config) (*Server, error) {
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.MaxHandles <= 0 {
+		c.MaxHandles = DefaultMaxHandles
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxDescriptors <= 0 {
+		c.MaxDescriptors = DefaultMaxDescriptors
+	}
+	// Leave room under RLIMIT_NOFILE for connections, memfds and the
+	// runtime: descriptors never take the last quarter.
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur < 1<<40 {
+		if lim := int(rl.Cur) * 3 / 4; lim < c.MaxDescriptors {
+			c.MaxDescriptors = max(lim, 1)
+		}
+		if lim := int(rl.Cur) / 8; lim < c.MaxConns {
+			c.MaxConns = max(lim, 1)
+		}
+	}
+	s := &Server{cfg: c, log: c.Logger, lns: map[*net.UnixListener]struct{}{}, conns: map[*conn]struct{}{}}
+	reg, err := newRegistry(&s.cfg, c.MaxDescriptors)
+	if err != nil {
+		return nil, err
+	}
+	s.reg = reg
+	return s, nil
+}
+
+// Serve accepts connections on ln and serves each on its own goroutine
+// until Shutdown, then returns ErrServerClosed. Serve owns ln and closes
+// it. Any other accept failure that is not temporary is returned.
+func (s *Server) Serve(ln *net.UnixListener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.AcceptUnix()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.EMFILE) ||
+				errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) ||
+				errors.Is(err, unix.ECONNABORTED) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("delay", delay))
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.startConn(nc)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) startConn(nc *net.UnixConn) {
+	c, err := newConn(s, nc)
+	if err != nil {
+		s.log.Warn("connection setup failed", zap.Error(err))
+		nc.Close()
+		return
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.reg.mu.Lock()
+	u := s.reg.usage(c.uid)
+	over := len(s.conns) >= s.cfg.MaxConns || u.conns >= s.cfg.quotaFor(c.uid).Conns
+	if !over {
+		u.conns++
+	}
+	s.reg.mu.Unlock()
+	if over {
+		s.mu.Unlock()
+		s.log.Warn("connection refused: too many connections", zap.Uint32("uid", c.uid), zap.Int32("pid", c.pid))
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	s.nconns.Add(1)
+	go func() {
+		defer s.connWG.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.reg.mu.Lock()
+		s.reg.usage(c.uid).conns--
+		s.reg.mu.Unlock()
+		s.nconns.Add(-1)
+	}()
+}
+
+// Shutdown stops the server: it closes the listeners, lets every
+// connection answer the requests it has already received (including those
+// queued in its socket), closes the connections, then closes every
+// descriptor and object. If ctx ends first, connections are closed at once
+// and ctx's error is returned (resources are still released). Later calls
+// return nil at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.shutOnce.Do(func() { err = s.shutdown(ctx) })
+	return err
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.stop()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.reg.close()
+	return err
+}
+
+// Stats is a snapshot of the daemon's state, for bpfctl status (CmdStatus
+// returns it as JSON).
+type Stats struct {
+	Objects     int        `json:"objects"`
+	Maps        int        `json:"maps"`
+	Connections int        `json:"connections"`
+	Descriptors int        `json:"descriptors"`
+	Handles     int64      `json:"handles"`
+	MapMemory   uint64     `json:"map_memory"`
+	UIDs        []UIDStats `json:"uids,omitempty"`
+}
+
+// UIDStats is one uid's consumption and quota.
+type UIDStats struct {
+	UID         uint32 `json:"uid"`
+	Objects     int    `json:"objects"`
+	MapMemory   uint64 `json:"map_memory"`
+	Descriptors int    `json:"descriptors"`
+	Connections int    `json:"connections"`
+	Quota       Quota  `json:"quota"`
+}
+
+// Stats returns a snapshot of the server's objects, connections,
+// descriptors and memory. It takes the registry lock briefly.
+func (s *Server) Stats() Stats {
+	var st Stats
+	st.Connections = int(s.nconns.Load())
+	st.Handles = s.reg.handles.Load()
+	r := s.reg
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st.Objects = len(r.objects)
+	st.Descriptors = len(r.descs)
+	for _, o := range r.objects {
+		if o.kind == wire.ObjMap {
+			st.Maps++
+		}
+		st.MapMemory += o.mem
+	}
+	for uid, u := range r.uids {
+		if *u == (usage{}) {
+			continue
+		}
+		st.UIDs = append(st.UIDs, UIDStats{UID: uid, Objects: u.objects, MapMemory: u.mem,
+			Descriptors: u.descs, Connections: u.conns, Quota: s.cfg.quotaFor(uid)})
+	}
+	sort.Slice(st.UIDs, func(i, j int) bool { return st.UIDs[i].UID < st.UIDs[j].UID })
+	return st
+}

@@ -1,0 +1,267 @@
+package interp
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Defaults for VMConfig.
+const (
+	// DefaultBudget is the default instruction budget of one run: 16 Mi
+	// instructions, a few tens of milliseconds of interpretation, enough for
+	// a byte loop over a megabyte.
+	DefaultBudget = 1 << 24
+	// DefaultMaxRegions is the default cap on dynamic regions per run.
+	DefaultMaxRegions = 1024
+)
+
+// VMConfig parameterises NewVM; nil or zero fields mean the defaults.
+type VMConfig struct {
+	// Budget is the most instructions one Run may execute, tail calls and
+	// bpf-to-bpf calls included; more stops the run with ErrBudget.
+	Budget uint64
+	// MaxRegions caps the dynamic regions (AddRegion) alive in one run,
+	// those the caller adds before Run included; more fails with
+	// ErrRegionLimit.
+	MaxRegions int
+}
+
+// region is one addressable memory range.
+type region struct {
+	buf []byte
+	ro  bool
+}
+
+type frame struct {
+	ret            int
+	r6, r7, r8, r9 uint64
+}
+
+// VM is the per-run state of the interpreter: registers, the stack frames
+// and the dynamic regions. A VM runs one program at a time and is not safe
+// for concurrent use; give each goroutine its own, and reuse it: once warm,
+// Run does not allocate. Different VMs may run the same *Program
+// concurrently.
+type VM struct {
+	stack [MaxFrames * StackSize]byte // first: 8-byte aligned
+
+	// Context is free for the caller: helpers read it through the VM. The
+	// VM never touches it; it survives across runs until the caller
+	// changes it.
+	Context any
+
+	budget  uint64
+	maxDyn  int
+	regions []region // len dynamicBase+dynamic count, cap dynamicBase+maxDyn
+	frames  [MaxFrames]frame
+	prog    *Program // program whose static regions are installed
+	nstatic int
+
+	pc        int      // pc of the instruction calling a helper
+	tail      *Program // pending tail call, set by TailCall
+	tailCalls int
+	left      uint64 // budget left when the last run stopped
+	running   bool
+}
+
+// NewVM returns a VM; cfg may be nil.
+func NewVM(cfg *VMConfig) *VM {
+	vm := &VM{budget: DefaultBudget, maxDyn: DefaultMaxRegions}
+	if cfg != nil {
+		if cfg.Budget != 0 {
+			vm.budget = cfg.Budget
+		}
+		if cfg.MaxRegions > 0 {
+			vm.maxDyn = cfg.MaxRegions
+		}
+	}
+	vm.regions = make([]region, dynamicBase, dynamicBase+vm.maxDyn)
+	for i := range MaxFrames {
+		vm.regions[stackBase+i].buf = vm.stack[i*StackSize : (i+1)*StackSize : (i+1)*StackSize]
+	}
+	return vm
+}
+
+// stackTop returns r10 for frame f.
+func stackTop(f int) uint64 { return uint64(stackBase+f)<<32 | StackSize }
+
+// Executed returns how many instructions the last Run executed.
+func (vm *VM) Executed() uint64 { return vm.budget - vm.left }
+
+// AddRegion makes buf addressable by the program and returns the pointer to
+// its first byte. Before Run it passes context or packet memory; from a
+// helper it hands the program new memory (e.g. a map value). Regions are
+// dropped when Run returns; the VM keeps buf only until then, and never
+// copies it. It fails with ErrRegionLimit when the VM already holds
+// VMConfig.MaxRegions dynamic regions, and with ErrOutOfBounds when buf is
+// larger than MaxRegionSize.
+func (vm *VM) AddRegion(buf []byte, writable bool) (uint64, error) {
+	if uint64(len(buf)) > MaxRegionSize {
+		return 0, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Size: len(buf)}
+	}
+	if len(vm.regions)-dynamicBase >= vm.maxDyn {
+		return 0, &Fault{Code: FaultRegionLimit, PC: vm.pc}
+	}
+	vm.regions = append(vm.regions, region{buf: buf, ro: !writable})
+	return uint64(len(vm.regions)-1) << 32, nil
+}
+
+// Mem translates a program pointer into the size bytes it designates, for
+// helpers reading or writing pointer arguments. It fails with a *Fault
+// (ErrOutOfBounds, or ErrReadOnly when write is set on a read-only region)
+// unless [ptr, ptr+size) lies inside one region. The slice aliases the
+// region: it is valid until the helper returns.
+func (vm *VM) Mem(ptr uint64, size int, write bool) ([]byte, error) {
+	if size < 0 {
+		return nil, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Addr: ptr, Size: size, Write: write}
+	}
+	idx, o := ptr>>32, ptr&0xffffffff
+	if idx == 0 || idx >= uint64(len(vm.regions)) || o+uint64(size) > uint64(len(vm.regions[idx].buf)) {
+		return nil, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Addr: ptr, Size: size, Write: write}
+	}
+	r := &vm.regions[idx]
+	if write && r.ro {
+		return nil, &Fault{Code: FaultReadOnly, PC: vm.pc, Addr: ptr, Size: size, Write: write}
+	}
+	return r.buf[o : o+uint64(size) : o+uint64(size)], nil
+}
+
+// TailCall asks the VM to continue, once the calling helper returns, at the
+// start of p with the current r1 and a fresh stack, discarding every call
+// frame (as bpf_tail_call; the target's exit ends the run). It reports
+// false, and changes nothing, when p is nil or the run already made
+// MaxTailCalls tail calls: the helper should then return normally, as
+// bpf_tail_call does on failure. Only a helper may call it, during Run.
+func (vm *VM) TailCall(p *Program) bool {
+	if p == nil || !vm.running || vm.tailCalls >= MaxTailCalls {
+		return false
+	}
+	vm.tail = p
+	vm.tailCalls++
+	return true
+}
+
+// install makes p's static regions the addressable ones.
+func (vm *VM) install(p *Program) {
+	if vm.prog == p {
+		return
+	}
+	n := copy(vm.regions[staticBase:], p.static)
+	clear(vm.regions[staticBase+n : staticBase+max(n, vm.nstatic)])
+	vm.nstatic = n
+	vm.prog = p
+}
+
+// Run executes p with r1-r5 set from args (missing ones are 0) and r10 at
+// the top of a zeroed 512-byte stack, and returns r0 at the program's final
+// exit. Dynamic regions added before Run are addressable during it; all of
+// them are dropped when Run returns. On failure Run returns a *Fault
+// (errors.Is with ErrOutOfBounds, ErrReadOnly, ErrBudget, ErrCallDepth,
+// ErrFallOff, ErrBadCall, ErrHelper, ErrRegionLimit or ErrInternal), or
+// ErrArgs for more than five arguments.
+func (vm *VM) Run(p *Program, args ...uint64) (r0 uint64, err error) {
+	if len(args) > 5 {
+		return 0, ErrArgs
+	}
+	var a [5]uint64
+	copy(a[:], args)
+	vm.running = true
+	defer func() {
+		if x := recover(); x != nil {
+			r0, err = 0, &Fault{Code: FaultInternal, PC: vm.pc, Err: fmt.Errorf("panic: %v", x)}
+		}
+		vm.running = false
+		vm.tail = nil
+		vm.tailCalls = 0
+		clear(vm.regions[dynamicBase:])
+		vm.regions = vm.regions[:dynamicBase]
+	}()
+	vm.install(p)
+	return vm.exec(p, &a)
+}
+
+// Run is a convenience for tests and tools following the conformance
+// suite's convention: r1 points to a writable copy of mem (0 when mem is
+// nil), r2 = len(mem), no context. It uses a pooled VM with the default
+// configuration; errors are those of VM.Run.
+func (p *Program) Run(mem []byte) (uint64, error) {
+	vm, _ := p.vmPool.Get().(*VM)
+	if vm == nil {
+		vm = NewVM(nil)
+	}
+	defer p.vmPool.Put(vm)
+	var r1 uint64
+	if mem != nil {
+		var err error
+		if r1, err = vm.AddRegion(bytes.Clone(mem), true); err != nil {
+			return 0, err
+		}
+	}
+	return vm.Run(p, r1, uint64(len(mem)))
+}
+
+// memFault classifies a failed access at address a.
+func (vm *VM) memFault(pc int, a uint64, size int, write bool) error {
+	code := FaultOutOfBounds
+	if idx, o := a>>32, a&0xffffffff; write && idx < uint64(len(vm.regions)) && o+uint64(size) <= uint64(len(vm.regions[idx].buf)) {
+		code = FaultReadOnly
+	}
+	return &Fault{Code: code, PC: pc, Addr: a, Size: size, Write: write}
+}
+
+// ld returns the size bytes at a, or nil when they are not inside a region.
+func ld(regions []region, a, size uint64) []byte {
+	i := a >> 32
+	if i >= uint64(len(regions)) {
+		return nil
+	}
+	b := regions[i].buf
+	o := a & 0xffffffff
+	if o+size > uint64(len(b)) {
+		return nil
+	}
+	return b[o : o+size : o+size]
+}
+
+// st is ld for writing: it also refuses read-only regions.
+func st(regions []region, a, size uint64) []byte {
+	i := a >> 32
+	if i >= uint64(len(regions)) || regions[i].ro {
+		return nil
+	}
+	b := regions[i].buf
+	o := a & 0xffffffff
+	if o+size > uint64(len(b)) {
+		return nil
+	}
+	return b[o : o+size : o+size]
+}
+
+// insnFault builds the fault of the load or store in at pc, whose access
+// the run loop found invalid.
+func (vm *VM) insnFault(pc int, in *insn, regs *[16]uint64) error {
+	size, write := 0, false
+	base := in.src
+	switch in.op {
+	case opLdxB, opLdxsB:
+		size = 1
+	case opLdxH, opLdxsH:
+		size = 2
+	case opLdxW, opLdxsW:
+		size = 4
+	case opLdxDW:
+		size = 8
+	case opStB, opStxB:
+		size, write = 1, true
+	case opStH, opStxH:
+		size, write = 2, true
+	case opStW, opStxW:
+		size, write = 4, true
+	default: // opStDW, opStxDW
+		size, write = 8, true
+	}
+	if write {
+		base = in.dst
+	}
+	return vm.memFault(pc, regs[base&15]+uint64(in.off), size, write)
+}

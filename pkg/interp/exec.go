@@ -8,18 +8,21 @@ import (
 // exec is the run loop. Registers live in a local array indexed with &15 so
 // the compiler drops bounds checks; memory goes through ld/st, which the
 // compiler inlines. Fault paths jump to out.
-func (vm *VM) exec(p *Program, args *[5]uint64) (uint64, error) {
+//
+// It starts at pc in frame base (0 for a run; above the calling frame for
+// VM.Call) and returns at the exit of frame base. The budget left is shared
+// through vm.left across nested invocations.
+func (vm *VM) exec(p *Program, pc, base int, args *[5]uint64) (uint64, error) {
 	var regs [16]uint64
 	regs[1], regs[2], regs[3], regs[4], regs[5] = args[0], args[1], args[2], args[3], args[4]
-	regs[10] = stackTop(0)
-	clear(vm.stack[:StackSize])
+	regs[10] = stackTop(base)
+	clear(vm.stack[base*StackSize : (base+1)*StackSize])
 
 	insns := p.insns
 	helpers := p.helpers
 	regions := vm.regions
-	budget := vm.budget
-	frame := 0
-	pc := 0
+	budget := vm.left
+	frame := base
 	var ferr error
 
 	for {
@@ -532,8 +535,9 @@ func (vm *VM) exec(p *Program, args *[5]uint64) (uint64, error) {
 					goto out
 				}
 			}
-			vm.pc = pc - 1
+			vm.pc, vm.frame, vm.left = pc-1, frame, budget
 			v, err := helpers[n](vm, regs[1], regs[2], regs[3], regs[4], regs[5])
+			budget = vm.left
 			if err != nil {
 				ferr = &Fault{Code: FaultHelper, PC: pc - 1, Err: err}
 				goto out
@@ -543,6 +547,7 @@ func (vm *VM) exec(p *Program, args *[5]uint64) (uint64, error) {
 			if t := vm.tail; t != nil {
 				vm.tail = nil
 				p = t
+				vm.cur = t
 				insns, helpers = p.insns, p.helpers
 				vm.install(p)
 				regions = vm.regions
@@ -562,7 +567,7 @@ func (vm *VM) exec(p *Program, args *[5]uint64) (uint64, error) {
 			regs[10] = stackTop(frame)
 			pc = int(in.off)
 		case opExit:
-			if frame == 0 {
+			if frame == base {
 				vm.left = budget
 				return regs[0], nil
 			}

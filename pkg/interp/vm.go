@@ -58,6 +58,9 @@ type VM struct {
 	nstatic int
 
 	pc        int      // pc of the instruction calling a helper
+	frame     int      // frame of the instruction calling a helper
+	nested    int      // VM.Call invocations under way
+	cur       *Program // program running now (changes on tail calls)
 	tail      *Program // pending tail call, set by TailCall
 	tailCalls int
 	left      uint64 // budget left when the last run stopped
@@ -133,7 +136,7 @@ func (vm *VM) Mem(ptr uint64, size int, write bool) ([]byte, error) {
 // MaxTailCalls tail calls: the helper should then return normally, as
 // bpf_tail_call does on failure. Only a helper may call it, during Run.
 func (vm *VM) TailCall(p *Program) bool {
-	if p == nil || !vm.running || vm.tailCalls >= MaxTailCalls {
+	if p == nil || !vm.running || vm.nested > 0 || vm.tailCalls >= MaxTailCalls {
 		return false
 	}
 	vm.tail = p
@@ -171,13 +174,48 @@ func (vm *VM) Run(p *Program, args ...uint64) (r0 uint64, err error) {
 			r0, err = 0, &Fault{Code: FaultInternal, PC: vm.pc, Err: fmt.Errorf("panic: %v", x)}
 		}
 		vm.running = false
+		vm.cur = nil
+		vm.nested = 0
 		vm.tail = nil
 		vm.tailCalls = 0
 		clear(vm.regions[dynamicBase:])
 		vm.regions = vm.regions[:dynamicBase]
 	}()
 	vm.install(p)
-	return vm.exec(p, &a)
+	vm.cur = p
+	vm.left = vm.budget
+	return vm.exec(p, 0, 0, &a)
+}
+
+// Call runs the function of the running program that starts at
+// instruction pc, as a bpf-to-bpf call made from the frame of the calling
+// helper (r1-r5 from args, a fresh frame above the caller's, r6-r9 of no
+// concern to the caller), and returns its r0. It lets helpers such as
+// bpf_loop invoke callbacks. The run's instruction budget is shared. Only a
+// helper may call it, during Run; a tail call inside the callee fails as
+// bpf_tail_call does. It returns ErrBadCall for a pc that does not start an
+// instruction, ErrCallDepth when no frame is left, and the callee's fault
+// otherwise (which the helper should return, ending the run).
+func (vm *VM) Call(pc int, args ...uint64) (uint64, error) {
+	p := vm.cur
+	if !vm.running || p == nil || len(args) > 5 {
+		return 0, &Fault{Code: FaultBadCall, PC: vm.pc}
+	}
+	if pc < 0 || pc >= len(p.insns)-1 || p.insns[pc].op == opInvalid {
+		return 0, &Fault{Code: FaultBadCall, PC: vm.pc, Addr: uint64(pc)}
+	}
+	base := vm.frame + 1
+	if base >= MaxFrames {
+		return 0, &Fault{Code: FaultCallDepth, PC: vm.pc}
+	}
+	var a [5]uint64
+	copy(a[:], args)
+	savedPC, savedFrame := vm.pc, vm.frame
+	vm.nested++
+	r0, err := vm.exec(p, pc, base, &a)
+	vm.nested--
+	vm.pc, vm.frame = savedPC, savedFrame
+	return r0, err
 }
 
 // Run is a convenience for tests and tools following the conformance

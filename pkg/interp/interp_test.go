@@ -11,7 +11,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfd-project/bpfd/pkg/interp"
-	"github.com/bpfd-project/bpfd/pkg/interp/internal/progen"
+	"github.com/bpfd-project/bpfd/internal/progen"
 )
 
 // raw marshals instructions (jump offsets set by hand) to bpf_attr.insns bytes.

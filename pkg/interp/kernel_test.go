@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfd-project/bpfd/pkg/interp"
-	"github.com/bpfd-project/bpfd/pkg/interp/internal/progen"
+	"github.com/bpfd-project/bpfd/internal/progen"
 )
 
 var (

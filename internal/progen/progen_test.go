@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/bpfd-project/bpfd/pkg/interp"
-	"github.com/bpfd-project/bpfd/pkg/interp/internal/progen"
+	"github.com/bpfd-project/bpfd/internal/progen"
 )
 
 func TestGenerate(t *testing.T) {

@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/bpfd-project/bpfd/pkg/interp"
 	"github.com/bpfd-project/bpfd/internal/progen"
+	"github.com/bpfd-project/bpfd/pkg/interp"
 )
 
 func TestGenerate(t *testing.T) {

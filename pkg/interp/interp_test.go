@@ -10,8 +10,8 @@ import (
 
 	"github.com/cilium/ebpf/asm"
 
-	"github.com/bpfd-project/bpfd/pkg/interp"
 	"github.com/bpfd-project/bpfd/internal/progen"
+	"github.com/bpfd-project/bpfd/pkg/interp"
 )
 
 // raw marshals instructions (jump offsets set by hand) to bpf_attr.insns bytes.

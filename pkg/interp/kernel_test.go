@@ -12,8 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
-	"github.com/bpfd-project/bpfd/pkg/interp"
 	"github.com/bpfd-project/bpfd/internal/progen"
+	"github.com/bpfd-project/bpfd/pkg/interp"
 )
 
 var (

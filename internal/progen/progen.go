@@ -11,6 +11,7 @@
 package progen
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 
 	"github.com/cilium/ebpf/asm"
@@ -27,7 +28,28 @@ type Options struct {
 	// NoV4 leaves out the cpu v4 instructions (sdiv/smod, movsx, bswap,
 	// sign-extending loads, gotol) for kernels older than 6.6.
 	NoV4 bool
+	// Input makes the program read its starting values (r0-r9, the stack
+	// slots and the 64-bit constants of the body) from an input buffer
+	// through bpf_skb_load_bytes (helper 26) instead of holding them as
+	// immediates; see GenerateInput. The kernel verifier tracks constants
+	// exactly and hard-wires branches it decides statically, so with
+	// immediates a kernel comparison tests the verifier's constant folding
+	// as much as the instructions' run-time semantics; with Input it tests
+	// the run-time semantics.
+	Input bool
 }
+
+// InputRegs is the number of 64-bit values after the stack slots in an
+// Input program's buffer: r0-r9, then values the body reloads.
+const InputRegs = 16
+
+// InputSize is the size of an Input program's buffer.
+const InputSize = 8 * (Slots + InputRegs)
+
+// HelperSkbLoadBytes is bpf_skb_load_bytes(ctx, offset, to, len), which an
+// Input program calls once, first, as skb_load_bytes(r1, 0, r10-InputSize,
+// InputSize): a runner other than the kernel must provide it.
+const HelperSkbLoadBytes = 26
 
 // Slots is the number of 8-byte stack slots the programs use, at
 // r10-8*Slots .. r10-1; all are initialised first.
@@ -231,15 +253,28 @@ func Generate(rng *rand.Rand, opts *Options) asm.Instructions {
 		n = 64
 	}
 	var prologue asm.Instructions
-	for r := asm.R0; r <= asm.R9; r++ {
-		if g.rng.IntN(2) == 0 {
-			prologue = append(prologue, asm.LoadImm(r, g.imm64(), asm.DWord))
-		} else {
-			prologue = append(prologue, asm.Mov.Imm(r, g.imm()))
+	if g.opts.Input {
+		// The buffer lands at r10-InputSize: values, then the slots on top.
+		prologue = append(prologue,
+			asm.Mov.Imm(asm.R2, 0),
+			asm.Mov.Reg(asm.R3, asm.R10),
+			asm.Add.Imm(asm.R3, -InputSize),
+			asm.Mov.Imm(asm.R4, InputSize),
+			asm.FnSkbLoadBytes.Call())
+		for r := asm.R0; r <= asm.R9; r++ {
+			prologue = append(prologue, asm.LoadMem(r, asm.R10, inputOff(int(r)), asm.DWord))
 		}
-	}
-	for s := range Slots {
-		prologue = append(prologue, StoreImm(asm.R10, int16(-8*(s+1)), g.imm(), asm.DWord))
+	} else {
+		for r := asm.R0; r <= asm.R9; r++ {
+			if g.rng.IntN(2) == 0 {
+				prologue = append(prologue, asm.LoadImm(r, g.imm64(), asm.DWord))
+			} else {
+				prologue = append(prologue, asm.Mov.Imm(r, g.imm()))
+			}
+		}
+		for s := range Slots {
+			prologue = append(prologue, StoreImm(asm.R10, int16(-8*(s+1)), g.imm(), asm.DWord))
+		}
 	}
 
 	items := make([]item, n)
@@ -249,6 +284,8 @@ func Generate(rng *rand.Rand, opts *Options) asm.Instructions {
 			items[i] = item{insns: g.alu()}
 		case k < 10:
 			items[i] = item{insns: g.swap()}
+		case k < 11 && g.opts.Input:
+			items[i] = item{insns: []asm.Instruction{asm.LoadMem(g.reg(), asm.R10, inputOff(10+g.rng.IntN(InputRegs-10)), asm.DWord)}}
 		case k < 11:
 			items[i] = item{insns: []asm.Instruction{asm.LoadImm(g.reg(), g.imm64(), asm.DWord)}}
 		case k < 14:
@@ -299,4 +336,32 @@ func Generate(rng *rand.Rand, opts *Options) asm.Instructions {
 		asm.Mov.Reg(asm.R1, asm.R0), asm.RSh.Imm(asm.R1, 32), asm.Xor.Reg(asm.R0, asm.R1),
 		asm.Return())
 	return insns
+}
+
+// inputOff is the stack offset of value i of an Input program's buffer.
+func inputOff(i int) int16 { return int16(-InputSize + 8*i) }
+
+// GenerateInput returns a program generated with opts.Input set and the
+// InputSize-byte buffer it expects from bpf_skb_load_bytes: random values
+// drawn like the immediates Generate would have used. For the kernel, pass
+// the buffer as the packet after a 14-byte Ethernet header (a socket
+// filter's skb data starts after it).
+func GenerateInput(rng *rand.Rand, opts *Options) (asm.Instructions, []byte) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	o.Input = true
+	g := &gen{rng: rng, opts: o}
+	in := make([]byte, InputSize)
+	for i := range Slots + InputRegs {
+		var v uint64
+		if g.rng.IntN(2) == 0 {
+			v = uint64(g.imm64())
+		} else {
+			v = uint64(int64(g.imm()))
+		}
+		binary.LittleEndian.PutUint64(in[8*i:], v)
+	}
+	return Generate(rng, &o), in
 }

@@ -1,0 +1,408 @@
+package client
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+var _ io.Closer = (*Map)(nil)
+
+// MapType is a map type, numbered as the kernel's enum bpf_map_type.
+type MapType uint32
+
+// Map types bpfd implements.
+const (
+	Hash  MapType = 1 // BPF_MAP_TYPE_HASH
+	Array MapType = 2 // BPF_MAP_TYPE_ARRAY
+)
+
+// String returns the kernel's name for t without the prefix, e.g. "Hash".
+func (t MapType) String() string {
+	switch t {
+	case Hash:
+		return "Hash"
+	case Array:
+		return "Array"
+	}
+	return "MapType(" + itoa(uint64(t)) + ")"
+}
+
+// Map creation flags, as the kernel's BPF_F_* map_flags.
+const (
+	// FlagNoPrealloc: hash maps allocate entries on demand.
+	FlagNoPrealloc uint32 = 1 << 0
+	// FlagRdonly: descriptors of the map can only read (writes: EPERM).
+	FlagRdonly uint32 = 1 << 3
+	// FlagWronly: descriptors of the map can only write (reads: EPERM).
+	FlagWronly uint32 = 1 << 4
+	// FlagRdonlyProg: programs may only read the map.
+	FlagRdonlyProg uint32 = 1 << 7
+	// FlagWronlyProg: programs may only write the map.
+	FlagWronlyProg uint32 = 1 << 8
+)
+
+// Update flags, as the kernel's BPF_ANY, BPF_NOEXIST and BPF_EXIST.
+const (
+	UpdateAny     uint64 = 0 // create or replace
+	UpdateNoExist uint64 = 1 // create only (EEXIST if present)
+	UpdateExist   uint64 = 2 // replace only (ENOENT if missing)
+)
+
+// Mode is a descriptor's access mode: a set of ModeRead and ModeWrite.
+type Mode uint8
+
+// Access modes. On maps, read allows Lookup, NextKey, batch and iterator
+// lookups and Info; write allows Update, Delete, Freeze and their batch
+// forms; LookupAndDelete needs both.
+const (
+	ModeRead      Mode = 1
+	ModeWrite     Mode = 2
+	ModeReadWrite Mode = ModeRead | ModeWrite
+)
+
+// String returns "r", "w", "rw" or "-".
+func (m Mode) String() string { return wire.Mode(m).String() }
+
+// MapSpec describes a map to create. It is plain data; NewMap validates it
+// (through the daemon, with the kernel's rules).
+type MapSpec struct {
+	Type       MapType
+	KeySize    uint32
+	ValueSize  uint32
+	MaxEntries uint32
+	Flags      uint32 // FlagNoPrealloc, FlagRdonly, ...
+	Name       string // at most 15 bytes, as BPF_OBJ_NAME_LEN
+}
+
+// MapInfo describes a map as seen through one descriptor.
+type MapInfo struct {
+	Type        MapType
+	KeySize     uint32
+	ValueSize   uint32
+	MaxEntries  uint32
+	Flags       uint32
+	ID          uint32 // daemon-wide id, never reused while the daemon runs
+	Name        string
+	Mode        Mode // this descriptor's mode
+	Frozen      bool
+	MemoryUsage uint64 // bytes charged to the owner's quota
+	OwnerUID    uint32
+}
+
+func mapInfo(o *wire.ObjInfo) MapInfo {
+	return MapInfo{
+		Type: MapType(o.Type), KeySize: o.KeySize, ValueSize: o.ValueSize,
+		MaxEntries: o.MaxEntries, Flags: o.Flags, ID: o.ID,
+		Name: wire.NameString(o.Name), Mode: Mode(o.Mode), Frozen: o.Frozen != 0,
+		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID,
+	}
+}
+
+// Map is a map reached through one descriptor: a handle on its Conn plus
+// the descriptor (a kernel fd owned by the Map) that can be passed to other
+// processes.
+//
+// A Map is safe for concurrent use; its operations pipeline on the Conn.
+// Operations after Close, or after the Conn was closed or lost, return
+// ErrClosed. A Map must be closed to release its handle and descriptor.
+type Map struct {
+	c      *Conn
+	handle uint32
+	fd     int
+	info   MapInfo // as of creation; Frozen may change
+	closed bool    // guarded by c.sendMu
+}
+
+// newMap builds a Map from a reply carrying handle (Ret), the descriptor fd
+// (the caller passes ownership) and ObjInfo. On failure it releases the
+// handle and closes fd.
+func (c *Conn) newMap(w *waiter, fd int) (*Map, error) {
+	handle := uint32(w.hdr.Ret)
+	data, err := w.payload()
+	var o wire.ObjInfo
+	if err == nil && !o.Parse(data) {
+		err = errProtocol
+	}
+	if err == nil && o.ObjType != wire.ObjMap {
+		err = ErrInvalid
+	}
+	if err != nil || fd < 0 {
+		if err == nil {
+			err = errProtocol
+		}
+		c.release(handle)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, err
+	}
+	return &Map{c: c, handle: handle, fd: fd, info: mapInfo(&o)}, nil
+}
+
+// NewMap creates a map and returns it with a read-write descriptor (capped
+// by FlagRdonly/FlagWronly). The Map owns the descriptor. It returns
+// ErrInvalid for parameters the kernel would refuse, ErrNoSpace or
+// ErrNoMemory when a quota is exhausted, ErrNotSupported for an
+// unimplemented type, and ErrClosed if c is closed.
+func (c *Conn) NewMap(spec MapSpec) (*Map, error) {
+	if len(spec.Name) >= wire.ObjNameLen {
+		return nil, errName
+	}
+	a := wire.MapCreateAttr{MapType: uint32(spec.Type), KeySize: spec.KeySize,
+		ValueSize: spec.ValueSize, MaxEntries: spec.MaxEntries, MapFlags: spec.Flags}
+	copy(a.Name[:], spec.Name)
+	var ab [wire.MapCreateAttrSize]byte
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := c.do(w, nil, wire.CmdMapCreate, a.Append(ab[:0]), nil); err != nil {
+		return nil, err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return nil, err
+	}
+	return c.newMap(w, w.takeFD(0))
+}
+
+// ImportMap presents a map descriptor received from elsewhere (typically
+// with ReceiveDescriptors) and returns a Map for it with the descriptor's
+// mode. The caller keeps ownership of fd: ImportMap duplicates it and the
+// Map owns the copy. It returns ErrBadDescriptor if fd is not a bpfd
+// descriptor (the daemon identifies descriptors by socket cookie),
+// ErrInvalid if it names an object that is not a map, and an
+// *os.SyscallError if fd cannot be duplicated.
+func (c *Conn) ImportMap(fd int) (*Map, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	var ab [wire.ImportAttrSize]byte
+	attr := (&wire.ImportAttr{}).Append(ab[:0])
+	w := getWaiter()
+	defer putWaiter(w)
+	fds := [1]int{dup}
+	if err := c.do(w, nil, wire.CmdImport, attr, fds[:]); err != nil {
+		unix.Close(dup)
+		return nil, err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		unix.Close(dup)
+		return nil, err
+	}
+	return c.newMap(w, dup)
+}
+
+// release drops a handle, ignoring failures (a lost connection drops every
+// handle anyway).
+func (c *Conn) release(handle uint32) error {
+	var ab [wire.HandleAttrSize]byte
+	attr := (&wire.HandleAttr{Handle: handle}).Append(ab[:0])
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := c.do(w, nil, wire.CmdRelease, attr, nil); err != nil {
+		return err
+	}
+	w.closeFDs()
+	return errnoErr(w.hdr.Errno)
+}
+
+// FD returns the map's descriptor. It is owned by m and invalid after
+// m.Close; pass it to SendDescriptors to share the map with another process
+// with m's mode (use Reopen first to share less).
+func (m *Map) FD() int { return m.fd }
+
+// KeySize returns the map's key size in bytes.
+func (m *Map) KeySize() int { return int(m.info.KeySize) }
+
+// ValueSize returns the map's value size in bytes.
+func (m *Map) ValueSize() int { return int(m.info.ValueSize) }
+
+// Type returns the map's type.
+func (m *Map) Type() MapType { return m.info.Type }
+
+// Mode returns the mode of m's descriptor.
+func (m *Map) Mode() Mode { return m.info.Mode }
+
+// Close releases m's handle and closes its descriptor. The map itself lives
+// on while other descriptors or handles refer to it. A second Close
+// returns ErrClosed.
+func (m *Map) Close() error {
+	c := m.c
+	c.sendMu.Lock()
+	if m.closed {
+		c.sendMu.Unlock()
+		return ErrClosed
+	}
+	m.closed = true
+	c.sendMu.Unlock()
+	// No request for m is sent from now on, and the handle is not reused
+	// before the release below, so nothing can reach another object.
+	err := c.release(m.handle)
+	if errors.Is(err, ErrClosed) {
+		err = nil // the connection's handles are gone already
+	}
+	if cerr := unix.Close(m.fd); cerr != nil && err == nil {
+		err = os.NewSyscallError("close", cerr)
+	}
+	return err
+}
+
+// elem runs a single-element command: key (and value) as data, reply data
+// into out (which must be exactly outLen bytes long on success).
+func (m *Map) elem(cmd wire.Cmd, flags uint64, out []byte, data ...[]byte) error {
+	var ab [wire.ElemAttrSize]byte
+	attr := (&wire.ElemAttr{Handle: m.handle, Flags: flags}).Append(ab[:0])
+	w := getWaiter()
+	w.out = out
+	err := m.c.do(w, m, cmd, attr, nil, data...)
+	if err == nil {
+		err = errnoErr(w.hdr.Errno)
+		if err == nil && out != nil {
+			if w.hdr.Flags&wire.ReplyFlagMemfd != 0 || len(w.data) != len(out) {
+				err = errProtocol
+			}
+		}
+		if w.nfd > 0 {
+			w.closeFDs()
+		}
+	}
+	putWaiter(w)
+	return err
+}
+
+// Lookup copies the value stored under key into value. key must be
+// KeySize bytes and value ValueSize bytes (ErrInvalid otherwise). It
+// returns ErrKeyNotExist for a missing key, ErrPermission if m cannot read,
+// and ErrClosed after Close.
+func (m *Map) Lookup(key, value []byte) error {
+	if len(key) != int(m.info.KeySize) {
+		return errKeySize
+	}
+	if len(value) != int(m.info.ValueSize) {
+		return errValueSize
+	}
+	return m.elem(wire.CmdMapLookupElem, 0, value, key)
+}
+
+// Update stores value under key. flags is UpdateAny, UpdateNoExist or
+// UpdateExist. It returns ErrKeyExist (UpdateNoExist on a present key),
+// ErrKeyNotExist (UpdateExist on a missing key), ErrTooBig (full hash map,
+// array index out of range), ErrInvalid (bad flags or sizes),
+// ErrPermission (m cannot write, or the map is frozen) and ErrClosed.
+func (m *Map) Update(key, value []byte, flags uint64) error {
+	if len(key) != int(m.info.KeySize) {
+		return errKeySize
+	}
+	if len(value) != int(m.info.ValueSize) {
+		return errValueSize
+	}
+	return m.elem(wire.CmdMapUpdateElem, flags, nil, key, value)
+}
+
+// Delete removes key. It returns ErrKeyNotExist for a missing key,
+// ErrInvalid for arrays (whose elements cannot be deleted), ErrPermission
+// if m cannot write or the map is frozen, and ErrClosed.
+func (m *Map) Delete(key []byte) error {
+	if len(key) != int(m.info.KeySize) {
+		return errKeySize
+	}
+	return m.elem(wire.CmdMapDeleteElem, 0, nil, key)
+}
+
+// NextKey stores in next the key following key (the first key if key is
+// nil; for hash maps also if key is missing, as the kernel does). It
+// returns ErrKeyNotExist after the last key, ErrPermission if m cannot
+// read, and ErrClosed.
+func (m *Map) NextKey(key, next []byte) error {
+	if key != nil && len(key) != int(m.info.KeySize) || len(next) != int(m.info.KeySize) {
+		return errKeySize
+	}
+	return m.elem(wire.CmdMapGetNextKey, 0, next, key)
+}
+
+// LookupAndDelete copies the value under key into value and removes the
+// key in one step. Errors as Lookup and Delete; arrays give
+// ErrNotSupported or ErrInvalid as the kernel does.
+func (m *Map) LookupAndDelete(key, value []byte) error {
+	if len(key) != int(m.info.KeySize) {
+		return errKeySize
+	}
+	if len(value) != int(m.info.ValueSize) {
+		return errValueSize
+	}
+	return m.elem(wire.CmdMapLookupAndDeleteElem, 0, value, key)
+}
+
+// Freeze makes the map read-only for every descriptor, forever: later
+// writes fail with ErrPermission. It returns ErrPermission if m cannot
+// write or the map is already frozen (as the kernel: a frozen map has no
+// write permission left), and ErrClosed.
+func (m *Map) Freeze() error {
+	return m.elem(wire.CmdMapFreeze, 0, nil)
+}
+
+// Reopen returns a new Map on the same Conn with a new descriptor of mode
+// mode, which must be a subset of m's mode (ErrPermission otherwise;
+// ErrInvalid for an empty or unknown mode). The new Map owns its
+// descriptor and is independent of m: closing one leaves the other open.
+func (m *Map) Reopen(mode Mode) (*Map, error) {
+	if !wire.Mode(mode).Valid() {
+		return nil, errMode
+	}
+	var ab [wire.HandleAttrSize]byte
+	attr := (&wire.HandleAttr{Handle: m.handle, Mode: wire.Mode(mode)}).Append(ab[:0])
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := m.c.do(w, m, wire.CmdReopen, attr, nil); err != nil {
+		return nil, err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return nil, err
+	}
+	return m.c.newMap(w, w.takeFD(0))
+}
+
+// Info asks the daemon for the map's current description as seen through
+// m (including whether it is frozen). It returns ErrClosed after Close.
+func (m *Map) Info() (MapInfo, error) {
+	var ab [wire.HandleAttrSize]byte
+	attr := (&wire.HandleAttr{Handle: m.handle}).Append(ab[:0])
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := m.c.do(w, m, wire.CmdObjGetInfo, attr, nil); err != nil {
+		return MapInfo{}, err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return MapInfo{}, err
+	}
+	data, err := w.payload()
+	if err != nil {
+		return MapInfo{}, err
+	}
+	var o wire.ObjInfo
+	if !o.Parse(data) {
+		return MapInfo{}, errProtocol
+	}
+	return mapInfo(&o), nil
+}
+
+func itoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

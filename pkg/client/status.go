@@ -1,0 +1,66 @@
+package client
+
+import (
+	"encoding/json"
+
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// Status is a snapshot of the daemon's state, as the daemon reports it.
+type Status struct {
+	Objects     int         `json:"objects"`
+	Maps        int         `json:"maps"`
+	Connections int         `json:"connections"`
+	Descriptors int         `json:"descriptors"`
+	Handles     int64       `json:"handles"`
+	MapMemory   uint64      `json:"map_memory"` // bytes
+	UIDs        []UIDStatus `json:"uids,omitempty"`
+	PinRoot     string      `json:"pin_root,omitempty"` // absolute; empty when pins are disabled
+}
+
+// UIDStatus is one uid's consumption and quota.
+type UIDStatus struct {
+	UID         uint32 `json:"uid"`
+	Objects     int    `json:"objects"`
+	MapMemory   uint64 `json:"map_memory"`
+	Descriptors int    `json:"descriptors"`
+	Connections int    `json:"connections"`
+	Quota       Quota  `json:"quota"`
+}
+
+// Quota is what one uid may hold at once.
+type Quota struct {
+	MapMemory   uint64 `json:"map_memory"`  // bytes of map storage (beyond: ErrNoMemory)
+	Objects     int    `json:"objects"`     // live objects (beyond: ErrNoSpace)
+	Descriptors int    `json:"descriptors"` // open descriptors (beyond: ErrNoSpace)
+	Conns       int    `json:"conns"`       // simultaneous connections
+}
+
+// Status asks the daemon for a snapshot of its objects, connections,
+// descriptors, memory and per-uid quotas. It returns ErrClosed if c is
+// closed and an error wrapping the decoding failure for a malformed reply.
+func (c *Conn) Status() (Status, error) {
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := c.do(w, nil, wire.CmdStatus, nil, nil); err != nil {
+		return Status{}, err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return Status{}, err
+	}
+	data, err := w.payload()
+	if err != nil {
+		return Status{}, err
+	}
+	var st Status
+	if err := json.Unmarshal(data, &st); err != nil {
+		return Status{}, &statusError{err}
+	}
+	return st, nil
+}
+
+type statusError struct{ err error }
+
+func (e *statusError) Error() string { return "bpfd: malformed status reply: " + e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }

@@ -1,0 +1,120 @@
+package verifier
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+)
+
+// Context layouts as the program layer will describe them (uapi offsets).
+var (
+	skbCtx = ContextSpec{Name: "__sk_buff", Size: 192, Fields: []ContextField{
+		{Name: "len", Off: 0, Size: 4, Narrow: true},
+		{Name: "pkt_type", Off: 4, Size: 4, Narrow: true},
+		{Name: "mark", Off: 8, Size: 4, Narrow: true},
+		{Name: "queue_mapping", Off: 12, Size: 4, Narrow: true},
+		{Name: "protocol", Off: 16, Size: 4, Narrow: true},
+		{Name: "vlan_present", Off: 20, Size: 4, Narrow: true},
+		{Name: "vlan_tci", Off: 24, Size: 4, Narrow: true},
+		{Name: "vlan_proto", Off: 28, Size: 4, Narrow: true},
+		{Name: "priority", Off: 32, Size: 4, Narrow: true},
+		{Name: "ingress_ifindex", Off: 36, Size: 4, Narrow: true},
+		{Name: "ifindex", Off: 40, Size: 4, Narrow: true},
+		{Name: "tc_index", Off: 44, Size: 4, Narrow: true},
+		{Name: "cb", Off: 48, Size: 20, Write: true, Narrow: true},
+		{Name: "hash", Off: 68, Size: 4, Narrow: true},
+	}}
+	// skbPktCtx adds data/data_end as tc programs see them (not socket filters).
+	skbPktCtx = ContextSpec{Name: "__sk_buff", Size: 192, Fields: append(append([]ContextField(nil), skbCtx.Fields...),
+		ContextField{Name: "data", Off: 76, Size: 4, Kind: FieldPacketStart},
+		ContextField{Name: "data_end", Off: 80, Size: 4, Kind: FieldPacketEnd},
+	)}
+	xdpCtx = ContextSpec{Name: "xdp_md", Size: 24, Fields: []ContextField{
+		{Name: "data", Off: 0, Size: 4, Kind: FieldPacketStart},
+		{Name: "data_end", Off: 4, Size: 4, Kind: FieldPacketEnd},
+		{Name: "data_meta", Off: 8, Size: 4, Kind: FieldPacketMeta},
+		{Name: "ingress_ifindex", Off: 12, Size: 4},
+		{Name: "rx_queue_index", Off: 16, Size: 4},
+		{Name: "egress_ifindex", Off: 20, Size: 4},
+	}}
+)
+
+func socketEnv(maps ...MapInfo) *Env {
+	return &Env{Context: skbCtx, Maps: maps, LegacyPacket: true}
+}
+
+func xdpEnv(maps ...MapInfo) *Env {
+	return &Env{Context: xdpCtx, Maps: maps, PacketWrite: true}
+}
+
+// mapIndex stands for a map in asm.Instruction.AssociateMap: its FD is the
+// index into Env.Maps.
+type mapIndex int
+
+func (m mapIndex) FD() int { return int(m) }
+
+func marshal(t testing.TB, insns asm.Instructions) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := insns.Marshal(&b, binary.LittleEndian); err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	return b.Bytes()
+}
+
+// specEnv builds the Env and raw instructions of an ELF program, resolving
+// map references to indexes into Env.Maps; mode overrides access per map.
+func specEnv(t testing.TB, coll *ebpf.CollectionSpec, prog *ebpf.ProgramSpec, mode map[string][2]bool) ([]byte, *Env) {
+	t.Helper()
+	env := &Env{LineInfo: map[int]LineInfo{}}
+	switch prog.Type {
+	case ebpf.XDP:
+		env.Context, env.PacketWrite = xdpCtx, true
+	default:
+		env.Context, env.LegacyPacket = skbCtx, true
+	}
+	insns := prog.Copy().Instructions
+	index := map[string]int{}
+	for i := range insns {
+		ins := &insns[i]
+		if src, ok := ins.Source().(*btf.Line); ok {
+			env.LineInfo[i] = LineInfo{File: src.FileName(), Line: int(src.LineNumber()), Text: src.Line()}
+		}
+		ref := ins.Reference()
+		if !ins.IsLoadFromMap() || ref == "" {
+			continue
+		}
+		idx, ok := index[ref]
+		if !ok {
+			ms, ok := coll.Maps[ref]
+			if !ok {
+				t.Fatalf("program %s references unknown map %q", prog.Name, ref)
+			}
+			idx = len(env.Maps)
+			index[ref] = idx
+			rw := [2]bool{true, true}
+			if m, ok := mode[ref]; ok {
+				rw = m
+			}
+			env.Maps = append(env.Maps, MapInfo{Type: uint32(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
+				MaxEntries: ms.MaxEntries, Flags: ms.Flags, Read: rw[0], Write: rw[1], Name: ref})
+		}
+		if err := ins.AssociateMap(mapIndex(idx)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// LineInfo keys above are asm indexes; convert to raw instruction indexes.
+	raw := map[int]LineInfo{}
+	iter := insns.Iterate()
+	for iter.Next() {
+		if li, ok := env.LineInfo[iter.Index]; ok {
+			raw[int(iter.Offset)] = li
+		}
+	}
+	env.LineInfo = raw
+	return marshal(t, insns), env
+}

@@ -1,0 +1,477 @@
+package prog
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/interp"
+	"github.com/bpfd-project/bpfd/pkg/maps"
+)
+
+// Kernel helper numbers (enum bpf_func_id).
+const (
+	HelperMapLookupElem     = 1
+	HelperMapUpdateElem     = 2
+	HelperMapDeleteElem     = 3
+	HelperKtimeGetNs        = 5
+	HelperTracePrintk       = 6
+	HelperGetPrandomU32     = 7
+	HelperGetSmpProcessorID = 8
+	HelperTailCall          = 12
+	HelperGetCurrentPidTgid = 14
+	HelperGetCurrentUidGid  = 15
+	HelperGetCurrentComm    = 16
+	HelperKtimeGetBootNs    = 125
+	HelperLoop              = 181
+)
+
+// HelperName returns the kernel's name of helper n ("bpf_map_lookup_elem"),
+// or "" for a helper bpfd does not know.
+func HelperName(n int32) string {
+	switch n {
+	case HelperMapLookupElem:
+		return "bpf_map_lookup_elem"
+	case HelperMapUpdateElem:
+		return "bpf_map_update_elem"
+	case HelperMapDeleteElem:
+		return "bpf_map_delete_elem"
+	case HelperKtimeGetNs:
+		return "bpf_ktime_get_ns"
+	case HelperTracePrintk:
+		return "bpf_trace_printk"
+	case HelperGetPrandomU32:
+		return "bpf_get_prandom_u32"
+	case HelperGetSmpProcessorID:
+		return "bpf_get_smp_processor_id"
+	case HelperTailCall:
+		return "bpf_tail_call"
+	case HelperGetCurrentPidTgid:
+		return "bpf_get_current_pid_tgid"
+	case HelperGetCurrentUidGid:
+		return "bpf_get_current_uid_gid"
+	case HelperGetCurrentComm:
+		return "bpf_get_current_comm"
+	case HelperKtimeGetBootNs:
+		return "bpf_ktime_get_boot_ns"
+	case HelperLoop:
+		return "bpf_loop"
+	}
+	return ""
+}
+
+// Task is the task a program runs on behalf of ("current"): the client
+// that asked for a test run, or the process whose syscall a seccomp
+// program decides.
+type Task interface {
+	// PidTgid returns tgid<<32 | pid (thread id), as
+	// bpf_get_current_pid_tgid.
+	PidTgid() uint64
+	// UidGid returns gid<<32 | uid, as bpf_get_current_uid_gid.
+	UidGid() uint64
+	// Comm returns the task's name, NUL-padded.
+	Comm() [16]byte
+}
+
+// StaticTask is a Task whose values are known in advance.
+type StaticTask struct {
+	PID, TGID, UID, GID uint32
+	Name                [16]byte
+}
+
+// PidTgid implements Task.
+func (t *StaticTask) PidTgid() uint64 { return uint64(t.TGID)<<32 | uint64(t.PID) }
+
+// UidGid implements Task.
+func (t *StaticTask) UidGid() uint64 { return uint64(t.GID)<<32 | uint64(t.UID) }
+
+// Comm implements Task.
+func (t *StaticTask) Comm() [16]byte { return t.Name }
+
+// runCtx is the per-run state helpers reach through vm.Context.
+type runCtx struct {
+	p    *Program // the running program; changes on tail calls
+	task Task
+}
+
+func errRet(e unix.Errno) uint64 { return uint64(-int64(e)) }
+
+func (p *Program) helperTable() map[int32]interp.HelperFunc {
+	return map[int32]interp.HelperFunc{
+		HelperMapLookupElem:     helperLookup,
+		HelperMapUpdateElem:     helperUpdate,
+		HelperMapDeleteElem:     helperDelete,
+		HelperKtimeGetNs:        helperKtime,
+		HelperTracePrintk:       helperTracePrintk,
+		HelperGetPrandomU32:     helperPrandom,
+		HelperGetSmpProcessorID: helperSmpProcessorID,
+		HelperTailCall:          helperTailCall,
+		HelperGetCurrentPidTgid: helperPidTgid,
+		HelperGetCurrentUidGid:  helperUidGid,
+		HelperGetCurrentComm:    helperComm,
+		HelperKtimeGetBootNs:    helperBootNs,
+		HelperLoop:              helperLoop,
+	}
+}
+
+// mapArg decodes a map pointer argument. The verifier guarantees its
+// type; a bad value here is an internal error, reported as a fault.
+func mapArg(vm *interp.VM, r uint64) (*runCtx, *MapRef, error) {
+	rc := vm.Context.(*runCtx)
+	if r&tagMask != mapPtrTag || r&^tagMask >= uint64(len(rc.p.refs)) {
+		return nil, nil, errBadMapPtr
+	}
+	return rc, &rc.p.refs[r&^tagMask], nil
+}
+
+var errBadMapPtr = errnoInternal("helper called with an invalid map pointer")
+
+type errnoInternal string
+
+func (e errnoInternal) Error() string { return string(e) }
+
+func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
+	rc, ref, err := mapArg(vm, r1)
+	if err != nil {
+		return 0, err
+	}
+	sp := ref.Map.Spec()
+	key, err := vm.Mem(r2, int(sp.KeySize), false)
+	if err != nil {
+		return 0, err
+	}
+	if s, ok := rc.p.arrays[int(r1&^tagMask)]; ok {
+		i := binary.NativeEndian.Uint32(key)
+		if i >= sp.MaxEntries {
+			return 0, nil
+		}
+		_, stride := ref.Map.(*maps.Array).Values()
+		return interp.StaticPointer(s, uint32(uint64(i)*stride)), nil
+	}
+	v := ref.Map.ValueRef(key)
+	if v == nil {
+		return 0, nil
+	}
+	return vm.AddRegion(v, ref.Write)
+}
+
+func helperUpdate(vm *interp.VM, r1, r2, r3, r4, _ uint64) (uint64, error) {
+	_, ref, err := mapArg(vm, r1)
+	if err != nil {
+		return 0, err
+	}
+	sp := ref.Map.Spec()
+	key, err := vm.Mem(r2, int(sp.KeySize), false)
+	if err != nil {
+		return 0, err
+	}
+	val, err := vm.Mem(r3, int(sp.ValueSize), false)
+	if err != nil {
+		return 0, err
+	}
+	if err := ref.Map.ProgUpdate(key, val, r4); err != nil {
+		return errRet(errnoOf(err)), nil
+	}
+	return 0, nil
+}
+
+func helperDelete(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
+	_, ref, err := mapArg(vm, r1)
+	if err != nil {
+		return 0, err
+	}
+	key, err := vm.Mem(r2, int(ref.Map.Spec().KeySize), false)
+	if err != nil {
+		return 0, err
+	}
+	if err := ref.Map.ProgDelete(key); err != nil {
+		return errRet(errnoOf(err)), nil
+	}
+	return 0, nil
+}
+
+func helperKtime(*interp.VM, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano()), nil
+}
+
+func helperBootNs(*interp.VM, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return uint64(ts.Nano()), nil
+}
+
+func helperPrandom(*interp.VM, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
+	return uint64(rand.Uint32()), nil
+}
+
+func helperSmpProcessorID(*interp.VM, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
+	var cpu uint32
+	unix.RawSyscall(unix.SYS_GETCPU, uintptr(unsafe.Pointer(&cpu)), 0, 0)
+	return uint64(cpu), nil
+}
+
+func helperTailCall(vm *interp.VM, _, r2, r3, _, _ uint64) (uint64, error) {
+	rc, ref, err := mapArg(vm, r2)
+	if err != nil {
+		return 0, err
+	}
+	pa, ok := ref.Map.(*maps.ProgArray)
+	if !ok || rc.p.env.Programs == nil {
+		return errRet(unix.ENOENT), nil
+	}
+	id := pa.Prog(uint32(r3))
+	if id == 0 {
+		return errRet(unix.ENOENT), nil
+	}
+	target := rc.p.env.Programs(id)
+	if target == nil || target.typ != rc.p.typ {
+		return errRet(unix.ENOENT), nil
+	}
+	if !vm.TailCall(target.code) {
+		return errRet(unix.ENOENT), nil
+	}
+	rc.p = target
+	return 0, nil
+}
+
+func currentTask(vm *interp.VM) Task {
+	if rc, ok := vm.Context.(*runCtx); ok && rc.task != nil {
+		return rc.task
+	}
+	return noTask
+}
+
+var noTask = &StaticTask{}
+
+func helperPidTgid(vm *interp.VM, _, _, _, _, _ uint64) (uint64, error) {
+	return currentTask(vm).PidTgid(), nil
+}
+
+func helperUidGid(vm *interp.VM, _, _, _, _, _ uint64) (uint64, error) {
+	return currentTask(vm).UidGid(), nil
+}
+
+func helperComm(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
+	buf, err := vm.Mem(r1, int(uint32(r2)), true)
+	if err != nil {
+		return 0, err
+	}
+	if len(buf) == 0 {
+		return errRet(unix.EINVAL), nil
+	}
+	comm := currentTask(vm).Comm()
+	n := copy(buf[:len(buf)-1], comm[:])
+	for i := 0; i < n; i++ {
+		if buf[i] == 0 {
+			n = i
+			break
+		}
+	}
+	clear(buf[n:])
+	return 0, nil
+}
+
+// helperLoop is bpf_loop(nr_loops, callback_fn, callback_ctx, flags): it
+// calls the callback subprogram with (index, ctx) until it returns 1 or
+// nr_loops calls were made, and returns the number of calls.
+func helperLoop(vm *interp.VM, r1, r2, r3, r4, _ uint64) (uint64, error) {
+	const maxLoops = 1 << 23 // BPF_MAX_LOOPS
+	if r4 != 0 {
+		return errRet(unix.EINVAL), nil
+	}
+	if r1 > maxLoops {
+		return errRet(unix.E2BIG), nil
+	}
+	if r2&tagMask != funcPtrTag {
+		return 0, errBadFuncPtr
+	}
+	pc := int(r2 &^ tagMask)
+	var i uint64
+	for i = 0; i < r1; {
+		ret, err := vm.Call(pc, i, r3)
+		if err != nil {
+			return 0, err
+		}
+		i++
+		if ret == 1 {
+			break
+		}
+	}
+	return i, nil
+}
+
+var errBadFuncPtr = errnoInternal("bpf_loop called with an invalid callback")
+
+// helperTracePrintk is bpf_trace_printk(fmt, fmt_size, a1, a2, a3).
+func helperTracePrintk(vm *interp.VM, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+	f, err := vm.Mem(r1, int(uint32(r2)), false)
+	if err != nil {
+		return 0, err
+	}
+	rc := vm.Context.(*runCtx)
+	msg, ok := formatPrintk(vm, f, [3]uint64{r3, r4, r5})
+	if !ok {
+		return errRet(unix.EINVAL), nil
+	}
+	if rc.p.env.Trace != nil {
+		if n, ok := rc.p.trace.allow(time.Now()); ok {
+			if n > 0 {
+				rc.p.env.Trace(rc.p.name, "("+strconv.Itoa(n)+" trace lines suppressed)")
+			}
+			rc.p.env.Trace(rc.p.name, msg)
+		}
+	}
+	return uint64(len(msg)), nil
+}
+
+// formatPrintk formats like the kernel's bpf_trace_printk: the format must
+// be NUL-terminated inside its size, take at most three arguments, and use
+// only %d %i %u %x %X %c %s %p with l/ll modifiers and %%.
+func formatPrintk(vm *interp.VM, f []byte, args [3]uint64) (string, bool) {
+	end := -1
+	for i, c := range f {
+		if c == 0 {
+			end = i
+			break
+		}
+	}
+	if end < 0 {
+		return "", false
+	}
+	f = f[:end]
+	out := make([]byte, 0, len(f)+32)
+	argi := 0
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		if c != '%' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		if i >= len(f) {
+			return "", false
+		}
+		if f[i] == '%' {
+			out = append(out, '%')
+			continue
+		}
+		if argi >= 3 {
+			return "", false
+		}
+		long := 0
+		for i < len(f) && f[i] == 'l' && long < 2 {
+			long++
+			i++
+		}
+		if i >= len(f) {
+			return "", false
+		}
+		a := args[argi]
+		argi++
+		switch f[i] {
+		case 'd', 'i':
+			if long == 0 {
+				out = strconv.AppendInt(out, int64(int32(a)), 10)
+			} else {
+				out = strconv.AppendInt(out, int64(a), 10)
+			}
+		case 'u':
+			if long == 0 {
+				a = uint64(uint32(a))
+			}
+			out = strconv.AppendUint(out, a, 10)
+		case 'x', 'X':
+			if long == 0 {
+				a = uint64(uint32(a))
+			}
+			s := strconv.FormatUint(a, 16)
+			if f[i] == 'X' {
+				s = upper(s)
+			}
+			out = append(out, s...)
+		case 'c':
+			if long != 0 {
+				return "", false
+			}
+			out = append(out, byte(a))
+		case 'p':
+			out = append(out, "0x"...)
+			out = strconv.AppendUint(out, a, 16)
+		case 's':
+			if long != 0 {
+				return "", false
+			}
+			out = appendCString(vm, out, a)
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'f' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// appendCString appends the NUL-terminated string at ptr (at most 64
+// bytes), or "(fault)" when it is not readable, as the kernel prints for a
+// failed probe read.
+func appendCString(vm *interp.VM, out []byte, ptr uint64) []byte {
+	for i := uint64(0); i < 64; i++ {
+		b, err := vm.Mem(ptr+i, 1, false)
+		if err != nil {
+			if i == 0 {
+				return append(out, "(fault)"...)
+			}
+			return out
+		}
+		if b[0] == 0 {
+			return out
+		}
+		out = append(out, b[0])
+	}
+	return out
+}
+
+// rateLimiter is a token bucket for trace output: a burst of 100 lines,
+// refilled at 50 lines a second. Safe for concurrent use.
+type rateLimiter struct {
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+func newRateLimiter() *rateLimiter { return &rateLimiter{tokens: 100} }
+
+// allow reports whether a line may go out now, and how many were
+// suppressed since the last one that did.
+func (r *rateLimiter) allow(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() {
+		r.tokens = min(100, r.tokens+now.Sub(r.last).Seconds()*50)
+	}
+	r.last = now
+	if r.tokens < 1 {
+		r.suppressed++
+		return 0, false
+	}
+	r.tokens--
+	n := r.suppressed
+	r.suppressed = 0
+	return n, true
+}

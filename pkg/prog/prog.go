@@ -1,0 +1,256 @@
+package prog
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/interp"
+	"github.com/bpfd-project/bpfd/pkg/maps"
+)
+
+// Limits.
+const (
+	// MaxInsns is the most instructions a program may have (the kernel's
+	// BPF_COMPLEXITY_LIMIT_INSNS for privileged loaders).
+	MaxInsns = 1 << 20
+	// MaxMaps is the most maps one program may reference
+	// (MAX_USED_MAPS).
+	MaxMaps = 64
+)
+
+// Errors.
+var (
+	ErrInvalid     = errno.New(unix.EINVAL, "invalid program")
+	ErrType        = errno.New(unix.EINVAL, "unknown program type")
+	ErrTooManyMaps = errno.New(unix.E2BIG, "program references too many maps")
+	ErrDataSize    = errno.New(unix.EINVAL, "test run data size invalid for this program type")
+	ErrCtxSize     = errno.New(unix.EINVAL, "test run context invalid for this program type")
+	ErrNoRun       = errno.New(unix.EOPNOTSUPP, "program type cannot be test run this way")
+)
+
+// MapRef is a map a program references, with the access the program's
+// loader granted through its handle (DESIGN.md: access modes flow into
+// programs). Load folds the map's BPF_F_RDONLY_PROG / BPF_F_WRONLY_PROG
+// flags in.
+type MapRef struct {
+	Map   maps.Map
+	Read  bool // lookups, loads from values
+	Write bool // update, delete, stores into values
+	Name  string
+}
+
+// Spec describes a program to load. It is plain data.
+type Spec struct {
+	Type Type
+	// Insns are raw instructions (bpf_attr.insns format). LD_IMM64 with
+	// src 1 (BPF_PSEUDO_MAP_FD) names Maps[imm]; src 2
+	// (BPF_PSEUDO_MAP_VALUE) names Maps[imm] at the offset in the second
+	// imm; src 4 (BPF_PSEUDO_FUNC) names a subprogram by relative offset.
+	Insns   []byte
+	Maps    []MapRef
+	License string
+	Name    string
+	// LineInfo maps instruction indexes to source lines, for the log.
+	LineInfo map[int]string
+	// LogLevel > 0 keeps the verifier's log of a successful load too.
+	LogLevel uint32
+}
+
+// TraceFunc receives bpf_trace_printk output of program name; it is called
+// on the running goroutine and must not block.
+type TraceFunc func(name, msg string)
+
+// Env is what programs reach outside themselves. The zero value works:
+// no tail-call targets, trace output dropped.
+type Env struct {
+	// Programs resolves a program id stored in a PROG_ARRAY (tail calls).
+	Programs func(id uint32) *Program
+	// Trace receives bpf_trace_printk output, already rate-limited.
+	Trace TraceFunc
+}
+
+// Program is a verified, loaded program. It is immutable and safe for
+// concurrent runs.
+type Program struct {
+	typ      Type
+	name     string
+	insns    []byte // as loaded (pseudo instructions unresolved), for dumps
+	lineInfo map[int]string
+	refs     []MapRef
+	code     *interp.Program
+	env      Env
+	log      string
+	trace    *rateLimiter
+	vms      sync.Pool
+	ctxSize  int
+	arrays   map[int]int // map index -> static region of its values
+}
+
+// Type returns the program type.
+func (p *Program) Type() Type { return p.typ }
+
+// Name returns the program name.
+func (p *Program) Name() string { return p.name }
+
+// Insns returns the instructions as loaded (map references still naming
+// the loader's indexes). The slice must not be modified.
+func (p *Program) Insns() []byte { return p.insns }
+
+// LineInfo returns the source lines by instruction index (may be nil).
+func (p *Program) LineInfo() map[int]string { return p.lineInfo }
+
+// Maps returns the maps the program references.
+func (p *Program) Maps() []MapRef { return p.refs }
+
+// Log returns the verifier log kept at load (Spec.LogLevel > 0).
+func (p *Program) Log() string { return p.log }
+
+// Pointer values that the program layer hands programs for things that are
+// not memory. Their high word is a region index the interpreter never
+// hands out, so any load or store through them faults.
+const (
+	mapPtrTag  = uint64(0xfffffffe) << 32
+	funcPtrTag = uint64(0xfffffffd) << 32
+	tagMask    = uint64(0xffffffff) << 32
+)
+
+// Load verifies spec and prepares it to run. On a verifier refusal it
+// returns a *VerifierError (EACCES or EINVAL, E2BIG for a program too
+// complex) whose log names the instruction; other failures return
+// ErrInvalid, ErrType or ErrTooManyMaps.
+func Load(spec *Spec, env *Env) (*Program, error) {
+	if spec.Type != SocketFilter && spec.Type != XDP && spec.Type != Seccomp {
+		return nil, fmt.Errorf("%w %d", ErrType, uint32(spec.Type))
+	}
+	if len(spec.Insns) == 0 || len(spec.Insns)%8 != 0 || len(spec.Insns)/8 > MaxInsns {
+		return nil, fmt.Errorf("%w: %d bytes of instructions", ErrInvalid, len(spec.Insns))
+	}
+	if len(spec.Maps) > MaxMaps {
+		return nil, ErrTooManyMaps
+	}
+	refs := make([]MapRef, len(spec.Maps))
+	for i, r := range spec.Maps {
+		if r.Map == nil {
+			return nil, fmt.Errorf("%w: map %d is nil", ErrInvalid, i)
+		}
+		f := r.Map.Spec().Flags
+		r.Read = r.Read && f&maps.FlagWronlyProg == 0
+		r.Write = r.Write && f&maps.FlagRdonlyProg == 0
+		if r.Name == "" {
+			r.Name = r.Map.Spec().Name
+		}
+		refs[i] = r
+	}
+	p := &Program{
+		typ:      spec.Type,
+		name:     spec.Name,
+		insns:    append([]byte(nil), spec.Insns...),
+		lineInfo: spec.LineInfo,
+		refs:     refs,
+		trace:    newRateLimiter(),
+	}
+	if env != nil {
+		p.env = *env
+	}
+	vr, err := verify(spec, refs)
+	if err != nil {
+		return nil, err
+	}
+	if spec.LogLevel > 0 {
+		p.log = vr.log
+	}
+	code, statics, err := p.resolve(vr)
+	if err != nil {
+		return nil, err
+	}
+	p.code, err = interp.Load(code, &interp.Config{
+		Helpers:       p.helperTable(),
+		StaticRegions: statics,
+	})
+	if err != nil {
+		// The verifier accepted what the interpreter refuses: a bug in
+		// one of them; refuse the program rather than run it.
+		return nil, fmt.Errorf("%w: interpreter refused verified program: %v", ErrInvalid, err)
+	}
+	switch p.typ {
+	case SocketFilter:
+		p.ctxSize = skbSize
+	case XDP:
+		p.ctxSize = xdpSize
+	case Seccomp:
+		p.ctxSize = SeccompDataSize
+	}
+	return p, nil
+}
+
+// resolve rewrites the verified program for the interpreter: pseudo
+// LD_IMM64 become tagged map pointers, static-region pointers and
+// function pointers; context loads of packet pointers become 64-bit loads
+// of the shadow fields that follow the context.
+func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
+	code := append([]byte(nil), p.insns...)
+	var statics []interp.Region
+	staticOf := make(map[int]int) // map index -> static region index
+	arrayRegion := func(i int) (int, bool) {
+		if s, ok := staticOf[i]; ok {
+			return s, true
+		}
+		a, ok := p.refs[i].Map.(*maps.Array)
+		if !ok || len(statics) >= interp.MaxStaticRegions {
+			return 0, false
+		}
+		mem, _ := a.Values()
+		statics = append(statics, interp.Region{Data: mem, Writable: p.refs[i].Write})
+		staticOf[i] = len(statics) - 1
+		return len(statics) - 1, true
+	}
+	n := len(code) / 8
+	for pc := 0; pc < n; pc++ {
+		ins := code[pc*8 : pc*8+8]
+		if ins[0] != 0x18 || pc+1 >= n {
+			continue
+		}
+		src := ins[1] >> 4
+		imm := binary.LittleEndian.Uint32(ins[4:])
+		imm2 := binary.LittleEndian.Uint32(code[(pc+1)*8+4:])
+		var v uint64
+		switch src {
+		case 0:
+			pc++
+			continue
+		case 1: // BPF_PSEUDO_MAP_FD
+			v = mapPtrTag | uint64(imm)
+		case 2: // BPF_PSEUDO_MAP_VALUE
+			s, ok := arrayRegion(int(imm))
+			if !ok {
+				return nil, nil, fmt.Errorf("%w: insn %d: direct value access needs an array map", ErrInvalid, pc)
+			}
+			v = interp.StaticPointer(s, imm2)
+		case 4: // BPF_PSEUDO_FUNC
+			v = funcPtrTag | uint64(int64(pc)+1+int64(int32(imm)))
+		default:
+			return nil, nil, fmt.Errorf("%w: insn %d: unsupported ld_imm64 src %d", ErrInvalid, pc, src)
+		}
+		ins[1] &= 0x0f
+		binary.LittleEndian.PutUint32(ins[4:], uint32(v))
+		binary.LittleEndian.PutUint32(code[(pc+1)*8+4:], uint32(v>>32))
+		pc++
+	}
+	for i := range p.refs {
+		if _, ok := p.refs[i].Map.(*maps.Array); ok {
+			arrayRegion(i)
+		}
+	}
+	for _, cl := range vr.ctxLoads {
+		ins := code[cl.pc*8 : cl.pc*8+8]
+		// ldxw dst, [src+off] -> ldxdw dst, [src+shadow]
+		ins[0] = 0x79
+		binary.LittleEndian.PutUint16(ins[2:], uint16(cl.shadowOff))
+	}
+	p.arrays = staticOf
+	return code, statics, nil
+}

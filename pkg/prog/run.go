@@ -1,0 +1,225 @@
+package prog
+
+import (
+	"encoding/binary"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/interp"
+)
+
+func errnoOf(err error) unix.Errno { return errno.Of(err, unix.EINVAL) }
+
+// RunOptions are the inputs of a test run, as BPF_PROG_TEST_RUN's.
+type RunOptions struct {
+	// Data is the packet (socket filter, XDP): at least 14 bytes, an
+	// Ethernet frame, as the kernel requires.
+	Data []byte
+	// Context is the context in: for Seccomp a struct seccomp_data (64
+	// bytes); for socket filters an optional struct __sk_buff whose only
+	// non-zero fields may be mark, priority and cb; for XDP an optional
+	// struct xdp_md that must be zero. Nil means defaults.
+	Context []byte
+	// Repeat runs the program this many times (0 means 1); the result is
+	// the last run's, the duration the mean.
+	Repeat uint32
+	// Task is "current" for the helpers that ask; nil means a task with
+	// every id zero.
+	Task Task
+}
+
+// RunResult is a test run's output.
+type RunResult struct {
+	// Ret is r0 at exit (the kernel reports its low 32 bits).
+	Ret uint64
+	// DataOut is the packet after the run: for socket filters the
+	// Ethernet header comes back zeroed, as the kernel's test run does.
+	DataOut []byte
+	// ContextOut is the context after the run.
+	ContextOut []byte
+	// Duration is the mean time of one run.
+	Duration time.Duration
+}
+
+func (p *Program) vm() *interp.VM {
+	if vm, ok := p.vms.Get().(*interp.VM); ok {
+		return vm
+	}
+	vm := interp.NewVM(nil)
+	vm.Context = &runCtx{}
+	return vm
+}
+
+// TestRun runs p as BPF_PROG_TEST_RUN does: on a copy of opts.Data and
+// opts.Context. It returns ErrDataSize or ErrCtxSize (EINVAL) for inputs
+// the kernel would refuse, and an *interp.Fault if the run faults (which a
+// verified program should never do).
+func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
+	repeat := max(opts.Repeat, 1)
+	switch p.typ {
+	case SocketFilter, XDP:
+		if len(opts.Data) < ethHdrLen {
+			return nil, ErrDataSize
+		}
+		if p.typ == SocketFilter {
+			// The kernel's skb test run pulls the network header of
+			// IPv4 and IPv6 frames and fails when it is not there.
+			l3 := len(opts.Data) - ethHdrLen
+			switch uint16(opts.Data[12])<<8 | uint16(opts.Data[13]) {
+			case 0x0800:
+				if l3 < 20 {
+					return nil, ErrDataSize
+				}
+			case 0x86dd:
+				if l3 < 40 {
+					return nil, ErrDataSize
+				}
+			}
+		}
+	case Seccomp:
+		if len(opts.Data) != 0 {
+			return nil, ErrDataSize
+		}
+		if len(opts.Context) != SeccompDataSize {
+			return nil, ErrCtxSize
+		}
+	}
+	if err := p.checkCtxIn(opts.Context); err != nil {
+		return nil, err
+	}
+	vm := p.vm()
+	defer p.vms.Put(vm)
+	rc := vm.Context.(*runCtx)
+	// Each run starts from the same input, as the kernel's repeat does.
+	ctx := make([]byte, p.ctxSize+24)
+	pkt := make([]byte, len(opts.Data))
+	var ret uint64
+	start := time.Now()
+	for i := uint32(0); i < repeat; i++ {
+		rc.p, rc.task = p, opts.Task
+		copy(pkt, opts.Data)
+		clear(ctx)
+		copy(ctx, opts.Context)
+		r1, err := p.prepare(vm, ctx, pkt)
+		if err != nil {
+			return nil, err
+		}
+		if ret, err = vm.Run(p.code, r1); err != nil {
+			return nil, err
+		}
+	}
+	elapsed := time.Since(start)
+	res := &RunResult{Ret: ret, Duration: elapsed / time.Duration(repeat)}
+	switch p.typ {
+	case SocketFilter:
+		res.DataOut = make([]byte, len(pkt))
+		copy(res.DataOut[ethHdrLen:], pkt[ethHdrLen:])
+		res.ContextOut = ctx[:skbSize:skbSize]
+	case XDP:
+		res.DataOut = pkt
+		res.ContextOut = ctx[:xdpSize:xdpSize]
+		// The kernel reports data offsets, not pointers, in ctx out.
+		clear(res.ContextOut[xdpData : xdpDataMeta+4])
+	case Seccomp:
+		res.ContextOut = ctx[:SeccompDataSize:SeccompDataSize]
+	}
+	return res, nil
+}
+
+// checkCtxIn refuses context input the kernel's test run refuses.
+func (p *Program) checkCtxIn(in []byte) error {
+	switch p.typ {
+	case SocketFilter:
+		if len(in) == 0 {
+			return nil
+		}
+		if len(in) > skbSize {
+			return ErrCtxSize
+		}
+		for i, c := range in {
+			switch {
+			case i >= skbMark && i < skbMark+4, i >= skbPriority && i < skbPriority+4,
+				i >= skbCB && i < skbCB+20:
+				continue
+			}
+			if c != 0 {
+				return ErrCtxSize
+			}
+		}
+	case XDP:
+		if len(in) > xdpSize {
+			return ErrCtxSize
+		}
+		for _, c := range in {
+			if c != 0 {
+				return ErrCtxSize
+			}
+		}
+	}
+	return nil
+}
+
+// prepare fills the context for one run and adds the regions the program
+// addresses; it returns r1 (the context pointer).
+func (p *Program) prepare(vm *interp.VM, ctx, pkt []byte) (uint64, error) {
+	le := binary.LittleEndian
+	switch p.typ {
+	case SocketFilter:
+		// The kernel's test run pulls the Ethernet header: the program
+		// sees the packet from the network header on.
+		le.PutUint32(ctx[skbLen:], uint32(len(pkt)-ethHdrLen))
+		le.PutUint32(ctx[skbProtocol:], uint32(pkt[12])|uint32(pkt[13])<<8)
+		le.PutUint32(ctx[skbIfindex:], 1)
+		le.PutUint32(ctx[skbWireLen:], 0)
+		return vm.AddRegion(ctx[:skbSize], true)
+	case XDP:
+		data, err := vm.AddRegion(pkt, true)
+		if err != nil {
+			return 0, err
+		}
+		le.PutUint32(ctx[xdpIngressIfindex:], 1)
+		// Shadow pointer fields after the struct: context loads of
+		// data, data_end and data_meta were rewritten to read them.
+		le.PutUint64(ctx[xdpSize+0:], data)
+		le.PutUint64(ctx[xdpSize+8:], data+uint64(len(pkt)))
+		le.PutUint64(ctx[xdpSize+16:], data)
+		return vm.AddRegion(ctx[:xdpSize+24], false)
+	default: // Seccomp: read-only struct seccomp_data
+		return vm.AddRegion(ctx[:SeccompDataSize], false)
+	}
+}
+
+// shadow offsets of the packet pointer fields, by context offset.
+func shadowOffset(t Type, off int) (int, bool) {
+	if t != XDP {
+		return 0, false
+	}
+	switch off {
+	case xdpData:
+		return xdpSize, true
+	case xdpDataEnd:
+		return xdpSize + 8, true
+	case xdpDataMeta:
+		return xdpSize + 16, true
+	}
+	return 0, false
+}
+
+// RunSeccomp runs a Seccomp program on data (struct seccomp_data) for task
+// and returns its SECCOMP_RET_* action word. It is the daemon's hot path
+// for routed syscalls: no allocation once warm.
+func (p *Program) RunSeccomp(data *[SeccompDataSize]byte, task Task) (uint32, error) {
+	vm := p.vm()
+	defer p.vms.Put(vm)
+	rc := vm.Context.(*runCtx)
+	rc.p, rc.task = p, task
+	r1, err := vm.AddRegion(data[:], false)
+	if err != nil {
+		return 0, err
+	}
+	ret, err := vm.Run(p.code, r1)
+	rc.task = nil
+	return uint32(ret), err
+}

@@ -1,0 +1,161 @@
+package prog
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/verifier"
+)
+
+// verified is what Load needs from the verifier's acceptance.
+type verified struct {
+	log      string
+	ctxLoads []ctxLoad
+}
+
+// ctxLoad is a context load of a packet pointer field, rewritten into a
+// 64-bit load of the shadow field at shadowOff.
+type ctxLoad struct {
+	pc        int
+	shadowOff int
+}
+
+// Context layouts the verifier enforces, per program type.
+var (
+	skbContext = verifier.ContextSpec{Name: "__sk_buff", Size: skbSize, Fields: func() []verifier.ContextField {
+		f := []verifier.ContextField{
+			{Name: "len", Off: skbLen, Size: 4, Narrow: true},
+			{Name: "pkt_type", Off: skbPktType, Size: 4, Narrow: true},
+			{Name: "mark", Off: skbMark, Size: 4, Narrow: true},
+			{Name: "queue_mapping", Off: skbQueueMapping, Size: 4, Narrow: true},
+			{Name: "protocol", Off: skbProtocol, Size: 4, Narrow: true},
+			{Name: "vlan_present", Off: skbVlanPresent, Size: 4, Narrow: true},
+			{Name: "vlan_tci", Off: skbVlanTCI, Size: 4, Narrow: true},
+			{Name: "vlan_proto", Off: skbVlanProto, Size: 4, Narrow: true},
+			{Name: "priority", Off: skbPriority, Size: 4, Narrow: true},
+			{Name: "ingress_ifindex", Off: skbIngressIfindex, Size: 4, Narrow: true},
+			{Name: "ifindex", Off: skbIfindex, Size: 4, Narrow: true},
+			{Name: "tc_index", Off: skbTCIndex, Size: 4, Narrow: true},
+		}
+		for i := uint32(0); i < 5; i++ {
+			f = append(f, verifier.ContextField{Name: fmt.Sprintf("cb[%d]", i), Off: skbCB + 4*i, Size: 4, Narrow: true, Write: true})
+		}
+		return append(f,
+			verifier.ContextField{Name: "hash", Off: skbHash, Size: 4, Narrow: true},
+			verifier.ContextField{Name: "napi_id", Off: skbNapiID, Size: 4, Narrow: true},
+			verifier.ContextField{Name: "gso_segs", Off: skbGSOSegs, Size: 4, Narrow: true},
+			verifier.ContextField{Name: "gso_size", Off: skbGSOSize, Size: 4, Narrow: true},
+		)
+	}()}
+
+	xdpContext = verifier.ContextSpec{Name: "xdp_md", Size: xdpSize, Fields: []verifier.ContextField{
+		{Name: "data", Off: xdpData, Size: 4, Kind: verifier.FieldPacketStart},
+		{Name: "data_end", Off: xdpDataEnd, Size: 4, Kind: verifier.FieldPacketEnd},
+		{Name: "data_meta", Off: xdpDataMeta, Size: 4, Kind: verifier.FieldPacketMeta},
+		{Name: "ingress_ifindex", Off: xdpIngressIfindex, Size: 4, Narrow: true},
+		{Name: "rx_queue_index", Off: xdpRxQueueIndex, Size: 4, Narrow: true},
+		{Name: "egress_ifindex", Off: xdpEgressIfindex, Size: 4, Narrow: true},
+	}}
+
+	seccompContext = verifier.ContextSpec{Name: "seccomp_data", Size: SeccompDataSize, Fields: func() []verifier.ContextField {
+		f := []verifier.ContextField{
+			{Name: "nr", Off: 0, Size: 4, Narrow: true},
+			{Name: "arch", Off: 4, Size: 4, Narrow: true},
+			{Name: "instruction_pointer", Off: 8, Size: 8, Narrow: true},
+		}
+		for i := uint32(0); i < 6; i++ {
+			f = append(f, verifier.ContextField{Name: fmt.Sprintf("args[%d]", i), Off: 16 + 8*i, Size: 8, Narrow: true})
+		}
+		return f
+	}()}
+)
+
+// gplCompatible reports whether the kernel's license_is_gpl_compatible
+// accepts license.
+func gplCompatible(license string) bool {
+	switch license {
+	case "GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL":
+		return true
+	}
+	return false
+}
+
+// verify runs the verifier over spec with the program's map access.
+func verify(spec *Spec, refs []MapRef) (*verified, error) {
+	env := &verifier.Env{Helpers: verifier.KernelHelpers()}
+	switch spec.Type {
+	case SocketFilter:
+		env.Context = skbContext
+	case XDP:
+		env.Context = xdpContext
+		env.PacketWrite = true
+	case Seccomp:
+		env.Context = seccompContext
+	}
+	// bpf_trace_printk is GPL-only in the kernel.
+	if !gplCompatible(spec.License) {
+		for pc := 0; pc+8 <= len(spec.Insns); pc += 8 {
+			in := spec.Insns[pc : pc+8]
+			if in[0] == 0x85 && in[1]>>4 == 0 && int32(le32(in[4:])) == verifier.FnTracePrintk {
+				return nil, &verifier.Error{Errno: unix.EINVAL, PC: pc / 8,
+					Msg: "cannot call GPL-restricted function from non-GPL compatible program",
+					Log: fmt.Sprintf("%d: cannot call GPL-restricted function from non-GPL compatible program (license %q)\n", pc/8, spec.License)}
+			}
+		}
+	}
+	for _, r := range refs {
+		s := r.Map.Spec()
+		env.Maps = append(env.Maps, verifier.MapInfo{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
+			MaxEntries: s.MaxEntries, Flags: s.Flags, Read: r.Read, Write: r.Write, Name: r.Name})
+	}
+	if len(spec.LineInfo) > 0 {
+		env.LineInfo = make(map[int]verifier.LineInfo, len(spec.LineInfo))
+		for pc, line := range spec.LineInfo {
+			env.LineInfo[pc] = parseLine(line)
+		}
+	}
+	env.Verbose = spec.LogLevel >= 2
+	res, err := verifier.Verify(spec.Insns, env)
+	if err != nil {
+		return nil, err
+	}
+	v := &verified{log: res.Log}
+	for _, a := range res.CtxAccesses {
+		if a.Kind == verifier.FieldScalar {
+			continue
+		}
+		off, ok := shadowOffset(spec.Type, int(env.Context.Fields[a.Field].Off))
+		if !ok || a.Write || a.Size != 4 {
+			return nil, fmt.Errorf("%w: insn %d: unexpected packet pointer access", ErrInvalid, a.Insn)
+		}
+		v.ctxLoads = append(v.ctxLoads, ctxLoad{pc: a.Insn, shadowOff: off})
+	}
+	return v, nil
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+// parseLine splits "file:line: text" (as the client sends line info) into
+// a verifier.LineInfo; anything else is kept as text.
+func parseLine(s string) verifier.LineInfo {
+	file, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return verifier.LineInfo{Text: s}
+	}
+	num, text, ok := strings.Cut(rest, ":")
+	n := 0
+	for _, c := range num {
+		if c < '0' || c > '9' {
+			return verifier.LineInfo{Text: s}
+		}
+		n = n*10 + int(c-'0')
+	}
+	if !ok {
+		return verifier.LineInfo{File: file, Line: n}
+	}
+	return verifier.LineInfo{File: file, Line: n, Text: strings.TrimSpace(text)}
+}

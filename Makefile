@@ -57,5 +57,22 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Install every built binary (bpfd, bpfctl, ...), the systemd units and the
+# docs under $(DESTDIR)$(PREFIX); units go to $(DESTDIR)/lib/systemd/system
+# with ExecStart pointing at $(PREFIX)/bin/bpfd.
+UNITDIR ?= /lib/systemd/system
+DOCDIR  ?= $(PREFIX)/share/doc/bpfd
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	@for b in $(BIN)/*; do \
+	  [ -f "$$b" ] && [ -x "$$b" ] || continue; \
+	  echo "install $$b"; install -m 0755 "$$b" $(DESTDIR)$(PREFIX)/bin/ || exit 1; \
+	done
+	for u in systemd/bpfd.socket systemd/bpfd.service; do \
+	  sed 's#/usr/local/bin/bpfd#$(PREFIX)/bin/bpfd#g; s#/usr/local/share/doc/bpfd#$(DOCDIR)#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; \
+	done
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+
 clean:
 	rm -rf $(BIN)

@@ -2,15 +2,22 @@
 // listening socket and signal handling around a demux.Server. cmd/bpfd is a
 // thin wrapper so that all of this is testable.
 //
-// Flags:
+// Flags (each also settable by environment and config file):
 //
 //	--socket PATH       socket path (env BPFD_SOCKET; default /run/bpfd/bpfd.sock
 //	                    as root, $XDG_RUNTIME_DIR/bpfd/bpfd.sock otherwise)
+//	--pin-root DIR      pin root (env BPFD_PIN_ROOT; default /run/bpfd/pins as
+//	                    root, $XDG_RUNTIME_DIR/bpfd/pins otherwise)
+//	--state-dir DIR     pinned objects across restarts (env BPFD_STATE_DIR;
+//	                    default /var/lib/bpfd as root, $XDG_STATE_HOME/bpfd or
+//	                    ~/.local/state/bpfd otherwise)
 //	--log-level LEVEL   debug, info, warn, error (default info)
 //	--log-format FMT    json or console (default console)
+//	--config FILE       key = value file (env BPFD_CONFIG)
 //	--version           print the version and exit
 //
-// A flag beats the environment, which beats the default.
+// A flag beats the environment, which beats the config file, which beats
+// the default. docs/daemon.md is the operator's guide.
 package daemon
 
 import (
@@ -55,9 +62,12 @@ func Run(args []string) int {
 
 // Options are the daemon's resolved settings.
 type Options struct {
-	Socket    string
+	Socket    string // socket path (unused when socket-activated)
+	PinRoot   string // pin root directory
+	StateDir  string // where pinned objects are saved across restarts
 	LogLevel  string
 	LogFormat string
+	Config    string // the config file read, if any
 	Version   bool
 }
 
@@ -79,22 +89,59 @@ func DefaultSocket(euid int, getenv func(string) string) (string, error) {
 	return filepath.Join(d, "bpfd", "bpfd.sock"), nil
 }
 
-// ParseOptions parses args with the environment from getenv: a flag beats
-// BPFD_SOCKET, which beats DefaultSocket. Usage errors are written to
-// stderr.
+// ParseOptions parses args with the environment from getenv. Each setting
+// comes from its flag, else its environment variable (EnvName: BPFD_SOCKET,
+// BPFD_PIN_ROOT, BPFD_STATE_DIR, BPFD_LOG_LEVEL, BPFD_LOG_FORMAT), else the
+// config file (--config or BPFD_CONFIG; see ParseConfig), else its default
+// (DefaultSocket, DefaultPinRoot, DefaultStateDir, info, console). Usage
+// errors are written to stderr; a config file that cannot be read or
+// parsed gives an error wrapping ErrConfig.
 func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (Options, error) {
 	var o Options
 	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET)")
-	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&o.LogFormat, "log-format", "console", "log format: json or console")
+	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
+		"log-level": &o.LogLevel, "log-format": &o.LogFormat}
+	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
+	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
+	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
+	fs.StringVar(&o.LogLevel, "log-level", "", "log level: debug, info, warn, error (env BPFD_LOG_LEVEL; default info)")
+	fs.StringVar(&o.LogFormat, "log-format", "", "log format: json or console (env BPFD_LOG_FORMAT; default console)")
+	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() != 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["config"] {
+		o.Config = getenv("BPFD_CONFIG")
+	}
+	var file map[string]string
+	if o.Config != "" && !o.Version {
+		var err error
+		if file, err = readConfig(o.Config); err != nil {
+			return o, err
+		}
+	}
+	for _, k := range configKeys {
+		if set[k] {
+			continue
+		}
+		if v := getenv(EnvName(k)); v != "" {
+			*vals[k] = v
+		} else if v, ok := file[k]; ok {
+			*vals[k] = v
+		}
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "info"
+	}
+	if o.LogFormat == "" {
+		o.LogFormat = "console"
 	}
 	if o.LogFormat != "json" && o.LogFormat != "console" {
 		return o, fmt.Errorf("--log-format must be json or console, not %q", o.LogFormat)
@@ -105,15 +152,20 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if o.Version {
 		return o, nil
 	}
-	if o.Socket == "" {
-		o.Socket = getenv("BPFD_SOCKET")
-	}
-	if o.Socket == "" {
-		p, err := DefaultSocket(os.Geteuid(), getenv)
+	euid := os.Geteuid()
+	defaults := []struct {
+		v   *string
+		def func(int, func(string) string) (string, error)
+	}{{&o.Socket, DefaultSocket}, {&o.PinRoot, DefaultPinRoot}, {&o.StateDir, DefaultStateDir}}
+	for _, d := range defaults {
+		if *d.v != "" {
+			continue
+		}
+		p, err := d.def(euid, getenv)
 		if err != nil {
 			return o, err
 		}
-		o.Socket = p
+		*d.v = p
 	}
 	return o, nil
 }
@@ -178,6 +230,14 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // Main is Run with an explicit context (cancel it to shut down), environment
 // and output streams.
+//
+// Start-up: it restores the pinned objects saved in the state directory,
+// takes the listening socket from socket activation (ActivationListener)
+// or binds its own (Listen), serves, and then tells the service manager
+// READY=1 (sd_notify, when NOTIFY_SOCKET is set), pinging WATCHDOG=1 at
+// half of WATCHDOG_USEC. Shutdown: STOPPING=1, in-flight requests are
+// answered, every pinned object is saved, and the socket file is removed
+// (unless it came from socket activation).
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	o, err := ParseOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -185,7 +245,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "bpfd: %v\n", err)
-		if errors.Is(err, ErrNoRuntimeDir) {
+		if errors.Is(err, ErrNoRuntimeDir) || errors.Is(err, ErrNoStateDir) || errors.Is(err, ErrConfig) {
 			return ExitError
 		}
 		return ExitUsage
@@ -200,22 +260,44 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return ExitUsage
 	}
 	defer log.Sync()
+	notifier := NewNotifier(getenv)
 
-	srv, err := demux.NewServer(&demux.Config{Logger: log, Version: version.Version})
+	state, err := OpenStateDir(o.StateDir)
+	if err != nil {
+		log.Error("cannot open state directory", zap.String("dir", o.StateDir), zap.Error(err))
+		return ExitError
+	}
+	srv, err := demux.NewServer(&demux.Config{Logger: log, Version: version.Version,
+		PinRoot: o.PinRoot, Persister: state})
 	if err != nil {
 		log.Error("cannot start server", zap.Error(err))
 		return ExitError
 	}
-	ln, err := Listen(o.Socket)
+	ln, activated, err := listen(getenv, o.Socket)
 	if err != nil {
 		log.Error("cannot listen", zap.String("socket", o.Socket), zap.Error(err))
 		srv.Shutdown(context.Background())
 		return ExitError
 	}
-	log.Info("bpfd serving", zap.String("socket", o.Socket), zap.String("version", version.Version),
-		zap.Int("pid", os.Getpid()))
+	restore(log, srv, state)
+	addr := o.Socket
+	if activated {
+		addr = ln.Addr().String()
+	}
+	log.Info("bpfd serving", zap.String("socket", addr), zap.Bool("socket_activated", activated),
+		zap.String("pin_root", srv.PinRoot()), zap.String("state_dir", state.Dir()),
+		zap.String("version", version.Version), zap.Int("pid", os.Getpid()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	if err := notifier.Notify("READY=1\nSTATUS=serving on " + addr); err != nil {
+		log.Warn("sd_notify failed", zap.Error(err))
+	}
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	if iv, err := WatchdogInterval(getenv, os.Getpid()); err == nil && notifier != nil {
+		go notifier.watchdog(wctx, iv, func() bool { srv.Stats(); return true },
+			func(err error) { log.Warn("watchdog ping failed", zap.Error(err)) })
+	}
 
 	code := ExitOK
 	select {
@@ -225,6 +307,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		log.Error("serving failed", zap.Error(err))
 		code = ExitError
 	}
+	stopWatchdog()
+	if err := notifier.Notify("STOPPING=1"); err != nil {
+		log.Warn("sd_notify failed", zap.Error(err))
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -233,9 +319,42 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if code == ExitOK {
 		<-served
 	}
-	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.Warn("cannot remove socket", zap.Error(err))
+	if !activated {
+		if err := os.Remove(o.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("cannot remove socket", zap.Error(err))
+		}
 	}
 	log.Info("bpfd stopped")
 	return code
+}
+
+// listen returns the socket-activated listener, or binds path.
+func listen(getenv func(string) string, path string) (*net.UnixListener, bool, error) {
+	ln, err := ActivationListener(getenv, os.Getpid())
+	if err != nil {
+		return nil, false, err
+	}
+	if ln != nil {
+		return ln, true, nil
+	}
+	ln, err = Listen(path)
+	return ln, false, err
+}
+
+// restore recreates the pinned objects saved in state. Failures are
+// logged; the files stay for an operator to inspect.
+func restore(log *zap.Logger, srv *demux.Server, state *StateDir) {
+	objs, errs := state.Load()
+	for _, err := range errs {
+		log.Error("cannot read saved pinned object", zap.Error(err))
+	}
+	for _, po := range objs {
+		if po.Partial {
+			log.Warn("saved map has no contents (BPF_F_WRONLY hash maps cannot be dumped)", zap.String("key", po.Key))
+		}
+		if _, err := srv.RestorePinned(po); err != nil {
+			log.Error("cannot restore pinned object", zap.String("key", po.Key),
+				zap.String("name", po.Spec.Name), zap.Error(err))
+		}
+	}
 }

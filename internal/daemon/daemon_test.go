@@ -128,11 +128,12 @@ func hello(t *testing.T, path string) {
 
 func TestMainServesAndStops(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "bpfd.sock")
+	dirs := tempDirsArgs(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var errb bytes.Buffer
 	done := make(chan int)
 	go func() {
-		done <- Main(ctx, []string{"--socket", path, "--log-format", "json"}, env(nil), &bytes.Buffer{}, &errb)
+		done <- Main(ctx, append([]string{"--socket", path, "--log-format", "json"}, dirs...), env(nil), &bytes.Buffer{}, &errb)
 	}()
 	waitSocket(t, path)
 	fi, err := os.Stat(path)
@@ -145,7 +146,7 @@ func TestMainServesAndStops(t *testing.T) {
 	hello(t, path)
 	// A second daemon on the same path refuses to start.
 	var errb2 bytes.Buffer
-	if code := Main(context.Background(), []string{"--socket", path}, env(nil), &bytes.Buffer{}, &errb2); code != ExitError {
+	if code := Main(context.Background(), append([]string{"--socket", path}, dirs...), env(nil), &bytes.Buffer{}, &errb2); code != ExitError {
 		t.Fatalf("second daemon exit %d, want %d", code, ExitError)
 	}
 	if !strings.Contains(errb2.String(), "already serving") {
@@ -190,6 +191,14 @@ func TestListenStale(t *testing.T) {
 	}
 }
 
+// tempDirsArgs returns --pin-root and --state-dir flags naming fresh
+// temporary directories, so that tests never touch the machine's defaults.
+func tempDirsArgs(t *testing.T) []string {
+	t.Helper()
+	d := t.TempDir()
+	return []string{"--pin-root", filepath.Join(d, "pins"), "--state-dir", filepath.Join(d, "state")}
+}
+
 func waitSocket(t *testing.T, path string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -209,7 +218,7 @@ func waitSocket(t *testing.T, path string) {
 // while a request pipeline is in flight.
 func TestSIGTERM(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bpfd.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "--socket", path, "--log-level", "debug")
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--", "--socket", path, "--log-level", "debug"}, tempDirsArgs(t)...)...)
 	cmd.Env = append(os.Environ(), "BPFD_TEST_DAEMON=1")
 	var errb bytes.Buffer
 	cmd.Stderr = &errb

@@ -69,6 +69,17 @@ type Config struct {
 	// MaxDescriptors caps live descriptors daemon-wide (ENOSPC beyond). It
 	// is lowered to leave room under RLIMIT_NOFILE.
 	MaxDescriptors int
+	// PinRoot is the directory pin files live under (created 01777 if
+	// missing). Empty: pins are disabled and OBJ_PIN, OBJ_GET and
+	// PIN_MKDIR answer EOPNOTSUPP. Creating pins as their caller (owner,
+	// permission checks) needs root (setfsuid); otherwise files are made
+	// with the daemon's own identity.
+	PinRoot string
+	// Persister, if not nil, durably records pinned objects (see
+	// Persister): synchronously when a pin is made or removed, and for
+	// every pinned object at Shutdown. Nil: pins last as long as the
+	// daemon.
+	Persister Persister
 }
 
 func fill(q, def Quota) Quota {

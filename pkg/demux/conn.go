@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/prog"
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -22,7 +23,10 @@ type conn struct {
 	nc  *net.UnixConn
 	sc  *scmrights.Conn
 	uid uint32
+	gid uint32
 	pid int32
+
+	ptask *prog.StaticTask // the client as "current" for test runs
 
 	handles  []*handle // index = handle number; 0 is never used
 	free     []uint32  // free handle numbers
@@ -61,7 +65,7 @@ func newConn(s *Server, nc *net.UnixConn) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.uid, c.pid = u.Uid, u.Pid
+	c.uid, c.gid, c.pid = u.Uid, u.Gid, u.Pid
 	return c, nil
 }
 

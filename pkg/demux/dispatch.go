@@ -43,7 +43,7 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 			defer unix.Munmap(data)
 		}
 	}
-	if h.Cmd != wire.CmdImport && len(fds) != 0 {
+	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdObjGet && len(fds) != 0 {
 		return 0, ErrFDs
 	}
 	switch h.Cmd {
@@ -68,6 +68,18 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.revoke(a, data)
 	case wire.CmdStatus:
 		return c.status(data)
+	case wire.CmdObjPin:
+		return c.objPin(a, data)
+	case wire.CmdObjGet:
+		return c.objGet(a, data, fds)
+	case wire.CmdPinMkdir:
+		return c.pinMkdir(a, data)
+	case wire.CmdProgLoad:
+		return c.progLoad(a, data)
+	case wire.CmdProgTestRun:
+		return c.progTestRun(a, data)
+	case wire.CmdProgDump:
+		return c.progDump(a, data)
 	}
 	return 0, ErrUnknownCmd
 }
@@ -107,6 +119,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	}
 	if cmd != wire.CmdMapUpdateElem && at.Flags != 0 {
 		return 0, ErrInvalid
+	}
+	if isProgArray(hd) && (cmd == wire.CmdMapUpdateElem || cmd == wire.CmdMapDeleteElem) {
+		return c.progArrayElem(cmd, hd, &at, data)
 	}
 	m := hd.obj.m
 	ks, vs := int(hd.obj.spec.KeySize), int(hd.obj.spec.ValueSize)
@@ -184,8 +199,13 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if at.Flags != 0 {
+	// Like the kernel, only the lookup batches check batch.flags;
+	// generic_map_update_batch and generic_map_delete_batch ignore them.
+	if at.Flags != 0 && (cmd == wire.CmdMapLookupBatch || cmd == wire.CmdMapLookupAndDeleteBatch) {
 		return 0, ErrInvalid
+	}
+	if isProgArray(hd) && need != wire.ModeRead {
+		return 0, ErrProgArrayOp
 	}
 	m := hd.obj.m
 	spec := &hd.obj.spec
@@ -236,6 +256,12 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	if done > n {
 		done = n
 	}
+	if err == nil && done == n && uint64(at.Count) > n {
+		// The count was capped at what the map can hold and all of it
+		// came back: the kernel, asked for more, would have walked off
+		// the end and said so.
+		err = maps.ErrBatchEnd
+	}
 	binary.LittleEndian.PutUint64(out, b.OutBatch)
 	// Pack: cursor, done keys, done values.
 	copy(out[wire.BatchCursorSize+done*ks:], out[wire.BatchCursorSize+n*ks:wire.BatchCursorSize+n*ks+done*vs])
@@ -250,10 +276,6 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	var at wire.MapCreateAttr
 	if !at.Parse(a) || len(data) != 0 {
-		return 0, ErrInvalid
-	}
-	if at.MapType == maps.TypeProgArray {
-		// Program arrays hold program ids: they arrive with programs.
 		return 0, ErrInvalid
 	}
 	if c.nhandles >= c.srv.cfg.MaxHandles {
@@ -292,12 +314,24 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	case spec.Flags&maps.FlagWronly != 0:
 		o.cap = wire.ModeWrite
 	}
+	return c.install(o, nil)
+}
+
+// install registers o (already reserved for c.uid) with its first
+// descriptor and a handle, both with mode o.cap, and puts them in the
+// reply. Under the same lock, extra (if not nil) runs first, e.g. to take
+// the references o holds; if anything fails o is closed.
+func (c *conn) install(o *Object, extra func()) (int64, error) {
+	r := c.reg
 	r.mu.Lock()
 	if err := r.addObjectLocked(o, c.uid); err != nil {
-		r.unreserveLocked(c.uid, mem)
+		r.unreserveLocked(c.uid, o.mem)
 		r.mu.Unlock()
-		m.Close()
+		o.close()
 		return 0, err
+	}
+	if extra != nil {
+		extra()
 	}
 	d, cfd, err := r.newDescLocked(o, o.cap, c.uid, nil)
 	if err != nil {

@@ -83,7 +83,7 @@ func TestCommandErrnos(t *testing.T) {
 		{name: "revoke creating descriptor", cmd: wire.CmdRevoke, attr: handleAttr(rw, 0), want: unix.EINVAL},
 		{name: "create zero key", cmd: wire.CmdMapCreate, attr: mapCreateAttr(maps.TypeHash, 0, 4, 1, 0, ""), want: unix.EINVAL},
 		{name: "create bad type", cmd: wire.CmdMapCreate, attr: mapCreateAttr(99, 4, 4, 1, 0, ""), want: unix.EINVAL},
-		{name: "create prog array", cmd: wire.CmdMapCreate, attr: mapCreateAttr(maps.TypeProgArray, 4, 4, 1, 0, ""), want: unix.EINVAL},
+		{name: "create prog array bad value size", cmd: wire.CmdMapCreate, attr: mapCreateAttr(maps.TypeProgArray, 4, 8, 1, 0, ""), want: unix.EINVAL},
 		{name: "create rdonly+wronly", cmd: wire.CmdMapCreate, attr: mapCreateAttr(maps.TypeHash, 4, 4, 1, maps.FlagRdonly|maps.FlagWronly, ""), want: unix.EINVAL},
 		{name: "create with data", cmd: wire.CmdMapCreate, attr: mapCreateAttr(maps.TypeHash, 4, 4, 1, 0, ""), data: []byte{1}, want: unix.EINVAL},
 		{name: "batch lookup write-only", cmd: wire.CmdMapLookupBatch, attr: (&wire.BatchAttr{Handle: wo, Count: 4}).Append(nil), want: unix.EPERM},

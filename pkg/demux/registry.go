@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/prog"
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -26,7 +27,20 @@ type Object struct {
 	m    maps.Map // kind == wire.ObjMap
 	spec maps.Spec
 
+	p    *prog.Program // kind == wire.ObjProg
+	deps []*Object     // maps a program uses; each holds a reference
+
 	refs int // guarded by registry.mu
+	// progRefs counts the references held by programs (deps), so that
+	// refs-progRefs are the user references (descriptors, handles, pins).
+	// Guarded by registry.mu.
+	progRefs int
+	// slots holds, for a PROG_ARRAY, the program object in each occupied
+	// slot; each holds a reference. Like the kernel, the slots are cleared
+	// when the last user reference goes, which breaks the cycle of a
+	// program tail-calling through an array it references. Guarded by
+	// registry.mu.
+	slots map[uint32]*Object
 }
 
 // ID returns the object's daemon-wide id.
@@ -39,6 +53,11 @@ func (o *Object) Kind() wire.ObjType { return o.kind }
 func (o *Object) info(i *wire.ObjInfo, mode wire.Mode) {
 	*i = wire.ObjInfo{ObjType: o.kind, Mode: mode, ID: o.id, Name: o.name,
 		MemoryUsage: o.mem, OwnerUID: o.owner}
+	if o.p != nil {
+		i.Type = uint32(o.p.Type())
+		i.InsnCount = uint32(len(o.p.Insns()) / 8)
+		i.Tag = progTag(o.p.Insns())
+	}
 	if o.m != nil {
 		i.Type = o.spec.Type
 		i.KeySize = o.spec.KeySize
@@ -231,15 +250,26 @@ func (r *registry) prune(d *Descriptor) {
 	}
 }
 
-// unref drops one reference on o. r.mu must be held.
+// unref drops one reference on o. r.mu must be held. When o dies, the
+// references it held (a program's maps, a program array's programs) are
+// dropped too.
 func (r *registry) unref(o *Object, free []*Object) []*Object {
 	o.refs--
 	if o.refs > 0 {
+		if o.refs == o.progRefs && len(o.slots) > 0 {
+			free = r.clearSlotsLocked(o, free)
+		}
 		return free
 	}
 	delete(r.objects, o.id)
 	r.unreserveLocked(o.owner, o.mem)
-	return append(free, o)
+	free = append(free, o)
+	for _, d := range o.deps {
+		d.progRefs--
+		free = r.unref(d, free)
+	}
+	o.deps = nil
+	return r.clearSlotsLocked(o, free)
 }
 
 func closeObjects(objs []*Object) {

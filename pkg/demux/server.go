@@ -19,9 +19,10 @@ import (
 // one or more listeners, stop it with Shutdown. All methods are safe for
 // concurrent use.
 type Server struct {
-	cfg Config
-	log *zap.Logger
-	reg *registry
+	cfg  Config
+	log  *zap.Logger
+	reg  *registry
+	pins *pinSet // nil when Config.PinRoot is empty
 
 	mu       sync.Mutex
 	lns      map[*net.UnixListener]struct{} // guarded by mu
@@ -34,7 +35,8 @@ type Server struct {
 
 // NewServer returns a server configured by cfg (nil: defaults). It starts
 // the goroutine that watches descriptors; Shutdown stops it. It fails only
-// if epoll or eventfd cannot be created (*os.SyscallError).
+// if epoll or eventfd cannot be created (*os.SyscallError), or the pin root
+// (Config.PinRoot) cannot be opened or created.
 func NewServer(cfg *Config) (*Server, error) {
 	var c Config
 	if cfg != nil {
@@ -72,6 +74,10 @@ func NewServer(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s.reg = reg
+	if err := s.openPins(); err != nil {
+		reg.close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -202,6 +208,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		<-done
 	}
+	s.closePins()
 	s.reg.close()
 	return err
 }
@@ -216,6 +223,7 @@ type Stats struct {
 	Handles     int64      `json:"handles"`
 	MapMemory   uint64     `json:"map_memory"`
 	UIDs        []UIDStats `json:"uids,omitempty"`
+	PinRoot     string     `json:"pin_root,omitempty"` // absolute; empty when pins are disabled
 }
 
 // UIDStats is one uid's consumption and quota.
@@ -232,6 +240,7 @@ type UIDStats struct {
 // descriptors and memory. It takes the registry lock briefly.
 func (s *Server) Stats() Stats {
 	var st Stats
+	st.PinRoot = s.PinRoot()
 	st.Connections = int(s.nconns.Load())
 	st.Handles = s.reg.handles.Load()
 	r := s.reg

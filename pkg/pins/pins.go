@@ -202,6 +202,15 @@ func (s *Store) Create(path string, perm os.FileMode, creds Creds, obj any, mode
 // the daemon) for obj, without creating it. It returns ErrNotPin if path
 // is not a regular file beneath the root.
 func (s *Store) Adopt(path string, obj any, mode uint32) (*Pin, error) {
+	return s.AdoptChecked(path, obj, mode, nil)
+}
+
+// AdoptChecked is Adopt with a check of the file found at path: check (if
+// not nil) sees the file's stat and may refuse it with an error, which
+// AdoptChecked returns; the file is then not adopted. It lets the daemon
+// refuse a file that replaced its pin while it was not running (another
+// inode or owner).
+func (s *Store) AdoptChecked(path string, obj any, mode uint32, check func(*unix.Stat_t) error) (*Pin, error) {
 	rel, err := s.Rel(path)
 	if err != nil {
 		return nil, err
@@ -214,7 +223,43 @@ func (s *Store) Adopt(path string, obj any, mode uint32) (*Pin, error) {
 		return nil, pathErr("adopt pin", path, err)
 	}
 	defer unix.Close(fd)
+	if check != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, os.NewSyscallError("fstat", err)
+		}
+		if err := check(&st); err != nil {
+			return nil, err
+		}
+	}
 	return s.hold(fd, rel, obj, mode)
+}
+
+// Stat returns the pin file's current path relative to the root and its
+// stat. The path follows renames within the root (it is the kernel's name
+// for the held inode); if the file was moved out of the root or cannot be
+// named, it is p.Path. It fails with ErrUnpinned if the file has no links
+// left, and ErrClosed if p is no longer held.
+func (s *Store) Stat(p *Pin) (string, unix.Stat_t, error) {
+	var st unix.Stat_t
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.byKey[p.key] != p {
+		return p.Path, st, ErrClosed
+	}
+	if err := unix.Fstat(p.fd, &st); err != nil {
+		return p.Path, st, os.NewSyscallError("fstat", err)
+	}
+	if st.Nlink == 0 {
+		return p.Path, st, ErrUnpinned
+	}
+	rel := p.Path
+	if target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", p.fd)); err == nil && filepath.IsAbs(target) {
+		if r, err := s.Rel(target); err == nil {
+			rel = r
+		}
+	}
+	return rel, st, nil
 }
 
 func (s *Store) unlinkQuiet(rel string) {
@@ -300,14 +345,15 @@ func (s *Store) Resolve(fd int) (*Pin, uint32, error) {
 	if fl&unix.O_PATH != 0 {
 		granted = 0 // an O_PATH fd was never checked for access
 	}
+	if st.Nlink == 0 {
+		// Unlinked: unpinned, whether or not the watcher has noticed yet.
+		return nil, 0, ErrUnpinned
+	}
 	s.mu.Lock()
 	p, ok := s.byKey[fileKey{st.Dev, st.Ino}]
 	s.mu.Unlock()
 	if !ok {
 		return nil, 0, ErrNotPin
-	}
-	if st.Nlink == 0 {
-		return nil, 0, ErrUnpinned
 	}
 	return p, granted & p.Mode, nil
 }
@@ -341,6 +387,25 @@ func (s *Store) Mkdir(path string, perm os.FileMode, creds Creds) error {
 		return unix.Fchmod(cfd, uint32(perm.Perm()))
 	})
 	return pathErr("mkdir", path, err)
+}
+
+// Remove unlinks p's file, if the name p was created under still refers
+// to p's inode, and forgets p without calling onUnpin. It is for undoing a
+// pin whose creation failed later on. Errors are ignored: the pin is
+// forgotten in any case.
+func (s *Store) Remove(p *Pin) {
+	s.Forget(p) // first, so that the unlink does not reach onUnpin
+	dir, base := filepath.Split(p.Path)
+	dfd, err := unix.Openat2(s.rootFD, dirOrDot(dir), &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
+	if err == nil {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+			(fileKey{st.Dev, st.Ino}) == p.key {
+			unix.Unlinkat(dfd, base, 0)
+		}
+		unix.Close(dfd)
+	}
 }
 
 // Pins returns a snapshot of the live pins.

@@ -300,7 +300,7 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ElemAttrSize, true
 	case CmdMapLookupBatch, CmdMapLookupAndDeleteBatch, CmdMapUpdateBatch, CmdMapDeleteBatch:
 		return BatchAttrSize, true
-	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke:
+	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke, CmdProgDump:
 		return HandleAttrSize, true
 	case CmdImport:
 		return ImportAttrSize, true
@@ -312,6 +312,12 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ProgLoadAttrSize, true
 	case CmdProgTestRun:
 		return TestRunAttrSize, true
+	case CmdObjPin:
+		return ObjPinAttrSize, true
+	case CmdObjGet:
+		return ObjGetAttrSize, true
+	case CmdPinMkdir:
+		return PinMkdirAttrSize, true
 	}
 	return 0, false
 }

@@ -1,5 +1,11 @@
 package wire
 
+// CmdProgDump returns a program's instructions (attr: HandleAttr with Mode
+// 0; needs read mode). Reply: Ret = instruction count, data = the
+// instructions, with map references naming map ids instead of handles,
+// then the line info (AppendLineInfo encoding).
+const CmdProgDump Cmd = 0x110
+
 // ProgLoadAttr is CmdProgLoad's attr (48 bytes).
 //
 // Request data: InsnCount raw instructions (8 bytes each, bpf_attr.insns

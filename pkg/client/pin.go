@@ -1,0 +1,165 @@
+package client
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// Pinner is an object that can be pinned with Conn.Pin: a *Map (programs
+// will be too).
+type Pinner interface {
+	// pinTarget returns the object's handle and, for a map, the Map (for
+	// the closed check).
+	pinTarget() (c *Conn, handle uint32, m *Map)
+}
+
+var _ Pinner = (*Map)(nil)
+
+func (m *Map) pinTarget() (*Conn, uint32, *Map) { return m.c, m.handle, m }
+
+// Pin makes a pin file for obj at path with permission bits perm (at most
+// 0777): path is relative to the daemon's pin root, or absolute inside it.
+// The file belongs to the calling user; whoever can open it gets the
+// object back (OpenPinnedMap) with at most obj's mode, and as much of it
+// as the open allowed. The pin keeps the object alive until the file is
+// unlinked. It returns ErrKeyExist (EEXIST) if path exists, ErrKeyNotExist
+// (ENOENT) if its directory does not, ErrAccess (EACCES) if the user may
+// not write the directory, ErrInvalid for a path outside the pin root or
+// through a symlink, or perm beyond 0777, ErrNotSupported if the daemon
+// has pins disabled, and ErrClosed if obj or c is closed. obj must belong
+// to c (ErrInvalid otherwise).
+func (c *Conn) Pin(obj Pinner, path string, perm os.FileMode) error {
+	oc, handle, m := obj.pinTarget()
+	if oc != c {
+		return errPinConn
+	}
+	if perm&^0o777 != 0 {
+		return errPinPerm
+	}
+	if len(path) == 0 || len(path) > wire.MaxPinPath {
+		return errPinPath
+	}
+	var ab [wire.ObjPinAttrSize]byte
+	attr := (&wire.ObjPinAttr{Handle: handle, FileMode: uint32(perm), PathLen: uint32(len(path))}).Append(ab[:0])
+	return c.simple(m, wire.CmdObjPin, attr, nil, []byte(path))
+}
+
+// PinMkdir makes a directory at path under the daemon's pin root (relative,
+// or absolute inside it) with permission bits perm (at most 0777), owned
+// by the calling user. Errors as Pin: ErrKeyExist, ErrKeyNotExist,
+// ErrAccess, ErrInvalid, ErrNotSupported, ErrClosed.
+func (c *Conn) PinMkdir(path string, perm os.FileMode) error {
+	if perm&^0o777 != 0 {
+		return errPinPerm
+	}
+	if len(path) == 0 || len(path) > wire.MaxPinPath {
+		return errPinPath
+	}
+	var ab [wire.PinMkdirAttrSize]byte
+	attr := (&wire.PinMkdirAttr{FileMode: uint32(perm), PathLen: uint32(len(path))}).Append(ab[:0])
+	return c.simple(nil, wire.CmdPinMkdir, attr, nil, []byte(path))
+}
+
+// simple runs a command whose reply carries nothing but an errno.
+func (c *Conn) simple(m *Map, cmd wire.Cmd, attr []byte, fds []int, data ...[]byte) error {
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := c.do(w, m, cmd, attr, fds, data...); err != nil {
+		return err
+	}
+	w.closeFDs()
+	return errnoErr(w.hdr.Errno)
+}
+
+// OpenPinnedMap opens the pin file at path itself (O_RDONLY for ModeRead,
+// O_WRONLY for ModeWrite, O_RDWR for ModeReadWrite), so that the kernel
+// checks the file's permissions, presents the open file to the daemon and
+// returns the pinned map with exactly mode (at most what the pin allows).
+// A relative path is taken under the daemon's pin root (asked from the
+// daemon). The file is closed before it returns; the Map owns its new
+// descriptor.
+//
+// Errors: the open's own (*os.PathError, matching unix.EACCES when the
+// file's permissions refuse mode, unix.ENOENT for a missing file);
+// ErrAccess (EACCES) when the pin grants less than mode; ErrKeyNotExist
+// (ENOENT) when the pin was unlinked meanwhile; ErrBadDescriptor (EBADF)
+// when the file is not a pin; ErrInvalid for a bad mode or a pinned object
+// that is not a map; ErrNotSupported if the daemon has pins disabled;
+// ErrClosed if c is closed.
+func (c *Conn) OpenPinnedMap(path string, mode Mode) (*Map, error) {
+	var flags int
+	switch mode {
+	case ModeRead:
+		flags = unix.O_RDONLY
+	case ModeWrite:
+		flags = unix.O_WRONLY
+	case ModeReadWrite:
+		flags = unix.O_RDWR
+	default:
+		return nil, errMode
+	}
+	if !filepath.IsAbs(path) {
+		root, err := c.pinRoot()
+		if err != nil {
+			return nil, err
+		}
+		path = filepath.Join(root, path)
+	}
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var ab [wire.ObjGetAttrSize]byte
+	attr := (&wire.ObjGetAttr{Mode: wire.Mode(mode)}).Append(ab[:0])
+	w := getWaiter()
+	defer putWaiter(w)
+	fds := [1]int{fd}
+	if err := c.do(w, nil, wire.CmdObjGet, attr, fds[:]); err != nil {
+		return nil, err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return nil, err
+	}
+	return c.newMap(w, w.takeFD(0))
+}
+
+// pinRoot asks the daemon for its pin root (CmdStatus). ErrNotSupported
+// if pins are disabled.
+func (c *Conn) pinRoot() (string, error) {
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := c.do(w, nil, wire.CmdStatus, nil, nil); err != nil {
+		return "", err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return "", err
+	}
+	data, err := w.payload()
+	if err != nil {
+		return "", err
+	}
+	var st struct {
+		PinRoot string `json:"pin_root"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return "", &statusError{err}
+	}
+	if st.PinRoot == "" {
+		return "", ErrNotSupported
+	}
+	return st.PinRoot, nil
+}
+
+var (
+	errPinConn = invalid("bpfd: the object belongs to another connection")
+	errPinPerm = invalid("bpfd: pin permission bits beyond 0777")
+	errPinPath = invalid("bpfd: pin path empty or longer than PATH_MAX")
+)

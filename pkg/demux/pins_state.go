@@ -1,0 +1,344 @@
+package demux
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/pins"
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// PinnedObject is a snapshot of one pinned object, for persistence across
+// daemon restarts. It is plain data; the Persister owns its encoding.
+type PinnedObject struct {
+	// Key names the object's record, stable across restarts: 32 hex
+	// digits, chosen when the object is first pinned.
+	Key string
+	// Kind is the object's kind. Only wire.ObjMap is persisted today;
+	// programs need the programs issue.
+	Kind wire.ObjType
+	// Owner is the uid the object is charged to.
+	Owner uint32
+	// Spec is the map's spec.
+	Spec maps.Spec
+	// Frozen is the map's frozen flag.
+	Frozen bool
+	// Entries holds the map's contents: N pairs of key ‖ value, each
+	// Spec.KeySize + Spec.ValueSize bytes. Arrays omit all-zero values.
+	Entries []byte
+	// Partial is set when the contents could not be read: a hash map
+	// created with BPF_F_WRONLY has no read path to enumerate it. Entries
+	// is then empty.
+	Partial bool
+	// Pins are the object's pin files.
+	Pins []PinRecord
+}
+
+// PinRecord describes one pin file of a PinnedObject.
+type PinRecord struct {
+	Path string      // relative to the pin root (follows renames inside it)
+	Mode wire.Mode   // the access the pin grants at most
+	Perm os.FileMode // the file's permission bits when recorded
+	UID  uint32      // the file's owner when recorded
+	GID  uint32
+	Ino  uint64 // the file's inode, to recognise it at restore
+}
+
+// Persister durably records pinned objects. The server calls it from one
+// goroutine at a time (never concurrently), without registry locks held;
+// a SavePinned that fails makes the OBJ_PIN that caused it fail.
+type Persister interface {
+	// SavePinned records obj, replacing any earlier record with the
+	// same Key.
+	SavePinned(obj *PinnedObject) error
+	// RemovePinned deletes the record named key (the object's last pin
+	// is gone). A missing record is not an error.
+	RemovePinned(key string) error
+}
+
+// save snapshots o and hands it to the persister. saveMu must be held.
+func (ps *pinSet) save(o *Object) error {
+	if o.m == nil {
+		// Programs are pinned for the daemon's lifetime only: their
+		// persistence (instructions plus the maps they reference) is
+		// not implemented; a restart drops their pins.
+		return nil
+	}
+	po, err := ps.snapshot(o)
+	if err != nil {
+		return err
+	}
+	if po == nil {
+		return nil
+	}
+	return ps.srv.cfg.Persister.SavePinned(po)
+}
+
+// snapshot returns o's PinnedObject, or nil if o has no pins left.
+// saveMu must be held (so pins cannot be added meanwhile); o is alive
+// while it has pins.
+func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
+	ps.mu.Lock()
+	pd := ps.objs[o]
+	var list []*pins.Pin
+	var key string
+	if pd != nil {
+		list = append(list, pd.pins...)
+		key = pd.key
+	}
+	ps.mu.Unlock()
+	if len(list) == 0 {
+		return nil, nil
+	}
+	po := &PinnedObject{Key: key, Kind: o.kind, Owner: o.owner, Spec: o.spec}
+	for _, p := range list {
+		rel, st, err := ps.store.Stat(p)
+		if err != nil {
+			continue // unlinked; the watcher is about to unpin it
+		}
+		po.Pins = append(po.Pins, PinRecord{Path: rel, Mode: wire.Mode(p.Mode),
+			Perm: os.FileMode(st.Mode & 0o777), UID: st.Uid, GID: st.Gid, Ino: st.Ino})
+	}
+	if len(po.Pins) == 0 {
+		return nil, nil
+	}
+	if o.m != nil {
+		po.Frozen = o.m.Frozen()
+		var err error
+		po.Entries, po.Partial, err = dumpMap(o.m, o.spec)
+		if err != nil {
+			return nil, fmt.Errorf("reading map %d for persistence: %w", o.id, err)
+		}
+	}
+	return po, nil
+}
+
+// dumpMap returns m's entries as key ‖ value pairs, and true if they could
+// not be read (a BPF_F_WRONLY hash).
+func dumpMap(m maps.Map, spec maps.Spec) ([]byte, bool, error) {
+	ks, vs := int(spec.KeySize), int(spec.ValueSize)
+	if spec.Type == maps.TypeArray {
+		// Program side (ValueRef) reads whatever the syscall caps say.
+		var out []byte
+		var key [4]byte
+		for i := uint32(0); i < spec.MaxEntries; i++ {
+			le32(key[:], i)
+			v := m.ValueRef(key[:])
+			if v == nil {
+				return nil, false, maps.ErrClosed
+			}
+			if allZero(v) {
+				continue
+			}
+			out = append(out, key[:]...)
+			out = append(out, v...)
+		}
+		return out, false, nil
+	}
+	if spec.Flags&maps.FlagWronly != 0 {
+		return nil, true, nil
+	}
+	n := spec.MaxEntries
+	keys := make([]byte, int(n)*ks)
+	vals := make([]byte, int(n)*vs)
+	var out []byte
+	b := maps.Batch{Keys: keys, Values: vals}
+	for {
+		b.Count = n
+		err := m.LookupBatch(&b)
+		for i := 0; i < int(b.Count); i++ {
+			out = append(out, keys[i*ks:(i+1)*ks]...)
+			out = append(out, vals[i*vs:(i+1)*vs]...)
+		}
+		if errors.Is(err, maps.ErrBatchEnd) {
+			return out, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if b.Count == 0 {
+			return out, false, nil // defensive: no progress
+		}
+		b.InBatch, b.HasInBatch = b.OutBatch, true
+	}
+}
+
+func le32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Restore errors.
+var (
+	ErrRestoreKind = errors.New("demux: cannot restore this kind of pinned object")
+	ErrNoPins      = errors.New("demux: no pin of the object could be restored")
+)
+
+// RestorePinned recreates a pinned object recorded by an earlier run (see
+// Persister): the map, charged to po.Owner's quota, with po's contents and
+// frozen flag, and its pins. A pin file still present is adopted if it is
+// the same file (inode and owner as recorded); a missing one is created
+// again as its recorded owner, with missing parent directories (0755,
+// owned by the pin's owner). Pins that cannot be restored are logged and
+// skipped. It returns the number of pins restored; with none, the object
+// is dropped and ErrNoPins returned. Other failures: ErrPinsDisabled,
+// ErrRestoreKind, the quota errors (ErrQuotaObjects, ErrQuotaMemory) and
+// the map's own (invalid spec, entries of the wrong size). After a
+// successful restore the record is saved again (new inodes, new paths).
+// Call it before serving; it is safe for concurrent use.
+func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
+	ps := s.pins
+	if ps == nil {
+		return 0, ErrPinsDisabled
+	}
+	if po.Kind != wire.ObjMap || po.Spec.Type == maps.TypeProgArray {
+		return 0, ErrRestoreKind
+	}
+	spec := po.Spec
+	ks, vs := int(spec.KeySize), int(spec.ValueSize)
+	if ks+vs == 0 || len(po.Entries)%(ks+vs) != 0 {
+		return 0, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
+	}
+	mem, err := spec.MemoryUsage()
+	if err != nil {
+		return 0, err
+	}
+	r := s.reg
+	r.mu.Lock()
+	err = r.reserveLocked(po.Owner, mem)
+	r.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	m, err := maps.New(spec)
+	if err != nil {
+		r.mu.Lock()
+		r.unreserveLocked(po.Owner, mem)
+		r.mu.Unlock()
+		return 0, err
+	}
+	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, m: m, spec: spec}
+	copy(o.name[:], spec.Name)
+	switch {
+	case spec.Flags&maps.FlagRdonly != 0:
+		o.cap = wire.ModeRead
+	case spec.Flags&maps.FlagWronly != 0:
+		o.cap = wire.ModeWrite
+	}
+	fail := func(err error) (int, error) {
+		r.mu.Lock()
+		o.refs++
+		free := r.unref(o, nil)
+		r.mu.Unlock()
+		closeObjects(free)
+		return 0, err
+	}
+	for off := 0; off < len(po.Entries); off += ks + vs {
+		// The program side writes frozen and BPF_F_RDONLY maps too.
+		if err := m.ProgUpdate(po.Entries[off:off+ks], po.Entries[off+ks:off+ks+vs], maps.UpdateAny); err != nil {
+			m.Close()
+			r.mu.Lock()
+			r.unreserveLocked(po.Owner, mem)
+			r.mu.Unlock()
+			return 0, fmt.Errorf("restoring entry: %w", err)
+		}
+	}
+	if po.Frozen {
+		m.Freeze()
+	}
+	r.mu.Lock()
+	if err := r.addObjectLocked(o, po.Owner); err != nil {
+		r.unreserveLocked(po.Owner, mem)
+		r.mu.Unlock()
+		m.Close()
+		return 0, err
+	}
+	r.mu.Unlock()
+
+	ps.saveMu.Lock()
+	defer ps.saveMu.Unlock()
+	var got []*pins.Pin
+	for _, rec := range po.Pins {
+		p, err := ps.restorePin(o, rec)
+		if err != nil {
+			s.log.Warn("cannot restore pin", zap.String("path", rec.Path), zap.Error(err))
+			continue
+		}
+		got = append(got, p)
+	}
+	if len(got) == 0 {
+		return fail(ErrNoPins)
+	}
+	ps.mu.Lock()
+	r.mu.Lock()
+	o.refs += len(got)
+	r.mu.Unlock()
+	ps.objs[o] = &pinned{key: po.Key, pins: got}
+	ps.mu.Unlock()
+	if per := s.cfg.Persister; per != nil {
+		if err := ps.save(o); err != nil {
+			s.log.Warn("cannot save restored pins", zap.Uint32("id", o.id), zap.Error(err))
+		}
+	}
+	s.log.Info("restored pinned map", zap.Uint32("id", o.id), zap.String("name", spec.Name),
+		zap.Int("pins", len(got)), zap.Int("entries", len(po.Entries)/(ks+vs)))
+	return len(got), nil
+}
+
+// errReplaced: the file at a recorded pin path is not the pin file.
+var errReplaced = errors.New("the file at the pin path is not the recorded pin file (other inode or owner); not adopting it")
+
+// restorePin adopts or re-creates one pin of o. saveMu must be held.
+func (ps *pinSet) restorePin(o *Object, rec PinRecord) (*pins.Pin, error) {
+	if !rec.Mode.Valid() {
+		return nil, ErrInvalid
+	}
+	check := func(st *unix.Stat_t) error {
+		if rec.Ino != 0 && st.Ino != rec.Ino || st.Uid != rec.UID {
+			return errReplaced
+		}
+		return nil
+	}
+	mode := uint32(rec.Mode & o.cap)
+	if mode == 0 {
+		return nil, ErrInvalid
+	}
+	p, err := ps.store.AdoptChecked(rec.Path, o, mode, check)
+	if err == nil || !errors.Is(err, unix.ENOENT) {
+		return p, err
+	}
+	cr := pins.Creds{UID: rec.UID, GID: rec.GID}
+	content := pinContent(o, rec.Mode)
+	p, err = ps.store.Create(rec.Path, rec.Perm.Perm(), cr, o, mode, content)
+	if !errors.Is(err, unix.ENOENT) {
+		return p, err
+	}
+	// A parent directory is missing (the pin root was emptied, e.g. by a
+	// reboot): make the missing ones as the pin's owner.
+	rel, rerr := ps.store.Rel(rec.Path)
+	if rerr != nil {
+		return nil, rerr
+	}
+	var dirs []string
+	for d := filepath.Dir(rel); d != "." && d != "/"; d = filepath.Dir(d) {
+		dirs = append(dirs, d)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := ps.store.Mkdir(dirs[i], 0o755, cr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, err
+		}
+	}
+	return ps.store.Create(rec.Path, rec.Perm.Perm(), cr, o, mode, content)
+}

@@ -77,7 +77,7 @@ func (m *Map) batchLookup(cmd wire.Cmd, cursor *MapBatchCursor, keysOut, valuesO
 	var ab [wire.BatchAttrSize]byte
 	w := getWaiter()
 	defer putWaiter(w)
-	if err := m.c.do(w, m, cmd, a.Append(ab[:0]), nil); err != nil {
+	if err := m.c.do(w, &m.ref, cmd, a.Append(ab[:0]), nil); err != nil {
 		return 0, err
 	}
 	defer w.closeFDs()
@@ -155,7 +155,7 @@ func (m *Map) batchWrite(cmd wire.Cmd, count int, opts *BatchOptions, data ...[]
 	var ab [wire.BatchAttrSize]byte
 	w := getWaiter()
 	defer putWaiter(w)
-	if err := m.c.do(w, m, cmd, a.Append(ab[:0]), nil, data...); err != nil {
+	if err := m.c.do(w, &m.ref, cmd, a.Append(ab[:0]), nil, data...); err != nil {
 		return 0, err
 	}
 	w.closeFDs()

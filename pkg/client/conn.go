@@ -70,6 +70,11 @@ type Conn struct {
 	roob   []byte // guarded by readMu
 	rfds   []int  // guarded by readMu
 
+	// byFD maps the descriptors of this connection's open Maps and
+	// Programs to them, so that instructions naming a descriptor can be
+	// sent with its handle.
+	byFD sync.Map
+
 	closed  atomic.Bool
 	errMu   sync.Mutex
 	err     error // guarded by errMu: why the connection is unusable
@@ -293,7 +298,7 @@ func (w *waiter) payload() ([]byte, error) {
 // leaves in w. Data that does not fit one message travels in a sealed
 // memfd. The error is a transport or encoding failure; the daemon's errno
 // is in w.hdr.Errno.
-func (c *Conn) do(w *waiter, m *Map, cmd wire.Cmd, attr []byte, fds []int, data ...[]byte) error {
+func (c *Conn) do(w *waiter, m *ref, cmd wire.Cmd, attr []byte, fds []int, data ...[]byte) error {
 	total := 0
 	for _, d := range data {
 		total += len(d)
@@ -323,7 +328,7 @@ func (c *Conn) do(w *waiter, m *Map, cmd wire.Cmd, attr []byte, fds []int, data 
 }
 
 // roundTrip sends w.msg and waits for the reply.
-func (c *Conn) roundTrip(w *waiter, m *Map, fds []int) error {
+func (c *Conn) roundTrip(w *waiter, m *ref, fds []int) error {
 	c.sendMu.Lock()
 	if m != nil && m.closed {
 		c.sendMu.Unlock()
@@ -464,4 +469,27 @@ func (c *Conn) readOne() error {
 	}
 	w.complete(nil)
 	return nil
+}
+
+// ref is what a Map and a Program share: a handle on a Conn and the
+// descriptor, a kernel fd owned by the object.
+type ref struct {
+	c      *Conn
+	handle uint32
+	fd     int
+	closed bool // guarded by c.sendMu
+}
+
+// mapByFD returns the open Map of c whose descriptor is fd, or nil.
+func (c *Conn) mapByFD(fd int) *Map {
+	v, _ := c.byFD.Load(fd)
+	m, _ := v.(*Map)
+	return m
+}
+
+// progByFD returns the open Program of c whose descriptor is fd, or nil.
+func (c *Conn) progByFD(fd int) *Program {
+	v, _ := c.byFD.Load(fd)
+	p, _ := v.(*Program)
+	return p
 }

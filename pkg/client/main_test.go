@@ -127,8 +127,23 @@ type server struct {
 // startServer starts an in-process daemon; it is shut down at cleanup.
 func startServer(t testing.TB) *server {
 	t.Helper()
+	return startServerWith(t, func(string) *demux.Config { return &demux.Config{Logger: zap.NewNop()} })
+}
+
+// startServerPins is startServer with a pin root in the shared directory.
+func startServerPins(t testing.TB) *server {
+	t.Helper()
+	return startServerWith(t, func(dir string) *demux.Config {
+		return &demux.Config{Logger: zap.NewNop(), PinRoot: filepath.Join(dir, "pins")}
+	})
+}
+
+// startServerWith starts an in-process daemon configured by cfg (given the
+// shared directory); it is shut down at cleanup.
+func startServerWith(t testing.TB, cfg func(dir string) *demux.Config) *server {
+	t.Helper()
 	dir := sharedDir(t)
-	s, err := serve(filepath.Join(dir, "bpfd.sock"))
+	s, err := serveWith(filepath.Join(dir, "bpfd.sock"), cfg(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +160,12 @@ func startServer(t testing.TB) *server {
 
 // serve starts a daemon on path, with a socket anyone may connect to.
 func serve(path string) (*server, error) {
-	srv, err := demux.NewServer(&demux.Config{Logger: zap.NewNop()})
+	return serveWith(path, &demux.Config{Logger: zap.NewNop()})
+}
+
+// serveWith is serve with a configuration.
+func serveWith(path string, cfg *demux.Config) (*server, error) {
+	srv, err := demux.NewServer(cfg)
 	if err != nil {
 		return nil, err
 	}

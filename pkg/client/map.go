@@ -19,6 +19,11 @@ type MapType uint32
 const (
 	Hash  MapType = 1 // BPF_MAP_TYPE_HASH
 	Array MapType = 2 // BPF_MAP_TYPE_ARRAY
+	// ProgArray holds programs for tail calls: values are program
+	// descriptors (Update takes a Program's FD, as the kernel does; a
+	// lookup returns the program's id). Updating needs write mode on the
+	// map and read mode on the program.
+	ProgArray MapType = 3 // BPF_MAP_TYPE_PROG_ARRAY
 )
 
 // String returns the kernel's name for t without the prefix, e.g. "Hash".
@@ -28,6 +33,8 @@ func (t MapType) String() string {
 		return "Hash"
 	case Array:
 		return "Array"
+	case ProgArray:
+		return "ProgArray"
 	}
 	return "MapType(" + itoa(uint64(t)) + ")"
 }
@@ -111,11 +118,8 @@ func mapInfo(o *wire.ObjInfo) MapInfo {
 // Operations after Close, or after the Conn was closed or lost, return
 // ErrClosed. A Map must be closed to release its handle and descriptor.
 type Map struct {
-	c      *Conn
-	handle uint32
-	fd     int
-	info   MapInfo // as of creation; Frozen may change
-	closed bool    // guarded by c.sendMu
+	ref
+	info MapInfo // as of creation; Frozen may change
 }
 
 // newMap builds a Map from a reply carrying handle (Ret), the descriptor fd
@@ -141,7 +145,9 @@ func (c *Conn) newMap(w *waiter, fd int) (*Map, error) {
 		}
 		return nil, err
 	}
-	return &Map{c: c, handle: handle, fd: fd, info: mapInfo(&o)}, nil
+	m := &Map{ref: ref{c: c, handle: handle, fd: fd}, info: mapInfo(&o)}
+	c.byFD.Store(fd, m)
+	return m, nil
 }
 
 // NewMap creates a map and returns it with a read-write descriptor (capped
@@ -177,9 +183,20 @@ func (c *Conn) NewMap(spec MapSpec) (*Map, error) {
 // ErrInvalid if it names an object that is not a map, and an
 // *os.SyscallError if fd cannot be duplicated.
 func (c *Conn) ImportMap(fd int) (*Map, error) {
+	var m *Map
+	err := c.importFD(fd, func(w *waiter, dup int) (err error) {
+		m, err = c.newMap(w, dup)
+		return err
+	})
+	return m, err
+}
+
+// importFD presents a duplicate of fd with CmdImport and hands the reply
+// and the duplicate (which build then owns) to build.
+func (c *Conn) importFD(fd int, build func(w *waiter, dup int) error) error {
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, os.NewSyscallError("fcntl", err)
+		return os.NewSyscallError("fcntl", err)
 	}
 	var ab [wire.ImportAttrSize]byte
 	attr := (&wire.ImportAttr{}).Append(ab[:0])
@@ -188,14 +205,14 @@ func (c *Conn) ImportMap(fd int) (*Map, error) {
 	fds := [1]int{dup}
 	if err := c.do(w, nil, wire.CmdImport, attr, fds[:]); err != nil {
 		unix.Close(dup)
-		return nil, err
+		return err
 	}
 	defer w.closeFDs()
 	if err := errnoErr(w.hdr.Errno); err != nil {
 		unix.Close(dup)
-		return nil, err
+		return err
 	}
-	return c.newMap(w, dup)
+	return build(w, dup)
 }
 
 // release drops a handle, ignoring failures (a lost connection drops every
@@ -232,22 +249,27 @@ func (m *Map) Mode() Mode { return m.info.Mode }
 // Close releases m's handle and closes its descriptor. The map itself lives
 // on while other descriptors or handles refer to it. A second Close
 // returns ErrClosed.
-func (m *Map) Close() error {
-	c := m.c
+func (m *Map) Close() error { return m.ref.close() }
+
+// close releases r's handle and closes its descriptor; ErrClosed the
+// second time.
+func (r *ref) close() error {
+	c := r.c
 	c.sendMu.Lock()
-	if m.closed {
+	if r.closed {
 		c.sendMu.Unlock()
 		return ErrClosed
 	}
-	m.closed = true
+	r.closed = true
 	c.sendMu.Unlock()
-	// No request for m is sent from now on, and the handle is not reused
+	c.byFD.Delete(r.fd)
+	// No request for r is sent from now on, and the handle is not reused
 	// before the release below, so nothing can reach another object.
-	err := c.release(m.handle)
+	err := c.release(r.handle)
 	if errors.Is(err, ErrClosed) {
 		err = nil // the connection's handles are gone already
 	}
-	if cerr := unix.Close(m.fd); cerr != nil && err == nil {
+	if cerr := unix.Close(r.fd); cerr != nil && err == nil {
 		err = os.NewSyscallError("close", cerr)
 	}
 	return err
@@ -260,7 +282,7 @@ func (m *Map) elem(cmd wire.Cmd, flags uint64, out []byte, data ...[]byte) error
 	attr := (&wire.ElemAttr{Handle: m.handle, Flags: flags}).Append(ab[:0])
 	w := getWaiter()
 	w.out = out
-	err := m.c.do(w, m, cmd, attr, nil, data...)
+	err := m.c.do(w, &m.ref, cmd, attr, nil, data...)
 	if err == nil {
 		err = errnoErr(w.hdr.Errno)
 		if err == nil && out != nil {
@@ -301,6 +323,14 @@ func (m *Map) Update(key, value []byte, flags uint64) error {
 	}
 	if len(value) != int(m.info.ValueSize) {
 		return errValueSize
+	}
+	if m.info.Type == ProgArray {
+		// As with the kernel, the value is a program's descriptor.
+		v, err := m.c.progArrayValue(value)
+		if err != nil {
+			return err
+		}
+		value = v
 	}
 	return m.elem(wire.CmdMapUpdateElem, flags, nil, key, value)
 }
@@ -359,7 +389,7 @@ func (m *Map) Reopen(mode Mode) (*Map, error) {
 	attr := (&wire.HandleAttr{Handle: m.handle, Mode: wire.Mode(mode)}).Append(ab[:0])
 	w := getWaiter()
 	defer putWaiter(w)
-	if err := m.c.do(w, m, wire.CmdReopen, attr, nil); err != nil {
+	if err := m.c.do(w, &m.ref, wire.CmdReopen, attr, nil); err != nil {
 		return nil, err
 	}
 	defer w.closeFDs()
@@ -376,7 +406,7 @@ func (m *Map) Info() (MapInfo, error) {
 	attr := (&wire.HandleAttr{Handle: m.handle}).Append(ab[:0])
 	w := getWaiter()
 	defer putWaiter(w)
-	if err := m.c.do(w, m, wire.CmdObjGetInfo, attr, nil); err != nil {
+	if err := m.c.do(w, &m.ref, wire.CmdObjGetInfo, attr, nil); err != nil {
 		return MapInfo{}, err
 	}
 	defer w.closeFDs()

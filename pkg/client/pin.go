@@ -13,14 +13,16 @@ import (
 // Pinner is an object that can be pinned with Conn.Pin: a *Map (programs
 // will be too).
 type Pinner interface {
-	// pinTarget returns the object's handle and, for a map, the Map (for
-	// the closed check).
-	pinTarget() (c *Conn, handle uint32, m *Map)
+	// pinTarget returns the object's connection, handle and closed flag.
+	pinTarget() *ref
 }
 
-var _ Pinner = (*Map)(nil)
+var (
+	_ Pinner = (*Map)(nil)
+	_ Pinner = (*Program)(nil)
+)
 
-func (m *Map) pinTarget() (*Conn, uint32, *Map) { return m.c, m.handle, m }
+func (m *Map) pinTarget() *ref { return &m.ref }
 
 // Pin makes a pin file for obj at path with permission bits perm (at most
 // 0777): path is relative to the daemon's pin root, or absolute inside it.
@@ -34,8 +36,8 @@ func (m *Map) pinTarget() (*Conn, uint32, *Map) { return m.c, m.handle, m }
 // has pins disabled, and ErrClosed if obj or c is closed. obj must belong
 // to c (ErrInvalid otherwise).
 func (c *Conn) Pin(obj Pinner, path string, perm os.FileMode) error {
-	oc, handle, m := obj.pinTarget()
-	if oc != c {
+	r := obj.pinTarget()
+	if r.c != c {
 		return errPinConn
 	}
 	if perm&^0o777 != 0 {
@@ -45,8 +47,8 @@ func (c *Conn) Pin(obj Pinner, path string, perm os.FileMode) error {
 		return errPinPath
 	}
 	var ab [wire.ObjPinAttrSize]byte
-	attr := (&wire.ObjPinAttr{Handle: handle, FileMode: uint32(perm), PathLen: uint32(len(path))}).Append(ab[:0])
-	return c.simple(m, wire.CmdObjPin, attr, nil, []byte(path))
+	attr := (&wire.ObjPinAttr{Handle: r.handle, FileMode: uint32(perm), PathLen: uint32(len(path))}).Append(ab[:0])
+	return c.simple(r, wire.CmdObjPin, attr, nil, []byte(path))
 }
 
 // PinMkdir makes a directory at path under the daemon's pin root (relative,
@@ -66,7 +68,7 @@ func (c *Conn) PinMkdir(path string, perm os.FileMode) error {
 }
 
 // simple runs a command whose reply carries nothing but an errno.
-func (c *Conn) simple(m *Map, cmd wire.Cmd, attr []byte, fds []int, data ...[]byte) error {
+func (c *Conn) simple(m *ref, cmd wire.Cmd, attr []byte, fds []int, data ...[]byte) error {
 	w := getWaiter()
 	defer putWaiter(w)
 	if err := c.do(w, m, cmd, attr, fds, data...); err != nil {
@@ -92,6 +94,18 @@ func (c *Conn) simple(m *Map, cmd wire.Cmd, attr []byte, fds []int, data ...[]by
 // that is not a map; ErrNotSupported if the daemon has pins disabled;
 // ErrClosed if c is closed.
 func (c *Conn) OpenPinnedMap(path string, mode Mode) (*Map, error) {
+	var m *Map
+	err := c.openPinned(path, mode, func(w *waiter, fd int) (err error) {
+		m, err = c.newMap(w, fd)
+		return err
+	})
+	return m, err
+}
+
+// openPinned opens the pin file at path with the open flags of mode,
+// presents it with OBJ_GET and hands the reply and the new descriptor (which
+// build then owns) to build.
+func (c *Conn) openPinned(path string, mode Mode, build func(w *waiter, fd int) error) error {
 	var flags int
 	switch mode {
 	case ModeRead:
@@ -101,18 +115,18 @@ func (c *Conn) OpenPinnedMap(path string, mode Mode) (*Map, error) {
 	case ModeReadWrite:
 		flags = unix.O_RDWR
 	default:
-		return nil, errMode
+		return errMode
 	}
 	if !filepath.IsAbs(path) {
 		root, err := c.pinRoot()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		path = filepath.Join(root, path)
 	}
 	fd, err := unix.Open(path, flags|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
 	var ab [wire.ObjGetAttrSize]byte
@@ -121,13 +135,13 @@ func (c *Conn) OpenPinnedMap(path string, mode Mode) (*Map, error) {
 	defer putWaiter(w)
 	fds := [1]int{fd}
 	if err := c.do(w, nil, wire.CmdObjGet, attr, fds[:]); err != nil {
-		return nil, err
+		return err
 	}
 	defer w.closeFDs()
 	if err := errnoErr(w.hdr.Errno); err != nil {
-		return nil, err
+		return err
 	}
-	return c.newMap(w, w.takeFD(0))
+	return build(w, w.takeFD(0))
 }
 
 // pinRoot asks the daemon for its pin root (CmdStatus). ErrNotSupported

@@ -1,0 +1,204 @@
+package client
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// Collection is the maps and programs of one ELF object, by name.
+type Collection struct {
+	Maps     map[string]*Map
+	Programs map[string]*Program
+}
+
+// Close closes every map and program of the collection (the objects live
+// on while pins or other descriptors hold them).
+func (coll *Collection) Close() error {
+	var errs []error
+	for _, p := range coll.Programs {
+		if err := p.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	for _, m := range coll.Maps {
+		if err := m.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadCollection parses the clang-built eBPF ELF object at path (with
+// github.com/cilium/ebpf, which never touches the kernel to parse) and
+// loads it into bpfd: see LoadCollectionSpec.
+func (c *Conn) LoadCollection(path string) (*Collection, error) {
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		return nil, fmt.Errorf("bpfd: %w", err)
+	}
+	return c.LoadCollectionSpec(spec)
+}
+
+// LoadCollectionSpec creates spec's maps in bpfd with their initial
+// contents (freezing .rodata, as libbpf does), loads every program with
+// its map references resolved (read-write), and fills program arrays
+// whose ELF contents name programs. Programs in the "seccomp" section get
+// the Seccomp type. On failure nothing created stays open and the error
+// names the map or program (a *VerifierError for a refused program).
+func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec) (coll *Collection, err error) {
+	coll = &Collection{Maps: map[string]*Map{}, Programs: map[string]*Program{}}
+	defer func() {
+		if err != nil {
+			coll.Close()
+			coll = nil
+		}
+	}()
+	for _, name := range sortedKeys(spec.Maps) {
+		ms := spec.Maps[name]
+		m, err := c.newSpecMap(name, ms)
+		if err != nil {
+			return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
+		}
+		coll.Maps[name] = m
+	}
+	for _, name := range sortedKeys(spec.Programs) {
+		ps := spec.Programs[name]
+		typ, err := programType(ps)
+		if err != nil {
+			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
+		}
+		insns := append(asm.Instructions(nil), ps.Instructions...)
+		for i := range insns {
+			ref := insns[i].Reference()
+			if ref == "" || !insns[i].IsLoadFromMap() {
+				continue
+			}
+			m, ok := coll.Maps[ref]
+			if !ok {
+				return nil, fmt.Errorf("bpfd: program %s references missing map %s", name, ref)
+			}
+			if err := insns[i].AssociateMap(m); err != nil {
+				return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
+			}
+		}
+		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name)})
+		if err != nil {
+			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
+		}
+		coll.Programs[name] = p
+	}
+	// Program arrays whose contents name programs (libbpf's
+	// __array(values, ...) initialisers).
+	for name, ms := range spec.Maps {
+		if ms.Type != ebpf.ProgramArray {
+			continue
+		}
+		for _, kv := range ms.Contents {
+			pname, ok := kv.Value.(string)
+			if !ok {
+				continue
+			}
+			p, ok := coll.Programs[pname]
+			if !ok {
+				return nil, fmt.Errorf("bpfd: map %s: contents name missing program %s", name, pname)
+			}
+			key, err := encodeValue(kv.Key, 4)
+			if err != nil {
+				return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
+			}
+			val := binary.NativeEndian.AppendUint32(nil, uint32(p.FD()))
+			if err := coll.Maps[name].Update(key, val, UpdateAny); err != nil {
+				return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
+			}
+		}
+	}
+	return coll, nil
+}
+
+// newSpecMap creates one map of an ELF object with its contents.
+func (c *Conn) newSpecMap(name string, ms *ebpf.MapSpec) (*Map, error) {
+	switch ms.Type {
+	case ebpf.Hash, ebpf.Array, ebpf.ProgramArray:
+	default:
+		return nil, fmt.Errorf("%w: map type %v", ErrNotSupported, ms.Type)
+	}
+	m, err := c.NewMap(MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
+		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)})
+	if err != nil {
+		return nil, err
+	}
+	if ms.Type != ebpf.ProgramArray {
+		for _, kv := range ms.Contents {
+			k, err := encodeValue(kv.Key, int(ms.KeySize))
+			if err == nil {
+				var v []byte
+				if v, err = encodeValue(kv.Value, int(ms.ValueSize)); err == nil {
+					err = m.Update(k, v, UpdateAny)
+				}
+			}
+			if err != nil {
+				m.Close()
+				return nil, fmt.Errorf("contents: %w", err)
+			}
+		}
+	}
+	if name == ".rodata" || ms.Flags&FlagRdonlyProg != 0 && len(ms.Contents) > 0 {
+		if err := m.Freeze(); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("freeze: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// programType maps an ELF program onto bpfd's types.
+func programType(ps *ebpf.ProgramSpec) (ProgramType, error) {
+	switch {
+	case ps.SectionName == "seccomp" || len(ps.SectionName) > 8 && ps.SectionName[:8] == "seccomp/":
+		return Seccomp, nil
+	case ps.Type == ebpf.SocketFilter:
+		return SocketFilter, nil
+	case ps.Type == ebpf.XDP:
+		return XDP, nil
+	}
+	return 0, fmt.Errorf("%w: program type %v (section %q)", ErrNotSupported, ps.Type, ps.SectionName)
+}
+
+// encodeValue encodes an ELF map key or value of size bytes.
+func encodeValue(v any, size int) ([]byte, error) {
+	if b, ok := v.([]byte); ok {
+		if len(b) != size {
+			return nil, fmt.Errorf("%w: %d bytes, want %d", ErrInvalid, len(b), size)
+		}
+		return b, nil
+	}
+	b := make([]byte, size)
+	n, err := binary.Encode(b, binary.NativeEndian, v)
+	if err != nil || n != size {
+		return nil, fmt.Errorf("%w: cannot encode %T as %d bytes", ErrInvalid, v, size)
+	}
+	return b, nil
+}
+
+// truncName fits an ELF name into an object name (15 bytes), as libbpf
+// does.
+func truncName(n string) string {
+	if len(n) > 15 {
+		return n[:15]
+	}
+	return n
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -25,6 +25,8 @@ const roleEnv = "BPFD_CLIENT_TEST_ROLE"
 const socketEnvTest = "BPFD_CLIENT_TEST_SOCKET"
 
 func TestMain(m *testing.M) {
+	// The test binary is also the seccomp shim of StartSeccomp's tests.
+	SeccompShimMain()
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runChild(role))
 	}
@@ -289,6 +291,8 @@ func runChild(role string) int {
 		err = childEcho()
 	case "daemon":
 		err = childDaemon()
+	case "sockprobe":
+		err = childSockProbe()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

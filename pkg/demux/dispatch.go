@@ -43,7 +43,7 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 			defer unix.Munmap(data)
 		}
 	}
-	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdObjGet && len(fds) != 0 {
+	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdObjGet && h.Cmd != wire.CmdProgAttach && len(fds) != 0 {
 		return 0, ErrFDs
 	}
 	switch h.Cmd {
@@ -80,6 +80,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progTestRun(a, data)
 	case wire.CmdProgDump:
 		return c.progDump(a, data)
+	case wire.CmdProgAttach:
+		return c.progAttach(a, data, fds)
 	}
 	return 0, ErrUnknownCmd
 }

@@ -24,6 +24,8 @@ type Server struct {
 	reg  *registry
 	pins *pinSet // nil when Config.PinRoot is empty
 
+	attach attachments // seccomp listeners being served
+
 	mu       sync.Mutex
 	lns      map[*net.UnixListener]struct{} // guarded by mu
 	conns    map[*conn]struct{}             // guarded by mu
@@ -208,6 +210,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		<-done
 	}
+	s.closeAttachments()
 	s.closePins()
 	s.reg.close()
 	return err
@@ -224,6 +227,8 @@ type Stats struct {
 	MapMemory   uint64     `json:"map_memory"`
 	UIDs        []UIDStats `json:"uids,omitempty"`
 	PinRoot     string     `json:"pin_root,omitempty"` // absolute; empty when pins are disabled
+	Programs    int        `json:"programs"`
+	Attachments int64      `json:"attachments"` // seccomp listeners served
 }
 
 // UIDStats is one uid's consumption and quota.
@@ -243,14 +248,18 @@ func (s *Server) Stats() Stats {
 	st.PinRoot = s.PinRoot()
 	st.Connections = int(s.nconns.Load())
 	st.Handles = s.reg.handles.Load()
+	st.Attachments = s.attach.n.Load()
 	r := s.reg
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.Objects = len(r.objects)
 	st.Descriptors = len(r.descs)
 	for _, o := range r.objects {
-		if o.kind == wire.ObjMap {
+		switch o.kind {
+		case wire.ObjMap:
 			st.Maps++
+		case wire.ObjProg:
+			st.Programs++
 		}
 		st.MapMemory += o.mem
 	}

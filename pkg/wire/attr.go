@@ -312,6 +312,8 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ProgLoadAttrSize, true
 	case CmdProgTestRun:
 		return TestRunAttrSize, true
+	case CmdProgAttach:
+		return AttachAttrSize, true
 	case CmdObjPin:
 		return ObjPinAttrSize, true
 	case CmdObjGet:

@@ -1,0 +1,205 @@
+package demux
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/prog"
+	"github.com/bpfd-project/bpfd/pkg/seccomp"
+	"github.com/bpfd-project/bpfd/pkg/wire"
+)
+
+// Attach errors.
+var (
+	ErrAttachType = errno.New(unix.EINVAL, "demux: unknown attach type")
+	ErrProgType   = errno.New(unix.EINVAL, "demux: program type does not fit the attach type")
+)
+
+// attachments are the seccomp listeners the daemon serves. Safe for
+// concurrent use.
+type attachments struct {
+	mu     sync.Mutex
+	byID   map[uint32]*attachment // guarded by mu
+	lastID uint32                 // guarded by mu
+	closed bool                   // guarded by mu
+	wg     sync.WaitGroup
+	n      atomic.Int64
+}
+
+// attachment is one seccomp listener answered by one program. It holds a
+// reference on the program object and a descriptor slot of its uid.
+type attachment struct {
+	id     uint32
+	obj    *Object
+	uid    uint32
+	l      *seccomp.Listener
+	cancel context.CancelFunc
+
+	// task adapts the seccomp task to prog.Task; reused by the serving
+	// goroutine, so a notification allocates nothing.
+	task seccompTask
+	// lastFault rate-limits fault logging (one a second).
+	lastFault time.Time
+}
+
+// seccompTask is "current" for a seccomp program: the notifying task.
+type seccompTask struct{ t *seccomp.Task }
+
+// PidTgid implements prog.Task.
+func (a *seccompTask) PidTgid() uint64 {
+	tgid, _ := a.t.TGID()
+	return uint64(tgid)<<32 | uint64(a.t.PID())
+}
+
+// UidGid implements prog.Task (real ids, as the kernel's helper).
+func (a *seccompTask) UidGid() uint64 {
+	uid, _, _ := a.t.UID()
+	gid, _, _ := a.t.GID()
+	return uint64(gid)<<32 | uint64(uid)
+}
+
+// Comm implements prog.Task.
+func (a *seccompTask) Comm() [16]byte {
+	c, _ := a.t.Comm()
+	return c
+}
+
+var _ prog.Task = (*seccompTask)(nil)
+
+// progAttach executes CmdProgAttach. For AttachSeccomp the one fd is a
+// seccomp listener; the handle must name a Seccomp program with read mode
+// (running it on one's own syscalls is using it, as a test run is).
+func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
+	var at wire.AttachAttr
+	if !at.Parse(a) || at.Flags != 0 || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	if at.AttachType != wire.AttachSeccomp {
+		return 0, ErrAttachType
+	}
+	if len(fds) != 1 {
+		return 0, ErrFDs
+	}
+	hd, err := c.progHandle(at.Handle, wire.ModeRead)
+	if err != nil {
+		return 0, err
+	}
+	if hd.obj.p.Type() != prog.Seccomp {
+		return 0, ErrProgType
+	}
+	// The received fd is closed after the request; keep a duplicate.
+	lfd, err := unix.FcntlInt(uintptr(fds[0]), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, ErrQuotaDescs
+	}
+	l, err := seccomp.NewListener(lfd) // takes lfd, closes it on failure
+	if err != nil {
+		return 0, err
+	}
+	s := c.srv
+	at2 := &attachment{obj: hd.obj, uid: c.uid, l: l}
+	r := c.reg
+	r.mu.Lock()
+	if hd.dead.Load() {
+		r.mu.Unlock()
+		l.Close()
+		return 0, ErrBadHandle
+	}
+	if err := r.descCheck(c.uid); err != nil {
+		r.mu.Unlock()
+		l.Close()
+		return 0, err
+	}
+	r.usage(c.uid).descs++
+	hd.obj.refs++
+	r.mu.Unlock()
+
+	att := &s.attach
+	att.mu.Lock()
+	if att.closed {
+		att.mu.Unlock()
+		s.endAttachment(at2)
+		return 0, ErrServerClosed
+	}
+	if att.byID == nil {
+		att.byID = map[uint32]*attachment{}
+	}
+	att.lastID++
+	at2.id = att.lastID
+	att.byID[at2.id] = at2
+	ctx, cancel := context.WithCancel(context.Background())
+	at2.cancel = cancel
+	att.wg.Add(1)
+	att.n.Add(1)
+	att.mu.Unlock()
+	go s.serveSeccomp(ctx, at2)
+	s.log.Debug("seccomp attached", zap.Uint32("attachment", at2.id), zap.Uint32("prog", hd.obj.id),
+		zap.Uint32("uid", c.uid))
+	return int64(at2.id), nil
+}
+
+// serveSeccomp answers notifications until no task uses the filter, the
+// daemon shuts down or the listener fails; then it ends the attachment.
+func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
+	defer s.attach.wg.Done()
+	p := at.obj.p
+	err := at.l.Serve(ctx, func(n *seccomp.Notif, t *seccomp.Task) seccomp.Verdict {
+		at.task.t = t
+		ret, err := p.RunSeccomp((*[seccomp.SizeofData]byte)(n.DataBytes()), &at.task)
+		at.task.t = nil
+		if err != nil {
+			// A verified program does not fault; if one does, fail
+			// closed.
+			if now := time.Now(); now.Sub(at.lastFault) >= time.Second {
+				at.lastFault = now
+				s.log.Warn("seccomp program faulted; syscall denied with EPERM",
+					zap.String("prog", p.Name()), zap.Uint32("pid", n.PID), zap.Error(err))
+			}
+			return seccomp.Deny(unix.EPERM)
+		}
+		return seccomp.VerdictFromRet(ret)
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Warn("seccomp listener failed", zap.Uint32("attachment", at.id), zap.Error(err))
+	}
+	s.endAttachment(at)
+	s.log.Debug("seccomp detached", zap.Uint32("attachment", at.id))
+}
+
+// endAttachment closes the listener and drops what the attachment held.
+func (s *Server) endAttachment(at *attachment) {
+	at.l.Close()
+	att := &s.attach
+	att.mu.Lock()
+	if att.byID[at.id] == at {
+		delete(att.byID, at.id)
+		att.n.Add(-1)
+	}
+	att.mu.Unlock()
+	r := s.reg
+	r.mu.Lock()
+	r.usage(at.uid).descs--
+	free := r.unref(at.obj, nil)
+	r.mu.Unlock()
+	closeObjects(free)
+}
+
+// closeAttachments stops serving every listener (the filtered tasks' routed
+// syscalls then fail with ENOSYS) and waits for the serving goroutines.
+func (s *Server) closeAttachments() {
+	att := &s.attach
+	att.mu.Lock()
+	att.closed = true
+	for _, at := range att.byID {
+		at.cancel()
+	}
+	att.mu.Unlock()
+	att.wg.Wait()
+}

@@ -365,3 +365,52 @@ func GenerateInput(rng *rand.Rand, opts *Options) (asm.Instructions, []byte) {
 	}
 	return Generate(rng, &o), in
 }
+
+// IsCmpXchg32 reports whether ins is a 32-bit BPF_CMPXCHG.
+func IsCmpXchg32(ins asm.Instruction) bool {
+	return ins.OpCode.Class() == asm.StXClass && ins.OpCode.Mode() == asm.AtomicMode &&
+		ins.OpCode.Size() == asm.Word && (ins.OpCode.AtomicOp() == asm.CmpXchg || ins.Constant == int64(asm.CmpXchg>>8))
+}
+
+// ZeroExtendCmpXchg returns a copy of insns with w0 = w0 inserted after
+// every 32-bit BPF_CMPXCHG, jumps adjusted so that a jump to the
+// instruction after a cmpxchg still lands after the inserted one. RFC 9669
+// already zero-extends the value a cmpxchg loads into r0, so the program
+// computes the same; it exists to work around kernels that drop that
+// zero extension (see the kernel differential test of pkg/interp). The
+// relative jumps of insns must be resolved (Offset, or Constant for
+// gotol), as Generate returns them.
+func ZeroExtendCmpXchg(insns asm.Instructions) asm.Instructions {
+	// pos[i] is the raw position of insns[i]; shift[i] the number of
+	// cmpxchgs before it.
+	pos := make([]int, len(insns)+1)
+	shift := make([]int, len(insns)+1)
+	for i, ins := range insns {
+		pos[i+1] = pos[i] + int(ins.Size()/asm.InstructionSize)
+		shift[i+1] = shift[i]
+		if IsCmpXchg32(ins) {
+			shift[i+1]++
+		}
+	}
+	index := make(map[int]int, len(insns)+1)
+	for i, p := range pos {
+		index[p] = i
+	}
+	moved := func(raw int) int { return raw + shift[index[raw]] }
+	out := make(asm.Instructions, 0, len(insns)+shift[len(insns)])
+	for i, ins := range insns {
+		if ins.OpCode.Class().IsJump() && ins.OpCode.JumpOp() != asm.Call && ins.OpCode.JumpOp() != asm.Exit {
+			next := pos[i+1]
+			if ins.OpCode.Class() == asm.Jump32Class && ins.OpCode.JumpOp() == asm.Ja {
+				ins.Constant = int64(moved(next+int(ins.Constant)) - moved(next))
+			} else {
+				ins.Offset = int16(moved(next+int(ins.Offset)) - moved(next))
+			}
+		}
+		out = append(out, ins)
+		if IsCmpXchg32(ins) {
+			out = append(out, asm.Mov.Reg32(asm.R0, asm.R0))
+		}
+	}
+	return out
+}

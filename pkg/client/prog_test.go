@@ -150,7 +150,7 @@ func TestVerifierNegativeSet(t *testing.T) {
 		{"unbounded loop", SocketFilter, asm.Instructions{
 			asm.LoadMem(asm.R0, asm.R1, 0, asm.Word), asm.JGT.Imm(asm.R0, 5, "l").WithSymbol("l"), asm.Return(),
 		}, unix.EINVAL, "infinite loop"},
-		{"unknown helper", SocketFilter, append(asm.Instructions{asm.FnSkbLoadBytes.Call()}, ret0...), unix.EINVAL, "unknown func bpf_skb_load_bytes#26"},
+		{"unknown helper", SocketFilter, append(asm.Instructions{asm.FnSkbStoreBytes.Call()}, ret0...), unix.EINVAL, "unknown func bpf_skb_store_bytes#9"},
 		{"bad context offset", SocketFilter, asm.Instructions{asm.LoadMem(asm.R0, asm.R1, 76, asm.Word), asm.Return()}, unix.EACCES, "invalid bpf_context access off=76 size=4"},
 	}
 	for _, tt := range tests {

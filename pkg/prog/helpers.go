@@ -27,6 +27,7 @@ const (
 	HelperGetCurrentPidTgid = 14
 	HelperGetCurrentUidGid  = 15
 	HelperGetCurrentComm    = 16
+	HelperSkbLoadBytes      = 26 // socket filters only
 	HelperKtimeGetBootNs    = 125
 	HelperLoop              = 181
 )
@@ -57,6 +58,8 @@ func HelperName(n int32) string {
 		return "bpf_get_current_uid_gid"
 	case HelperGetCurrentComm:
 		return "bpf_get_current_comm"
+	case HelperSkbLoadBytes:
+		return "bpf_skb_load_bytes"
 	case HelperKtimeGetBootNs:
 		return "bpf_ktime_get_boot_ns"
 	case HelperLoop:
@@ -97,6 +100,7 @@ func (t *StaticTask) Comm() [16]byte { return t.Name }
 type runCtx struct {
 	p    *Program // the running program; changes on tail calls
 	task Task
+	pkt  []byte // socket filters: the packet from the network header on
 }
 
 func errRet(e unix.Errno) uint64 { return uint64(-int64(e)) }
@@ -114,6 +118,7 @@ func (p *Program) helperTable() map[int32]interp.HelperFunc {
 		HelperGetCurrentPidTgid: helperPidTgid,
 		HelperGetCurrentUidGid:  helperUidGid,
 		HelperGetCurrentComm:    helperComm,
+		HelperSkbLoadBytes:      helperSkbLoadBytes,
 		HelperKtimeGetBootNs:    helperBootNs,
 		HelperLoop:              helperLoop,
 	}
@@ -474,4 +479,23 @@ func (r *rateLimiter) allow(now time.Time) (int, bool) {
 	n := r.suppressed
 	r.suppressed = 0
 	return n, true
+}
+
+// helperSkbLoadBytes is bpf_skb_load_bytes(skb, offset, to, len): it copies
+// len packet bytes from offset (relative to the network header, where a
+// socket filter's skb data starts) into to, or zeroes to and returns
+// -EFAULT when they are not all in the packet.
+func helperSkbLoadBytes(vm *interp.VM, _, r2, r3, r4, _ uint64) (uint64, error) {
+	to, err := vm.Mem(r3, int(uint32(r4)), true)
+	if err != nil {
+		return 0, err
+	}
+	rc := vm.Context.(*runCtx)
+	off, n := uint64(uint32(r2)), uint64(len(to))
+	if off > uint64(len(rc.pkt)) || n > uint64(len(rc.pkt))-off || uint32(r2) > 1<<31-1 {
+		clear(to)
+		return errRet(unix.EFAULT), nil
+	}
+	copy(to, rc.pkt[off:off+n])
+	return 0, nil
 }

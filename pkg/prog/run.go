@@ -107,9 +107,11 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 			return nil, err
 		}
 		if ret, err = vm.Run(p.code, r1); err != nil {
+			rc.pkt = nil
 			return nil, err
 		}
 	}
+	rc.pkt = nil
 	elapsed := time.Since(start)
 	res := &RunResult{Ret: ret, Duration: elapsed / time.Duration(repeat)}
 	switch p.typ {
@@ -173,6 +175,7 @@ func (p *Program) prepare(vm *interp.VM, ctx, pkt []byte) (uint64, error) {
 		le.PutUint32(ctx[skbProtocol:], uint32(pkt[12])|uint32(pkt[13])<<8)
 		le.PutUint32(ctx[skbIfindex:], 1)
 		le.PutUint32(ctx[skbWireLen:], 0)
+		vm.Context.(*runCtx).pkt = pkt[ethHdrLen:]
 		return vm.AddRegion(ctx[:skbSize], true)
 	case XDP:
 		data, err := vm.AddRegion(pkt, true)

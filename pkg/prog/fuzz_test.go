@@ -1,0 +1,82 @@
+package prog_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfd-project/bpfd/internal/progen"
+	"github.com/bpfd-project/bpfd/pkg/interp"
+	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/prog"
+)
+
+// FuzzVerifiedRun is the verifier's soundness check: whatever program it
+// accepts must run on any packet without a fault of the interpreter's
+// sandbox (out of bounds, read-only, falling off, bad call, call depth).
+// Running out of budget is not unsound and is allowed.
+func FuzzVerifiedRun(f *testing.F) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 16 {
+		insns, input := progen.GenerateInput(rng, &progen.Options{Body: 8 + rng.IntN(48)})
+		f.Add(marshalInsns(f, insns), append(make([]byte, 14), input...))
+	}
+	// A lookup, a bounds-checked access and an update.
+	f.Add(marshalInsns(f, asm.Instructions{
+		asm.StoreImm(asm.R10, -4, 3, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0), asm.Mov.Reg(asm.R2, asm.R10), asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.And.Imm(asm.R1, 7),
+		asm.Add.Reg(asm.R0, asm.R1),
+		asm.LoadMem(asm.R0, asm.R0, 0, asm.Byte),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}), make([]byte, 64))
+
+	hash, err := maps.New(maps.Spec{Type: maps.TypeHash, KeySize: 4, ValueSize: 16, MaxEntries: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	array, err := maps.New(maps.Spec{Type: maps.TypeArray, KeySize: 4, ValueSize: 16, MaxEntries: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { hash.Close(); array.Close() })
+	hash.Update([]byte{3, 0, 0, 0}, make([]byte, 16), maps.UpdateAny)
+	refs := []prog.MapRef{{Map: array, Read: true, Write: true}, {Map: hash, Read: true, Write: true}}
+
+	f.Fuzz(func(t *testing.T, raw, pkt []byte) {
+		if len(raw) == 0 || len(raw)%8 != 0 || len(raw) > 8*1024 {
+			return
+		}
+		for _, typ := range []prog.Type{prog.SocketFilter, prog.XDP} {
+			p, err := prog.Load(&prog.Spec{Type: typ, Insns: raw, Maps: refs, License: "GPL"}, nil)
+			if err != nil {
+				continue
+			}
+			data := append(make([]byte, 14), pkt...)
+			data[12] = 0x88 // not IP: any length is a valid skb test run
+			_, err = p.TestRun(&prog.RunOptions{Data: data})
+			if err == nil || errors.Is(err, interp.ErrBudget) {
+				continue
+			}
+			t.Fatalf("%v program accepted by the verifier faulted: %v\n%x", typ, err, raw)
+		}
+	})
+}
+
+func marshalInsns(tb testing.TB, insns asm.Instructions) []byte {
+	tb.Helper()
+	var b bytes.Buffer
+	if err := insns.Marshal(&b, binary.LittleEndian); err != nil {
+		tb.Fatal(err)
+	}
+	return b.Bytes()
+}

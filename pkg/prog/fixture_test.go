@@ -51,7 +51,7 @@ func progType(t ebpf.ProgramType, section string) (prog.Type, bool) {
 // loadFixture creates name's maps in bpfd (with their initial contents,
 // freezing .rodata as libbpf does) and loads every program with full
 // access to them.
-func loadFixture(t *testing.T, name string) *fixture {
+func loadFixture(t testing.TB, name string) *fixture {
 	t.Helper()
 	spec, err := ebpf.LoadCollectionSpec(fixturePath(name))
 	if err != nil {
@@ -117,7 +117,7 @@ func loadFixture(t *testing.T, name string) *fixture {
 	return f
 }
 
-func marshal(t *testing.T, v any, size uint32) []byte {
+func marshal(t testing.TB, v any, size uint32) []byte {
 	t.Helper()
 	switch v := v.(type) {
 	case []byte:

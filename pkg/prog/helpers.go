@@ -126,12 +126,13 @@ func (p *Program) helperTable() map[int32]interp.HelperFunc {
 
 // mapArg decodes a map pointer argument. The verifier guarantees its
 // type; a bad value here is an internal error, reported as a fault.
-func mapArg(vm *interp.VM, r uint64) (*runCtx, *MapRef, error) {
+func mapArg(vm *interp.VM, r uint64) (*runCtx, *MapRef, *mapSlot, error) {
 	rc := vm.Context.(*runCtx)
 	if r&tagMask != mapPtrTag || r&^tagMask >= uint64(len(rc.p.refs)) {
-		return nil, nil, errBadMapPtr
+		return nil, nil, nil, errBadMapPtr
 	}
-	return rc, &rc.p.refs[r&^tagMask], nil
+	i := r &^ tagMask
+	return rc, &rc.p.refs[i], &rc.p.slots[i], nil
 }
 
 var errBadMapPtr = errnoInternal("helper called with an invalid map pointer")
@@ -141,22 +142,20 @@ type errnoInternal string
 func (e errnoInternal) Error() string { return string(e) }
 
 func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
-	rc, ref, err := mapArg(vm, r1)
+	_, ref, sl, err := mapArg(vm, r1)
 	if err != nil {
 		return 0, err
 	}
-	sp := ref.Map.Spec()
-	key, err := vm.Mem(r2, int(sp.KeySize), false)
+	key, err := vm.Mem(r2, sl.keySize, false)
 	if err != nil {
 		return 0, err
 	}
-	if s, ok := rc.p.arrays[int(r1&^tagMask)]; ok {
+	if sl.static >= 0 {
 		i := binary.NativeEndian.Uint32(key)
-		if i >= sp.MaxEntries {
+		if i >= sl.maxEntries {
 			return 0, nil
 		}
-		_, stride := ref.Map.(*maps.Array).Values()
-		return interp.StaticPointer(s, uint32(uint64(i)*stride)), nil
+		return interp.StaticPointer(sl.static, uint32(uint64(i)*sl.stride)), nil
 	}
 	v := ref.Map.ValueRef(key)
 	if v == nil {
@@ -166,16 +165,15 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 }
 
 func helperUpdate(vm *interp.VM, r1, r2, r3, r4, _ uint64) (uint64, error) {
-	_, ref, err := mapArg(vm, r1)
+	_, ref, sl, err := mapArg(vm, r1)
 	if err != nil {
 		return 0, err
 	}
-	sp := ref.Map.Spec()
-	key, err := vm.Mem(r2, int(sp.KeySize), false)
+	key, err := vm.Mem(r2, sl.keySize, false)
 	if err != nil {
 		return 0, err
 	}
-	val, err := vm.Mem(r3, int(sp.ValueSize), false)
+	val, err := vm.Mem(r3, sl.valueSize, false)
 	if err != nil {
 		return 0, err
 	}
@@ -186,11 +184,11 @@ func helperUpdate(vm *interp.VM, r1, r2, r3, r4, _ uint64) (uint64, error) {
 }
 
 func helperDelete(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
-	_, ref, err := mapArg(vm, r1)
+	_, ref, sl, err := mapArg(vm, r1)
 	if err != nil {
 		return 0, err
 	}
-	key, err := vm.Mem(r2, int(ref.Map.Spec().KeySize), false)
+	key, err := vm.Mem(r2, sl.keySize, false)
 	if err != nil {
 		return 0, err
 	}
@@ -223,7 +221,7 @@ func helperSmpProcessorID(*interp.VM, uint64, uint64, uint64, uint64, uint64) (u
 }
 
 func helperTailCall(vm *interp.VM, _, r2, r3, _, _ uint64) (uint64, error) {
-	rc, ref, err := mapArg(vm, r2)
+	rc, ref, _, err := mapArg(vm, r2)
 	if err != nil {
 		return 0, err
 	}

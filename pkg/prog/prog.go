@@ -87,7 +87,17 @@ type Program struct {
 	trace    *rateLimiter
 	vms      sync.Pool
 	ctxSize  int
-	arrays   map[int]int // map index -> static region of its values
+	// slots has, per map reference, what helpers need on every call,
+	// so they make no interface call or map lookup for it.
+	slots []mapSlot
+}
+
+// mapSlot is a map reference's run-time facts.
+type mapSlot struct {
+	keySize, valueSize int
+	maxEntries         uint32
+	static             int    // static region of an array's values, or -1
+	stride             uint64 // array: bytes between values
 }
 
 // Type returns the program type.
@@ -251,6 +261,15 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		ins[0] = 0x79
 		binary.LittleEndian.PutUint16(ins[2:], uint16(cl.shadowOff))
 	}
-	p.arrays = staticOf
+	p.slots = make([]mapSlot, len(p.refs))
+	for i, r := range p.refs {
+		sp := r.Map.Spec()
+		sl := mapSlot{keySize: int(sp.KeySize), valueSize: int(sp.ValueSize), maxEntries: sp.MaxEntries, static: -1}
+		if st, ok := staticOf[i]; ok {
+			sl.static = st
+			_, sl.stride = r.Map.(*maps.Array).Values()
+		}
+		p.slots[i] = sl
+	}
 	return code, statics, nil
 }

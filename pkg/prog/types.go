@@ -88,7 +88,6 @@ const (
 	xdpDataMeta       = 8
 	xdpIngressIfindex = 12
 	xdpRxQueueIndex   = 16
-	xdpEgressIfindex  = 20
 
 	// ethHdrLen is ETH_HLEN: the socket-filter test run starts the packet
 	// after it, as the kernel's does.

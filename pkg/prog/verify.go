@@ -22,7 +22,9 @@ type ctxLoad struct {
 	shadowOff int
 }
 
-// Context layouts the verifier enforces, per program type.
+// Context layouts the verifier enforces, per program type: the fields the
+// 6.18 kernel lets each type read (and, for socket filters, write: cb
+// only), checked against the kernel by TestContextAccessMatchesKernel.
 var (
 	skbContext = verifier.ContextSpec{Name: "__sk_buff", Size: skbSize, Fields: func() []verifier.ContextField {
 		f := []verifier.ContextField{
@@ -54,9 +56,10 @@ var (
 		{Name: "data", Off: xdpData, Size: 4, Kind: verifier.FieldPacketStart},
 		{Name: "data_end", Off: xdpDataEnd, Size: 4, Kind: verifier.FieldPacketEnd},
 		{Name: "data_meta", Off: xdpDataMeta, Size: 4, Kind: verifier.FieldPacketMeta},
-		{Name: "ingress_ifindex", Off: xdpIngressIfindex, Size: 4, Narrow: true},
-		{Name: "rx_queue_index", Off: xdpRxQueueIndex, Size: 4, Narrow: true},
-		{Name: "egress_ifindex", Off: xdpEgressIfindex, Size: 4, Narrow: true},
+		// 6.18 refuses narrow loads of xdp_md and egress_ifindex
+		// (devmap programs only).
+		{Name: "ingress_ifindex", Off: xdpIngressIfindex, Size: 4},
+		{Name: "rx_queue_index", Off: xdpRxQueueIndex, Size: 4},
 	}}
 
 	seccompContext = verifier.ContextSpec{Name: "seccomp_data", Size: SeccompDataSize, Fields: func() []verifier.ContextField {

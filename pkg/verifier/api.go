@@ -241,6 +241,9 @@ type Result struct {
 	TailCalls bool
 	// Callbacks lists the subprogram starts used as bpf_loop callbacks.
 	Callbacks []int
+	// Helpers lists, in increasing order, the helper numbers the program
+	// calls on some verified path.
+	Helpers []int32
 	// Log is a human summary (and a trace when Env.Verbose).
 	Log string
 }

@@ -76,7 +76,7 @@ func (v *verifier) exit(st *state) (bool, error) {
 		return false, nil
 	}
 	if r0.typ == ptrToStack && int(r0.frame) == len(st.frames)-1 {
-		return false, v.errf(st, st.pc, unix.EACCES, "cannot return stack pointer to the caller")
+		return false, v.errf(st, st.pc, unix.EINVAL, "cannot return stack pointer to the caller")
 	}
 	st.frames = st.frames[:len(st.frames)-1]
 	c := st.cur()
@@ -269,6 +269,10 @@ func (v *verifier) callHelper(st *state, in insn) error {
 	if proto.TailCall {
 		v.tailCalls = true
 	}
+	if v.helpersUsed == nil {
+		v.helpersUsed = map[int32]bool{}
+	}
+	v.helpersUsed[in.imm] = true
 	// Return value.
 	var r0 reg
 	switch proto.Ret {

@@ -291,7 +291,7 @@ func (v *verifier) checkCFG() error {
 		color[s] = 1
 		for _, c := range v.callees[s] {
 			if color[c] == 1 {
-				return v.errf(nil, v.subprogs[s], unix.EINVAL, "recursive call from subprog at insn %d to insn %d", v.subprogs[s], v.subprogs[c])
+				return v.errf(nil, v.subprogs[s], unix.E2BIG, "recursive call from subprog at insn %d to insn %d: the call stack would be too deep", v.subprogs[s], v.subprogs[c])
 			}
 			if color[c] == 0 {
 				if err := visit(c); err != nil {

@@ -31,17 +31,28 @@
 //     handle; a store into a map value needs write mode, a load read mode
 //     (MapInfo.Read/Write). The kernel lets a read-only fd load a writing
 //     program; bpfd does not.
-//   - A pointer may not leave the program in R0 ("R0 leaks addr as return
-//     value"), as for an unprivileged kernel user; otherwise the rules are
-//     those of a privileged loader (pointer subtraction, spilling pointers
-//     into map values and so on are allowed, the interpreter's addresses
-//     being sandboxed anyway).
+//   - Atomic read-modify-write on a map value needs write mode, and read
+//     mode too when it fetches the old value.
+//   - A pointer may not leave the program: not in R0 at exit ("R0 leaks
+//     addr as return value") and not stored into a map value, the packet
+//     or the context ("leaks addr into map"), as for an unprivileged kernel
+//     user. Otherwise the rules are a privileged loader's: pointers may be
+//     subtracted from each other and compared.
+//   - Reading stack bytes never written is refused ("invalid read from
+//     stack"), as older kernels and unprivileged loaders do.
+//   - An ARRAY lookup with a constant in-range key still returns
+//     map_value_or_null (newer kernels know it cannot be NULL).
 //   - Scalars track 64-bit bounds and a tnum; 32-bit operations and JMP32
 //     comparisons are exact when the operands fit in 32 bits and otherwise
 //     widen to the full 32-bit range (the kernel keeps separate 32-bit
-//     bounds). There is no precision or liveness tracking: pruning compares
-//     every register and stack byte by range inclusion, which explores more
-//     states than the kernel but never fewer.
+//     bounds). Division and modulo results are unknown, as in the kernel.
+//     Copies of a scalar are linked, so a bounds check on one refines the
+//     others. Only 8-byte aligned spills keep a register's type and
+//     bounds; narrower stores make the bytes plain initialised data.
+//   - There is no precision or liveness tracking: pruning compares every
+//     register and stack byte by range inclusion, which explores more
+//     states than the kernel but never prunes one it would not.
+//   - Stack accesses must be aligned to their size, as in the kernel.
 //   - Variable-offset stack writes need every byte they may touch to be
 //     initialised already; variable-offset stack pointers cannot be passed
 //     to helpers as writable memory.
@@ -51,6 +62,8 @@
 //   - A bpf_loop callback is verified for zero, one and any number of
 //     iterations (the callback is re-entered from its own exit state until
 //     pruning converges), and must return 0 or 1.
+//   - Besides the instruction limit, the memory held by saved states is
+//     capped (128 MiB); a program exceeding it fails with E2BIG.
 //
 // Verify is safe for concurrent use with distinct or shared Envs, as long as
 // nobody mutates an Env while a call uses it.

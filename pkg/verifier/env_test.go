@@ -18,7 +18,6 @@ var (
 		{Name: "mark", Off: 8, Size: 4, Narrow: true},
 		{Name: "queue_mapping", Off: 12, Size: 4, Narrow: true},
 		{Name: "protocol", Off: 16, Size: 4, Narrow: true},
-		{Name: "vlan_present", Off: 20, Size: 4, Narrow: true},
 		{Name: "vlan_tci", Off: 24, Size: 4, Narrow: true},
 		{Name: "vlan_proto", Off: 28, Size: 4, Narrow: true},
 		{Name: "priority", Off: 32, Size: 4, Narrow: true},
@@ -39,9 +38,21 @@ var (
 		{Name: "data_meta", Off: 8, Size: 4, Kind: FieldPacketMeta},
 		{Name: "ingress_ifindex", Off: 12, Size: 4},
 		{Name: "rx_queue_index", Off: 16, Size: 4},
-		{Name: "egress_ifindex", Off: 20, Size: 4},
 	}}
 )
+
+// seccompCtx is struct seccomp_data, read-only.
+var seccompCtx = ContextSpec{Name: "seccomp_data", Size: 64, Fields: []ContextField{
+	{Name: "nr", Off: 0, Size: 4},
+	{Name: "arch", Off: 4, Size: 4},
+	{Name: "instruction_pointer", Off: 8, Size: 8, Narrow: true},
+	{Name: "args[0]", Off: 16, Size: 8, Narrow: true},
+	{Name: "args[1]", Off: 24, Size: 8, Narrow: true},
+	{Name: "args[2]", Off: 32, Size: 8, Narrow: true},
+	{Name: "args[3]", Off: 40, Size: 8, Narrow: true},
+	{Name: "args[4]", Off: 48, Size: 8, Narrow: true},
+	{Name: "args[5]", Off: 56, Size: 8, Narrow: true},
+}}
 
 func socketEnv(maps ...MapInfo) *Env {
 	return &Env{Context: skbCtx, Maps: maps, LegacyPacket: true}
@@ -71,8 +82,10 @@ func marshal(t testing.TB, insns asm.Instructions) []byte {
 func specEnv(t testing.TB, coll *ebpf.CollectionSpec, prog *ebpf.ProgramSpec, mode map[string][2]bool) ([]byte, *Env) {
 	t.Helper()
 	env := &Env{LineInfo: map[int]LineInfo{}}
-	switch prog.Type {
-	case ebpf.XDP:
+	switch {
+	case prog.SectionName == "seccomp":
+		env.Context = seccompCtx
+	case prog.Type == ebpf.XDP:
 		env.Context, env.PacketWrite = xdpCtx, true
 	default:
 		env.Context, env.LegacyPacket = skbCtx, true

@@ -23,9 +23,6 @@ func TestFixtures(t *testing.T) {
 			t.Fatalf("%s: %v", obj, err)
 		}
 		for name, prog := range coll.Programs {
-			if strings.HasPrefix(prog.SectionName, "seccomp") {
-				continue // bpfd's own program type; its context is not the kernel's
-			}
 			t.Run(filepath.Base(obj)+"/"+name, func(t *testing.T) {
 				insns, env := specEnv(t, coll, prog, nil)
 				res, err := Verify(insns, env)

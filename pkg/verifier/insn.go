@@ -145,7 +145,7 @@ func (v *verifier) disasm(pc int) string {
 			if !w {
 				kind = "bswap"
 			}
-			return s + fmt.Sprintf("%s = %s%d %s", r(in.dst, w), kind, in.imm, r(in.dst, w))
+			return s + fmt.Sprintf("r%d = %s%d r%d", in.dst, kind, in.imm, in.dst)
 		case op == aluMOV && in.off != 0 && in.srcX():
 			return s + fmt.Sprintf("%s = (s%d)%s", r(in.dst, w), in.off, r(in.src, w))
 		}

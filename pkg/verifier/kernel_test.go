@@ -92,7 +92,7 @@ func TestKernelAgrees(t *testing.T) {
 			case kerr != nil:
 				var ke unix.Errno
 				if errors.As(kerr, &ke) && !errors.Is(err, ke) {
-					t.Logf("errno differs: kernel %v, bpfd %v\n%v", ke, err.(*Error).Errno, kerr)
+					t.Errorf("errno differs: kernel %v, bpfd %v\n%v", ke, err.(*Error).Errno, kerr)
 				}
 			}
 		})

@@ -3,7 +3,9 @@ package verifier
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +18,29 @@ const (
 	maxLogBytes  = 1 << 20 // verbose trace cap
 )
 
+// maxStateBytes bounds the memory held by queued and saved states, so
+// that a hostile program cannot make the daemon allocate without bound
+// before the instruction limit is reached. A variable for tests.
+var maxStateBytes = 128 << 20
+
+// stateBytes estimates the memory a copy of st holds.
+func stateBytes(st *state) int {
+	n := 64
+	for _, f := range st.frames {
+		n += int(unsafe.Sizeof(frame{})) + len(f.stack)*int(unsafe.Sizeof(slot{}))
+	}
+	return n
+}
+
+// account adds n bytes of saved state, failing past maxStateBytes.
+func (v *verifier) account(st *state, n int) error {
+	v.stateBytes += n
+	if v.stateBytes > maxStateBytes {
+		return v.errf(st, st.pc, unix.E2BIG, "BPF program is too complex: %d bytes of verifier state after %d insns", v.stateBytes, v.processed)
+	}
+	return nil
+}
+
 // insnAux is what the verifier learns about one instruction across paths.
 type insnAux struct {
 	ctxField int // -1: not seen; -2: non-context access; >= 0: field index
@@ -24,28 +49,31 @@ type insnAux struct {
 }
 
 type verifier struct {
-	env        *Env
-	helpers    map[int32]*HelperProto
-	insns      []insn
-	ldimmHi    []bool
-	pruneAt    []bool
-	isCallback []bool
-	subprogs   []int
-	subprogOf  []int
-	callees    [][]int
-	depth      []int
-	aux        []insnAux
-	visited    [][]*checkpoint
-	pending    []*state
-	processed  int
-	maxInsns   int
-	idGen      uint32
-	tailCalls  bool
-	states     int
-	lastCpInsn int
-	lastCpJmps int
-	jmps       int
-	trace      strings.Builder
+	env         *Env
+	helpers     map[int32]*HelperProto
+	insns       []insn
+	ldimmHi     []bool
+	pruneAt     []bool
+	isCallback  []bool
+	subprogs    []int
+	subprogOf   []int
+	callees     [][]int
+	depth       []int
+	aux         []insnAux
+	visited     [][]*checkpoint
+	pending     []*state
+	processed   int
+	maxInsns    int
+	idGen       uint32
+	tailCalls   bool
+	states      int
+	lastCpInsn  int
+	lastCpJmps  int
+	jmps        int
+	trace       strings.Builder
+	reached     []bool // instructions some path executed
+	stateBytes  int    // memory held by pending states and checkpoints
+	helpersUsed map[int32]bool
 }
 
 // Verify checks the program insns (raw bpf_attr.insns bytes) against env.
@@ -53,10 +81,25 @@ type verifier struct {
 // malformed programs, EACCES for unsafe ones and E2BIG for programs that
 // are too large or too complex; the error's Log says why.
 func Verify(insns []byte, env *Env) (*Result, error) {
+	res, _, err := verify(insns, env)
+	return res, err
+}
+
+func verify(insns []byte, env *Env) (*Result, *verifier, error) {
+	v, err := newVerifier(insns, env)
+	if err != nil {
+		return nil, v, err
+	}
+	res, err := v.run()
+	return res, v, err
+}
+
+func newVerifier(insns []byte, env *Env) (*verifier, error) {
 	if env == nil {
 		env = &Env{}
 	}
 	v := &verifier{env: env, helpers: env.Helpers, maxInsns: env.MaxInsnsProcessed}
+	v.env = env
 	if v.helpers == nil {
 		v.helpers = KernelHelpers()
 	}
@@ -76,8 +119,16 @@ func Verify(insns []byte, env *Env) (*Result, error) {
 	v.pruneAt = make([]bool, n)
 	v.isCallback = make([]bool, n)
 	if err := v.checkCFG(); err != nil {
-		return nil, err
+		return v, err
 	}
+	return v, nil
+}
+
+// run explores the program after the control-flow checks.
+func (v *verifier) run() (*Result, error) {
+	env := v.env
+	n := len(v.insns)
+	v.reached = make([]bool, n)
 	v.depth = make([]int, len(v.subprogs))
 	v.aux = make([]insnAux, n)
 	for i := range v.aux {
@@ -100,6 +151,10 @@ func Verify(insns []byte, env *Env) (*Result, error) {
 				Kind: env.Context.Fields[a.ctxField].Kind, Write: a.ctxWrite})
 		}
 	}
+	for h := range v.helpersUsed {
+		res.Helpers = append(res.Helpers, h)
+	}
+	slices.Sort(res.Helpers)
 	for pc, cb := range v.isCallback {
 		if cb {
 			res.Callbacks = append(res.Callbacks, pc)
@@ -216,6 +271,7 @@ func (v *verifier) explore() error {
 			}
 		}
 		v.processed++
+		v.reached[st.pc] = true
 		if v.processed > v.maxInsns {
 			return v.errf(st, st.pc, unix.E2BIG, "BPF program is too large. Processed %d insn", v.processed)
 		}
@@ -245,6 +301,7 @@ func (v *verifier) pop() *state {
 	}
 	st := v.pending[len(v.pending)-1]
 	v.pending = v.pending[:len(v.pending)-1]
+	v.stateBytes -= stateBytes(st)
 	if v.env.Verbose && v.trace.Len() < maxLogBytes {
 		fmt.Fprintf(&v.trace, "from %d to %d: %s\n", st.trail[len(st.trail)-1], st.pc, v.stateString(st))
 	}
@@ -258,6 +315,9 @@ func (v *verifier) push(st *state, pc int) (*state, error) {
 	}
 	n := st.clone()
 	n.pc = pc
+	if err := v.account(st, stateBytes(n)); err != nil {
+		return nil, err
+	}
 	if n.cp != nil {
 		n.cp.pending++
 	}
@@ -315,10 +375,30 @@ func (v *verifier) visit(st *state) (bool, error) {
 	v.lastCpInsn, v.lastCpJmps = v.processed, v.jmps
 	c := &checkpoint{st: st.clone(), parent: st.cp, pending: 1}
 	c.st.trail = nil
+	if err := v.account(st, stateBytes(c.st)); err != nil {
+		return false, err
+	}
+	clearSingletonIDs(c.st)
 	st.cp = c
 	v.visited[st.pc] = append(v.visited[st.pc], c)
 	v.states++
 	return false, nil
+}
+
+// clearSingletonIDs drops scalar ids no other register shares: they link
+// nothing, and would only make regsafe demand a link in later states.
+func clearSingletonIDs(st *state) {
+	count := map[uint32]int{}
+	st.forEachReg(func(r *reg) {
+		if r.typ == scalarValue && r.id != 0 {
+			count[r.id]++
+		}
+	})
+	st.forEachReg(func(r *reg) {
+		if r.typ == scalarValue && r.id != 0 && count[r.id] == 1 {
+			r.id = 0
+		}
+	})
 }
 
 // checkStackDepth enforces the combined stack size of call chains.
@@ -635,24 +715,24 @@ func (v *verifier) ptrALU(st *state, in insn, dst *reg, src reg) error {
 			c = -c
 		}
 		if c >= maxVarOff || c <= -maxVarOff {
-			return v.errf(st, st.pc, unix.EACCES, "R%d math between %s pointer and %d is not allowed", rd, ptr.typ, c)
+			return v.errf(st, st.pc, unix.EINVAL, "R%d math between %s pointer and %d is not allowed", rd, ptr.typ, c)
 		}
 		n := int64(ptr.off) + c
 		if n >= maxVarOff || n <= -maxVarOff {
-			return v.errf(st, st.pc, unix.EACCES, "R%d %s pointer offset %d is not allowed", rd, ptr.typ, n)
+			return v.errf(st, st.pc, unix.EINVAL, "R%d %s pointer offset %d is not allowed", rd, ptr.typ, n)
 		}
 		ptr.off = int32(n)
 		*dst = ptr
 		return nil
 	}
 	if off.smin <= -maxVarOff || off.smax >= maxVarOff && op == aluSUB {
-		return v.errf(st, st.pc, unix.EACCES, "R%d math between %s pointer and register with unbounded min value is not allowed", rd, ptr.typ)
+		return v.errf(st, st.pc, unix.EINVAL, "R%d math between %s pointer and register with unbounded min value is not allowed", rd, ptr.typ)
 	}
 	varPart := ptr
 	varPart.typ = scalarValue
 	scalarALU(op, &varPart, off, false, false)
 	if varPart.smin <= -maxVarOff || varPart.smin >= maxVarOff {
-		return v.errf(st, st.pc, unix.EACCES, "R%d value %d makes %s pointer be out of bounds", rd, varPart.smin, ptr.typ)
+		return v.errf(st, st.pc, unix.EINVAL, "R%d value %d makes %s pointer be out of bounds", rd, varPart.smin, ptr.typ)
 	}
 	ptr.vo, ptr.smin, ptr.smax, ptr.umin, ptr.umax = varPart.vo, varPart.smin, varPart.smax, varPart.umin, varPart.umax
 	if ptr.typ.isPkt() {
@@ -777,13 +857,15 @@ func (v *verifier) ctxAccess(st *state, rp uint8, p reg, off, size int, write bo
 		return reg{}, v.errf(st, pc, unix.EACCES, "dereference of modified ctx ptr R%d off=%d disallowed", rp, p.off)
 	}
 	in := v.insns[pc]
-	if in.class() == clsST {
-		return reg{}, v.errf(st, pc, unix.EACCES, "BPF_ST stores into R%d ctx is not allowed", rp)
-	}
+	// BPF_ST into writable context fields is allowed, as since Linux 6.3
+	// ("bpf: allow ctx writes using BPF_ST_MEM instructions").
 	if in.class() == clsSTX && in.mode() == modeATOMIC {
 		return reg{}, v.errf(st, pc, unix.EACCES, "BPF_ATOMIC stores into R%d ctx is not allowed", rp)
 	}
 	fields := v.env.Context.Fields
+	if off < 0 || off+size > int(v.env.Context.Size) {
+		fields = nil
+	}
 	for i := range fields {
 		fd := &fields[i]
 		if off < int(fd.Off) || off+size > int(fd.Off+fd.Size) {
@@ -879,7 +961,7 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 			return reg{}, v.errf(st, pc, unix.EACCES, "invalid size of register spill")
 		}
 		if val.typ == ptrToStack && val.frame > p.frame {
-			return reg{}, v.errf(st, pc, unix.EACCES, "cannot spill pointers to stack into stack frame of the caller")
+			return reg{}, v.errf(st, pc, unix.EINVAL, "cannot spill pointers to stack into stack frame of the caller")
 		}
 		f.grow(o)
 		v.depth[f.subprog] = max(v.depth[f.subprog], -o)
@@ -896,13 +978,8 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 			i, k := byteIndex(b)
 			s := &f.stack[i]
 			if s.kind[0] == stSpill {
-				z := s.spill.typ == scalarValue && s.spill.isConst() && s.spill.vo.value == 0
-				for j := range s.kind {
-					s.kind[j] = stMisc
-					if z {
-						s.kind[j] = stZero
-					}
-				}
+				// Like the kernel, forget what a partly overwritten spill held.
+				s.kind = [8]uint8{stMisc, stMisc, stMisc, stMisc, stMisc, stMisc, stMisc, stMisc}
 				s.spill = reg{}
 			}
 			s.kind[k] = kind

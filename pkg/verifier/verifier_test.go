@@ -3,6 +3,7 @@ package verifier
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -299,6 +300,20 @@ func updateMap() asm.Instructions {
 // it needs for callbacks and hand-assembled programs do not carry.
 const noBTF = "the kernel needs BTF func_info for bpf_loop callbacks"
 
+// callChain makes main call f1, which calls f2, ... down to f(n-1).
+func callChain(n int) asm.Instructions {
+	p := asm.Instructions{asm.Call.Label("f1"), asm.Return()}
+	for i := 1; i < n; i++ {
+		name := fmt.Sprintf("f%d", i)
+		if i+1 < n {
+			p = append(p, asm.Call.Label(fmt.Sprintf("f%d", i+1)).WithSymbol(name), asm.Return())
+		} else {
+			p = append(p, asm.Mov.Imm(asm.R0, 0).WithSymbol(name), asm.Return())
+		}
+	}
+	return p
+}
+
 // seq concatenates instruction lists.
 func seq(parts ...asm.Instructions) asm.Instructions {
 	var out asm.Instructions
@@ -379,7 +394,7 @@ func cases() []vcase {
 		{name: "recursion", insns: asm.Instructions{
 			asm.Call.Label("f"), asm.Return(),
 			asm.Call.Label("f").WithSymbol("f"), asm.Mov.Imm(asm.R0, 0), asm.Return()},
-			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "recursive call"}, // the kernel: E2BIG, "the call stack of 9 frames is too deep"
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.E2BIG, log: "recursive call"},
 
 		// Rejected: registers and stack.
 		{name: "uninitialised register", insns: asm.Instructions{asm.Mov.Reg(asm.R0, asm.R5), asm.Return()},
@@ -523,22 +538,37 @@ func cases() []vcase {
 		{name: "callee returns its stack pointer", insns: asm.Instructions{
 			asm.Call.Label("f"), asm.Mov.Imm(asm.R0, 0), asm.Return(),
 			asm.Mov.Reg(asm.R0, asm.RFP).WithSymbol("f"), asm.Add.Imm(asm.R0, -8), asm.Return()},
-			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "cannot return stack pointer to the caller"},
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "cannot return stack pointer to the caller"},
 		{name: "spill of callee stack pointer into caller frame", insns: asm.Instructions{
 			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -8), asm.Call.Label("f"), asm.Mov.Imm(asm.R0, 0), asm.Return(),
 			asm.Mov.Reg(asm.R2, asm.RFP).WithSymbol("f"), asm.StoreMem(asm.R1, 0, asm.R2, asm.DWord), asm.Mov.Imm(asm.R0, 0), asm.Return()},
-			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "cannot spill pointers to stack into stack frame of the caller"},
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "cannot spill pointers to stack into stack frame of the caller"},
 		{name: "division by constant zero", raw: cat(mov0, rawInsn(0x37, 0, 0, 0, 0), exitInsn),
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "div by zero"},
 		{name: "ld_abs without ctx in r6", insns: asm.Instructions{asm.LoadAbs(12, asm.Half), asm.Return()},
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "R6 !read_ok"},
+		{name: "call chain of 9 frames", insns: callChain(9), env: socketEnv(), progType: ebpf.SocketFilter,
+			errno: unix.E2BIG, log: "the call stack of 9 frames is too deep"},
+		{name: "call chain of 8 frames", insns: callChain(8), env: socketEnv(), progType: ebpf.SocketFilter},
+		{name: "combined stack too large", insns: asm.Instructions{
+			asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.RFP, -512, asm.R1, asm.DWord),
+			asm.Call.Label("f"), asm.Return(),
+			asm.Mov.Imm(asm.R1, 0).WithSymbol("f"), asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord), asm.Mov.Imm(asm.R0, 0), asm.Return()},
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "combined stack size of call chains is 544. Too large"},
+		{name: "jump into another subprogram", insns: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0), asm.JEq.Imm(asm.R0, 0, "inside"), asm.Call.Label("f"), asm.Return(),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("f"), asm.Mov.Imm(asm.R0, 2).WithSymbol("inside"), asm.Return()},
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "jump out of range from insn 1 to 5"},
+		{name: "complexity limit", insns: boundedLoop(), env: &Env{Context: skbCtx, MaxInsnsProcessed: 50},
+			errno: unix.E2BIG, log: "BPF program is too large. Processed 51 insn"},
+		{name: "nil env accepts a trivial program", raw: cat(mov0, exitInsn)},
 	}
 }
 
 func TestVerify(t *testing.T) {
 	for _, tc := range cases() {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := Verify(tc.bytes(t), tc.env)
+			res, err := Verify(tc.bytes(t), tc.env) // a nil env is the zero Env
 			if tc.errno == 0 {
 				if err != nil {
 					t.Fatalf("rejected: %v\n%s", err, err.(*Error).Log)

@@ -126,13 +126,26 @@ type Map struct {
 // (the caller passes ownership) and ObjInfo. On failure it releases the
 // handle and closes fd.
 func (c *Conn) newMap(w *waiter, fd int) (*Map, error) {
+	r, o, err := c.newRef(w, fd, wire.ObjMap)
+	if err != nil {
+		return nil, err
+	}
+	m := &Map{ref: r, info: mapInfo(o)}
+	c.byFD.Store(fd, m)
+	return m, nil
+}
+
+// newRef reads the handle and ObjInfo of a reply that made a descriptor
+// (fd, whose ownership passes) for an object of kind. On failure it
+// releases the handle and closes fd.
+func (c *Conn) newRef(w *waiter, fd int, kind wire.ObjType) (ref, *wire.ObjInfo, error) {
 	handle := uint32(w.hdr.Ret)
 	data, err := w.payload()
-	var o wire.ObjInfo
+	o := new(wire.ObjInfo)
 	if err == nil && !o.Parse(data) {
 		err = errProtocol
 	}
-	if err == nil && o.ObjType != wire.ObjMap {
+	if err == nil && o.ObjType != kind {
 		err = ErrInvalid
 	}
 	if err != nil || fd < 0 {
@@ -143,11 +156,9 @@ func (c *Conn) newMap(w *waiter, fd int) (*Map, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return nil, err
+		return ref{}, nil, err
 	}
-	m := &Map{ref: ref{c: c, handle: handle, fd: fd}, info: mapInfo(&o)}
-	c.byFD.Store(fd, m)
-	return m, nil
+	return ref{c: c, handle: handle, fd: fd}, o, nil
 }
 
 // NewMap creates a map and returns it with a read-write descriptor (capped

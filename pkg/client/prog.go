@@ -126,27 +126,12 @@ func (p *Program) pinTarget() *ref { return &p.ref }
 // and descriptor fd (ownership passes). On failure it releases the handle
 // and closes fd.
 func (c *Conn) newProgram(w *waiter, fd int) (*Program, error) {
-	handle := uint32(w.hdr.Ret)
-	data, err := w.payload()
-	var o wire.ObjInfo
-	if err == nil && !o.Parse(data) {
-		err = errProtocol
-	}
-	if err == nil && o.ObjType != wire.ObjProg {
-		err = ErrInvalid
-	}
-	if err != nil || fd < 0 {
-		if err == nil {
-			err = errProtocol
-		}
-		c.release(handle)
-		if fd >= 0 {
-			unix.Close(fd)
-		}
+	r, o, err := c.newRef(w, fd, wire.ObjProg)
+	if err != nil {
 		return nil, err
 	}
-	p := &Program{ref: ref{c: c, handle: handle, fd: fd}, info: progInfo(&o)}
-	if len(data) > wire.ObjInfoSize {
+	p := &Program{ref: r, info: progInfo(o)}
+	if data, _ := w.payload(); len(data) > wire.ObjInfoSize {
 		p.log = string(data[wire.ObjInfoSize:])
 	}
 	c.byFD.Store(fd, p)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -170,7 +171,7 @@ func (c *Conn) LoadProgram(spec ProgramSpec) (*Program, error) {
 	for iter.Next() {
 		if l, ok := iter.Ins.Source().(*btf.Line); ok && l != nil {
 			li = append(li, wire.LineInfo{Insn: uint32(iter.Offset),
-				Line: fmt.Sprintf("%s:%d: %s", l.FileName(), l.LineNumber(), strings.TrimSpace(l.Line()))})
+				Line: fmt.Sprintf("%s:%d: %s", filepath.Base(l.FileName()), l.LineNumber(), strings.TrimSpace(l.Line()))})
 		}
 	}
 	lines := wire.AppendLineInfo(nil, li)

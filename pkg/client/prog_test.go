@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 )
@@ -320,5 +321,49 @@ func TestPinProgram(t *testing.T) {
 	defer obj.Close()
 	if _, ok := obj.(*Program); !ok {
 		t.Fatalf("OpenPinned returned %T", obj)
+	}
+}
+
+// TestVerifierLogNamesSourceLine loads the clang-built port filter with its
+// "ports" map write-only: the lookup is refused, and the log names the
+// instruction, shows it disassembled, the registers, and the C line.
+func TestVerifierLogNamesSourceLine(t *testing.T) {
+	c := newTestConn(t)
+	spec, err := ebpf.LoadCollectionSpec(fixture("xdp_ports"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := newTestMap(t, c, MapSpec{Type: Hash, KeySize: 2, ValueSize: 1, MaxEntries: 256})
+	stats := newTestMap(t, c, MapSpec{Type: Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
+	wo, err := ports.Reopen(ModeWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wo.Close()
+	insns := append(asm.Instructions(nil), spec.Programs["xdp_ports"].Instructions...)
+	if err := insns.AssociateMap("ports", wo); err != nil {
+		t.Fatal(err)
+	}
+	if err := insns.AssociateMap("stats", stats); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.LoadProgram(ProgramSpec{Type: XDP, Instructions: insns, License: "GPL"})
+	var ve *VerifierError
+	if !errors.As(err, &ve) || ve.Errno != unix.EACCES {
+		t.Fatalf("LoadProgram = %v, want EACCES", err)
+	}
+	for _, want := range []string{
+		"xdp_ports.bpf.c:",                    // the C source line
+		"bpf_map_lookup_elem(&ports, &dport)", // its text
+		"call bpf_map_lookup_elem#1",          // the instruction disassembled
+		"R1",                                  // register states
+		"write-only",                          // the reason
+	} {
+		if !strings.Contains(ve.Log, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("log:\n%s", ve.Log)
 	}
 }

@@ -116,9 +116,19 @@ func verify(spec *Spec, refs []MapRef) (*verified, error) {
 			MaxEntries: s.MaxEntries, Flags: s.Flags, Read: r.Read, Write: r.Write, Name: r.Name})
 	}
 	if len(spec.LineInfo) > 0 {
-		env.LineInfo = make(map[int]verifier.LineInfo, len(spec.LineInfo))
-		for pc, line := range spec.LineInfo {
-			env.LineInfo[pc] = parseLine(line)
+		// BTF line info marks the first instruction of each source line;
+		// like the kernel's log, a line holds until the next entry.
+		n := len(spec.Insns) / 8
+		env.LineInfo = make(map[int]verifier.LineInfo, n)
+		var cur verifier.LineInfo
+		have := false
+		for pc := 0; pc < n; pc++ {
+			if line, ok := spec.LineInfo[pc]; ok {
+				cur, have = parseLine(line), true
+			}
+			if have {
+				env.LineInfo[pc] = cur
+			}
 		}
 	}
 	env.Verbose = spec.LogLevel >= 2

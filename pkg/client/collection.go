@@ -14,10 +14,26 @@ import (
 type Collection struct {
 	Maps     map[string]*Map
 	Programs map[string]*Program
+
+	borrowed map[string]bool // maps from CollectionOptions.MapReplacements
+}
+
+// CollectionOptions change how a collection is loaded. The zero value
+// creates every map and loads every program.
+type CollectionOptions struct {
+	// MapReplacements are maps to use instead of creating the ELF maps of
+	// those names, through their descriptors' modes: a program gets such
+	// a map with exactly that descriptor's access (a read-only descriptor
+	// makes a program that writes the map fail to load with EACCES). The
+	// collection lists them in Maps but does not close them.
+	MapReplacements map[string]*Map
+	// Programs, if not empty, are the only programs loaded.
+	Programs []string
 }
 
 // Close closes every map and program of the collection (the objects live
-// on while pins or other descriptors hold them).
+// on while pins or other descriptors hold them), except maps given as
+// replacements.
 func (coll *Collection) Close() error {
 	var errs []error
 	for _, p := range coll.Programs {
@@ -25,7 +41,10 @@ func (coll *Collection) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	for _, m := range coll.Maps {
+	for name, m := range coll.Maps {
+		if coll.borrowed[name] {
+			continue
+		}
 		if err := m.Close(); err != nil && !errors.Is(err, ErrClosed) {
 			errs = append(errs, err)
 		}
@@ -37,28 +56,48 @@ func (coll *Collection) Close() error {
 // github.com/cilium/ebpf, which never touches the kernel to parse) and
 // loads it into bpfd: see LoadCollectionSpec.
 func (c *Conn) LoadCollection(path string) (*Collection, error) {
+	return c.LoadCollectionWithOptions(path, nil)
+}
+
+// LoadCollectionWithOptions is LoadCollection with options (nil: none).
+func (c *Conn) LoadCollectionWithOptions(path string, opts *CollectionOptions) (*Collection, error) {
 	spec, err := ebpf.LoadCollectionSpec(path)
 	if err != nil {
 		return nil, fmt.Errorf("bpfd: %w", err)
 	}
-	return c.LoadCollectionSpec(spec)
+	return c.LoadCollectionSpec(spec, opts)
 }
 
 // LoadCollectionSpec creates spec's maps in bpfd with their initial
-// contents (freezing .rodata, as libbpf does), loads every program with
-// its map references resolved (read-write), and fills program arrays
-// whose ELF contents name programs. Programs in the "seccomp" section get
-// the Seccomp type. On failure nothing created stays open and the error
-// names the map or program (a *VerifierError for a refused program).
-func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec) (coll *Collection, err error) {
-	coll = &Collection{Maps: map[string]*Map{}, Programs: map[string]*Program{}}
+// contents (freezing .rodata, as libbpf does) unless opts replaces them,
+// loads every program (or opts.Programs) with its map references resolved
+// (read-write for the maps it created), and fills program arrays whose ELF
+// contents name programs. Programs in the "seccomp" section get the
+// Seccomp type. On failure nothing created stays open and the error names
+// the map or program (a *VerifierError for a refused program).
+func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOptions) (coll *Collection, err error) {
+	if opts == nil {
+		opts = &CollectionOptions{}
+	}
+	// Not the named result: "return nil, err" clears that before the
+	// deferred cleanup runs.
+	built := &Collection{Maps: map[string]*Map{}, Programs: map[string]*Program{}, borrowed: map[string]bool{}}
 	defer func() {
 		if err != nil {
-			coll.Close()
-			coll = nil
+			built.Close()
 		}
 	}()
+	coll = built
+	for name, m := range opts.MapReplacements {
+		if _, ok := spec.Maps[name]; !ok {
+			return nil, fmt.Errorf("bpfd: replacement for map %s, which the object does not have", name)
+		}
+		coll.Maps[name], coll.borrowed[name] = m, true
+	}
 	for _, name := range sortedKeys(spec.Maps) {
+		if coll.borrowed[name] {
+			continue
+		}
 		ms := spec.Maps[name]
 		m, err := c.newSpecMap(name, ms)
 		if err != nil {
@@ -66,8 +105,15 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec) (coll *Collection, 
 		}
 		coll.Maps[name] = m
 	}
-	for _, name := range sortedKeys(spec.Programs) {
-		ps := spec.Programs[name]
+	names := opts.Programs
+	if len(names) == 0 {
+		names = sortedKeys(spec.Programs)
+	}
+	for _, name := range names {
+		ps, ok := spec.Programs[name]
+		if !ok {
+			return nil, fmt.Errorf("bpfd: no program %s in the object", name)
+		}
 		typ, err := programType(ps)
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
@@ -95,7 +141,7 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec) (coll *Collection, 
 	// Program arrays whose contents name programs (libbpf's
 	// __array(values, ...) initialisers).
 	for name, ms := range spec.Maps {
-		if ms.Type != ebpf.ProgramArray {
+		if ms.Type != ebpf.ProgramArray || coll.borrowed[name] {
 			continue
 		}
 		for _, kv := range ms.Contents {
@@ -105,6 +151,9 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec) (coll *Collection, 
 			}
 			p, ok := coll.Programs[pname]
 			if !ok {
+				if len(opts.Programs) > 0 {
+					continue // not loaded on purpose
+				}
 				return nil, fmt.Errorf("bpfd: map %s: contents name missing program %s", name, pname)
 			}
 			key, err := encodeValue(kv.Key, 4)

@@ -101,6 +101,9 @@ func (e *VerifierError) Error() string {
 	return "bpfd: verifier: " + lines[len(lines)-1]
 }
 
+// Unwrap returns the errno, so errors.As(err, &errno) works.
+func (e *VerifierError) Unwrap() error { return e.Errno }
+
 // Is matches the errno and its sentinel.
 func (e *VerifierError) Is(target error) bool {
 	if t, ok := target.(unix.Errno); ok {

@@ -367,3 +367,49 @@ func TestVerifierLogNamesSourceLine(t *testing.T) {
 		t.Logf("log:\n%s", ve.Log)
 	}
 }
+
+// TestLoadCollectionOptions binds an existing read-only map in place of an
+// ELF map: the writing program is refused (EACCES) and nothing the failed
+// load created stays; a reading program loads alone.
+func TestLoadCollectionOptions(t *testing.T) {
+	s := startServer(t)
+	c := s.dial(t)
+	base := s.stats(t)
+	counts := newTestMap(t, c, MapSpec{Type: Array, KeySize: 4, ValueSize: 8, MaxEntries: 512})
+	ro, err := counts.Reopen(ModeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	_, err = c.LoadCollectionWithOptions(fixture("seccomp_policy"),
+		&CollectionOptions{MapReplacements: map[string]*Map{"counts": ro}})
+	var ve *VerifierError
+	if !errors.As(err, &ve) || !errors.Is(err, unix.EACCES) {
+		t.Fatalf("policy counting through a read-only map: %v, want EACCES", err)
+	}
+	var en unix.Errno
+	if !errors.As(err, &en) || en != unix.EACCES {
+		t.Fatalf("errors.As(err, &errno) = %v", en)
+	}
+	if _, err := c.LoadCollectionWithOptions(fixture("seccomp_policy"), &CollectionOptions{Programs: []string{"nope"}}); err == nil {
+		t.Fatal("a missing program loaded")
+	}
+	// The read-write map works, and the collection leaves it open.
+	coll, err := c.LoadCollectionWithOptions(fixture("seccomp_policy"),
+		&CollectionOptions{MapReplacements: map[string]*Map{"counts": counts}, Programs: []string{"policy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if coll.Maps["counts"] != counts {
+		t.Fatal("the replacement is not the collection's map")
+	}
+	if err := coll.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := counts.Info(); err != nil {
+		t.Fatalf("collection closed a map it borrowed: %v", err)
+	}
+	counts.Close()
+	ro.Close()
+	s.waitStats(t, base)
+}

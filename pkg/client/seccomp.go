@@ -34,6 +34,10 @@ func (p *Program) AttachSeccomp(listenerFD int) (uint32, error) {
 	return uint32(w.hdr.Ret), nil
 }
 
+// ErrShim is StartSeccomp's error when the shim fails before the command
+// runs (its message says why); it matches unix.ECHILD.
+var ErrShim = seccomp.ErrShim
+
 // SeccompOptions says which syscalls StartSeccomp routes to the program.
 type SeccompOptions struct {
 	// Syscalls are x86_64 syscall names or numbers ("openat", "41").

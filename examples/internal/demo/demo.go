@@ -53,9 +53,8 @@ func Untrusted(role string, args ...string) *exec.Cmd {
 // LoadProgram loads the program called name from the clang-built eBPF ELF
 // object elf into bpfd over c, with each map the program references bound
 // to maps[map name]: the program gets each map with that descriptor's
-// mode. It is what Conn.LoadCollection does, except that the caller
-// chooses the descriptors (Conn.LoadCollection creates fresh read-write
-// maps). The program's type comes from its ELF section ("seccomp", "xdp",
+// mode (Conn.LoadCollectionSpec with CollectionOptions.MapReplacements
+// and only this program). The program's type comes from its ELF section ("seccomp", "xdp",
 // "socket"). The caller owns the returned Program.
 //
 // It fails if the object does not parse or has no such program, if a map
@@ -70,32 +69,19 @@ func LoadProgram(c *client.Conn, elf []byte, name string, maps map[string]*clien
 	if !ok {
 		return nil, fmt.Errorf("no program %q in the object", name)
 	}
-	var typ client.ProgramType
-	switch {
-	case ps.SectionName == "seccomp":
-		typ = client.Seccomp
-	case ps.Type == ebpf.XDP:
-		typ = client.XDP
-	case ps.Type == ebpf.SocketFilter:
-		typ = client.SocketFilter
-	default:
-		return nil, fmt.Errorf("program %q: unsupported section %q", name, ps.SectionName)
-	}
-	insns := ps.Instructions
-	for i := range insns {
-		ref := insns[i].Reference()
-		if ref == "" || !insns[i].IsLoadFromMap() {
-			continue
-		}
-		m, ok := maps[ref]
-		if !ok {
+	for _, ins := range ps.Instructions {
+		if ref := ins.Reference(); ref != "" && ins.IsLoadFromMap() && maps[ref] == nil {
 			return nil, fmt.Errorf("program %q uses map %q, which was not given", name, ref)
 		}
-		if err := insns[i].AssociateMap(m); err != nil {
-			return nil, err
-		}
 	}
-	return c.LoadProgram(client.ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: name})
+	coll, err := c.LoadCollectionSpec(spec, &client.CollectionOptions{MapReplacements: maps, Programs: []string{name}})
+	if err != nil {
+		return nil, err
+	}
+	p := coll.Programs[name]
+	delete(coll.Programs, name) // the caller owns it
+	coll.Close()
+	return p, nil
 }
 
 // Result describes the outcome of a call for the examples' output: "ok"

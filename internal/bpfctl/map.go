@@ -1,0 +1,514 @@
+package bpfctl
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/client"
+)
+
+// mapTypes are the map type names bpfctl accepts and prints (the kernel's
+// enum bpf_map_type without the prefix, lower case, as bpftool).
+var mapTypes = map[string]client.MapType{"hash": 1, "array": 2, "prog_array": 3}
+
+func mapTypeName(t client.MapType) string {
+	for n, v := range mapTypes {
+		if v == t {
+			return n
+		}
+	}
+	return "type(" + strconv.FormatUint(uint64(t), 10) + ")"
+}
+
+// mapFlagNames are the BPF_F_* map flags by bpfctl name.
+var mapFlagNames = []struct {
+	name string
+	flag uint32
+}{
+	{"no_prealloc", client.FlagNoPrealloc},
+	{"rdonly", client.FlagRdonly},
+	{"wronly", client.FlagWronly},
+	{"rdonly_prog", client.FlagRdonlyProg},
+	{"wronly_prog", client.FlagWronlyProg},
+}
+
+// parseMapType parses a type name or number.
+func parseMapType(s string) (client.MapType, error) {
+	if t, ok := mapTypes[strings.ToLower(s)]; ok {
+		return t, nil
+	}
+	if v, err := strconv.ParseUint(s, 0, 32); err == nil {
+		return client.MapType(v), nil
+	}
+	return 0, usagef("unknown map type %q (hash, array, prog_array or a number)", s)
+}
+
+// parseMapFlags parses "no_prealloc,rdonly" or a number, or a mix.
+func parseMapFlags(s string) (uint32, error) {
+	var flags uint32
+	for _, f := range splitTrim(s, ",") {
+		found := false
+		for _, n := range mapFlagNames {
+			if strings.EqualFold(f, n.name) {
+				flags |= n.flag
+				found = true
+			}
+		}
+		if found {
+			continue
+		}
+		v, err := strconv.ParseUint(f, 0, 32)
+		if err != nil {
+			return 0, usagef("unknown map flag %q (no_prealloc, rdonly, wronly, rdonly_prog, wronly_prog or a number)", f)
+		}
+		flags |= uint32(v)
+	}
+	return flags, nil
+}
+
+// parsePerm parses an octal file mode such as 0640.
+func parsePerm(flag, s string) (os.FileMode, error) {
+	v, err := strconv.ParseUint(strings.TrimPrefix(s, "0o"), 8, 32)
+	if err != nil || v > 0o777 {
+		return 0, usagef("--%s %q: want octal permission bits such as 0640", flag, s)
+	}
+	return os.FileMode(v), nil
+}
+
+// parseMode parses r, w or rw.
+func parseMode(s string) (client.Mode, error) {
+	switch s {
+	case "r":
+		return client.ModeRead, nil
+	case "w":
+		return client.ModeWrite, nil
+	case "rw", "wr":
+		return client.ModeReadWrite, nil
+	}
+	return 0, usagef("access mode %q: want r, w or rw", s)
+}
+
+func (a *App) mapCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "map",
+		Short: "Create, inspect and edit maps",
+	}
+	cmd.AddCommand(a.mapCreateCommand(), a.mapShowCommand("show"), a.mapShowCommand("info"),
+		a.mapLookupCommand(), a.mapUpdateCommand(), a.mapDeleteCommand(), a.mapGetNextCommand(),
+		a.mapDumpCommand(), a.mapFreezeCommand())
+	return cmd
+}
+
+// openMap opens the map pinned at pin with mode.
+func (a *App) openMap(op, pin string, mode client.Mode) (*client.Map, error) {
+	c, err := a.dial()
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.OpenPinnedMap(pin, mode)
+	if err != nil {
+		return nil, fail(op+": "+pin, kOpen, false, err)
+	}
+	return m, nil
+}
+
+func (a *App) mapCreateCommand() *cobra.Command {
+	var keySize, valueSize, maxEntries uint32
+	var flags, name, pin, perm string
+	cmd := &cobra.Command{
+		Use:   "create TYPE --key-size N --value-size N --max-entries N --pin PATH",
+		Short: "Create a map and pin it",
+		Long: `Create a map of TYPE (hash, array, prog_array or a number) and pin it at
+PATH with permission bits --mode. The pin is what keeps the map alive.`,
+		Example: "  bpfctl map create hash --key-size 4 --value-size 8 --max-entries 1024 --name ports --pin ports --mode 0640",
+		Args:    cobra.ExactArgs(1),
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return []cobra.Completion{"hash", "array", "prog_array"}, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := parseMapType(args[0])
+			if err != nil {
+				return err
+			}
+			fl, err := parseMapFlags(flags)
+			if err != nil {
+				return err
+			}
+			p, err := parsePerm("mode", perm)
+			if err != nil {
+				return err
+			}
+			c, err := a.dial()
+			if err != nil {
+				return err
+			}
+			m, err := c.NewMap(client.MapSpec{Type: t, KeySize: keySize, ValueSize: valueSize,
+				MaxEntries: maxEntries, Flags: fl, Name: name})
+			if err != nil {
+				return fail("create", kCreate, false, err)
+			}
+			defer m.Close()
+			if err := c.Pin(m, pin, p); err != nil {
+				return fail("pin "+pin, kPin, false, err)
+			}
+			if a.json {
+				a.printJSON(nil)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.Uint32Var(&keySize, "key-size", 0, "key size in bytes")
+	f.Uint32Var(&valueSize, "value-size", 0, "value size in bytes")
+	f.Uint32Var(&maxEntries, "max-entries", 0, "maximum number of entries")
+	f.StringVar(&flags, "flags", "", "map flags: no_prealloc,rdonly,wronly,rdonly_prog,wronly_prog or a number")
+	f.StringVar(&name, "name", "", "map name (at most 15 bytes)")
+	f.StringVar(&pin, "pin", "", "pin path (relative: under the pin root)")
+	f.StringVar(&perm, "mode", "0600", "permission bits of the pin file")
+	for _, n := range []string{"key-size", "value-size", "max-entries", "pin"} {
+		cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
+
+// mapInfoJSON is bpftool's "map show" JSON plus bpfd's descriptor mode and
+// owner.
+type mapInfoJSON struct {
+	ID           uint32 `json:"id"`
+	Type         string `json:"type"`
+	Name         string `json:"name"`
+	Flags        uint32 `json:"flags"`
+	BytesKey     uint32 `json:"bytes_key"`
+	BytesValue   uint32 `json:"bytes_value"`
+	MaxEntries   uint32 `json:"max_entries"`
+	BytesMemlock uint64 `json:"bytes_memlock"`
+	Frozen       int    `json:"frozen"`
+	Mode         string `json:"mode"`
+	OwnerUID     uint32 `json:"owner_uid"`
+}
+
+func (a *App) mapShowCommand(use string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " PIN",
+		Short: "Show a pinned map's type, sizes, flags, memory and owner",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Info needs read access; fall back to a write-only open
+			// for write-only pins.
+			m, err := a.openMap("show", args[0], client.ModeRead)
+			var ce *cliError
+			if errors.As(err, &ce) && (ce.errno == unix.EACCES || ce.errno == unix.EPERM) {
+				if m2, err2 := a.openMap("show", args[0], client.ModeWrite); err2 == nil {
+					m, err = m2, nil
+				}
+			}
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			info, err := m.Info()
+			if err != nil {
+				return fail("show", kRead, false, err)
+			}
+			frozen := 0
+			if info.Frozen {
+				frozen = 1
+			}
+			if a.json {
+				a.printJSON(mapInfoJSON{ID: info.ID, Type: mapTypeName(info.Type), Name: info.Name,
+					Flags: info.Flags, BytesKey: info.KeySize, BytesValue: info.ValueSize,
+					MaxEntries: info.MaxEntries, BytesMemlock: info.MemoryUsage, Frozen: frozen,
+					Mode: info.Mode.String(), OwnerUID: info.OwnerUID})
+				return nil
+			}
+			a.printf("%d: %s  ", info.ID, mapTypeName(info.Type))
+			if info.Name != "" {
+				a.printf("name %s  ", info.Name)
+			}
+			a.printf("flags %#x\n", info.Flags)
+			a.printf("\tkey %dB  value %dB  max_entries %d  memlock %dB\n",
+				info.KeySize, info.ValueSize, info.MaxEntries, info.MemoryUsage)
+			a.printf("\tmode %s  owner_uid %d", info.Mode, info.OwnerUID)
+			if info.Frozen {
+				a.printf("  frozen")
+			}
+			a.printf("\n")
+			return nil
+		},
+	}
+}
+
+// elemCommand builds a map element command: the pin, then bpftool-style
+// positional key/value words, with typed shortcuts.
+type elemCmd struct {
+	key, value *typedFlags
+}
+
+func (a *App) newElemCommand(use, short string, withValue bool) (*cobra.Command, *elemCmd) {
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+	}
+	e := &elemCmd{key: addTypedFlags(cmd.Flags(), "key")}
+	if withValue {
+		e.value = addTypedFlags(cmd.Flags(), "value")
+	}
+	return cmd, e
+}
+
+// printElem prints one element as bpftool does.
+func (a *App) printElem(key, value []byte) {
+	if len(key) > 16 || len(value) > 16 {
+		a.printf("key:\n%svalue:\n%s", hexLines(key), hexLines(value))
+		return
+	}
+	a.printf("key: %s  value: %s\n", hexBytes(key), hexBytes(value))
+}
+
+type elemJSON struct {
+	Key   []string `json:"key"`
+	Value []string `json:"value"`
+}
+
+func (a *App) mapLookupCommand() *cobra.Command {
+	cmd, e := a.newElemCommand("lookup PIN key BYTES...", "Look up a key", false)
+	cmd.Example = "  bpfctl map lookup ports key 0x50 0x00 0x00 0x00\n  bpfctl map lookup ports key hex 50 00 00 00\n  bpfctl map lookup ports --key-u32 80"
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ea, err := splitElemArgs(args[1:])
+		if err != nil {
+			return err
+		}
+		if ea.hasValue || ea.hasFlag {
+			return usagef("lookup takes only a key")
+		}
+		m, err := a.openMap("lookup", args[0], client.ModeRead)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true)
+		if err != nil {
+			return err
+		}
+		value := make([]byte, m.ValueSize())
+		if err := m.Lookup(key, value); err != nil {
+			return fail("lookup", kRead, true, err)
+		}
+		if a.json {
+			a.printJSON(elemJSON{jsonBytes(key), jsonBytes(value)})
+		} else {
+			a.printElem(key, value)
+		}
+		return nil
+	}
+	return cmd
+}
+
+func (a *App) mapUpdateCommand() *cobra.Command {
+	cmd, e := a.newElemCommand("update PIN key BYTES... value BYTES... [any|exist|noexist]", "Create or replace an element", true)
+	cmd.Example = "  bpfctl map update ports key 0x50 0 0 0 value 1 0 0 0 0 0 0 0 noexist\n  bpfctl map update ports --key-u32 80 --value-u64 1 --exist"
+	var exist, noexist, anyFlag bool
+	cmd.Flags().BoolVar(&exist, "exist", false, "replace only (BPF_EXIST; no such key: exit 4)")
+	cmd.Flags().BoolVar(&noexist, "noexist", false, "create only (BPF_NOEXIST)")
+	cmd.Flags().BoolVar(&anyFlag, "any", false, "create or replace (BPF_ANY, the default)")
+	cmd.MarkFlagsMutuallyExclusive("exist", "noexist", "any")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ea, err := splitElemArgs(args[1:])
+		if err != nil {
+			return err
+		}
+		flag := ea.flag
+		if exist || noexist || anyFlag {
+			if ea.hasFlag {
+				return usagef("update flag given both as a word and as --exist/--noexist/--any")
+			}
+			switch {
+			case exist:
+				flag = client.UpdateExist
+			case noexist:
+				flag = client.UpdateNoExist
+			}
+		}
+		m, err := a.openMap("update", args[0], client.ModeWrite)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true)
+		if err != nil {
+			return err
+		}
+		value, err := resolveBytes("value", ea.value, ea.hasValue, e.value, m.ValueSize(), true)
+		if err != nil {
+			return err
+		}
+		if err := m.Update(key, value, flag); err != nil {
+			return writeFail("update", m, true, err)
+		}
+		if a.json {
+			a.printJSON(nil)
+		}
+		return nil
+	}
+	return cmd
+}
+
+func (a *App) mapDeleteCommand() *cobra.Command {
+	cmd, e := a.newElemCommand("delete PIN key BYTES...", "Delete a key", false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ea, err := splitElemArgs(args[1:])
+		if err != nil {
+			return err
+		}
+		if ea.hasValue || ea.hasFlag {
+			return usagef("delete takes only a key")
+		}
+		m, err := a.openMap("delete", args[0], client.ModeWrite)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true)
+		if err != nil {
+			return err
+		}
+		if err := m.Delete(key); err != nil {
+			return writeFail("delete", m, true, err)
+		}
+		if a.json {
+			a.printJSON(nil)
+		}
+		return nil
+	}
+	return cmd
+}
+
+func (a *App) mapGetNextCommand() *cobra.Command {
+	cmd, e := a.newElemCommand("getnext PIN [key BYTES...]", "Print the key after a key (the first key without one)", false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ea, err := splitElemArgs(args[1:])
+		if err != nil {
+			return err
+		}
+		if ea.hasValue || ea.hasFlag {
+			return usagef("getnext takes only a key")
+		}
+		m, err := a.openMap("getnext", args[0], client.ModeRead)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), false)
+		if err != nil {
+			return err
+		}
+		next := make([]byte, m.KeySize())
+		if err := m.NextKey(key, next); err != nil {
+			return fail("getnext", kRead, true, err)
+		}
+		if a.json {
+			a.printJSON(struct {
+				Key     []string `json:"key"`
+				NextKey []string `json:"next_key"`
+			}{jsonBytes(key), jsonBytes(next)})
+			return nil
+		}
+		if key == nil {
+			a.printf("key: None\n")
+		} else {
+			a.printf("key:\n%s", hexLines(key))
+		}
+		a.printf("next key:\n%s", hexLines(next))
+		return nil
+	}
+	return cmd
+}
+
+func (a *App) mapDumpCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "dump PIN",
+		Short: "Print every element",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.openMap("dump", args[0], client.ModeRead)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			it := m.Iterate()
+			key, value := make([]byte, m.KeySize()), make([]byte, m.ValueSize())
+			elems := []elemJSON{}
+			n := 0
+			for it.Next(key, value) {
+				n++
+				if a.json {
+					elems = append(elems, elemJSON{jsonBytes(key), jsonBytes(value)})
+				} else {
+					a.printElem(key, value)
+				}
+			}
+			if err := it.Err(); err != nil {
+				return fail("dump", kRead, false, err)
+			}
+			if a.json {
+				a.printJSON(elems)
+			} else {
+				a.printf("Found %d element", n)
+				if n != 1 {
+					a.printf("s")
+				}
+				a.printf("\n")
+			}
+			return nil
+		},
+	}
+}
+
+func (a *App) mapFreezeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "freeze PIN",
+		Short: "Make a map read-only for everyone, forever",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := a.openMap("freeze", args[0], client.ModeWrite)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			if err := m.Freeze(); err != nil {
+				return writeFail("freeze", m, false, err)
+			}
+			if a.json {
+				a.printJSON(nil)
+			}
+			return nil
+		},
+	}
+}
+
+// writeFail is fail for a write through m, naming why an EPERM happened:
+// a frozen map, a BPF_F_RDONLY map, or a read-only descriptor.
+func writeFail(op string, m *client.Map, elem bool, err error) error {
+	out := fail(op, kWrite, elem, err)
+	var ce *cliError
+	if !errors.As(out, &ce) || ce.errno != unix.EPERM {
+		return out
+	}
+	info, ierr := m.Info()
+	switch {
+	case ierr != nil:
+	case info.Frozen:
+		ce.hint = "the map is frozen (bpfctl map freeze): nobody can write it any more"
+	case info.Flags&client.FlagRdonly != 0:
+		ce.hint = "the map was created with BPF_F_RDONLY (--flags rdonly): its descriptors can only read"
+	case info.Mode&client.ModeWrite == 0:
+		ce.hint = "this descriptor is read-only; reopen the pin with write access or ask its owner"
+	}
+	return out
+}

@@ -7,6 +7,12 @@ import (
 	"os"
 
 	"github.com/bpfd-project/bpfd/internal/bpfctl"
+	"github.com/bpfd-project/bpfd/pkg/client"
 )
 
-func main() { os.Exit(bpfctl.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+func main() {
+	// bpfctl seccomp exec re-executes bpfctl as the shim that installs the
+	// filter; in that role this never returns.
+	client.SeccompShimMain()
+	os.Exit(bpfctl.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

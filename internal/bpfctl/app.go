@@ -55,6 +55,9 @@ type App struct {
 	// Owner formats a file owner for pin ls; nil: "user:group" names
 	// from the user database, numbers where a name is unknown.
 	Owner func(uid, gid uint32) string
+	// Uptime formats the daemon's uptime for status; nil: a duration
+	// and the start time. (Tests make it deterministic.)
+	Uptime func(client.Status) string
 
 	socket string
 	json   bool
@@ -149,7 +152,7 @@ Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 		return usagef("%v", err)
 	})
 	root.AddCommand(a.mapCommand(), a.progCommand(), a.pinCommand(), a.reopenCommand(),
-		a.execCommand(), a.statusCommand())
+		a.execCommand(), a.seccompCommand(), a.statusCommand())
 	return root
 }
 

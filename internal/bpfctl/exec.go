@@ -108,7 +108,7 @@ passed on to CMD; SIGINT and SIGQUIT from the terminal reach CMD directly.`,
 			if cmd.ArgsLenAtDash() > 0 {
 				return usagef("exec: put the command after --")
 			}
-			return a.runExec(specs, args)
+			return a.runExec(specs, args, func(c *exec.Cmd) (*exec.Cmd, error) { return c, c.Start() })
 		},
 	}
 	cmd.Flags().Var(fdSpecs{&specs, false}, "map", "map pin to pass, with access r, w or rw (repeatable)")
@@ -117,7 +117,10 @@ passed on to CMD; SIGINT and SIGQUIT from the terminal reach CMD directly.`,
 	return cmd
 }
 
-func (a *App) runExec(specs []fdSpec, args []string) error {
+// runExec opens the descriptors of specs and runs args with them through
+// start, which returns the started process (the command itself, or a
+// shim that becomes it).
+func (a *App) runExec(specs []fdSpec, args []string, start func(*exec.Cmd) (*exec.Cmd, error)) error {
 	names := make([]string, len(specs))
 	seen := map[string]bool{}
 	for i, sp := range specs {
@@ -174,7 +177,12 @@ func (a *App) runExec(specs []fdSpec, args []string) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
-	if err := child.Start(); err != nil {
+	child, err := start(child)
+	if err != nil {
+		var ce *cliError
+		if errors.As(err, &ce) {
+			return err
+		}
 		code := ExitCannotExec
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			code = ExitNoCommand
@@ -208,7 +216,7 @@ func (a *App) runExec(specs []fdSpec, args []string) error {
 			}
 		}
 	}()
-	err := child.Wait()
+	err = child.Wait()
 	close(done)
 	if err == nil {
 		return nil

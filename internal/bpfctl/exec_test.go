@@ -50,6 +50,22 @@ func runChild(role string) int {
 	case "kill":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
+	case "sockets":
+		for _, f := range []struct {
+			name   string
+			family int
+		}{{"inet", unix.AF_INET}, {"inet6", unix.AF_INET6}, {"unix", unix.AF_UNIX}} {
+			fd, err := unix.Socket(f.family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				fmt.Printf("%s %s\n", f.name, unix.ErrnoName(err.(unix.Errno)))
+				continue
+			}
+			unix.Close(fd)
+			fmt.Printf("%s ok\n", f.name)
+		}
+		list, err := client.InheritedDescriptors()
+		fmt.Printf("inherited %d %v\n", len(list), err)
+		return 3
 	}
 	fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
 	return 100
@@ -213,4 +229,39 @@ func execEnvWithout(env []string) []string {
 		}
 	}
 	return out
+}
+
+// TestSeccompExec runs a child under the seccomp_policy fixture through
+// bpfctl seccomp exec: socket(AF_INET6) gets EPERM, the child's exit code
+// comes back, a read-only map reaches it, and the calls were counted.
+func TestSeccompExec(t *testing.T) {
+	d := startDaemon(t)
+	d.mustRun(t, "prog", "load", "../../testdata/bpf/seccomp_policy.bpf.o", "--pin-dir", "sec")
+	t.Setenv(childRoleEnv, "sockets")
+	r := d.run(t, "seccomp", "exec", "--prog", "sec/policy", "--syscalls", "socket", "--map", "counts=sec/counts:r",
+		"--", os.Args[0], "-test.run=^$")
+	want := "inet ok\ninet6 EPERM\nunix ok\ninherited 1 <nil>\n"
+	if r.code != 3 || r.stdout != want {
+		t.Fatalf("seccomp exec: exit %d (want the child's 3)\nstdout:\n%s\nwant:\n%s\nstderr: %s", r.code, r.stdout, want, r.stderr)
+	}
+	r = d.mustRun(t, "map", "lookup", "sec/counts", "--key-u32", "41")
+	if r.stdout != "key: 29 00 00 00  value: 03 00 00 00 00 00 00 00\n" {
+		t.Errorf("socket calls counted: %q", r.stdout)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"no syscalls", []string{"seccomp", "exec", "--prog", "sec/policy", "--", "true"}, ExitUsage},
+		{"no prog", []string{"seccomp", "exec", "--all", "--", "true"}, ExitUsage},
+		{"unknown syscall", []string{"seccomp", "exec", "--prog", "sec/policy", "--syscalls", "nosuch", "--", "true"}, ExitFailed},
+		{"not a seccomp program", []string{"seccomp", "exec", "--prog", "sec/counts", "--syscalls", "socket", "--", "true"}, ExitFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := d.run(t, tc.args...); r.code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %s", r.code, tc.code, r.stderr)
+			}
+		})
+	}
 }

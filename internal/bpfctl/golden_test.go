@@ -152,6 +152,7 @@ var goldenCases = []struct {
 
 var (
 	reDuration = regexp.MustCompile(`(duration: )\S+|("duration":)\d+`)
+	reStarted  = regexp.MustCompile(`("started": ?)"[^"]*"|("uptime_seconds": ?)[0-9.e+-]+`)
 	reUID      = regexp.MustCompile(`("(?:owner_)?uid": ?|"gid": ?|owner_uid )\d+`)
 	reStatusID = regexp.MustCompile(`(?m)^\d+(\s+\d+/)`)
 	reSpaces   = regexp.MustCompile(` {2,}`)
@@ -162,6 +163,7 @@ var (
 func normalize(s, dir string) string {
 	s = strings.ReplaceAll(s, dir, "$DIR")
 	s = reDuration.ReplaceAllString(s, "${1}${2}D")
+	s = reStarted.ReplaceAllString(s, "${1}${2}T")
 	s = reUID.ReplaceAllString(s, "${1}UID")
 	if reStatusID.MatchString(s) {
 		s = reStatusID.ReplaceAllString(s, "UID${1}")

@@ -1,6 +1,8 @@
 package bpfctl
 
 import (
+	"github.com/bpfd-project/bpfd/pkg/client"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -17,6 +19,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary is also the shim of bpfctl seccomp exec.
+	client.SeccompShimMain()
 	if role := os.Getenv(childRoleEnv); role != "" {
 		os.Exit(runChild(role))
 	}
@@ -125,7 +129,8 @@ func (d *daemon) run(t *testing.T, args ...string) result {
 	var out, errb bytes.Buffer
 	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
 		Getenv: func(string) string { return "" },
-		Owner:  func(uid, gid uint32) string { return "OWNER" }}
+		Owner:  func(uid, gid uint32) string { return "OWNER" },
+		Uptime: func(client.Status) string { return "UPTIME" }}
 	code := a.Run(append([]string{"--socket", d.socket}, args...))
 	return result{code, out.String(), errb.String()}
 }

@@ -3,6 +3,7 @@ package bpfctl
 import (
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -41,9 +42,16 @@ func (a *App) statusCommand() *cobra.Command {
 				root = "(pins disabled)"
 			}
 			fmt.Fprintf(tw, "version\t%s\n", c.ServerVersion())
+			if a.Uptime != nil {
+				fmt.Fprintf(tw, "uptime\t%s\n", a.Uptime(st))
+			} else {
+				fmt.Fprintf(tw, "uptime\t%s (since %s)\n", time.Duration(st.Uptime*float64(time.Second)).Truncate(time.Second),
+					st.Started.Local().Format(time.DateTime))
+			}
 			fmt.Fprintf(tw, "socket\t%s\n", a.socketPath())
 			fmt.Fprintf(tw, "pin root\t%s\n", root)
-			fmt.Fprintf(tw, "objects\t%d (maps %d, programs %d)\n", st.Objects, st.Maps, st.Objects-st.Maps)
+			fmt.Fprintf(tw, "objects\t%d (maps %d, programs %d)\n", st.Objects, st.Maps, st.Programs)
+			fmt.Fprintf(tw, "seccomp attachments\t%d\n", st.Attachments)
 			fmt.Fprintf(tw, "map memory\t%s\n", sizeString(st.MapMemory))
 			fmt.Fprintf(tw, "connections\t%d\n", st.Connections)
 			fmt.Fprintf(tw, "descriptors\t%d\n", st.Descriptors)

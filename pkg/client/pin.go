@@ -10,8 +10,8 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// Pinner is an object that can be pinned with Conn.Pin: a *Map (programs
-// will be too).
+// Pinner is an object that can be pinned with Conn.Pin: a *Map or a
+// *Program.
 type Pinner interface {
 	// pinTarget returns the object's connection, handle and closed flag.
 	pinTarget() *ref

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -16,6 +17,10 @@ type Status struct {
 	MapMemory   uint64      `json:"map_memory"` // bytes
 	UIDs        []UIDStatus `json:"uids,omitempty"`
 	PinRoot     string      `json:"pin_root,omitempty"` // absolute; empty when pins are disabled
+	Programs    int         `json:"programs"`
+	Attachments int64       `json:"attachments"` // seccomp listeners being served
+	Started     time.Time   `json:"started"`
+	Uptime      float64     `json:"uptime_seconds"`
 }
 
 // UIDStatus is one uid's consumption and quota.

@@ -24,7 +24,8 @@ type Server struct {
 	reg  *registry
 	pins *pinSet // nil when Config.PinRoot is empty
 
-	attach attachments // seccomp listeners being served
+	attach  attachments // seccomp listeners being served
+	started time.Time
 
 	mu       sync.Mutex
 	lns      map[*net.UnixListener]struct{} // guarded by mu
@@ -70,7 +71,7 @@ func NewServer(cfg *Config) (*Server, error) {
 			c.MaxConns = max(lim, 1)
 		}
 	}
-	s := &Server{cfg: c, log: c.Logger, lns: map[*net.UnixListener]struct{}{}, conns: map[*conn]struct{}{}}
+	s := &Server{cfg: c, log: c.Logger, lns: map[*net.UnixListener]struct{}{}, conns: map[*conn]struct{}{}, started: time.Now()}
 	reg, err := newRegistry(&s.cfg, c.MaxDescriptors)
 	if err != nil {
 		return nil, err
@@ -229,6 +230,8 @@ type Stats struct {
 	PinRoot     string     `json:"pin_root,omitempty"` // absolute; empty when pins are disabled
 	Programs    int        `json:"programs"`
 	Attachments int64      `json:"attachments"` // seccomp listeners served
+	Started     time.Time  `json:"started"`     // when the server was made
+	Uptime      float64    `json:"uptime_seconds"`
 }
 
 // UIDStats is one uid's consumption and quota.
@@ -249,6 +252,8 @@ func (s *Server) Stats() Stats {
 	st.Connections = int(s.nconns.Load())
 	st.Handles = s.reg.handles.Load()
 	st.Attachments = s.attach.n.Load()
+	st.Started = s.started
+	st.Uptime = time.Since(s.started).Seconds()
 	r := s.reg
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -293,6 +293,8 @@ func runChild(role string) int {
 		err = childDaemon()
 	case "sockprobe":
 		err = childSockProbe()
+	case "latency":
+		err = childSyscallLatency()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

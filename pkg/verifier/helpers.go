@@ -35,8 +35,11 @@ func KernelHelpers() map[int32]*HelperProto {
 			MapWrite: true},
 		FnMapDeleteElem: {Name: "map_delete_elem", Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey},
 			MapWrite: true},
-		FnKtimeGetNs:        integer("ktime_get_ns"),
-		FnTracePrintk:       {Name: "trace_printk", Args: [5]ArgType{ArgPtrToMem, ArgConstSize, ArgAnything, ArgAnything, ArgAnything}},
+		FnKtimeGetNs: integer("ktime_get_ns"),
+		// As the kernel's proto: only the format is checked; the three
+		// optional values may be uninitialised (bpf_printk with fewer
+		// arguments leaves them so).
+		FnTracePrintk:       {Name: "trace_printk", Args: [5]ArgType{ArgPtrToMem, ArgConstSize}},
 		FnGetPrandomU32:     integer("get_prandom_u32"),
 		FnGetSmpProcessorID: integer("get_smp_processor_id"),
 		FnTailCall: {Name: "tail_call", Args: [5]ArgType{ArgPtrToCtx, ArgConstMapPtr, ArgAnything},

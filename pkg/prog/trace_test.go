@@ -1,0 +1,108 @@
+package prog_test
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfd-project/bpfd/pkg/prog"
+)
+
+// printkProg stores fmt (NUL-terminated) on the stack and calls
+// bpf_trace_printk(fmt, len, a1, a2, a3), returning its result.
+func printkProg(format string, args ...int64) asm.Instructions {
+	b := append([]byte(format), 0)
+	for len(b)%8 != 0 {
+		b = append(b, 0)
+	}
+	var insns asm.Instructions
+	base := -len(b)
+	for i := 0; i < len(b); i += 8 {
+		var v int64
+		for j := 7; j >= 0; j-- {
+			v = v<<8 | int64(b[i+j])
+		}
+		insns = append(insns, asm.LoadImm(asm.R1, v, asm.DWord), asm.StoreMem(asm.R10, int16(base+i), asm.R1, asm.DWord))
+	}
+	insns = append(insns, asm.Mov.Reg(asm.R1, asm.R10), asm.Add.Imm(asm.R1, int32(base)), asm.Mov.Imm(asm.R2, int32(len(format)+1)))
+	for i, a := range args {
+		insns = append(insns, asm.LoadImm(asm.R3+asm.Register(i), a, asm.DWord))
+	}
+	return append(insns, asm.FnTracePrintk.Call(), asm.Return())
+}
+
+func TestTracePrintk(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	env := &prog.Env{Trace: func(name, msg string) {
+		mu.Lock()
+		lines = append(lines, name+": "+msg)
+		mu.Unlock()
+	}}
+	tests := []struct {
+		name    string
+		format  string
+		args    []int64
+		want    string
+		license string
+		loadErr bool
+		ret     int64
+	}{
+		{name: "ints", format: "n=%d u=%u x=%x", args: []int64{-5, 7, 255}, want: "n=-5 u=7 x=ff", license: "GPL"},
+		{name: "long", format: "%lld %llx %%", args: []int64{-1 << 40, 1 << 36}, want: "-1099511627776 1000000000 %", license: "GPL"},
+		{name: "bad verb", format: "%q", args: []int64{1}, license: "GPL", ret: -22},
+		{name: "too many args", format: "%d %d %d %d", args: []int64{1, 2, 3}, license: "GPL", ret: -22},
+		{name: "not GPL", format: "x", license: "MIT", loadErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			lines = nil
+			mu.Unlock()
+			p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, Insns: marshalInsns(t, printkProg(tt.format, tt.args...)),
+				License: tt.license, Name: "tracer"}, env)
+			if tt.loadErr {
+				if err == nil || !strings.Contains(err.Error(), "GPL") {
+					t.Fatalf("Load = %v, want the GPL-only refusal", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := p.TestRun(&prog.RunOptions{Data: make([]byte, 14)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.ret != 0 {
+				if int64(res.Ret) != tt.ret || len(lines) != 0 {
+					t.Fatalf("returned %d and printed %q, want %d and nothing", int64(res.Ret), lines, tt.ret)
+				}
+				return
+			}
+			if len(lines) != 1 || lines[0] != "tracer: "+tt.want || int(res.Ret) != len(tt.want) {
+				t.Fatalf("printed %q, returned %d; want %q", lines, res.Ret, tt.want)
+			}
+		})
+	}
+}
+
+// TestTracePrintkRateLimit: a program printing in a loop is cut at the
+// burst, and the next line that goes out says how many were dropped.
+func TestTracePrintkRateLimit(t *testing.T) {
+	var lines []string
+	env := &prog.Env{Trace: func(_, msg string) { lines = append(lines, msg) }}
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, Insns: marshalInsns(t, printkProg("tick")),
+		License: "GPL", Name: "ticker"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.TestRun(&prog.RunOptions{Data: make([]byte, 14), Repeat: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) < 100 || len(lines) > 110 {
+		t.Fatalf("%d lines went out of 1000, want about the burst of 100", len(lines))
+	}
+}

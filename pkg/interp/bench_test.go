@@ -64,7 +64,7 @@ func copyLoop(n int32) asm.Instructions {
 
 const copyInsnsPerByte = 7
 
-func marshal(b *testing.B, insns asm.Instructions) []byte {
+func marshal(b testing.TB, insns asm.Instructions) []byte {
 	b.Helper()
 	var buf bytes.Buffer
 	if err := insns.Marshal(&buf, binary.LittleEndian); err != nil {
@@ -73,9 +73,83 @@ func marshal(b *testing.B, insns asm.Instructions) []byte {
 	return buf.Bytes()
 }
 
-// BenchmarkALU: a 4096-instruction straight-line ALU program.
+// hashProgram returns a straight-line program of about n ALU instructions:
+// unrolled splitmix64 rounds over four lanes (r1-r4), the kind of
+// arithmetic a real program does (hashing, checksums), folded into r0.
+func hashProgram(n int) asm.Instructions {
+	var insns asm.Instructions
+	for r := asm.R0; r <= asm.R4; r++ {
+		insns = append(insns, asm.Mov.Imm(r, int32(r)*7+1))
+	}
+	insns = append(insns,
+		asm.LoadImm(asm.R6, -7046029254386353131, asm.DWord), // 0x9e3779b97f4a7c15
+		asm.LoadImm(asm.R7, -4658895280553007687, asm.DWord), // 0xbf58476d1ce4e5b9
+		asm.LoadImm(asm.R8, -7723592293110705685, asm.DWord), // 0x94d049bb133111eb
+	)
+	for lane := 0; len(insns) < n-3; lane = (lane + 1) % 4 {
+		x := asm.R1 + asm.Register(lane)
+		insns = append(insns,
+			asm.Add.Reg(x, asm.R6), // x += golden
+			asm.Mov.Reg(asm.R5, x),
+			asm.RSh.Imm(asm.R5, 30),
+			asm.Xor.Reg(x, asm.R5),
+			asm.Mul.Reg(x, asm.R7),
+			asm.Mov.Reg(asm.R5, x),
+			asm.RSh.Imm(asm.R5, 27),
+			asm.Xor.Reg(x, asm.R5),
+			asm.Mul.Reg(x, asm.R8),
+			asm.Mov.Reg(asm.R5, x),
+			asm.RSh.Imm(asm.R5, 31),
+			asm.Xor.Reg(x, asm.R5),
+			asm.Xor.Reg(asm.R0, x),
+		)
+	}
+	return append(insns, asm.Mov.Reg(asm.R1, asm.R0), asm.RSh.Imm(asm.R1, 32), asm.Xor.Reg(asm.R0, asm.R1), asm.Return())
+}
+
+// BenchmarkALU: a 4096-instruction straight-line ALU program of random
+// operations, the worst case for an interpreter's dispatch (nearly every
+// instruction's handler is a mispredicted indirect branch).
 func BenchmarkALU(b *testing.B) {
-	insns := aluProgram(4096)
+	benchStraightLine(b, aluProgram(4096))
+}
+
+// BenchmarkALUHash: a 4096-instruction straight-line ALU program of
+// unrolled splitmix64 rounds, realistic arithmetic.
+func BenchmarkALUHash(b *testing.B) {
+	benchStraightLine(b, hashProgram(4096))
+}
+
+// TestBenchProgramsAgreeWithKernel checks that the benchmarks' programs
+// compute the same thing in the interpreter and in the kernel.
+func TestBenchProgramsAgreeWithKernel(t *testing.T) {
+	kernelOK(t)
+	for name, insns := range map[string]asm.Instructions{"alu": aluProgram(4096), "hash": hashProgram(4096)} {
+		t.Run(name, func(t *testing.T) {
+			p, err := interp.Load(marshal(t, insns), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := p.Run(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: insns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer kp.Close()
+			got, err := kp.Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+			if err != nil || got != uint32(want) {
+				t.Fatalf("kernel %#x (%v), interpreter %#x", got, err, uint32(want))
+			}
+		})
+	}
+}
+
+// benchStraightLine measures ns per instruction of insns in the
+// interpreter and, in the same run, in the kernel (JIT).
+func benchStraightLine(b *testing.B, insns asm.Instructions) {
 	b.Run("interp", func(b *testing.B) {
 		p, err := interp.Load(marshal(b, insns), nil)
 		if err != nil {

@@ -447,3 +447,25 @@ func itoa(v uint64) string {
 		}
 	}
 }
+
+// revoke revokes the descriptor r was made with (see Map.Revoke), then
+// closes r.
+func (r *ref) revoke() error {
+	var ab [wire.HandleAttrSize]byte
+	attr := (&wire.HandleAttr{Handle: r.handle}).Append(ab[:0])
+	if err := r.c.simple(r, wire.CmdRevoke, attr, nil); err != nil {
+		return err
+	}
+	return r.close()
+}
+
+// Revoke takes back the descriptor m was made with by Reopen: every handle
+// and descriptor derived from it, in this process and in every process
+// that received it (imported it, reopened it further), stops working —
+// operations fail with ErrBadDescriptor, and so do imports of it — and m
+// is closed. The kernel cannot take back an fd it gave away; bpfd can,
+// because it holds the other end. Only the Map that Reopen returned may
+// revoke (ErrPermission for an imported one); a descriptor made by
+// creating the map cannot be revoked (ErrInvalid: close or unpin the map
+// instead).
+func (m *Map) Revoke() error { return m.ref.revoke() }

@@ -491,3 +491,6 @@ func (c *Conn) progArrayValue(value []byte) ([]byte, error) {
 	binary.NativeEndian.PutUint32(out, p.handle)
 	return out, nil
 }
+
+// Revoke revokes the descriptor p was made with by Reopen, as Map.Revoke.
+func (p *Program) Revoke() error { return p.ref.revoke() }

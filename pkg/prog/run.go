@@ -12,6 +12,15 @@ import (
 
 func errnoOf(err error) unix.Errno { return errno.Of(err, unix.EINVAL) }
 
+// MaxTestRunTime bounds the wall time of one TestRun's repeats: the
+// daemon's cores are shared, so a huge Repeat stops there with
+// ErrInterrupted, as the kernel's test run stops with EINTR when its
+// caller is interrupted.
+const MaxTestRunTime = 2 * time.Second
+
+// ErrInterrupted: TestRun's repeats ran longer than MaxTestRunTime.
+var ErrInterrupted = errno.New(unix.EINTR, "test run interrupted: repeats exceeded the time budget; ask for fewer")
+
 // RunOptions are the inputs of a test run, as BPF_PROG_TEST_RUN's.
 type RunOptions struct {
 	// Data is the packet (socket filter, XDP): at least 14 bytes, an
@@ -98,6 +107,9 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	var ret uint64
 	start := time.Now()
 	for i := uint32(0); i < repeat; i++ {
+		if i&63 == 63 && time.Since(start) > MaxTestRunTime {
+			return nil, ErrInterrupted
+		}
 		rc.p, rc.task = p, opts.Task
 		copy(pkt, opts.Data)
 		clear(ctx)

@@ -1,9 +1,13 @@
 package prog_test
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf/asm"
 
@@ -104,5 +108,31 @@ func TestTracePrintkRateLimit(t *testing.T) {
 	}
 	if len(lines) < 100 || len(lines) > 110 {
 		t.Fatalf("%d lines went out of 1000, want about the burst of 100", len(lines))
+	}
+}
+
+// TestTestRunTimeBudget: a huge repeat count stops with EINTR instead of
+// holding a daemon core for minutes.
+func TestTestRunTimeBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes MaxTestRunTime")
+	}
+	loop := asm.Instructions{
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Add.Imm(asm.R0, 1).WithSymbol("l"),
+		asm.JLT.Imm(asm.R0, 100000, "l"),
+		asm.Return(),
+	}
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, Insns: marshalInsns(t, loop), License: "GPL"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = p.TestRun(&prog.RunOptions{Data: make([]byte, 14), Repeat: 1 << 30})
+	if !errors.Is(err, prog.ErrInterrupted) || !errors.Is(err, unix.EINTR) {
+		t.Fatalf("TestRun = %v, want EINTR", err)
+	}
+	if d := time.Since(start); d > prog.MaxTestRunTime+time.Second {
+		t.Fatalf("stopped after %v", d)
 	}
 }

@@ -22,7 +22,11 @@
 //     prototypes, bpf-to-bpf calls and bpf_loop callbacks (EACCES);
 //   - state pruning at jump targets against fully explored, more general
 //     states, exact-repeat detection for infinite loops (EINVAL) and a
-//     complexity limit on processed instructions (E2BIG).
+//     complexity limit on processed instructions (E2BIG). Like the
+//     kernel, pruning ignores registers no path reads before writing them
+//     (liveness) and the values of scalars no safety check depends on
+//     (the kernel's precision tracking; see below), so that a loop
+//     counting or summing map lookups converges.
 //
 // Deliberate differences from the kernel (all on the strict side):
 //
@@ -49,9 +53,25 @@
 //     Copies of a scalar are linked, so a bounds check on one refines the
 //     others. Only 8-byte aligned spills keep a register's type and
 //     bounds; narrower stores make the bytes plain initialised data.
-//   - There is no precision or liveness tracking: pruning compares every
-//     register and stack byte by range inclusion, which explores more
-//     states than the kernel but never prunes one it would not.
+//   - Liveness and precision are static, per subprogram, rather than the
+//     kernel's backtracking along the explored path (relevance.go). A
+//     register's scalar value is relevant where some path may carry it,
+//     through ALU operations and moves, into a safety decision: a memory
+//     access base, a value stored (the stack is always compared in full),
+//     a conditional jump operand, pointer arithmetic (a 64-bit add or
+//     subtract of two registers either of which a forward type pass says
+//     may be a pointer), R1-R5 at any call, R6 and the index of LD_ABS/IND,
+//     and R0 at exit unless it is the main program's and Env.Return is
+//     nil. At a prune point, a register of the innermost frame that is not
+//     live matches anything, and a live but irrelevant scalar matches any
+//     scalar; caller frames, stack slots and pointers are compared in full.
+//     Exact-repeat (infinite loop) detection still compares everything.
+//     This is coarser than the kernel in places (every jump operand and
+//     every stored value counts; a spilled scalar is always compared), so
+//     some programs still explore more states than in the kernel.
+//   - Up to 1024 recent states per prune point are tried for pruning, and
+//     complete ones that keep failing to match are forgotten, as in the
+//     kernel; exact repeats are looked for among the 64 most recent.
 //   - Stack accesses must be aligned to their size, as in the kernel.
 //   - Variable-offset stack writes need every byte they may touch to be
 //     initialised already; variable-offset stack pointers cannot be passed

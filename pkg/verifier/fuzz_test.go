@@ -6,7 +6,8 @@ import (
 )
 
 // FuzzVerify checks that Verify never panics and always returns either a
-// result or an *Error, on arbitrary instruction bytes.
+// result or an *Error, on arbitrary instruction bytes, and that what it
+// accepts full pruning (no relevance analysis) accepts too.
 func FuzzVerify(f *testing.F) {
 	for _, tc := range cases() {
 		f.Add(tc.bytes(f), tc.env != nil && tc.env.Context.Name == "xdp_md")
@@ -19,6 +20,7 @@ func FuzzVerify(f *testing.F) {
 		env.MaxInsnsProcessed = 20000
 		checkVerify(t, raw, env)
 		checkVerify(t, normalize(raw), env)
+		checkRelevanceSound(t, normalize(raw), env)
 	})
 }
 

@@ -272,6 +272,9 @@ type checkpoint struct {
 	st      *state
 	parent  *checkpoint
 	pending int
+	pc      int
+	hits    int // states pruned against this one
+	misses  int // comparisons for pruning that failed
 }
 
 // forEachReg calls fn for every register and spilled register of s.
@@ -344,8 +347,12 @@ func regsafe(old, cur *reg, im *idmap) bool {
 }
 
 // stateIncludes reports whether old includes cur (cur may be pruned when
-// old was fully explored).
-func stateIncludes(old, cur *state) bool {
+// old was fully explored). sets describes the registers of the innermost
+// frame (see relevance.go): one no path reads before writing it matches
+// anything, and a live one whose scalar value matters to no safety check
+// matches any scalar when old holds a scalar. Registers of caller frames
+// and all stack slots are compared in full.
+func stateIncludes(old, cur *state, sets regSets) bool {
 	if len(old.frames) != len(cur.frames) {
 		return false
 	}
@@ -358,7 +365,14 @@ func stateIncludes(old, cur *state) bool {
 		if of.callback && !regsafe(&of.cbArg, &cf.cbArg, im) {
 			return false
 		}
+		top := i == len(old.frames)-1
 		for r := range of.regs {
+			if top && sets.live&(1<<r) == 0 {
+				continue
+			}
+			if top && sets.rel&(1<<r) == 0 && of.regs[r].typ == scalarValue && cf.regs[r].typ == scalarValue {
+				continue
+			}
 			if !regsafe(&of.regs[r], &cf.regs[r], im) {
 				return false
 			}
@@ -404,4 +418,9 @@ func stateIncludes(old, cur *state) bool {
 	return true
 }
 
-func statesEqual(a, b *state) bool { return stateIncludes(a, b) && stateIncludes(b, a) }
+// statesEqual reports whether a and b are the same state, every register
+// compared (exact-repeat detection must not ignore irrelevant values).
+func statesEqual(a, b *state) bool {
+	all := regSets{allRegs, allRegs}
+	return stateIncludes(a, b, all) && stateIncludes(b, a, all)
+}

@@ -13,7 +13,8 @@ import (
 const (
 	maxVarOff    = 1 << 29 // BPF_MAX_VAR_OFF
 	maxPacketOff = 0xffff  // MAX_PACKET_OFF
-	maxVisited   = 64      // states compared per prune point visit
+	maxVisited   = 64      // recent states checked for an exact repeat per visit
+	maxPruneScan = 1024    // recent states compared for pruning per visit
 	maxTrail     = 24      // instruction indexes kept per path for logs
 	maxLogBytes  = 1 << 20 // verbose trace cap
 )
@@ -61,6 +62,7 @@ type verifier struct {
 	depth       []int
 	aux         []insnAux
 	visited     [][]*checkpoint
+	completeAt  []int // complete checkpoints in visited, per insn
 	pending     []*state
 	processed   int
 	maxInsns    int
@@ -74,6 +76,8 @@ type verifier struct {
 	reached     []bool // instructions some path executed
 	stateBytes  int    // memory held by pending states and checkpoints
 	helpersUsed map[int32]bool
+	relevant    []regSets // per insn: live and relevant registers (relevance.go)
+	pruneMode   pruneMode // tests: what pruning may ignore
 }
 
 // Verify checks the program insns (raw bpf_attr.insns bytes) against env.
@@ -86,10 +90,17 @@ func Verify(insns []byte, env *Env) (*Result, error) {
 }
 
 func verify(insns []byte, env *Env) (*Result, *verifier, error) {
+	return verifyPruning(insns, env, 0)
+}
+
+// verifyPruning is verify with some of the pruning relaxations off; for
+// tests.
+func verifyPruning(insns []byte, env *Env, mode pruneMode) (*Result, *verifier, error) {
 	v, err := newVerifier(insns, env)
 	if err != nil {
 		return nil, v, err
 	}
+	v.pruneMode = mode
 	res, err := v.run()
 	return res, v, err
 }
@@ -135,6 +146,8 @@ func (v *verifier) run() (*Result, error) {
 		v.aux[i].ctxField = -1
 	}
 	v.visited = make([][]*checkpoint, n)
+	v.completeAt = make([]int, n)
+	v.relevant = v.relevance()
 	if err := v.explore(); err != nil {
 		return nil, err
 	}
@@ -332,6 +345,7 @@ func (v *verifier) finish(st *state) {
 		if c.pending > 0 {
 			return
 		}
+		v.completeAt[c.pc]++
 	}
 }
 
@@ -348,20 +362,44 @@ func isAncestor(c, cp *checkpoint) bool {
 // new checkpoint.
 func (v *verifier) visit(st *state) (bool, error) {
 	list := v.visited[st.pc]
-	from := max(0, len(list)-maxVisited)
 	cb := v.isCallback[st.pc]
-	for _, c := range list[from:] {
-		if c.pending == 0 || cb {
+	repeatFrom := max(0, len(list)-maxVisited)
+	from := repeatFrom
+	if v.completeAt[st.pc] > 0 || cb {
+		from = max(0, len(list)-maxPruneScan)
+	}
+	kept := list[:from]
+	var err error
+	pruned := false
+	for i, c := range list[from:] {
+		switch {
+		case pruned || err != nil:
+		case c.pending == 0 || cb:
 			// bpf_loop iterations are bounded by the helper: a state
 			// included in one still being explored is covered by it.
-			if stateIncludes(c.st, st) {
-				return true, nil
+			if stateIncludes(c.st, st, v.relevant[st.pc]) {
+				c.hits++
+				pruned = true
+				break
 			}
-			continue
+			// Like the kernel, forget complete states that keep missing
+			// (children keep the checkpoint for its pending count only).
+			c.misses++
+			if c.pending == 0 && c.misses > 3*c.hits+3 {
+				v.stateBytes -= stateBytes(c.st)
+				v.completeAt[st.pc]--
+				c.st = nil
+				continue
+			}
+		case from+i >= repeatFrom && statesEqual(c.st, st) && isAncestor(c, st.cp):
+			err = v.errf(st, st.pc, unix.EINVAL, "infinite loop detected at insn %d", st.pc)
 		}
-		if statesEqual(c.st, st) && isAncestor(c, st.cp) {
-			return false, v.errf(st, st.pc, unix.EINVAL, "infinite loop detected at insn %d", st.pc)
-		}
+		kept = append(kept, c)
+	}
+	clear(list[len(kept):])
+	v.visited[st.pc] = kept
+	if pruned || err != nil {
+		return pruned, err
 	}
 	insns := v.processed - v.lastCpInsn
 	jmps := v.jmps - v.lastCpJmps
@@ -373,7 +411,7 @@ func (v *verifier) visit(st *state) (bool, error) {
 		return false, nil
 	}
 	v.lastCpInsn, v.lastCpJmps = v.processed, v.jmps
-	c := &checkpoint{st: st.clone(), parent: st.cp, pending: 1}
+	c := &checkpoint{st: st.clone(), parent: st.cp, pending: 1, pc: st.pc}
 	c.st.trail = nil
 	if err := v.account(st, stateBytes(c.st)); err != nil {
 		return false, err

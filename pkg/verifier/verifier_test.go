@@ -182,6 +182,70 @@ func boundedLoop32() asm.Instructions {
 	}
 }
 
+// countingLoop is a socket filter looking up key (i & 63) in map 0 for i
+// in [0, n) and counting the hits in R7 (sum: adding up the first word of
+// each value found instead). after runs once the loop is done, with R7
+// the count and R9 the context; the program returns R0 as after leaves it.
+func countingLoop(n int32, sum bool, after asm.Instructions) asm.Instructions {
+	hit := asm.Add.Imm(asm.R7, 1)
+	if sum {
+		hit = asm.Add.Reg(asm.R7, asm.R1)
+	}
+	p := asm.Instructions{
+		asm.Mov.Reg(asm.R9, asm.R1),
+		asm.Mov.Imm(asm.R6, 0), // i
+		asm.Mov.Imm(asm.R7, 0), // found, or sum
+		asm.JGE.Imm(asm.R6, n, "done").WithSymbol("loop"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.And.Imm(asm.R1, 63),
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "next"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		hit,
+		asm.Add.Imm(asm.R6, 1).WithSymbol("next"),
+		asm.Ja.Label("loop"),
+		asm.Mov.Reg(asm.R0, asm.R7).WithSymbol("done"),
+	}
+	p = append(p, after...)
+	return append(p, asm.Return())
+}
+
+// indexByCount reads config[0] at word offset R7 (the loop's count), with
+// no bounds check: safe only if the count stays below 16.
+func indexByCount() asm.Instructions {
+	return seq(lookupKey0(1), asm.Instructions{
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LSh.Imm(asm.R7, 2),
+		asm.Add.Reg(asm.R0, asm.R7),
+		asm.LoadMem(asm.R0, asm.R0, 0, asm.Word),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+	})
+}
+
+// untilFound loops until n lookups of key 0 have succeeded: the loop bound
+// is on the conditionally incremented counter, and a path where the lookup
+// keeps failing repeats the same state forever.
+func untilFound(n int32) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Imm(asm.R7, 0),
+		asm.JGE.Imm(asm.R7, n, "done").WithSymbol("loop"),
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "loop"),
+		asm.Add.Imm(asm.R7, 1),
+		asm.Ja.Label("loop"),
+		asm.Mov.Reg(asm.R0, asm.R7).WithSymbol("done"),
+		asm.Return(),
+	}
+}
+
 func bpfToBpf() asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Imm(asm.R1, 7),
@@ -562,6 +626,37 @@ func cases() []vcase {
 		{name: "complexity limit", insns: boundedLoop(), env: &Env{Context: skbCtx, MaxInsnsProcessed: 50},
 			errno: unix.E2BIG, log: "BPF program is too large. Processed 51 insn"},
 		{name: "nil env accepts a trivial program", raw: cat(mov0, exitInsn)},
+
+		// Relevance: values no safety check depends on do not block pruning.
+		{name: "loop counting lookup hits", insns: countingLoop(1000, false, nil), env: socketEnv(countsMap), progType: ebpf.SocketFilter},
+		{name: "loop summing looked-up values", insns: countingLoop(1000, true, nil), env: socketEnv(countsMap), progType: ebpf.SocketFilter},
+		// A constrained return value makes the count matter: every count is
+		// explored, which a long loop cannot afford (nor can the kernel).
+		{name: "loop count checked against the return range", insns: countingLoop(20, false, nil),
+			env: &Env{Context: skbCtx, Maps: []MapInfo{countsMap}, Return: &ReturnRange{Min: 0, Max: 20}}},
+		{name: "loop count outside the return range", insns: countingLoop(20, false, nil),
+			env:   &Env{Context: skbCtx, Maps: []MapInfo{countsMap}, Return: &ReturnRange{Min: 0, Max: 19}},
+			errno: unix.EACCES, log: "At program exit the register R0 has 20 should have been in [0, 19]"},
+		{name: "long loop count checked against the return range", insns: countingLoop(1000, false, nil),
+			env:   &Env{Context: skbCtx, Maps: []MapInfo{countsMap}, Return: &ReturnRange{Min: 0, Max: 1000}, MaxInsnsProcessed: 100_000},
+			errno: unix.E2BIG, log: "BPF program is too large"},
+		{name: "small loop count in range as an index", insns: countingLoop(15, false, indexByCount()),
+			env: socketEnv(countsMap, configMap), progType: ebpf.SocketFilter},
+		{name: "loop count as an unchecked index", insns: countingLoop(16, false, indexByCount()),
+			env: socketEnv(countsMap, configMap), progType: ebpf.SocketFilter,
+			errno: unix.EACCES, log: "invalid access to map value, value_size=64 off=64 size=4"},
+		{name: "loop count as a packet offset", insns: countingLoop(8, false, asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R9, 0, asm.Word),
+			asm.LoadMem(asm.R3, asm.R9, 4, asm.Word),
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Imm(asm.R4, 4),
+			asm.JGT.Reg(asm.R4, asm.R3, "out"),
+			asm.Add.Reg(asm.R2, asm.R7),
+			asm.LoadMem(asm.R0, asm.R2, 0, asm.Byte),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		}), env: xdpEnv(countsMap), progType: ebpf.XDP, errno: unix.EACCES, log: "invalid access to packet"},
+		{name: "loop bounded by a conditional counter", insns: untilFound(10), env: socketEnv(countsMap), progType: ebpf.SocketFilter,
+			errno: unix.EINVAL, log: "infinite loop detected"},
 	}
 }
 

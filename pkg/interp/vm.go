@@ -78,7 +78,9 @@ func NewVM(cfg *VMConfig) *VM {
 			vm.maxDyn = cfg.MaxRegions
 		}
 	}
-	vm.regions = make([]region, dynamicBase, dynamicBase+vm.maxDyn)
+	// The table grows on demand up to maxDyn (the run loop reloads it
+	// after every helper call); a warm VM keeps its capacity.
+	vm.regions = make([]region, dynamicBase, dynamicBase+min(vm.maxDyn, 64))
 	for i := range MaxFrames {
 		vm.regions[stackBase+i].buf = vm.stack[i*StackSize : (i+1)*StackSize : (i+1)*StackSize]
 	}

@@ -101,6 +101,21 @@ type runCtx struct {
 	p    *Program // the running program; changes on tail calls
 	task Task
 	pkt  []byte // socket filters: the packet from the network header on
+
+	// gen numbers runs, so values cached by an earlier run are stale
+	// without clearing the cache.
+	gen uint64
+	// values caches, per run, the region each hash-map value found by a
+	// lookup got, so that looking the same entry up again reuses it.
+	values [64]valueRegion
+}
+
+// valueRegion is one entry of runCtx.values.
+type valueRegion struct {
+	data  *byte // first byte of the value
+	gen   uint64
+	ptr   uint64 // the program's pointer to it
+	write bool   // the region is writable
 }
 
 func errRet(e unix.Errno) uint64 { return uint64(-int64(e)) }
@@ -161,7 +176,18 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if v == nil {
 		return 0, nil
 	}
-	return vm.AddRegion(v, ref.Write)
+	rc := vm.Context.(*runCtx)
+	data := unsafe.SliceData(v)
+	e := &rc.values[(uintptr(unsafe.Pointer(data))>>3)%uintptr(len(rc.values))]
+	if e.data == data && e.gen == rc.gen && e.write == ref.Write {
+		return e.ptr, nil
+	}
+	ptr, err := vm.AddRegion(v, ref.Write)
+	if err != nil {
+		return 0, err
+	}
+	*e = valueRegion{data: data, gen: rc.gen, ptr: ptr, write: ref.Write}
+	return ptr, nil
 }
 
 func helperUpdate(vm *interp.VM, r1, r2, r3, r4, _ uint64) (uint64, error) {

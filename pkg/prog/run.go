@@ -52,11 +52,16 @@ type RunResult struct {
 	Duration time.Duration
 }
 
+// MaxRegions is how many map values one run may address (each distinct
+// hash-map value a lookup returns is one; repeated lookups of the same
+// value reuse it; array values and globals cost none).
+const MaxRegions = 1 << 16
+
 func (p *Program) vm() *interp.VM {
 	if vm, ok := p.vms.Get().(*interp.VM); ok {
 		return vm
 	}
-	vm := interp.NewVM(nil)
+	vm := interp.NewVM(&interp.VMConfig{MaxRegions: MaxRegions})
 	vm.Context = &runCtx{}
 	return vm
 }
@@ -111,6 +116,7 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 			return nil, ErrInterrupted
 		}
 		rc.p, rc.task = p, opts.Task
+		rc.gen++
 		copy(pkt, opts.Data)
 		clear(ctx)
 		copy(ctx, opts.Context)
@@ -230,6 +236,7 @@ func (p *Program) RunSeccomp(data *[SeccompDataSize]byte, task Task) (uint32, er
 	defer p.vms.Put(vm)
 	rc := vm.Context.(*runCtx)
 	rc.p, rc.task = p, task
+	rc.gen++
 	r1, err := vm.AddRegion(data[:], false)
 	if err != nil {
 		return 0, err

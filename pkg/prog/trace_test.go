@@ -1,6 +1,7 @@
 package prog_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"sync"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/maps"
 
 	"github.com/cilium/ebpf/asm"
 
@@ -134,5 +137,49 @@ func TestTestRunTimeBudget(t *testing.T) {
 	}
 	if d := time.Since(start); d > prog.MaxTestRunTime+time.Second {
 		t.Fatalf("stopped after %v", d)
+	}
+}
+
+// TestManyLookupsInOneRun: a program may find map entries any number of
+// times in one run (the kernel has no limit); each found value is memory
+// the program addresses.
+func TestManyLookupsInOneRun(t *testing.T) {
+	m, err := maps.New(maps.Spec{Type: maps.TypeHash, KeySize: 4, ValueSize: 8, MaxEntries: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for i := range uint32(64) {
+		m.Update(binary.LittleEndian.AppendUint32(nil, i), make([]byte, 8), maps.UpdateAny)
+	}
+	const calls = 5000
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, Insns: marshalInsns(t, lookupLoop(0, calls)),
+		Maps: []prog.MapRef{{Map: m, Read: true}}, License: "GPL"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.TestRun(&prog.RunOptions{Data: make([]byte, 14)})
+	if err != nil || res.Ret != calls {
+		t.Fatalf("TestRun = %v, %v; want %d hits", res, err, calls)
+	}
+}
+
+// TestRunSeccompAllocs: deciding a syscall (the daemon's hot path: array
+// and hash lookups, an atomic add) allocates nothing once warm.
+func TestRunSeccompAllocs(t *testing.T) {
+	f := loadFixture(t, "seccomp_policy")
+	p := f.progs["policy"]
+	if err := f.maps["denied"].Update(binary.LittleEndian.AppendUint32(nil, 39), binary.LittleEndian.AppendUint32(nil, 13), maps.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	var data [prog.SeccompDataSize]byte
+	binary.LittleEndian.PutUint32(data[0:], 39) // getpid: denied with EACCES
+	task := &prog.StaticTask{PID: 1, TGID: 1}
+	ret, err := p.RunSeccomp(&data, task)
+	if err != nil || ret != prog.SeccompRetErrno|13 {
+		t.Fatalf("RunSeccomp = %#x, %v", ret, err)
+	}
+	if n := testing.AllocsPerRun(1000, func() { p.RunSeccomp(&data, task) }); n != 0 {
+		t.Fatalf("RunSeccomp allocates %.1f times per call", n)
 	}
 }

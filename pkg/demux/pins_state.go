@@ -20,8 +20,9 @@ type PinnedObject struct {
 	// Key names the object's record, stable across restarts: 32 hex
 	// digits, chosen when the object is first pinned.
 	Key string
-	// Kind is the object's kind. Only wire.ObjMap is persisted today;
-	// programs need the programs issue.
+	// Kind is the object's kind. Only wire.ObjMap is persisted: pinned
+	// programs last for the daemon's lifetime (their pin files are
+	// removed at shutdown).
 	Kind wire.ObjType
 	// Owner is the uid the object is charged to.
 	Owner uint32

@@ -351,37 +351,26 @@ func (h *Hash) lookupBatch(bt *Batch, del bool) error {
 
 // UpdateBatch implements Map.
 func (h *Hash) UpdateBatch(bt *Batch) error {
-	if err := h.canWrite(); err != nil {
-		return err
-	}
-	if err := h.checkBatch(bt, true, true); err != nil {
-		return err
-	}
-	max := bt.Count
-	if max == 0 {
-		return nil
-	}
-	bt.Count = 0
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.mem == nil {
-		return ErrClosed
-	}
-	for i := uint32(0); i < max; i++ {
-		if err := h.update(h.keyAt(bt, i), h.valueAt(bt, i), UpdateAny); err != nil {
-			return err
-		}
-		bt.Count = i + 1
-	}
-	return nil
+	return h.writeBatch(bt, true, func(i uint32) error {
+		return h.update(h.keyAt(bt, i), h.valueAt(bt, i), UpdateAny)
+	})
 }
 
 // DeleteBatch implements Map.
 func (h *Hash) DeleteBatch(bt *Batch) error {
+	return h.writeBatch(bt, false, func(i uint32) error {
+		return h.delete(h.keyAt(bt, i), nil)
+	})
+}
+
+// writeBatch applies op to elements 0..bt.Count-1 under the write lock,
+// stopping at the first failure with bt.Count = elements done, as the
+// kernel's generic_map_update_batch and generic_map_delete_batch.
+func (h *Hash) writeBatch(bt *Batch, values bool, op func(i uint32) error) error {
 	if err := h.canWrite(); err != nil {
 		return err
 	}
-	if err := h.checkBatch(bt, true, false); err != nil {
+	if err := h.checkBatch(bt, true, values); err != nil {
 		return err
 	}
 	max := bt.Count
@@ -395,7 +384,7 @@ func (h *Hash) DeleteBatch(bt *Batch) error {
 		return ErrClosed
 	}
 	for i := uint32(0); i < max; i++ {
-		if err := h.delete(h.keyAt(bt, i), nil); err != nil {
+		if err := op(i); err != nil {
 			return err
 		}
 		bt.Count = i + 1

@@ -12,6 +12,21 @@ import (
 
 func errnoOf(err error) unix.Errno { return errno.Of(err, unix.EINVAL) }
 
+// Test-run packet sizes, as the 6.18 kernel's on x86-64 with 4 KiB pages
+// (one page less headroom and the skb/xdp tail): a socket filter's packet
+// must fit the skb's linear part; an XDP packet beyond its linear part goes
+// into fragments the program cannot address directly, up to the frags
+// limit.
+const (
+	skbMaxData   = 3712
+	xdpMaxLinear = 3520
+	xdpMaxData   = 73152
+)
+
+// ErrDataTooBig: an XDP test-run packet larger than the kernel can
+// build (ENOMEM, as the kernel answers).
+var ErrDataTooBig = errno.New(unix.ENOMEM, "test run packet larger than the kernel's XDP limit")
+
 // MaxTestRunTime bounds the wall time of one TestRun's repeats: the
 // daemon's cores are shared, so a huge Repeat stops there with
 // ErrInterrupted, as the kernel's test run stops with EINTR when its
@@ -76,6 +91,12 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	case SocketFilter, XDP:
 		if len(opts.Data) < ethHdrLen {
 			return nil, ErrDataSize
+		}
+		if p.typ == SocketFilter && len(opts.Data) > skbMaxData {
+			return nil, ErrDataSize
+		}
+		if p.typ == XDP && len(opts.Data) > xdpMaxData {
+			return nil, ErrDataTooBig
 		}
 		if p.typ == SocketFilter {
 			// The kernel's skb test run pulls the network header of
@@ -196,7 +217,10 @@ func (p *Program) prepare(vm *interp.VM, ctx, pkt []byte) (uint64, error) {
 		vm.Context.(*runCtx).pkt = pkt[ethHdrLen:]
 		return vm.AddRegion(ctx[:skbSize], true)
 	case XDP:
-		data, err := vm.AddRegion(pkt, true)
+		// The program addresses the linear part only; the rest stands
+		// for the fragments (returned unchanged in data out).
+		linear := pkt[:min(len(pkt), xdpMaxLinear)]
+		data, err := vm.AddRegion(linear, true)
 		if err != nil {
 			return 0, err
 		}
@@ -204,7 +228,7 @@ func (p *Program) prepare(vm *interp.VM, ctx, pkt []byte) (uint64, error) {
 		// Shadow pointer fields after the struct: context loads of
 		// data, data_end and data_meta were rewritten to read them.
 		le.PutUint64(ctx[xdpSize+0:], data)
-		le.PutUint64(ctx[xdpSize+8:], data+uint64(len(pkt)))
+		le.PutUint64(ctx[xdpSize+8:], data+uint64(len(linear)))
 		le.PutUint64(ctx[xdpSize+16:], data)
 		return vm.AddRegion(ctx[:xdpSize+24], false)
 	default: // Seccomp: read-only struct seccomp_data

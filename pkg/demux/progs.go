@@ -150,7 +150,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 	}
 
 	name := wire.NameString(at.Name)
-	p, err := prog.Load(&prog.Spec{Type: prog.Type(at.ProgType), Insns: insns, Maps: refs,
+	p, err := c.srv.load(&prog.Spec{Type: prog.Type(at.ProgType), Insns: insns, Maps: refs,
 		License: license, Name: name, LineInfo: lines, LogLevel: at.LogLevel},
 		&prog.Env{Programs: c.reg.progByID, Trace: c.srv.trace})
 	if err != nil {
@@ -370,4 +370,11 @@ func isProgArray(hd *handle) bool { return hd.obj.m != nil && hd.obj.spec.Type =
 // trace logs bpf_trace_printk output of a program (already rate-limited).
 func (s *Server) trace(name, msg string) {
 	s.log.Info("trace_printk", zap.String("prog", name), zap.String("msg", msg))
+}
+
+// load is prog.Load, admitted by the server's verification limit.
+func (s *Server) load(spec *prog.Spec, env *prog.Env) (*prog.Program, error) {
+	s.verifying <- struct{}{}
+	defer func() { <-s.verifying }()
+	return prog.Load(spec, env)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,10 @@ type Server struct {
 
 	attach  attachments // seccomp listeners being served
 	started time.Time
+	// verifying admits one program verification per CPU at a time: each
+	// may hold up to the verifier's state cap (128 MiB), so concurrent
+	// loads from many connections cannot multiply it without bound.
+	verifying chan struct{}
 
 	mu       sync.Mutex
 	lns      map[*net.UnixListener]struct{} // guarded by mu
@@ -71,7 +76,8 @@ func NewServer(cfg *Config) (*Server, error) {
 			c.MaxConns = max(lim, 1)
 		}
 	}
-	s := &Server{cfg: c, log: c.Logger, lns: map[*net.UnixListener]struct{}{}, conns: map[*conn]struct{}{}, started: time.Now()}
+	s := &Server{cfg: c, log: c.Logger, lns: map[*net.UnixListener]struct{}{}, conns: map[*conn]struct{}{}, started: time.Now(),
+		verifying: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	reg, err := newRegistry(&s.cfg, c.MaxDescriptors)
 	if err != nil {
 		return nil, err

@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 
@@ -39,6 +40,7 @@ import (
 
 	"github.com/bpfd-project/bpfd/internal/version"
 	"github.com/bpfd-project/bpfd/pkg/demux"
+	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // Exit codes of Run.
@@ -348,13 +350,20 @@ func restore(log *zap.Logger, srv *demux.Server, state *StateDir) {
 	for _, err := range errs {
 		log.Error("cannot read saved pinned object", zap.Error(err))
 	}
+	// Maps first: a program's record names the restored maps it shares
+	// with their own pins.
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Kind == wire.ObjMap && objs[j].Kind != wire.ObjMap })
 	for _, po := range objs {
 		if po.Partial {
 			log.Warn("saved map has no contents (BPF_F_WRONLY hash maps cannot be dumped)", zap.String("key", po.Key))
 		}
 		if _, err := srv.RestorePinned(po); err != nil {
+			name := po.Spec.Name
+			if po.Prog != nil {
+				name = po.Prog.Name
+			}
 			log.Error("cannot restore pinned object", zap.String("key", po.Key),
-				zap.String("name", po.Spec.Name), zap.Error(err))
+				zap.String("name", name), zap.Error(err))
 		}
 	}
 }

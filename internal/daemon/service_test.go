@@ -493,3 +493,97 @@ func TestRestartKeepsPinnedMaps(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// tcp4 is an Ethernet/IPv4/TCP frame to dport.
+func tcp4(dport uint16) []byte {
+	b := make([]byte, 14+20+20)
+	b[12], b[13] = 0x08, 0x00
+	b[14] = 0x45
+	b[14+9] = 6
+	binary.BigEndian.PutUint16(b[14+20+2:], dport)
+	b[14+20+12] = 5 << 4
+	return b
+}
+
+// TestRestartKeepsPinnedPrograms: a pinned program survives a clean
+// restart, bound to the restored map it shares with that map's own pin
+// (a change through the map pin changes the program's verdicts), with its
+// unpinned map's contents.
+func TestRestartKeepsPinnedPrograms(t *testing.T) {
+	dir := t.TempDir()
+	sock, pins, state := filepath.Join(dir, "bpfd.sock"), filepath.Join(dir, "pins"), filepath.Join(dir, "state")
+	cmd, errb := startDaemon(t, sock, pins, state)
+	c, err := client.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := c.LoadCollection("../../testdata/bpf/xdp_ports.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const drop, pass = 1, 2
+	if err := coll.Maps["ports"].Update(binary.LittleEndian.AppendUint16(nil, 80), []byte{1}, client.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PinMkdir("fw", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Pin(coll.Maps["ports"], "fw/ports", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Pin(coll.Programs["xdp_ports"], "fw/xdp_ports", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ret, err := coll.Programs["xdp_ports"].Run(&client.RunOptions{Data: tcp4(80)}); err != nil || ret != pass {
+		t.Fatalf("before restart: %d, %v", ret, err)
+	}
+	coll.Close()
+	c.Close()
+	stopDaemon(t, cmd, errb, syscall.SIGTERM)
+
+	cmd, errb = startDaemon(t, sock, pins, state)
+	c, err = client.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := c.OpenPinnedProgram("fw/xdp_ports", client.ModeRead)
+	if err != nil {
+		t.Fatalf("pinned program after restart: %v\n%s", err, errb.String())
+	}
+	defer p.Close()
+	run := func() uint32 {
+		t.Helper()
+		ret, err := p.Run(&client.RunOptions{Data: tcp4(80)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ret
+	}
+	if got := run(); got != pass {
+		t.Fatalf("port 80 after restart: verdict %d, want pass", got)
+	}
+	info, err := p.Info()
+	if err != nil || info.Name != "xdp_ports" || info.Type != client.XDP {
+		t.Fatalf("Info after restart: %+v, %v", info, err)
+	}
+	ports, err := c.OpenPinnedMap("fw/ports", client.ModeReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ports.Close()
+	if err := ports.Delete(binary.LittleEndian.AppendUint16(nil, 80)); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(); got != drop {
+		t.Fatalf("after deleting port 80 through the map's pin: verdict %d, want drop (program and pin must share the map)", got)
+	}
+	st, err := c.Status()
+	if err != nil || st.Programs != 1 || st.Maps != 2 {
+		t.Fatalf("status after restart: %+v, %v (want the program, its pinned map and its stats map)", st, err)
+	}
+	if strings.Contains(errb.String(), "cannot restore") {
+		t.Fatalf("restore errors:\n%s", errb.String())
+	}
+	stopDaemon(t, cmd, errb, syscall.SIGTERM)
+}

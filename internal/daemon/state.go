@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/bpfd-project/bpfd/pkg/demux"
@@ -26,20 +27,22 @@ import (
 //	magic    8 bytes  "BPFDPIN\x00"
 //	version  u32      stateVersion
 //	metaLen  u32      length of meta
-//	meta     JSON     stateMeta: kind, key, owner, spec, frozen, pins
+//	meta     JSON     stateMeta: kind, key, owner, spec, frozen, pins, prog
 //	count    u64      number of entries
 //	entries  count × (key_size + value_size) bytes: key ‖ value
 //	crc      u32      CRC-32C of everything before it
 //
-// all little-endian. "kind" is "map" today; programs will add "prog" with
-// their own payload after the meta.
+// all little-endian. "kind" is "map" or "prog"; a program's record has no
+// entries of its own: its instructions and the snapshots of the maps it
+// uses are in meta.prog.
 const (
 	stateMagic   = "BPFDPIN\x00"
 	stateVersion = 1
 	stateSuffix  = ".state"
 	statePrefix  = "pinned-"
-	// maxStateMeta caps the JSON metadata of one state file.
-	maxStateMeta = 1 << 20
+	// maxStateMeta caps the JSON metadata of one state file (a program's
+	// carries its instructions and the contents of its maps).
+	maxStateMeta = 1 << 30
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -55,6 +58,42 @@ type stateMeta struct {
 	Frozen  bool       `json:"frozen"`
 	Partial bool       `json:"partial,omitempty"`
 	Pins    []statePin `json:"pins"`
+	Prog    *stateProg `json:"prog,omitempty"`
+}
+
+// stateProg is a program record (kind "prog").
+type stateProg struct {
+	Type     uint32         `json:"type"`
+	Name     string         `json:"name"`
+	License  string         `json:"license"`
+	Insns    []byte         `json:"insns"`
+	LineInfo []stateLine    `json:"line_info,omitempty"`
+	Maps     []stateProgMap `json:"maps"`
+}
+
+type stateLine struct {
+	Insn int    `json:"insn"`
+	Line string `json:"line"`
+}
+
+type stateProgMap struct {
+	Key     string    `json:"key,omitempty"`
+	Read    bool      `json:"read"`
+	Write   bool      `json:"write"`
+	Spec    stateSpec `json:"spec"`
+	Frozen  bool      `json:"frozen"`
+	Partial bool      `json:"partial,omitempty"`
+	Entries []byte    `json:"entries"`
+}
+
+func toStateSpec(s maps.Spec) stateSpec {
+	return stateSpec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name}
+}
+
+func fromStateSpec(s stateSpec) maps.Spec {
+	return maps.Spec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name}
 }
 
 type stateSpec struct {
@@ -91,22 +130,36 @@ func parseMode(s string) (wire.Mode, bool) {
 }
 
 // EncodeState returns the state file encoding of po. It fails for a kind
-// other than wire.ObjMap or entries that are not whole key/value pairs.
+// other than wire.ObjMap and wire.ObjProg, or entries that are not whole
+// key/value pairs.
 func EncodeState(po *demux.PinnedObject) ([]byte, error) {
-	if po.Kind != wire.ObjMap {
-		return nil, fmt.Errorf("cannot persist object kind %d", po.Kind)
-	}
 	if !keyRE.MatchString(po.Key) {
 		return nil, fmt.Errorf("bad state key %q", po.Key)
 	}
-	es := int(po.Spec.KeySize) + int(po.Spec.ValueSize)
-	if es == 0 || len(po.Entries)%es != 0 {
-		return nil, errors.New("entries are not whole key/value pairs")
+	m := stateMeta{Key: po.Key, Owner: po.Owner, Pins: []statePin{}}
+	es := 1
+	switch {
+	case po.Kind == wire.ObjMap:
+		es = int(po.Spec.KeySize) + int(po.Spec.ValueSize)
+		if es == 0 || len(po.Entries)%es != 0 {
+			return nil, errors.New("entries are not whole key/value pairs")
+		}
+		m.Kind, m.Frozen, m.Partial, m.Spec = "map", po.Frozen, po.Partial, toStateSpec(po.Spec)
+	case po.Kind == wire.ObjProg && po.Prog != nil && len(po.Entries) == 0:
+		pp := po.Prog
+		sp := &stateProg{Type: pp.Type, Name: pp.Name, License: pp.License, Insns: pp.Insns, Maps: []stateProgMap{}}
+		for insn, line := range pp.LineInfo {
+			sp.LineInfo = append(sp.LineInfo, stateLine{Insn: insn, Line: line})
+		}
+		sort.Slice(sp.LineInfo, func(i, j int) bool { return sp.LineInfo[i].Insn < sp.LineInfo[j].Insn })
+		for _, pm := range pp.Maps {
+			sp.Maps = append(sp.Maps, stateProgMap{Key: pm.Key, Read: pm.Read, Write: pm.Write,
+				Spec: toStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries})
+		}
+		m.Kind, m.Prog = "prog", sp
+	default:
+		return nil, fmt.Errorf("cannot persist object kind %d", po.Kind)
 	}
-	m := stateMeta{Kind: "map", Key: po.Key, Owner: po.Owner, Frozen: po.Frozen, Partial: po.Partial,
-		Spec: stateSpec{Type: po.Spec.Type, KeySize: po.Spec.KeySize, ValueSize: po.Spec.ValueSize,
-			MaxEntries: po.Spec.MaxEntries, Flags: po.Spec.Flags, Name: po.Spec.Name},
-		Pins: []statePin{}}
 	for _, p := range po.Pins {
 		m.Pins = append(m.Pins, statePin{Path: p.Path, Mode: p.Mode.String(), Perm: uint32(p.Perm.Perm()),
 			UID: p.UID, GID: p.GID, Ino: p.Ino})
@@ -154,23 +207,45 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 	if err := dec.Decode(&m); err != nil {
 		return bad("metadata: " + err.Error())
 	}
-	if m.Kind != "map" {
-		return bad(fmt.Sprintf("unknown kind %q", m.Kind))
-	}
 	if !keyRE.MatchString(m.Key) {
 		return bad("bad key")
 	}
 	rest := body[hdr+int(ml):]
 	count := binary.LittleEndian.Uint64(rest)
 	rest = rest[8:]
-	es := uint64(m.Spec.KeySize) + uint64(m.Spec.ValueSize)
-	if es == 0 || count > uint64(len(rest)) || count*es != uint64(len(rest)) {
-		return bad("entry count does not match the data")
+	var po *demux.PinnedObject
+	switch m.Kind {
+	case "map":
+		es := uint64(m.Spec.KeySize) + uint64(m.Spec.ValueSize)
+		if es == 0 || count > uint64(len(rest)) || count*es != uint64(len(rest)) {
+			return bad("entry count does not match the data")
+		}
+		po = &demux.PinnedObject{Key: m.Key, Kind: wire.ObjMap, Owner: m.Owner, Frozen: m.Frozen, Partial: m.Partial,
+			Spec: fromStateSpec(m.Spec), Entries: rest}
+	case "prog":
+		sp := m.Prog
+		if sp == nil || count != 0 || len(rest) != 0 || len(sp.Insns) == 0 || len(sp.Insns)%8 != 0 {
+			return bad("malformed program record")
+		}
+		pp := &demux.PinnedProg{Type: sp.Type, Name: sp.Name, License: sp.License, Insns: sp.Insns}
+		if len(sp.LineInfo) > 0 {
+			pp.LineInfo = make(map[int]string, len(sp.LineInfo))
+			for _, l := range sp.LineInfo {
+				pp.LineInfo[l.Insn] = l.Line
+			}
+		}
+		for _, pm := range sp.Maps {
+			es := int(pm.Spec.KeySize) + int(pm.Spec.ValueSize)
+			if es == 0 || len(pm.Entries)%es != 0 || pm.Key != "" && !keyRE.MatchString(pm.Key) {
+				return bad("malformed map of a program record")
+			}
+			pp.Maps = append(pp.Maps, demux.PinnedProgMap{Key: pm.Key, Read: pm.Read, Write: pm.Write,
+				Spec: fromStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries})
+		}
+		po = &demux.PinnedObject{Key: m.Key, Kind: wire.ObjProg, Owner: m.Owner, Prog: pp}
+	default:
+		return bad(fmt.Sprintf("unknown kind %q", m.Kind))
 	}
-	po := &demux.PinnedObject{Key: m.Key, Kind: wire.ObjMap, Owner: m.Owner, Frozen: m.Frozen, Partial: m.Partial,
-		Spec: maps.Spec{Type: m.Spec.Type, KeySize: m.Spec.KeySize, ValueSize: m.Spec.ValueSize,
-			MaxEntries: m.Spec.MaxEntries, Flags: m.Spec.Flags, Name: m.Spec.Name},
-		Entries: rest}
 	for _, p := range m.Pins {
 		mode, ok := parseMode(p.Mode)
 		if !ok || p.Perm&^0o777 != 0 || p.Path == "" {

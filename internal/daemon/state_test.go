@@ -160,3 +160,38 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+func TestStateRoundTripProgram(t *testing.T) {
+	po := &demux.PinnedObject{
+		Key: "ffeeddccbbaa99887766554433221100", Kind: wire.ObjProg, Owner: 1000,
+		Pins: []demux.PinRecord{{Path: "fw/prog", Mode: wire.ModeRead, Perm: 0o644, UID: 1000, GID: 100, Ino: 7}},
+		Prog: &demux.PinnedProg{Type: 6, Name: "xdp_ports", License: "GPL",
+			Insns:    []byte{0xb7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0},
+			LineInfo: map[int]string{0: "a.c:3: return XDP_PASS;"},
+			Maps: []demux.PinnedProgMap{
+				{Key: "00112233445566778899aabbccddeeff", Read: true, Write: true,
+					Spec:    maps.Spec{Type: maps.TypeHash, KeySize: 2, ValueSize: 1, MaxEntries: 256, Name: "ports"},
+					Entries: []byte{80, 0, 1}},
+				{Read: true, Spec: maps.Spec{Type: maps.TypeArray, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "stats"},
+					Frozen: true, Entries: []byte{0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0}},
+			}},
+	}
+	b, err := EncodeState(po)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, po) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, po)
+	}
+	// A program record with a map whose entries are not whole pairs.
+	po.Prog.Maps[0].Entries = []byte{80, 0}
+	if b, err := EncodeState(po); err == nil {
+		if _, err := DecodeState(b); !errors.Is(err, ErrBadState) {
+			t.Fatalf("malformed program map decoded: %v", err)
+		}
+	}
+}

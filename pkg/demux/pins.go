@@ -87,11 +87,12 @@ func (s *Server) closePins() {
 			}
 		}
 	}
-	// Program pins do not outlive the daemon (see save): remove their
-	// files rather than leave pins that no longer name anything.
+	// Without a persister nothing outlives the daemon; program pins (a
+	// program cannot be recovered from its pin file) are removed rather
+	// than left naming nothing.
 	ps.mu.Lock()
 	for _, o := range objs {
-		if o.p == nil {
+		if o.p == nil || s.cfg.Persister != nil {
 			continue
 		}
 		if pd := ps.objs[o]; pd != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfd-project/bpfd/pkg/maps"
 	"github.com/bpfd-project/bpfd/pkg/pins"
+	"github.com/bpfd-project/bpfd/pkg/prog"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -20,9 +21,8 @@ type PinnedObject struct {
 	// Key names the object's record, stable across restarts: 32 hex
 	// digits, chosen when the object is first pinned.
 	Key string
-	// Kind is the object's kind. Only wire.ObjMap is persisted: pinned
-	// programs last for the daemon's lifetime (their pin files are
-	// removed at shutdown).
+	// Kind is the object's kind: wire.ObjMap (Spec, Frozen, Entries,
+	// Partial) or wire.ObjProg (Prog).
 	Kind wire.ObjType
 	// Owner is the uid the object is charged to.
 	Owner uint32
@@ -39,6 +39,35 @@ type PinnedObject struct {
 	Partial bool
 	// Pins are the object's pin files.
 	Pins []PinRecord
+	// Prog is a pinned program (Kind wire.ObjProg).
+	Prog *PinnedProg
+}
+
+// PinnedProg is what restores a pinned program: its instructions (map
+// references naming indexes into Maps) and the maps it uses.
+type PinnedProg struct {
+	Type     uint32
+	Name     string
+	License  string
+	Insns    []byte
+	LineInfo map[int]string
+	Maps     []PinnedProgMap
+}
+
+// PinnedProgMap is one map a pinned program uses, with the access the
+// program had. Key names the map's own record when the map is pinned too:
+// the restored program then uses that restored map, so that pins of the
+// map and the program still share it. Otherwise (or if that record cannot
+// be restored) the map is recreated from the snapshot here, for the
+// program alone. Program arrays come back empty (their slots named
+// programs of the previous run).
+type PinnedProgMap struct {
+	Key         string
+	Read, Write bool
+	Spec        maps.Spec
+	Frozen      bool
+	Entries     []byte
+	Partial     bool
 }
 
 // PinRecord describes one pin file of a PinnedObject.
@@ -65,12 +94,6 @@ type Persister interface {
 
 // save snapshots o and hands it to the persister. saveMu must be held.
 func (ps *pinSet) save(o *Object) error {
-	if o.m == nil {
-		// Programs are pinned for the daemon's lifetime only: their
-		// persistence (instructions plus the maps they reference) is
-		// not implemented; a restart drops their pins.
-		return nil
-	}
 	po, err := ps.snapshot(o)
 	if err != nil {
 		return err
@@ -116,6 +139,28 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading map %d for persistence: %w", o.id, err)
 		}
+	}
+	if o.p != nil {
+		pp := &PinnedProg{Type: uint32(o.p.Type()), Name: o.p.Name(), License: o.p.License(),
+			Insns: o.p.Insns(), LineInfo: o.p.LineInfo()}
+		// o.deps is fixed while o lives, and o lives while pinned.
+		for i, ref := range o.p.Maps() {
+			dep := o.deps[i]
+			pm := PinnedProgMap{Read: ref.Read, Write: ref.Write, Spec: dep.spec, Frozen: dep.m.Frozen()}
+			ps.mu.Lock()
+			if pd := ps.objs[dep]; pd != nil {
+				pm.Key = pd.key
+			}
+			ps.mu.Unlock()
+			if dep.spec.Type != maps.TypeProgArray {
+				var err error
+				if pm.Entries, pm.Partial, err = dumpMap(dep.m, dep.spec); err != nil {
+					return nil, fmt.Errorf("reading map %d of program %d for persistence: %w", dep.id, o.id, err)
+				}
+			}
+			pp.Maps = append(pp.Maps, pm)
+		}
+		po.Prog = pp
 	}
 	return po, nil
 }
@@ -204,40 +249,20 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	if ps == nil {
 		return 0, ErrPinsDisabled
 	}
-	if po.Kind != wire.ObjMap || po.Spec.Type == maps.TypeProgArray {
+	var o *Object
+	var err error
+	switch {
+	case po.Kind == wire.ObjMap && po.Spec.Type != maps.TypeProgArray:
+		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries)
+	case po.Kind == wire.ObjProg && po.Prog != nil:
+		o, err = s.restoreProg(po.Owner, po.Prog)
+	default:
 		return 0, ErrRestoreKind
 	}
-	spec := po.Spec
-	ks, vs := int(spec.KeySize), int(spec.ValueSize)
-	if ks+vs == 0 || len(po.Entries)%(ks+vs) != 0 {
-		return 0, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
-	}
-	mem, err := spec.MemoryUsage()
 	if err != nil {
 		return 0, err
 	}
 	r := s.reg
-	r.mu.Lock()
-	err = r.reserveLocked(po.Owner, mem)
-	r.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	m, err := maps.New(spec)
-	if err != nil {
-		r.mu.Lock()
-		r.unreserveLocked(po.Owner, mem)
-		r.mu.Unlock()
-		return 0, err
-	}
-	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, m: m, spec: spec}
-	copy(o.name[:], spec.Name)
-	switch {
-	case spec.Flags&maps.FlagRdonly != 0:
-		o.cap = wire.ModeRead
-	case spec.Flags&maps.FlagWronly != 0:
-		o.cap = wire.ModeWrite
-	}
 	fail := func(err error) (int, error) {
 		r.mu.Lock()
 		o.refs++
@@ -246,27 +271,6 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 		closeObjects(free)
 		return 0, err
 	}
-	for off := 0; off < len(po.Entries); off += ks + vs {
-		// The program side writes frozen and BPF_F_RDONLY maps too.
-		if err := m.ProgUpdate(po.Entries[off:off+ks], po.Entries[off+ks:off+ks+vs], maps.UpdateAny); err != nil {
-			m.Close()
-			r.mu.Lock()
-			r.unreserveLocked(po.Owner, mem)
-			r.mu.Unlock()
-			return 0, fmt.Errorf("restoring entry: %w", err)
-		}
-	}
-	if po.Frozen {
-		m.Freeze()
-	}
-	r.mu.Lock()
-	if err := r.addObjectLocked(o, po.Owner); err != nil {
-		r.unreserveLocked(po.Owner, mem)
-		r.mu.Unlock()
-		m.Close()
-		return 0, err
-	}
-	r.mu.Unlock()
 
 	ps.saveMu.Lock()
 	defer ps.saveMu.Unlock()
@@ -293,9 +297,149 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 			s.log.Warn("cannot save restored pins", zap.Uint32("id", o.id), zap.Error(err))
 		}
 	}
-	s.log.Info("restored pinned map", zap.Uint32("id", o.id), zap.String("name", spec.Name),
-		zap.Int("pins", len(got)), zap.Int("entries", len(po.Entries)/(ks+vs)))
+	s.log.Info("restored pinned object", zap.Uint32("id", o.id), zap.String("kind", kindName(o.kind)),
+		zap.String("name", wire.NameString(o.name)), zap.Int("pins", len(got)))
 	return len(got), nil
+}
+
+func kindName(k wire.ObjType) string {
+	if k == wire.ObjProg {
+		return "prog"
+	}
+	return "map"
+}
+
+// restoreMap recreates a map charged to owner with its contents, and
+// registers it with no references (the caller adds them, or drops it
+// with unref).
+func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte) (*Object, error) {
+	ks, vs := int(spec.KeySize), int(spec.ValueSize)
+	if ks+vs == 0 || len(entries)%(ks+vs) != 0 {
+		return nil, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
+	}
+	mem, err := spec.MemoryUsage()
+	if err != nil {
+		return nil, err
+	}
+	r := s.reg
+	unreserve := func() {
+		r.mu.Lock()
+		r.unreserveLocked(owner, mem)
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	err = r.reserveLocked(owner, mem)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	m, err := maps.New(spec)
+	if err != nil {
+		unreserve()
+		return nil, err
+	}
+	for off := 0; off < len(entries); off += ks + vs {
+		// The program side writes frozen and BPF_F_RDONLY maps too.
+		if err := m.ProgUpdate(entries[off:off+ks], entries[off+ks:off+ks+vs], maps.UpdateAny); err != nil {
+			m.Close()
+			unreserve()
+			return nil, fmt.Errorf("restoring entry: %w", err)
+		}
+	}
+	if frozen {
+		m.Freeze()
+	}
+	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, m: m, spec: spec}
+	copy(o.name[:], spec.Name)
+	switch {
+	case spec.Flags&maps.FlagRdonly != 0:
+		o.cap = wire.ModeRead
+	case spec.Flags&maps.FlagWronly != 0:
+		o.cap = wire.ModeWrite
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.addObjectLocked(o, owner); err != nil {
+		r.unreserveLocked(owner, mem)
+		m.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// restoreProg reloads a pinned program charged to owner: each map it uses
+// is the restored map of the recorded key when there is one, else a new
+// map from the record's snapshot. The program is verified again.
+func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
+	r := s.reg
+	var deps, fresh []*Object
+	dropFresh := func() {
+		r.mu.Lock()
+		var free []*Object
+		for _, o := range fresh {
+			o.refs++
+			free = r.unref(o, free)
+		}
+		r.mu.Unlock()
+		closeObjects(free)
+	}
+	var refs []prog.MapRef
+	for _, pm := range pp.Maps {
+		o := s.pins.objectByKey(pm.Key)
+		if o == nil || o.m == nil || o.spec != pm.Spec {
+			var err error
+			if o, err = s.restoreMap(owner, pm.Spec, pm.Frozen, pm.Entries); err != nil {
+				dropFresh()
+				return nil, fmt.Errorf("map %q of the program: %w", pm.Spec.Name, err)
+			}
+			fresh = append(fresh, o)
+		}
+		deps = append(deps, o)
+		refs = append(refs, prog.MapRef{Map: o.m, Read: pm.Read, Write: pm.Write, Name: pm.Spec.Name})
+	}
+	p, err := s.load(&prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
+		Name: pp.Name, LineInfo: pp.LineInfo}, &prog.Env{Programs: r.progByID, Trace: s.trace})
+	if err != nil {
+		dropFresh()
+		return nil, err
+	}
+	mem := progMemory(len(pp.Insns) / 8)
+	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: mem, p: p}
+	copy(o.name[:], pp.Name)
+	r.mu.Lock()
+	if err := r.reserveLocked(owner, mem); err != nil {
+		r.mu.Unlock()
+		dropFresh()
+		return nil, err
+	}
+	if err := r.addObjectLocked(o, owner); err != nil {
+		r.unreserveLocked(owner, mem)
+		r.mu.Unlock()
+		dropFresh()
+		return nil, err
+	}
+	o.deps = deps
+	for _, d := range deps {
+		d.refs++
+		d.progRefs++
+	}
+	r.mu.Unlock()
+	return o, nil
+}
+
+// objectByKey returns the pinned object whose record is key, or nil.
+func (ps *pinSet) objectByKey(key string) *Object {
+	if key == "" {
+		return nil
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for o, pd := range ps.objs {
+		if pd.key == key {
+			return o
+		}
+	}
+	return nil
 }
 
 // errReplaced: the file at a recorded pin path is not the pin file.

@@ -78,6 +78,7 @@ type Env struct {
 type Program struct {
 	typ      Type
 	name     string
+	license  string
 	insns    []byte // as loaded (pseudo instructions unresolved), for dumps
 	lineInfo map[int]string
 	refs     []MapRef
@@ -105,6 +106,9 @@ func (p *Program) Type() Type { return p.typ }
 
 // Name returns the program name.
 func (p *Program) Name() string { return p.name }
+
+// License returns the license the program was loaded with.
+func (p *Program) License() string { return p.license }
 
 // Insns returns the instructions as loaded (map references still naming
 // the loader's indexes). The slice must not be modified.
@@ -158,6 +162,7 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 	p := &Program{
 		typ:      spec.Type,
 		name:     spec.Name,
+		license:  spec.License,
 		insns:    append([]byte(nil), spec.Insns...),
 		lineInfo: spec.LineInfo,
 		refs:     refs,

@@ -265,3 +265,18 @@ func TestSeccompExec(t *testing.T) {
 		})
 	}
 }
+
+func TestDestroy(t *testing.T) {
+	d := startDaemon(t)
+	d.mustRun(t, "map", "create", "array", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "m", "--mode", "0644")
+	d.mustRun(t, "reopen", "m", "--mode", "r", "--pin", "m.ro")
+	if r := d.run(t, "destroy", "m.ro"); r.code != ExitFailed {
+		t.Fatalf("destroy through a read-only pin: exit %d, want %d; %s", r.code, ExitFailed, r.stderr)
+	}
+	d.mustRun(t, "destroy", "m")
+	for _, pin := range []string{"m", "m.ro"} {
+		if r := d.run(t, "map", "show", pin); r.code == 0 {
+			t.Errorf("pin %s still works after destroy: %s", pin, r.stdout)
+		}
+	}
+}

@@ -469,3 +469,21 @@ func (r *ref) revoke() error {
 // creating the map cannot be revoked (ErrInvalid: close or unpin the map
 // instead).
 func (m *Map) Revoke() error { return m.ref.revoke() }
+
+// destroy destroys r's object (see Map.Destroy), then closes r.
+func (r *ref) destroy() error {
+	var ab [wire.HandleAttrSize]byte
+	attr := (&wire.HandleAttr{Handle: r.handle}).Append(ab[:0])
+	if err := r.c.simple(r, wire.CmdDestroy, attr, nil); err != nil {
+		return err
+	}
+	return r.close()
+}
+
+// Destroy destroys the map: every descriptor and handle of it, in every
+// process (imported, reopened, opened from a pin), is revoked and every
+// pin file of it removed, at once; m is closed. Programs using the map keep
+// it until they go. It needs m to have the map's full mode and to come
+// from a root descriptor (NewMap, or OpenPinnedMap with all the access the
+// pin grants): ErrPermission otherwise.
+func (m *Map) Destroy() error { return m.ref.destroy() }

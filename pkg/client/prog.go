@@ -494,3 +494,7 @@ func (c *Conn) progArrayValue(value []byte) ([]byte, error) {
 
 // Revoke revokes the descriptor p was made with by Reopen, as Map.Revoke.
 func (p *Program) Revoke() error { return p.ref.revoke() }
+
+// Destroy destroys the program, as Map.Destroy; attachments using it keep
+// it until they end.
+func (p *Program) Destroy() error { return p.ref.destroy() }

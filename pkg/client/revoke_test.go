@@ -64,3 +64,68 @@ func TestRevoke(t *testing.T) {
 		t.Errorf("the revoked Map itself: %v, want ErrClosed", err)
 	}
 }
+
+// TestDestroy: destroying a map revokes every descriptor and handle of it
+// everywhere (an import whose fd was closed, a descriptor reopened from
+// it, a handle opened from a pin) and removes its pins; a program using
+// it keeps working; only a full-mode root handle may destroy.
+func TestDestroy(t *testing.T) {
+	s := startServerPins(t)
+	a, b := s.dial(t), s.dial(t)
+	m, err := a.NewMap(MapSpec{Type: Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.LoadProgram(ProgramSpec{Type: SocketFilter, Instructions: counterProg(m), License: "GPL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := a.Pin(m, "victim", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// B imports a descriptor and closes its fd: the handle lives on.
+	fd, _ := unix.Dup(m.FD())
+	bm, err := b.ImportMap(fd)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bm.Close()
+	bro, err := bm.Reopen(ModeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bro.Close()
+	pinned, err := b.OpenPinnedMap("victim", ModeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+
+	if err := bro.Destroy(); !errors.Is(err, ErrPermission) {
+		t.Fatalf("Destroy through a reopened read-only descriptor: %v, want ErrPermission", err)
+	}
+	if err := pinned.Destroy(); !errors.Is(err, ErrPermission) {
+		t.Fatalf("Destroy through a read-only pin handle: %v, want ErrPermission", err)
+	}
+	if err := m.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	v := make([]byte, 8)
+	for name, x := range map[string]*Map{"import with its fd closed": bm, "reopened": bro, "opened from the pin": pinned} {
+		if err := x.Lookup(u32le(0), v); !errors.Is(err, ErrBadDescriptor) {
+			t.Errorf("%s after Destroy: %v, want ErrBadDescriptor", name, err)
+		}
+	}
+	if _, err := b.OpenPinnedMap("victim", ModeRead); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("the pin after Destroy: %v, want ENOENT", err)
+	}
+	// The program still has its map.
+	if _, err := p.Run(&RunOptions{Data: ethFrame(), Repeat: 3}); err != nil {
+		t.Fatalf("program using the destroyed map: %v", err)
+	}
+	if st := s.srv.Stats(); st.Maps != 1 || st.Descriptors != 1 {
+		t.Fatalf("after Destroy: %d maps (the program's), %d descriptors (the program's); want 1 and 1", st.Maps, st.Descriptors)
+	}
+}

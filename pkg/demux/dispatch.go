@@ -82,6 +82,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progDump(a, data)
 	case wire.CmdProgAttach:
 		return c.progAttach(a, data, fds)
+	case wire.CmdDestroy:
+		return c.destroy(a, data)
 	}
 	return 0, ErrUnknownCmd
 }

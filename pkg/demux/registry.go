@@ -41,6 +41,10 @@ type Object struct {
 	// program tail-calling through an array it references. Guarded by
 	// registry.mu.
 	slots map[uint32]*Object
+	// roots are the object's root descriptors (made by create or
+	// OBJ_GET), live or dead but still holding handles or descendants:
+	// DESTROY revokes them all. Guarded by registry.mu.
+	roots map[*Descriptor]struct{}
 }
 
 // ID returns the object's daemon-wide id.
@@ -234,6 +238,7 @@ func (r *registry) prune(d *Descriptor) {
 	for d != nil && d.peer < 0 && len(d.children) == 0 && len(d.handles) == 0 {
 		p := d.parent
 		if p == nil {
+			delete(d.obj.roots, d)
 			return
 		}
 		for i, ch := range p.children {
@@ -371,6 +376,11 @@ func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *
 		handles: map[*handle]struct{}{}}
 	if parent != nil {
 		parent.children = append(parent.children, d)
+	} else {
+		if o.roots == nil {
+			o.roots = map[*Descriptor]struct{}{}
+		}
+		o.roots[d] = struct{}{}
 	}
 	r.descs[cookie] = d
 	r.usage(uid).descs++

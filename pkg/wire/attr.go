@@ -300,7 +300,7 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ElemAttrSize, true
 	case CmdMapLookupBatch, CmdMapLookupAndDeleteBatch, CmdMapUpdateBatch, CmdMapDeleteBatch:
 		return BatchAttrSize, true
-	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke, CmdProgDump:
+	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke, CmdProgDump, CmdDestroy:
 		return HandleAttrSize, true
 	case CmdImport:
 		return ImportAttrSize, true

@@ -72,7 +72,7 @@ var cmdNames = map[Cmd]string{
 	CmdMapUpdateBatch:          "MAP_UPDATE_BATCH", CmdMapDeleteBatch: "MAP_DELETE_BATCH",
 	CmdHello: "HELLO", CmdImport: "IMPORT", CmdReopen: "REOPEN",
 	CmdRelease: "RELEASE", CmdStatus: "STATUS", CmdRevoke: "REVOKE",
-	CmdProgDump: "PROG_DUMP",
+	CmdProgDump: "PROG_DUMP", CmdDestroy: "DESTROY",
 }
 
 // String returns the command's name, or "CMD(n)" for an unknown one.

@@ -276,26 +276,39 @@ type elemJSON struct {
 	Value []string `json:"value"`
 }
 
+// openKeyOnly is the start of the commands that take a pin and a key and
+// nothing else (lookup, delete, getnext): it parses the key, opens the pin
+// with mode and resolves the key against the map's key size (required: a
+// key must be given). The caller closes the map.
+func (a *App) openKeyOnly(op string, args []string, e *elemCmd, mode client.Mode, required bool) (*client.Map, []byte, error) {
+	ea, err := splitElemArgs(args[1:])
+	if err != nil {
+		return nil, nil, err
+	}
+	if ea.hasValue || ea.hasFlag {
+		return nil, nil, usagef("%s takes only a key", op)
+	}
+	m, err := a.openMap(op, args[0], mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), required)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, key, nil
+}
+
 func (a *App) mapLookupCommand() *cobra.Command {
 	cmd, e := a.newElemCommand("lookup PIN key BYTES...", "Look up a key", false)
 	cmd.Example = "  bpfctl map lookup ports key 0x50 0x00 0x00 0x00\n  bpfctl map lookup ports key hex 50 00 00 00\n  bpfctl map lookup ports --key-u32 80"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		ea, err := splitElemArgs(args[1:])
-		if err != nil {
-			return err
-		}
-		if ea.hasValue || ea.hasFlag {
-			return usagef("lookup takes only a key")
-		}
-		m, err := a.openMap("lookup", args[0], client.ModeRead)
+		m, key, err := a.openKeyOnly("lookup", args, e, client.ModeRead, true)
 		if err != nil {
 			return err
 		}
 		defer m.Close()
-		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true)
-		if err != nil {
-			return err
-		}
 		value := make([]byte, m.ValueSize())
 		if err := m.Lookup(key, value); err != nil {
 			return fail("lookup", kRead, true, err)
@@ -362,22 +375,11 @@ func (a *App) mapUpdateCommand() *cobra.Command {
 func (a *App) mapDeleteCommand() *cobra.Command {
 	cmd, e := a.newElemCommand("delete PIN key BYTES...", "Delete a key", false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		ea, err := splitElemArgs(args[1:])
-		if err != nil {
-			return err
-		}
-		if ea.hasValue || ea.hasFlag {
-			return usagef("delete takes only a key")
-		}
-		m, err := a.openMap("delete", args[0], client.ModeWrite)
+		m, key, err := a.openKeyOnly("delete", args, e, client.ModeWrite, true)
 		if err != nil {
 			return err
 		}
 		defer m.Close()
-		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true)
-		if err != nil {
-			return err
-		}
 		if err := m.Delete(key); err != nil {
 			return writeFail("delete", m, true, err)
 		}
@@ -392,22 +394,11 @@ func (a *App) mapDeleteCommand() *cobra.Command {
 func (a *App) mapGetNextCommand() *cobra.Command {
 	cmd, e := a.newElemCommand("getnext PIN [key BYTES...]", "Print the key after a key (the first key without one)", false)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		ea, err := splitElemArgs(args[1:])
-		if err != nil {
-			return err
-		}
-		if ea.hasValue || ea.hasFlag {
-			return usagef("getnext takes only a key")
-		}
-		m, err := a.openMap("getnext", args[0], client.ModeRead)
+		m, key, err := a.openKeyOnly("getnext", args, e, client.ModeRead, false)
 		if err != nil {
 			return err
 		}
 		defer m.Close()
-		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), false)
-		if err != nil {
-			return err
-		}
 		next := make([]byte, m.KeySize())
 		if err := m.NextKey(key, next); err != nil {
 			return fail("getnext", kRead, true, err)

@@ -139,7 +139,8 @@ func startEditor(t *testing.T, s *server, m *Map) *editor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(wo.FD()), "ports.wo")
+	f := dupFile(t, wo.FD())
+	defer f.Close()
 	cmd := child(t, "porteditor", []*os.File{f}, socketEnvTest+"="+s.path)
 	in, _ := cmd.StdinPipe()
 	outp, _ := cmd.StdoutPipe()
@@ -155,6 +156,17 @@ func startEditor(t *testing.T, s *server, m *Map) *editor {
 		t.Fatalf("the editor can read the port map: %q", got)
 	}
 	return e
+}
+
+// dupFile returns an *os.File of a duplicate of fd (an *os.File closes
+// its fd when collected, so it must own one).
+func dupFile(t *testing.T, fd int) *os.File {
+	t.Helper()
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.NewFile(uintptr(d), "descriptor")
 }
 
 func (e *editor) do(t *testing.T, req string) string {
@@ -416,7 +428,8 @@ func TestLinkUnprivileged(t *testing.T) {
 	s := startServer(t)
 	c := s.dial(t)
 	prog := loadPassDrop(t, c, XDP, 2)
-	f := os.NewFile(uintptr(prog.FD()), "prog")
+	f := dupFile(t, prog.FD())
+	defer f.Close()
 	cmd := child(t, "nfqattach", []*os.File{f}, socketEnvTest+"="+s.path, "BPFD_TEST_QUEUE=9")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

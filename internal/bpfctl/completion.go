@@ -23,7 +23,7 @@ var pinArgs = map[string]string{
 	"bpfctl map dump": "map", "bpfctl map freeze": "map",
 	"bpfctl prog show": "prog", "bpfctl prog info": "prog", "bpfctl prog dump": "prog",
 	"bpfctl prog run": "prog",
-	"bpfctl reopen": "", "bpfctl destroy": "", "bpfctl pin ls": "dir",
+	"bpfctl reopen":   "", "bpfctl destroy": "", "bpfctl pin ls": "dir",
 }
 
 // pinFlags are flags whose value is a pin (possibly "[NAME=]PIN[:mode]"),

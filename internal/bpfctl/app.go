@@ -152,7 +152,8 @@ Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 		return usagef("%v", err)
 	})
 	root.AddCommand(a.mapCommand(), a.progCommand(), a.pinCommand(), a.reopenCommand(),
-		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand())
+		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(),
+		a.lineageCommand(), a.revokeCommand())
 	return root
 }
 

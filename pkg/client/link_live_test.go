@@ -293,7 +293,23 @@ func TestLinkRewriteAndFaults(t *testing.T) {
 	}
 	u2, u3, u4 := listenUDP(t, p.B, p.B4, 7502), listenUDP(t, p.B, p.B4, 7503), listenUDP(t, p.B, p.B4, 7504)
 	sendUDP(t, p.A, p.B4, 7502, "fault")
-	if got := received(u2, 500*time.Millisecond); len(got) != 0 {
+	// The faulting run takes a while (70000 lookups; longer under -race
+	// on a loaded machine): wait for its verdict.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := l.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Errors == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fault counted: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := received(u2, 100*time.Millisecond); len(got) != 0 {
 		t.Errorf("a faulting run let %q through", got)
 	}
 	sendUDP(t, p.A, p.B4, 7503, "after the fault")

@@ -71,6 +71,10 @@ type Env struct {
 	Programs func(id uint32) *Program
 	// Trace receives bpf_trace_printk output, already rate-limited.
 	Trace TraceFunc
+	// Yield and Charge are passed to the verifier while Load verifies
+	// the program (see verifier.Env) and not kept afterwards.
+	Yield  func()
+	Charge func(bytes int) error
 }
 
 // Program is a verified, loaded program. It is immutable and safe for
@@ -168,10 +172,13 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 		refs:     refs,
 		trace:    newRateLimiter(),
 	}
+	var hooks Env
 	if env != nil {
 		p.env = *env
+		hooks = *env
+		p.env.Yield, p.env.Charge = nil, nil
 	}
-	vr, err := verify(spec, refs)
+	vr, err := verify(spec, refs, hooks.Yield, hooks.Charge)
 	if err != nil {
 		return nil, err
 	}

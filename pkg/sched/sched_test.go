@@ -14,7 +14,7 @@ import (
 // fakeClock is a clock that only moves when work says it did.
 type fakeClock struct{ ns atomic.Int64 }
 
-func (c *fakeClock) now() time.Time           { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // newFake returns a scheduler on a fake clock (starting far from zero, so

@@ -73,7 +73,7 @@ type Env struct {
 	Trace TraceFunc
 	// Yield and Charge are passed to the verifier while Load verifies
 	// the program (see verifier.Env) and not kept afterwards.
-	Yield  func()
+	Yield  func() error
 	Charge func(bytes int) error
 }
 

@@ -55,8 +55,9 @@ type RunOptions struct {
 	// Yield, when not nil, is called between repeats. It may block (the
 	// caller's scheduler, pkg/sched, runs other work meanwhile) and
 	// returns how long it did: that time counts neither in the run's
-	// Duration nor against MaxTestRunTime.
-	Yield func() time.Duration
+	// Duration nor against MaxTestRunTime. A non-nil error stops the run
+	// and TestRun returns it (e.g. the client that asked has gone).
+	Yield func() (time.Duration, error)
 }
 
 // RunResult is a test run's output.
@@ -144,7 +145,11 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	start := time.Now()
 	for i := uint32(0); i < repeat; i++ {
 		if i > 0 && opts.Yield != nil && i%stride == 0 {
-			waited += opts.Yield()
+			w, err := opts.Yield()
+			if err != nil {
+				return nil, err
+			}
+			waited += w
 		}
 		if i&63 == 63 && time.Since(start)-waited > MaxTestRunTime {
 			return nil, ErrInterrupted

@@ -1,6 +1,7 @@
 package prog_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -31,13 +32,13 @@ func TestRunYield(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			yields := 0
 			var waited time.Duration
-			opts := &prog.RunOptions{Data: make([]byte, 14), Repeat: tt.repeat, Yield: func() time.Duration {
+			opts := &prog.RunOptions{Data: make([]byte, 14), Repeat: tt.repeat, Yield: func() (time.Duration, error) {
 				yields++
 				t0 := time.Now()
 				time.Sleep(200 * time.Microsecond)
 				d := time.Since(t0)
 				waited += d
-				return d
+				return d, nil
 			}}
 			start := time.Now()
 			res, err := p.TestRun(opts)
@@ -54,5 +55,27 @@ func TestRunYield(t *testing.T) {
 				t.Fatalf("duration %v × %d exceeds wall %v − waited %v", res.Duration, tt.repeat, wall, waited)
 			}
 		})
+	}
+}
+
+// TestRunYieldStops: an error from RunOptions.Yield stops the run and is
+// returned.
+func TestRunYieldStops(t *testing.T) {
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, License: "GPL",
+		Insns: marshalInsns(t, asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()})}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := errors.New("client gone")
+	yields := 0
+	_, err = p.TestRun(&prog.RunOptions{Data: make([]byte, 14), Repeat: 1 << 20, Yield: func() (time.Duration, error) {
+		yields++
+		if yields == 3 {
+			return 0, gone
+		}
+		return 0, nil
+	}})
+	if err != gone || yields != 3 {
+		t.Fatalf("TestRun = %v after %d yields, want the Yield error after 3", err, yields)
 	}
 }

@@ -19,9 +19,7 @@ type flow struct {
 	// running; a debt older than forgiveAfter is forgiven.
 	idleSince time.Time
 
-	// Statistics.
-	cpu    time.Duration // CPU time used by its turns (charged or not)
-	grants uint64        // slots granted (first grants and resumptions)
+	grants uint64 // slots granted (first grants and resumptions), for tests
 }
 
 // listID names the list a flow is on.
@@ -182,7 +180,6 @@ func (d *drr) payRounds() {
 // during the slice) the flow's deficit is left alone: DRR orders
 // competitors, and time nobody else wanted is not a debt.
 func (d *drr) charge(f *flow, used time.Duration, contended bool) {
-	f.cpu += used
 	if contended {
 		f.deficit += d.quantum - used
 		// No banking beyond one quantum.

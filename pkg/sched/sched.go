@@ -93,10 +93,13 @@ type Scheduler struct {
 	slots int
 	now   func() time.Time // time.Now; tests substitute a fake clock
 
-	mu        sync.Mutex
-	core      drr       // guarded by mu
-	free      int       // free slots; guarded by mu
-	running   []*Turn   // turns holding a slot; guarded by mu
+	mu      sync.Mutex
+	core    drr     // guarded by mu
+	free    int     // free slots; guarded by mu
+	running []*Turn // turns holding a slot; guarded by mu
+	// cpu is the CPU time each uid's turns used since the scheduler
+	// started (flows come and go; this stays); guarded by mu.
+	cpu       map[uint32]time.Duration
 	closed    bool      // guarded by mu
 	lastSweep time.Time // guarded by mu
 
@@ -116,7 +119,7 @@ func New(cfg *Config) *Scheduler {
 		c.Slice = DefaultSlice
 	}
 	return &Scheduler{slice: c.Slice, slots: c.Slots, now: time.Now, core: newDRR(c.Slice), free: c.Slots,
-		running: make([]*Turn, 0, c.Slots)}
+		running: make([]*Turn, 0, c.Slots), cpu: map[uint32]time.Duration{}}
 }
 
 // Slots returns the number of slots.
@@ -167,7 +170,7 @@ func (s *Scheduler) Run(uid uint32, fn func(t *Turn) error) error {
 	now = s.now()
 	if !t.free {
 		s.mu.Lock()
-		s.core.charge(t.f, now.Sub(t.start), t.contended || s.core.nwait > 0)
+		s.chargeLocked(t, now.Sub(t.start))
 		s.core.release(t.f, now)
 		s.unrunLocked(t)
 		s.dispatchLocked()
@@ -199,7 +202,7 @@ func (t *Turn) Yield() time.Duration {
 		s.mu.Unlock()
 		return 0
 	}
-	s.core.charge(t.f, used, t.contended || s.core.nwait > 0)
+	s.chargeLocked(t, used)
 	if s.core.nwait == 0 {
 		// Nobody waits: keep the slot for a new slice.
 		t.contended = false
@@ -219,6 +222,13 @@ func (t *Turn) Yield() time.Duration {
 	<-t.ready
 	t.start = s.now()
 	return t.start.Sub(now)
+}
+
+// chargeLocked accounts used to t's uid: always to its CPU total, and to
+// its deficit if anyone competed during the slice. s.mu must be held.
+func (s *Scheduler) chargeLocked(t *Turn, used time.Duration) {
+	s.core.charge(t.f, used, t.contended || s.core.nwait > 0)
+	s.cpu[t.f.uid] += used
 }
 
 // dispatchLocked grants free slots to waiting turns; if turns still wait
@@ -301,8 +311,7 @@ func (s *Scheduler) putTurn(t *Turn) {
 // FlowStats is one uid's use of the bulk lane.
 type FlowStats struct {
 	UID uint32 `json:"uid"`
-	// CPU is the time its turns held slots (since the uid last became
-	// known to the scheduler: idle uids are forgotten).
+	// CPU is the time its turns held slots since the scheduler started.
 	CPU time.Duration `json:"cpu_ns"`
 	// Running and Waiting are its turns holding and waiting for a slot.
 	Running int `json:"running"`
@@ -311,12 +320,25 @@ type FlowStats struct {
 	Deficit time.Duration `json:"deficit_ns"`
 }
 
-// Stats returns a snapshot of the uids the scheduler knows, by uid.
+// Stats returns a snapshot of every uid that used the bulk lane or is
+// competing for it now, by uid.
 func (s *Scheduler) Stats() []FlowStats {
 	s.mu.Lock()
-	out := make([]FlowStats, 0, len(s.core.flows))
+	out := make([]FlowStats, 0, len(s.cpu))
+	for uid, cpu := range s.cpu {
+		out = append(out, FlowStats{UID: uid, CPU: cpu})
+	}
+	idx := make(map[uint32]int, len(out))
+	for i, f := range out {
+		idx[f.UID] = i
+	}
 	for _, f := range s.core.flows {
-		out = append(out, FlowStats{UID: f.uid, CPU: f.cpu, Running: f.running, Waiting: f.waiting.len(), Deficit: f.deficit})
+		i, ok := idx[f.uid]
+		if !ok {
+			i = len(out)
+			out = append(out, FlowStats{UID: f.uid})
+		}
+		out[i].Running, out[i].Waiting, out[i].Deficit = f.running, f.waiting.len(), f.deficit
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })

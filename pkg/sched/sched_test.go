@@ -436,6 +436,9 @@ func TestSweep(t *testing.T) {
 	wg.Wait()
 	debt := false
 	for _, f := range s.Stats() {
+		if f.UID == 2 && f.CPU != 50*time.Millisecond {
+			t.Fatalf("uid 2 used %v, want 50ms", f.CPU)
+		}
 		if f.UID == 2 && f.Deficit < 0 {
 			debt = true
 		}
@@ -446,8 +449,17 @@ func TestSweep(t *testing.T) {
 	clk.advance(2 * forgiveAfter)
 	s.Run(4, func(*Turn) error { return nil })
 	for _, f := range s.Stats() {
-		if f.UID != 4 {
+		if f.UID != 4 && (f.Deficit != 0 || f.Running != 0 || f.Waiting != 0) {
 			t.Fatalf("idle uids kept after %v: %+v", 2*forgiveAfter, s.Stats())
 		}
+		if f.CPU <= 0 && (f.UID == 1 || f.UID == 2) {
+			t.Fatalf("uid %d's CPU time lost: %+v", f.UID, f)
+		}
+	}
+	s.mu.Lock()
+	n := len(s.core.flows)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d flows known after the sweep, want uid 4's", n)
 	}
 }

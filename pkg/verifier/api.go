@@ -208,8 +208,10 @@ type Env struct {
 	Verbose bool
 	// Yield, when not nil, is called every YieldEvery processed
 	// instructions. It may block: the caller's scheduler (pkg/sched)
-	// pauses a verification there to let other work run.
-	Yield func()
+	// pauses a verification there to let other work run. A non-nil error
+	// stops verification and is returned as is (e.g. the client that
+	// asked has gone).
+	Yield func() error
 	// Charge, when not nil, is called each time the memory held by saved
 	// verifier states grows past another ChargeStep bytes (with the bytes
 	// newly held, a multiple of ChargeStep), so that the caller can

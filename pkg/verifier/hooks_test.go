@@ -40,7 +40,7 @@ func TestEnvHooks(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := socketEnv()
 			yields, charged, calls := 0, 0, 0
-			env.Yield = func() { yields++ }
+			env.Yield = func() error { yields++; return nil }
 			env.Charge = func(n int) error {
 				calls++
 				if n <= 0 || n%ChargeStep != 0 {
@@ -73,5 +73,16 @@ func TestEnvHooks(t *testing.T) {
 				t.Fatalf("Yield called %d times for %d processed instructions, want %d", yields, res.InsnsProcessed, want)
 			}
 		})
+	}
+}
+
+// TestEnvYieldStops: an error from Env.Yield stops verification and is
+// returned as is.
+func TestEnvYieldStops(t *testing.T) {
+	env := socketEnv()
+	gone := errors.New("client gone")
+	env.Yield = func() error { return gone }
+	if _, err := Verify(marshal(t, stateHeavy()), env); err != gone {
+		t.Fatalf("Verify = %v, want the Yield error", err)
 	}
 }

@@ -294,7 +294,9 @@ func (v *verifier) explore() error {
 		}
 		v.processed++
 		if v.env.Yield != nil && v.processed%YieldEvery == 0 {
-			v.env.Yield()
+			if err := v.env.Yield(); err != nil {
+				return err
+			}
 		}
 		v.reached[st.pc] = true
 		if v.processed > v.maxInsns {

@@ -172,11 +172,13 @@ Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 	root.SetErr(a.Stderr)
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(a.mapCommand(), a.progCommand(), a.pinCommand(), a.reopenCommand(),
-		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(), a.versionCommand())
+		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(), a.versionCommand(),
+		a.linkCommand())
 	root.SetHelpCommand(helpCommand())
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	fixGroups(root)
+	a.addCompletions(root)
 	return root
 }
 
@@ -269,4 +271,11 @@ func (a *App) owner(uid, gid uint32) string {
 		g = gr.Name
 	}
 	return u + ":" + g
+}
+
+// CommandTree returns bpfctl's command tree (for generated documentation:
+// man pages, the docs test). Running it is not supported; use Main.
+func CommandTree() *cobra.Command {
+	a := &App{Stdin: os.Stdin, Stdout: io.Discard, Stderr: io.Discard, Getenv: os.Getenv}
+	return a.rootCommand()
 }

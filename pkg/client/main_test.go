@@ -297,6 +297,10 @@ func runChild(role string) int {
 		err = childSyscallLatency()
 	case "flooder":
 		err = childFlooder()
+	case "porteditor":
+		err = childPortEditor()
+	case "nfqattach":
+		err = childNFQAttach()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -26,6 +26,7 @@ type Server struct {
 	pins *pinSet // nil when Config.PinRoot is empty
 
 	attach  attachments // seccomp listeners being served
+	links   linkSet     // links deciding netfilter queues (links.go)
 	started time.Time
 	// sched runs the bulk lane (verification, test runs, large batches,
 	// expensive seccomp programs) on a bounded number of slots, fairly
@@ -217,6 +218,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		<-done
 	}
+	s.closeLinks()
 	s.closeAttachments()
 	s.sched.Close()
 	s.closePins()

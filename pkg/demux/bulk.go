@@ -50,7 +50,7 @@ func (c *conn) endBulk() { c.inBulk = false }
 func batchBytes(cmd wire.Cmd, count uint32, spec *maps.Spec, dataLen int) uint64 {
 	switch cmd {
 	case wire.CmdMapLookupBatch, wire.CmdMapLookupAndDeleteBatch:
-		return uint64(min(count, spec.MaxEntries)) * uint64(spec.KeySize+spec.ValueSize)
+		return uint64(min(count, spec.MaxEntries)) * (uint64(spec.KeySize) + uint64(spec.SyscallValueSize()))
 	}
 	return uint64(dataLen)
 }

@@ -163,7 +163,8 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ret, err = vm.Run(p.code, r1); err != nil {
+		ret, err = p.runOnSlot(vm, rc, r1)
+		if err != nil {
 			rc.pkt = nil
 			return nil, err
 		}
@@ -286,7 +287,18 @@ func (p *Program) RunSeccomp(data *[SeccompDataSize]byte, task Task) (uint32, er
 	if err != nil {
 		return 0, err
 	}
-	ret, err := vm.Run(p.code, r1)
+	ret, err := p.runOnSlot(vm, rc, r1)
 	rc.task = nil
 	return uint32(ret), err
+}
+
+// runOnSlot runs one invocation holding a CPU slot of the program's pool
+// (see package percpu), starting from the slot the VM's last invocation
+// held.
+func (p *Program) runOnSlot(vm *interp.VM, rc *runCtx, r1 uint64) (uint64, error) {
+	pool := p.pool()
+	rc.cpu = pool.Acquire(rc.cpu)
+	ret, err := vm.Run(p.code, r1)
+	pool.Release(rc.cpu)
+	return ret, err
 }

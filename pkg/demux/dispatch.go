@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -220,6 +221,9 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	m := hd.obj.m
 	spec := &hd.obj.spec
 	ks, vs := uint64(spec.KeySize), uint64(spec.SyscallValueSize())
+	if c.goBulk(batchBytes(cmd, at.Count, spec, len(data)) > bulkBatchBytes) {
+		return c.bulk(func(*sched.Turn) (int64, error) { defer c.endBulk(); return c.batchOp(cmd, a, data) })
+	}
 	b := &c.batch.b
 	*b = maps.Batch{ElemFlags: at.ElemFlags, Count: at.Count}
 	switch cmd {
@@ -296,6 +300,9 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	mem, err := spec.MemoryUsage()
 	if err != nil {
 		return 0, err
+	}
+	if c.goBulk(mem > bulkMapBytes) {
+		return c.bulk(func(*sched.Turn) (int64, error) { defer c.endBulk(); return c.mapCreate(a, data) })
 	}
 	r := c.reg
 	r.mu.Lock()

@@ -586,7 +586,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		deps = append(deps, o)
 		refs = append(refs, prog.MapRef{Map: o.m, Read: pm.Read, Write: pm.Write, Name: pm.Spec.Name})
 	}
-	p, err := s.load(&prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
+	p, err := s.load(nil, owner, &prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
 		Name: pp.Name, LineInfo: pp.LineInfo}, &prog.Env{Programs: r.progByID, Trace: s.trace})
 	if err != nil {
 		dropFresh()

@@ -76,6 +76,10 @@ type Env struct {
 	// means percpu.Default(). It must be the pool of the maps the
 	// program uses.
 	Pool *percpu.Pool
+	// Yield and Charge are passed to the verifier while Load verifies
+	// the program (see verifier.Env) and not kept afterwards.
+	Yield  func() error
+	Charge func(bytes int) error
 }
 
 // Program is a verified, loaded program. It is immutable and safe for
@@ -175,10 +179,13 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 		refs:     refs,
 		trace:    newRateLimiter(),
 	}
+	var hooks Env
 	if env != nil {
 		p.env = *env
+		hooks = *env
+		p.env.Yield, p.env.Charge = nil, nil
 	}
-	vr, err := verify(spec, refs)
+	vr, err := verify(spec, refs, hooks.Yield, hooks.Charge)
 	if err != nil {
 		return nil, err
 	}

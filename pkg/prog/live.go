@@ -86,7 +86,7 @@ func (r *Runner) RunXDP(frame []byte, m *XDPMeta) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return r.vm.Run(r.p.code, r1)
+	return r.p.runOnSlot(r.vm, r.rc, r1)
 }
 
 // RunSocketFilter runs a socket filter on pkt, the packet from its
@@ -116,7 +116,7 @@ func (r *Runner) RunSocketFilter(pkt []byte, m *SkbMeta) (uint64, error) {
 		r.rc.pkt = nil
 		return 0, err
 	}
-	ret, err := r.vm.Run(r.p.code, r1)
+	ret, err := r.p.runOnSlot(r.vm, r.rc, r1)
 	r.rc.pkt = nil
 	return ret, err
 }

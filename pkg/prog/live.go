@@ -40,7 +40,9 @@ type SkbMeta struct {
 }
 
 // Runner runs one program on live packets, one packet at a time. It owns
-// its interpreter state and context buffer, so a run allocates nothing.
+// its interpreter state and context buffer, so a run allocates nothing;
+// each run holds a CPU slot of the program's pool (package percpu), as
+// every invocation does.
 // Not safe for concurrent use: give each worker its own.
 type Runner struct {
 	p   *Program

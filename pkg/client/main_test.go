@@ -299,6 +299,8 @@ func runChild(role string) int {
 		err = childPortEditor()
 	case "nfqattach":
 		err = childNFQAttach()
+	case "lister":
+		err = childLister()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

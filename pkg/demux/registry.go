@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +48,9 @@ type Object struct {
 	// OBJ_GET), live or dead but still holding handles or descendants:
 	// DESTROY revokes them all. Guarded by registry.mu.
 	roots map[*Descriptor]struct{}
+
+	// stats: run statistics and creation audit (stats.go).
+	stats objStats
 }
 
 // ID returns the object's daemon-wide id.
@@ -98,6 +102,7 @@ type Descriptor struct {
 	mode   wire.Mode
 	uid    uint32 // charged for the fd the daemon holds
 	peer   int    // the daemon's end; -1 once closed
+	ino    uint64 // the client end's inode, to find holder processes (list.go)
 
 	parent   *Descriptor          // reopened from; nil for a creating descriptor
 	children []*Descriptor        // reopened from this one
@@ -328,6 +333,9 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	r.lastID++
 	o.id = r.lastID
 	o.owner = uid
+	if o.stats.loadedAt.IsZero() {
+		o.stats.loadedAt = time.Now()
+	}
 	r.objects[o.id] = o
 	return nil
 }
@@ -382,6 +390,10 @@ func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *
 	}
 	d := &Descriptor{cookie: cookie, obj: o, mode: mode, uid: uid, peer: peer, parent: parent,
 		handles: map[*handle]struct{}{}}
+	var st unix.Stat_t
+	if unix.Fstat(client, &st) == nil {
+		d.ino = st.Ino
+	}
 	if parent != nil {
 		parent.children = append(parent.children, d)
 	} else {

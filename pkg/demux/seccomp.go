@@ -47,6 +47,8 @@ type attachment struct {
 	task seccompTask
 	// lastFault rate-limits fault logging (one a second).
 	lastFault time.Time
+	// stats counts decisions (stats.go).
+	stats seccompStats
 }
 
 // seccompTask is "current" for a seccomp program: the notifying task.
@@ -105,6 +107,7 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 	}
 	s := c.srv
 	at2 := &attachment{obj: hd.obj, uid: c.uid, l: l}
+	at2.stats.attachedAt, at2.stats.pid, at2.stats.comm = time.Now(), c.pid, c.comm()
 	r := c.reg
 	r.mu.Lock()
 	if hd.dead.Load() {
@@ -152,7 +155,9 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 	p := at.obj.p
 	err := at.l.Serve(ctx, func(n *seccomp.Notif, t *seccomp.Task) seccomp.Verdict {
 		at.task.t = t
+		t0 := time.Now()
 		ret, err := p.RunSeccomp((*[seccomp.SizeofData]byte)(n.DataBytes()), &at.task)
+		took := time.Since(t0)
 		at.task.t = nil
 		if err != nil {
 			// A verified program does not fault; if one does, fail
@@ -162,9 +167,12 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 				s.log.Warn("seccomp program faulted; syscall denied with EPERM",
 					zap.String("prog", p.Name()), zap.Uint32("pid", n.PID), zap.Error(err))
 			}
+			s.decided(at, n.Data.NR, n.PID, seccomp.Deny(unix.EPERM), true, took)
 			return seccomp.Deny(unix.EPERM)
 		}
-		return seccomp.VerdictFromRet(ret)
+		v := seccomp.VerdictFromRet(ret)
+		s.decided(at, n.Data.NR, n.PID, v, false, took)
+		return v
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Warn("seccomp listener failed", zap.Uint32("attachment", at.id), zap.Error(err))

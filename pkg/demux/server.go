@@ -27,6 +27,7 @@ type Server struct {
 
 	attach  attachments // seccomp listeners being served
 	links   linkSet     // links deciding netfilter queues (links.go)
+	reqs    reqStats    // request counters (reqstats.go)
 	started time.Time
 	// verifying admits one program verification per CPU at a time: each
 	// may hold up to the verifier's state cap (128 MiB), so concurrent
@@ -240,6 +241,9 @@ type Stats struct {
 	Attachments int64      `json:"attachments"` // seccomp listeners served
 	Started     time.Time  `json:"started"`     // when the server was made
 	Uptime      float64    `json:"uptime_seconds"`
+	// Seccomp are the seccomp attachments and their decision counters
+	// (CmdStatus: the caller's uid's; uid 0: all). Stats leaves it nil.
+	Seccomp []SeccompStat `json:"seccomp,omitempty"`
 }
 
 // UIDStats is one uid's consumption and quota.

@@ -322,6 +322,8 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return PinMkdirAttrSize, true
 	case CmdLinkCreate, CmdLinkDetach, CmdLinkInfo, CmdLinkList:
 		return linkAttrSize(cmd), true
+	case CmdObjList:
+		return ListAttrSize, true
 	}
 	return 0, false
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -358,6 +359,12 @@ func (a *App) printRecord(r *client.ObjectRecord, mode string) {
 		a.printf("%d: %s  prog %d\n", r.ID, r.Kind, r.ProgID)
 		a.printf("\tcreated %s  uid %d%s\n", a.timeString(r.LoadedAt), r.OwnerUID, loader)
 	}
+	a.printHolders(r, mode)
+}
+
+// printHolders prints r's pins, holder processes and (opened by pin) the
+// descriptor's mode.
+func (a *App) printHolders(r *client.ObjectRecord, mode string) {
 	for _, p := range r.Pinned {
 		a.printf("\tpinned %s\n", p)
 	}
@@ -405,11 +412,27 @@ func deniedString(d map[string]uint64) string {
 	return strings.Join(parts, ",")
 }
 
-func (a *App) linkCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "link",
-		Short: "Show links: programs attached to traffic",
+// linkShowJSON is a link's JSON: the link's own record with its pins and
+// holders.
+type linkShowJSON struct {
+	client.LinkInfo
+	Pinned    []string           `json:"pinned"`
+	Pids      []client.PidRecord `json:"pids"`
+	OtherPids int                `json:"other_pids,omitempty"`
+}
+
+// linkRecords returns the listing records of the links the caller may
+// see, by id, without bpfctl's own descriptors (none on failure).
+func (a *App) linkRecords(c *client.Conn) map[uint32]client.ObjectRecord {
+	recs, err := c.Objects(client.ObjectFilter{Kind: "link", Holders: true})
+	if err != nil {
+		return nil
 	}
-	cmd.AddCommand(a.showCommand("link"))
-	return cmd
+	self := int32(os.Getpid())
+	out := map[uint32]client.ObjectRecord{}
+	for _, r := range recs {
+		r.Pids = slices.DeleteFunc(r.Pids, func(p client.PidRecord) bool { return p.PID == self })
+		out[r.ID] = r
+	}
+	return out
 }

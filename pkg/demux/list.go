@@ -132,7 +132,13 @@ func (s *Server) listObjects(c *conn, kind wire.ObjType, id uint32, name string,
 		ps.mu.Lock()
 		for o, i := range objs {
 			if pd := ps.objs[o]; pd != nil {
-				todo = append(todo, pinOf{i, append([]*pins.Pin(nil), pd.pins...)})
+				t := pinOf{i: i}
+				for _, n := range pd.pins {
+					if n.pin != nil {
+						t.list = append(t.list, n.pin)
+					}
+				}
+				todo = append(todo, t)
 			}
 		}
 		ps.mu.Unlock()

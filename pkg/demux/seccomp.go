@@ -129,6 +129,11 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 		l.Close()
 		return 0, err
 	}
+	if err := r.chargeLocked(c.uid, attachCost); err != nil {
+		r.mu.Unlock()
+		l.Close()
+		return 0, err
+	}
 	r.usage(c.uid).descs++
 	hd.obj.refs++
 	r.mu.Unlock()
@@ -229,6 +234,7 @@ func (s *Server) endAttachment(at *attachment) {
 	r := s.reg
 	r.mu.Lock()
 	r.usage(at.uid).descs--
+	r.unchargeLocked(at.uid, attachCost)
 	free := r.unref(at.obj, nil)
 	r.mu.Unlock()
 	closeObjects(free)

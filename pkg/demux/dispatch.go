@@ -85,6 +85,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progAttach(a, data, fds)
 	case wire.CmdDestroy:
 		return c.destroy(a, data)
+	case wire.CmdMapStorage:
+		return c.mapStorage(a, data)
 	case wire.CmdRevokeNode:
 		return c.revokeNode(a, data)
 	case wire.CmdLineage:

@@ -163,7 +163,7 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	if p.Type() == prog.XDP {
 		l.copy = prog.XDPMaxLinear - ethHdrLen
 	}
-	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen}
+	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen, Spin: true}
 	if at.Flags&wire.LinkFlagFailOpen != 0 {
 		cfg.Flags |= nfqueue.FlagFailOpen
 	}

@@ -314,7 +314,7 @@ func newMemfdTracker(log *zap.Logger, reg *registry) *memfdTracker {
 		return t
 	}
 	t.f = os.NewFile(uintptr(fd), "inotify")
-	go t.read()
+	go t.read(t.f)
 	return t
 }
 
@@ -377,12 +377,12 @@ func (t *memfdTracker) outstanding() (n int, bytes uint64) {
 	return n, bytes
 }
 
-// read handles inotify events until the tracker is closed.
-func (t *memfdTracker) read() {
+// read handles inotify events from f until the tracker is closed.
+func (t *memfdTracker) read(f *os.File) {
 	defer close(t.done)
 	buf := make([]byte, 64<<10)
 	for {
-		n, err := t.f.Read(buf)
+		n, err := f.Read(buf)
 		if err != nil {
 			return // closed
 		}

@@ -229,6 +229,7 @@ func (c *conn) resetReply() {
 // connection is broken. Every fd in fds is closed before it returns, and
 // everything the request was charged is released.
 func (c *conn) handle(msg []byte, fds []int) bool {
+	t0 := time.Now()
 	c.resetReply()
 	var ret int64
 	var err error
@@ -254,6 +255,7 @@ func (c *conn) handle(msg []byte, fds []int) bool {
 		c.nsfd = 0
 	}
 	ok := c.send(ret, err)
+	c.srv.reqs.request(msg, err, time.Since(t0))
 	for _, fd := range c.sfds[:c.nsfd] {
 		unix.Close(fd)
 	}

@@ -27,6 +27,7 @@ type Server struct {
 
 	attach  attachments // seccomp listeners being served
 	links   linkSet     // links deciding netfilter queues (links.go)
+	reqs    reqStats    // request counters (reqstats.go)
 	started time.Time
 	// sched runs the bulk lane (verification, test runs, large batches,
 	// expensive seccomp programs) on a bounded number of slots, fairly
@@ -272,6 +273,9 @@ type Stats struct {
 	// ReplyMemfds are the reply memfds handed out and not yet freed
 	// everywhere (still charged to their uid).
 	ReplyMemfds int `json:"reply_memfds"`
+	// Seccomp are the seccomp attachments and their decision counters
+	// (CmdStatus: the caller's uid's; uid 0: all). Stats leaves it nil.
+	Seccomp []SeccompStat `json:"seccomp,omitempty"`
 }
 
 // UIDStats is one uid's consumption and quota.

@@ -142,6 +142,13 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	ks, vs := int(hd.obj.spec.KeySize), hd.obj.spec.SyscallValueSize()
 	switch cmd {
 	case wire.CmdMapLookupElem:
+		if hd.obj.spec.Type == maps.TypeBloomFilter {
+			// The value to test is the input; nothing comes back.
+			if len(data) != vs {
+				return 0, ErrDataLen
+			}
+			return 0, m.Lookup(nil, data)
+		}
 		if len(data) != ks {
 			return 0, ErrDataLen
 		}

@@ -2,7 +2,9 @@ package bpfctl
 
 import (
 	"context"
+	"errors"
 	"io"
+	"os"
 	"os/exec"
 
 	"github.com/spf13/pflag"
@@ -32,20 +34,20 @@ func (o *bpfOptions) flags(fs *pflag.FlagSet) {
 // ordinary client of bpfd on a connection of its own. bpfctl waits until
 // no process started from CMD uses the filter any more.
 func (a *App) runExecBPF(specs []fdSpec, args []string, o *bpfOptions) error {
-	c, err := a.dial()
-	if err != nil {
-		return err
-	}
-	// The supervisor keeps this connection; runExec dials its own for
-	// the descriptors it passes, and drops it once CMD runs.
-	a.conn = nil
-	defer c.Close()
 	var trace io.Writer
 	if o.trace {
 		trace = a.Stderr
 	}
-	sup, err := bpfemu.New(&bpfemu.Config{Conn: c, BPFFS: o.bpffs, BPFOnly: o.only, Trace: trace})
+	sup, err := bpfemu.New(&bpfemu.Config{Socket: a.socketPath(), BPFFS: o.bpffs, BPFOnly: o.only, Trace: trace})
 	if err != nil {
+		if errors.Is(err, bpfemu.ErrBadPrefix) {
+			return usagef("exec: --bpffs: %v", err)
+		}
+		var pe *os.PathError
+		if errors.As(err, &pe) && pe.Op == "connect" {
+			return &cliError{code: ExitUnreachable, msg: "cannot talk to bpfd at " + a.socketPath() + ": " + errText(err),
+				errno: errnoOf(err), hint: "is bpfd running? Point bpfctl at its socket with --socket or $BPFD_SOCKET"}
+		}
 		return fail("exec --bpf", kOther, false, err)
 	}
 	defer sup.Close()

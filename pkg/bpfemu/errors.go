@@ -8,8 +8,6 @@ import (
 
 // Sentinel errors of the package's API.
 var (
-	// ErrNoConn: Config.Conn is nil.
-	ErrNoConn = errno.New(unix.EINVAL, "bpfemu: no connection to bpfd")
 	// ErrBadPrefix: Config.BPFFS is not an absolute, clean path.
 	ErrBadPrefix = errno.New(unix.EINVAL, "bpfemu: the bpffs prefix must be an absolute clean path")
 	// ErrNoPins: the daemon has pins disabled and Config.PinRoot is empty,

@@ -229,7 +229,7 @@ func (s *Supervisor) progDump(o *object) (insns []byte, mapIDs []uint32) {
 	}
 	s.tab.mu.Unlock()
 	var ab [wire.HandleAttrSize]byte
-	r, err := s.conn.Raw(wire.CmdProgDump, handleAttr(ab[:], o.handle, 0), nil, nil)
+	r, err := s.conn.do(wire.CmdProgDump, handleAttr(ab[:], o.handle, 0), nil, nil)
 	if err != nil {
 		return nil, nil
 	}

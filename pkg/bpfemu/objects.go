@@ -202,7 +202,7 @@ func (s *Supervisor) importFD(dup int) (*object, error) {
 	var ab [wire.ImportAttrSize]byte
 	attr := (&wire.ImportAttr{}).Append(ab[:0])
 	var out [wire.ObjInfoSize + 64]byte
-	r, err := s.conn.Raw(wire.CmdImport, attr, []int{dup}, out[:])
+	r, err := s.conn.do(wire.CmdImport, attr, []int{dup}, out[:])
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (s *Supervisor) releaseHandle(h uint32) {
 	}
 	var ab [wire.HandleAttrSize]byte
 	attr := (&wire.HandleAttr{Handle: h}).Append(ab[:0])
-	s.conn.Raw(wire.CmdRelease, attr, nil, nil) // a lost connection drops it anyway
+	s.conn.do(wire.CmdRelease, attr, nil, nil) // a lost connection drops it anyway
 }
 
 func closeAll(fds []int) {

@@ -139,7 +139,7 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 	}
 	copy(w.Name[:], a[plProgName:plProgName+bpfObjNameLen])
 	var ab [wire.ProgLoadAttrSize]byte
-	r, err := s.conn.Raw(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
+	r, err := s.conn.do(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
 	if err != nil {
 		return 0, err
 	}
@@ -147,7 +147,7 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 		// A quota: maybe of objects the process closed already.
 		closeAll(r.FDs)
 		s.collect()
-		r, err = s.conn.Raw(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
+		r, err = s.conn.do(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
 		if err != nil {
 			return 0, err
 		}
@@ -309,7 +309,7 @@ func (c *call) progTestRun(a *bpfAttr) (int64, error) {
 		w.CtxSizeOut = testOutMax
 	}
 	var ab [wire.TestRunAttrSize]byte
-	r, err := s.conn.Raw(wire.CmdProgTestRun, w.Append(ab[:0]), nil, nil, in[:dataSizeIn], in[dataSizeIn:])
+	r, err := s.conn.do(wire.CmdProgTestRun, w.Append(ab[:0]), nil, nil, in[:dataSizeIn], in[dataSizeIn:])
 	if err != nil {
 		return 0, err
 	}

@@ -31,11 +31,12 @@ const CollectInterval = time.Second
 
 // Config configures a Supervisor. Plain data; nil means defaults.
 type Config struct {
-	// Conn is the supervisor's own connection to bpfd (required). Every
-	// object the traced processes use is reached through it, with the
-	// rights of the descriptors they hold; it needs no privilege. The
-	// supervisor does not close it.
-	Conn *client.Conn
+	// Socket is the daemon's socket; empty means client.DefaultSocket()
+	// ($BPFD_SOCKET, else the default path). The supervisor opens a
+	// connection of its own: every object the traced processes use is
+	// reached through it, with the rights of the descriptors they hold.
+	// It needs no privilege.
+	Socket string
 	// BPFFS is the directory the traced processes see as the bpf
 	// filesystem: pins, pin directories, statfs, stat, open, unlink and
 	// rename of paths under it are answered from the daemon's pin root.
@@ -66,7 +67,7 @@ type Config struct {
 // on goroutines of their own so that a long verification does not hold up
 // the other threads' lookups.
 type Supervisor struct {
-	conn    *client.Conn
+	conn    *wireConn
 	bpffs   string
 	pinRoot string // "" without pins
 	bpfOnly bool
@@ -89,24 +90,34 @@ type Supervisor struct {
 	callPool sync.Pool
 }
 
-// New returns a Supervisor acting through cfg.Conn. It asks the daemon for
-// its pin root unless cfg.PinRoot is set. Errors: ErrNoConn, ErrBadPrefix,
-// or the daemon's.
+// New connects to bpfd and returns a Supervisor acting through that
+// connection (closed by Close). It asks the daemon for its pin root unless
+// cfg.PinRoot is set. Errors: ErrBadPrefix, the connection's
+// (*os.PathError), or the daemon's.
 func New(cfg *Config) (*Supervisor, error) {
-	if cfg == nil || cfg.Conn == nil {
-		return nil, ErrNoConn
+	if cfg == nil {
+		cfg = &Config{}
 	}
-	s := &Supervisor{conn: cfg.Conn, bpffs: cfg.BPFFS, pinRoot: cfg.PinRoot,
-		bpfOnly: cfg.BPFOnly, trace: cfg.Trace}
+	s := &Supervisor{bpffs: cfg.BPFFS, pinRoot: cfg.PinRoot, bpfOnly: cfg.BPFOnly, trace: cfg.Trace}
 	if s.bpffs == "" {
 		s.bpffs = DefaultBPFFS
 	}
 	if !filepath.IsAbs(s.bpffs) || filepath.Clean(s.bpffs) != s.bpffs {
 		return nil, fmt.Errorf("%w: %q", ErrBadPrefix, s.bpffs)
 	}
+	sock := cfg.Socket
+	if sock == "" {
+		sock = client.DefaultSocket()
+	}
+	conn, err := dialWire(sock)
+	if err != nil {
+		return nil, err
+	}
+	s.conn = conn
 	if s.pinRoot == "" {
-		root, err := daemonPinRoot(cfg.Conn)
+		root, err := daemonPinRoot(conn)
 		if err != nil {
+			conn.close()
 			return nil, err
 		}
 		s.pinRoot = root
@@ -116,6 +127,7 @@ func New(cfg *Config) (*Supervisor, error) {
 		s.pinRoot = filepath.Clean(s.pinRoot)
 		fd, err := unix.Open(s.pinRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			conn.close()
 			return nil, &os.PathError{Op: "open", Path: s.pinRoot, Err: err}
 		}
 		s.rootFD = fd
@@ -127,8 +139,8 @@ func New(cfg *Config) (*Supervisor, error) {
 }
 
 // daemonPinRoot asks the daemon for its pin root ("" if pins are off).
-func daemonPinRoot(c *client.Conn) (string, error) {
-	r, err := c.Raw(wire.CmdStatus, nil, nil, nil)
+func daemonPinRoot(c *wireConn) (string, error) {
+	r, err := c.do(wire.CmdStatus, nil, nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -239,8 +251,8 @@ func (s *Supervisor) Serve(ctx context.Context, listenerFD int) error {
 
 // Close stops Serve (tasks waiting in a routed call, and later routed
 // calls, fail with ENOSYS, the kernel's answer when nobody listens) and
-// releases every handle and descriptor copy the supervisor holds. It does
-// not close Config.Conn.
+// releases every handle and descriptor copy the supervisor holds, and
+// closes its connection to bpfd.
 func (s *Supervisor) Close() error {
 	if s.closed.Swap(true) {
 		return nil
@@ -258,6 +270,7 @@ func (s *Supervisor) Close() error {
 		unix.Close(s.rootFD)
 		s.rootFD = -1
 	}
+	s.conn.close()
 	return nil
 }
 
@@ -358,7 +371,7 @@ func errnoOf(err error) unix.Errno {
 		return e
 	}
 	var ee *errno.Error
-	if errors.As(err, &ee) && ee.Errno() != 0 && !errors.Is(err, client.ErrClosed) {
+	if errors.As(err, &ee) && ee.Errno() != 0 {
 		return ee.Errno()
 	}
 	return unix.EIO

@@ -87,6 +87,12 @@ func (c *call) lookupBatch(o *object, wcmd wire.Cmd, a *bpfAttr, count uint32, e
 	}
 	ks, vs := int(o.info.KeySize), s.syscallValueSize(&o.info)
 	n := int(r.Ret)
+	outCur := bt.InBatch // a refusal with nothing done (ENOSPC) leaves the walk where it was
+	if len(r.Data) >= wire.BatchCursorSize {
+		outCur = binary.LittleEndian.Uint64(r.Data)
+	} else if n == 0 {
+		r.Data = make([]byte, wire.BatchCursorSize)
+	}
 	if n < 0 || len(r.Data) < wire.BatchCursorSize+n*(ks+vs) {
 		return 0, unix.EIO
 	}
@@ -95,7 +101,6 @@ func (c *call) lookupBatch(o *object, wcmd wire.Cmd, a *bpfAttr, count uint32, e
 	if err := c.writeAttr32(btCount, 0); err != nil {
 		return 0, err
 	}
-	outCur := binary.LittleEndian.Uint64(r.Data)
 	keys := r.Data[wire.BatchCursorSize : wire.BatchCursorSize+n*ks]
 	values := r.Data[wire.BatchCursorSize+n*ks : wire.BatchCursorSize+n*(ks+vs)]
 	if err := c.write(a.u64(btKeys), keys); err != nil {
@@ -170,7 +175,7 @@ func (c *call) writeBatch(o *object, wcmd wire.Cmd, a *bpfAttr, count uint32, el
 					fault = unix.EFAULT
 				}
 			}
-			if err := c.s.n.valid(c.id); err != nil {
+			if err := c.s.ans.valid(c.id); err != nil {
 				return 0, err
 			}
 		}

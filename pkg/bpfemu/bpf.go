@@ -97,7 +97,7 @@ func (c *call) install(fd int, handle uint32, data []byte, fill func(o *object))
 		fill(o)
 	}
 	o = s.add(o, fdKey{int32(c.tid), -1})
-	newfd, err := s.n.respondFD(c.id, o.fd, true)
+	newfd, err := s.ans.respondFD(c.id, o.fd, true)
 	if err != nil {
 		// Not installed: the task died, or its fd table is full.
 		s.tab.mu.Lock()
@@ -124,7 +124,7 @@ func (c *call) procStatusField(name string) (string, error) {
 	if err != nil {
 		return "", errTaskGone
 	}
-	if err := c.s.n.valid(c.id); err != nil {
+	if err := c.s.ans.valid(c.id); err != nil {
 		return "", err
 	}
 	for _, line := range strings.Split(string(b), "\n") {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -199,10 +200,11 @@ func (c *call) openIn(rel string, flags int, mode uint32) (int64, error) {
 		return 0, err
 	}
 	defer unix.Close(fd)
-	if _, err := s.n.respondFD(c.id, fd, cloexec); err != nil {
+	nfd, err := s.ans.respondFD(c.id, fd, cloexec)
+	if err != nil {
 		return 0, err
 	}
-	return 0, errAnswered
+	return int64(nfd), errAnswered
 }
 
 func relOrDot(rel string) string {
@@ -293,40 +295,104 @@ func objLink(t wire.ObjType) string {
 }
 
 // openProc answers the open of /proc/.../fdinfo/N for a bpfd descriptor
-// with the kernel's text for a bpf object (a memfd holding it).
+// with the kernel's text for a bpf object, and of the task's mount table
+// (/proc/self/mounts, mountinfo) with the bpffs prefix listed as a bpf
+// file system (bpftool -f walks the bpf mounts it lists).
 func (c *call) openProc(abs string, flags int) (int64, error) {
+	if which, ok := procMounts(abs); ok {
+		text, err := c.mounts(which)
+		if err != nil {
+			return 0, err
+		}
+		return c.installText(text, flags)
+	}
 	o, fd, err := c.ownFD(abs, true)
 	if err != nil {
 		return 0, err
 	}
 	defer c.s.put(o)
-	if flags&(unix.O_WRONLY|unix.O_RDWR) != 0 {
-		return 0, unix.EACCES
-	}
 	text, err := c.fdinfo(o, fd)
 	if err != nil {
 		return 0, err
 	}
-	mfd, err := unix.MemfdCreate("fdinfo", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	return c.installText(text, flags)
+}
+
+// installText installs a read-only fd of a sealed memfd holding text in
+// the task, as the open of a /proc file.
+func (c *call) installText(text []byte, flags int) (int64, error) {
+	if flags&(unix.O_WRONLY|unix.O_RDWR) != 0 {
+		return 0, unix.EACCES
+	}
+	mfd, err := unix.MemfdCreate("proc", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return 0, unix.ENOMEM
 	}
 	defer unix.Close(mfd)
-	if _, err := unix.Write(mfd, text); err != nil {
-		return 0, unix.ENOMEM
+	for b := text; len(b) > 0; {
+		n, err := unix.Write(mfd, b)
+		if err != nil {
+			return 0, unix.ENOMEM
+		}
+		b = b[n:]
 	}
-	unix.Seek(mfd, 0, 0)
 	unix.FcntlInt(uintptr(mfd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL)
-	// A read-only reopen, so the task gets an O_RDONLY fd as from /proc.
+	// A read-only reopen, so the task gets an O_RDONLY fd at offset 0.
 	ro, err := unix.Open("/proc/self/fd/"+strconv.Itoa(mfd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, unix.ENOMEM
 	}
 	defer unix.Close(ro)
-	if _, err := c.s.n.respondFD(c.id, ro, flags&unix.O_CLOEXEC != 0); err != nil {
+	nfd, err := c.s.ans.respondFD(c.id, ro, flags&unix.O_CLOEXEC != 0)
+	if err != nil {
 		return 0, err
 	}
-	return 0, errAnswered
+	return int64(nfd), errAnswered
+}
+
+// procMounts recognises the task's own mount table files.
+func procMounts(abs string) (which string, ok bool) {
+	rest, found := strings.CutPrefix(abs, "/proc/")
+	if !found {
+		return "", false
+	}
+	if rest == "mounts" {
+		return "mounts", true
+	}
+	who, which, found := strings.Cut(rest, "/")
+	if !found || (which != "mounts" && which != "mountinfo") {
+		return "", false
+	}
+	if who != "self" && who != "thread-self" {
+		return "", false
+	}
+	return which, true
+}
+
+// mounts returns the task's mount table with the bpffs prefix added as a
+// bpf file system, unless a bpf file system is mounted there already.
+func (c *call) mounts(which string) ([]byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.tid) + "/" + which)
+	if verr := c.s.ans.valid(c.id); verr != nil {
+		return nil, verr
+	}
+	if err != nil {
+		return nil, unix.ENOENT
+	}
+	prefix := c.s.bpffs
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case which == "mounts" && len(f) >= 3 && f[1] == prefix && f[2] == "bpf":
+			return b, nil
+		case which == "mountinfo" && len(f) >= 9 && f[4] == prefix && slices.Contains(f[6:], "bpf"):
+			return b, nil
+		}
+	}
+	if which == "mounts" {
+		return append(b, "bpf "+prefix+" bpf rw,relatime,mode=700 0 0\n"...), nil
+	}
+	return append(b, "9999 1 0:99 / "+prefix+" rw,relatime shared:99 - bpf bpf rw,mode=700\n"...), nil
 }
 
 // fdinfo builds the kernel's /proc/PID/fdinfo text of a bpf map or program
@@ -335,7 +401,7 @@ func (c *call) openProc(abs string, flags int) (int64, error) {
 func (c *call) fdinfo(o *object, fd int32) ([]byte, error) {
 	var b bytes.Buffer
 	raw, err := os.ReadFile("/proc/" + strconv.Itoa(c.tid) + "/fdinfo/" + strconv.Itoa(int(fd)))
-	if verr := c.s.n.valid(c.id); verr != nil {
+	if verr := c.s.ans.valid(c.id); verr != nil {
 		return nil, verr
 	}
 	if err == nil {
@@ -454,7 +520,7 @@ func (c *call) fstatfs(fd int32, ubuf uint64) (int64, error) {
 	}
 	var buf [pathMax]byte
 	n, err := unix.Readlink("/proc/"+strconv.Itoa(c.tid)+"/fd/"+strconv.Itoa(int(fd)), buf[:])
-	if verr := c.s.n.valid(c.id); verr != nil {
+	if verr := c.s.ans.valid(c.id); verr != nil {
 		return 0, verr
 	}
 	if err != nil || n == 0 || buf[0] != '/' {

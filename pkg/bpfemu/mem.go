@@ -50,7 +50,7 @@ func (c *call) read(addr uint64, b []byte) error {
 	if err == unix.ESRCH {
 		return errTaskGone
 	}
-	if verr := c.s.n.valid(c.id); verr != nil {
+	if verr := c.s.ans.valid(c.id); verr != nil {
 		return verr
 	}
 	if err != nil || n != len(b) {
@@ -68,7 +68,7 @@ func (c *call) write(addr uint64, b []byte) error {
 	if addr >= userTop || uint64(len(b)) > userTop-addr || len(b) > maxRemoteIO {
 		return unix.EFAULT
 	}
-	if err := c.s.n.valid(c.id); err != nil {
+	if err := c.s.ans.valid(c.id); err != nil {
 		return err
 	}
 	local := unix.Iovec{Base: &b[0]}

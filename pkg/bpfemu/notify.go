@@ -28,6 +28,17 @@ type notifier struct {
 	pollFd [2]unix.PollFd
 }
 
+// answerer is what answering a notification needs of the listener: the
+// notifier, or a test's stand-in.
+type answerer interface {
+	valid(id uint64) error
+	respond(id uint64, val int64, e unix.Errno) error
+	allow(id uint64) error
+	respondFD(id uint64, src int, cloexec bool) (int, error)
+}
+
+var _ answerer = (*notifier)(nil)
+
 // seccompNotifAddfd is struct seccomp_notif_addfd (linux/seccomp.h).
 type seccompNotifAddfd struct {
 	id         uint64

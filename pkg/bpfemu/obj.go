@@ -276,8 +276,9 @@ func (c *call) enableStats(a *bpfAttr) (int64, error) {
 		return 0, unix.ENOMEM
 	}
 	defer unix.Close(fd)
-	if _, err := c.s.n.respondFD(c.id, fd, true); err != nil {
+	nfd, err := c.s.ans.respondFD(c.id, fd, true)
+	if err != nil {
 		return 0, err
 	}
-	return 0, errAnswered
+	return int64(nfd), errAnswered
 }

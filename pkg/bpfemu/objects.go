@@ -102,7 +102,7 @@ func (c *call) getFD(fd int32) (int, error) {
 	}
 	defer unix.Close(pidfd)
 	dup, err := unix.PidfdGetfd(pidfd, int(fd), 0)
-	if verr := c.s.n.valid(c.id); verr != nil {
+	if verr := c.s.ans.valid(c.id); verr != nil {
 		if err == nil {
 			unix.Close(dup)
 		}
@@ -123,7 +123,7 @@ func (c *call) tgid() (int, error) {
 	if err != nil {
 		return 0, errTaskGone
 	}
-	if err := c.s.n.valid(c.id); err != nil {
+	if err := c.s.ans.valid(c.id); err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {

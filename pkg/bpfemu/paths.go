@@ -59,7 +59,7 @@ func (c *call) absPath(dirfd int32, p string) (string, error) {
 	}
 	var buf [pathMax]byte
 	n, err := unix.Readlink(link, buf[:])
-	if verr := c.s.n.valid(c.id); verr != nil {
+	if verr := c.s.ans.valid(c.id); verr != nil {
 		return "", verr
 	}
 	if err != nil {

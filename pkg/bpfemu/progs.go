@@ -57,6 +57,9 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 		a.u32(plSignatureSize) != 0 || a.u32(plKeyringID) != 0 {
 		return 0, unix.EINVAL
 	}
+	if !validObjName(a[plProgName : plProgName+bpfObjNameLen]) {
+		return 0, unix.EINVAL
+	}
 	s := c.s
 	insns := make([]byte, int(cnt)*8)
 	if err := c.read(a.u64(plInsns), insns); err != nil {
@@ -168,9 +171,9 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 			s.releaseHandle(uint32(r.Ret))
 		}
 		switch {
-		case lerr != nil && (lerr != unix.ENOSPC || r.Errno == 0):
-			// ENOSPC replaces the verifier's verdict, as in bpf_check;
-			// EFAULT writing the log replaces everything.
+		case lerr != nil:
+			// A cut log (ENOSPC) replaces the verifier's verdict, as
+			// in bpf_check; so does EFAULT writing it.
 			return 0, lerr
 		case r.Errno != 0:
 			return 0, r.Errno
@@ -182,6 +185,22 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 	return c.install(r.FDs[0], uint32(r.Ret), r.Data[:wire.ObjInfoSize], func(o *object) {
 		o.gpl, o.loadTime = gpl, loaded
 	})
+}
+
+// validObjName is the kernel's bpf_obj_name_cpy check: up to the NUL,
+// which must come within BPF_OBJ_NAME_LEN bytes, only [A-Za-z0-9_.].
+// (bpfd checks map names itself; program names are checked here.)
+func validObjName(n []byte) bool {
+	for _, c := range n {
+		switch {
+		case c == 0:
+			return true
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // loadRefused fails a load before bpfd saw it, with msg as the log.

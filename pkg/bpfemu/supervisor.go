@@ -77,6 +77,7 @@ type Supervisor struct {
 	rootFD int // the pin root (O_PATH), -1 without pins
 
 	n       *notifier // set once by Serve, before it checks closed
+	ans     answerer  // how calls answer: n, or a test's fake
 	nptr    atomic.Pointer[notifier]
 	serveWG sync.WaitGroup // Serve running
 	tab     table
@@ -185,7 +186,7 @@ func (s *Supervisor) Serve(ctx context.Context, listenerFD int) error {
 	if err != nil {
 		return err
 	}
-	s.n = n
+	s.n, s.ans = n, n
 	s.nptr.Store(n)
 	if s.closed.Load() {
 		return nil
@@ -337,7 +338,7 @@ func (c *call) answer() {
 		// The task is not visible in our pid namespace: nothing about it
 		// can be read. Let the kernel say what it says to an
 		// unprivileged caller.
-		s.n.allow(c.id)
+		s.ans.allow(c.id)
 		return
 	}
 	s.seen(c.tid)
@@ -353,12 +354,12 @@ func (c *call) answer() {
 	}
 	switch {
 	case err == nil:
-		s.n.respond(c.id, val, 0)
+		s.ans.respond(c.id, val, 0)
 	case err == errAnswered || err == errTaskGone:
 	case err == errContinue:
-		s.n.allow(c.id)
+		s.ans.allow(c.id)
 	default:
-		s.n.respond(c.id, 0, errnoOf(err))
+		s.ans.respond(c.id, 0, errnoOf(err))
 	}
 }
 

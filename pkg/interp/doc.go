@@ -12,10 +12,16 @@
 //	region index << 32 | offset
 //
 // that names one of the regions the interpreter knows. Index 0 is never a
-// region, so 0 and small scalars are never valid pointers. Every load, store
-// and atomic is bounds-checked against its region (and stores against the
-// region's writable flag); a bad access stops the run with a *Fault carrying
-// the PC, the address, the size and the kind of access. The regions are:
+// region, so 0 and small scalars are never valid pointers. Every region has
+// an Access: Read, Write, both or neither (a map value reached through a
+// read-only, write-only or no-access handle). Every load, store and atomic
+// is bounds-checked against its region and checked against its access
+// (loads and fetching atomics need Read, stores and atomics Write); a bad
+// access stops the run with a *Fault carrying the PC, the address, the size
+// and the kind of access. Helpers reach program memory only through
+// VM.Mem / VM.MemAccess, which apply the same checks, so no helper can read
+// for a program what the program could not load (or write what it could
+// not store). The regions are:
 //
 //   - the stack: one 512-byte region per call frame (MaxFrames of them);
 //     r10 holds the top of the current frame's region and is read-only;

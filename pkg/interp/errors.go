@@ -31,6 +31,9 @@ var (
 	ErrOutOfBounds = errno.New(unix.EFAULT, "memory access out of bounds")
 	// ErrReadOnly: a store or atomic into a read-only region.
 	ErrReadOnly = errno.New(unix.EACCES, "write to read-only memory")
+	// ErrWriteOnly: a load, fetching atomic or helper read of a region
+	// the program may not read (write-only).
+	ErrWriteOnly = errno.New(unix.EACCES, "read of write-only memory")
 	// ErrBudget: the run executed more instructions than its budget.
 	ErrBudget = errno.New(unix.ELOOP, "instruction budget exhausted")
 	// ErrCallDepth: a bpf-to-bpf call beyond MaxFrames frames.
@@ -81,6 +84,7 @@ const (
 	FaultHelper                           // ErrHelper
 	FaultRegionLimit                      // ErrRegionLimit
 	FaultInternal                         // ErrInternal
+	FaultWriteOnly                        // ErrWriteOnly
 )
 
 var faultSentinels = [...]error{
@@ -93,6 +97,7 @@ var faultSentinels = [...]error{
 	FaultHelper:      ErrHelper,
 	FaultRegionLimit: ErrRegionLimit,
 	FaultInternal:    ErrInternal,
+	FaultWriteOnly:   ErrWriteOnly,
 }
 
 // Sentinel returns the sentinel error for c (nil for an unknown code).
@@ -116,7 +121,7 @@ type Fault struct {
 
 func (f *Fault) Error() string {
 	switch f.Code {
-	case FaultOutOfBounds, FaultReadOnly:
+	case FaultOutOfBounds, FaultReadOnly, FaultWriteOnly:
 		kind := "read"
 		if f.Write {
 			kind = "write"

@@ -580,42 +580,52 @@ func (vm *VM) exec(p *Program, pc, base int, args *[5]uint64) (uint64, error) {
 		case opAtomAdd32, opAtomOr32, opAtomAnd32, opAtomXor32,
 			opAtomFetchAdd32, opAtomFetchOr32, opAtomFetchAnd32, opAtomFetchXor32, opXchg32:
 			a := regs[in.dst&15] + uint64(in.off)
-			b := st(regions, a, 4)
+			rel := int(in.op - opAtomAdd32)
+			var b []byte
+			if rel >= 4 { // fetch forms and xchg read the old value
+				b = rmw(regions, a, 4)
+			} else {
+				b = st(regions, a, 4)
+			}
 			if b == nil {
-				ferr = vm.memFault(pc-1, a, 4, true)
+				ferr = vm.atomicFault(pc-1, a, 4)
 				goto out
 			}
-			rel := int(in.op - opAtomAdd32)
 			old := rmw32(b, rel&3|rel>>3<<2, uint32(regs[in.src&15]))
 			if rel >= 4 { // fetch forms and xchg
 				regs[in.src&15] = uint64(old)
 			}
 		case opCmpxchg32:
 			a := regs[in.dst&15] + uint64(in.off)
-			b := st(regions, a, 4)
+			b := rmw(regions, a, 4)
 			if b == nil {
-				ferr = vm.memFault(pc-1, a, 4, true)
+				ferr = vm.atomicFault(pc-1, a, 4)
 				goto out
 			}
 			regs[0] = uint64(cmpxchg32(b, uint32(regs[0]), uint32(regs[in.src&15])))
 		case opAtomAdd64, opAtomOr64, opAtomAnd64, opAtomXor64,
 			opAtomFetchAdd64, opAtomFetchOr64, opAtomFetchAnd64, opAtomFetchXor64, opXchg64:
 			a := regs[in.dst&15] + uint64(in.off)
-			b := st(regions, a, 8)
+			rel := int(in.op - opAtomAdd64)
+			var b []byte
+			if rel >= 4 { // fetch forms and xchg read the old value
+				b = rmw(regions, a, 8)
+			} else {
+				b = st(regions, a, 8)
+			}
 			if b == nil {
-				ferr = vm.memFault(pc-1, a, 8, true)
+				ferr = vm.atomicFault(pc-1, a, 8)
 				goto out
 			}
-			rel := int(in.op - opAtomAdd64)
 			old := rmw64(b, rel&3|rel>>3<<2, regs[in.src&15])
 			if rel >= 4 {
 				regs[in.src&15] = old
 			}
 		case opCmpxchg64:
 			a := regs[in.dst&15] + uint64(in.off)
-			b := st(regions, a, 8)
+			b := rmw(regions, a, 8)
 			if b == nil {
-				ferr = vm.memFault(pc-1, a, 8, true)
+				ferr = vm.atomicFault(pc-1, a, 8)
 				goto out
 			}
 			regs[0] = cmpxchg64(b, regs[0], regs[in.src&15])

@@ -45,10 +45,13 @@ const (
 // goroutine; they must not keep slices returned by vm.Mem after returning.
 type HelperFunc func(vm *VM, r1, r2, r3, r4, r5 uint64) (uint64, error)
 
-// Region is memory a program may address.
+// Region is memory a program may address. It is readable unless NoRead
+// is set, and writable when Writable is: a write-only region (NoRead and
+// Writable) is a map value reached through a write-only handle.
 type Region struct {
 	Data     []byte // len(Data) <= MaxRegionSize
 	Writable bool
+	NoRead   bool
 }
 
 // Config parameterises Load. The zero value (or nil) means no helpers, no
@@ -122,7 +125,14 @@ func Load(raw []byte, cfg *Config) (*Program, error) {
 		if uint64(len(r.Data)) > MaxRegionSize {
 			return nil, &LoadError{PC: -1, Err: ErrConfig, Reason: fmt.Sprintf("static region %d too large", i)}
 		}
-		p.static = append(p.static, region{buf: r.Data, ro: !r.Writable})
+		acc := Read
+		if r.NoRead {
+			acc = 0
+		}
+		if r.Writable {
+			acc |= Write
+		}
+		p.static = append(p.static, newRegion(r.Data, acc))
 	}
 	maxHelper := int32(-1)
 	for n := range cfg.Helpers {

@@ -26,11 +26,38 @@ type VMConfig struct {
 	MaxRegions int
 }
 
-// region is one addressable memory range.
+// region is one addressable memory range. r and w are the same memory, or
+// nil when the program may not read (r) or write (w) it: a load checks its
+// bounds against r, a store against w, so a mode check costs nothing
+// beyond the bounds check. n is the length either way, for fault
+// classification.
 type region struct {
-	buf []byte
-	ro  bool
+	r, w []byte
+	n    uint64
 }
+
+// newRegion builds the region of buf with access acc.
+func newRegion(buf []byte, acc Access) region {
+	rg := region{n: uint64(len(buf))}
+	if acc&Read != 0 {
+		rg.r = buf
+	}
+	if acc&Write != 0 {
+		rg.w = buf
+	}
+	return rg
+}
+
+// Access is what a program (or a helper on its behalf) may do with a
+// region: Read, Write, both, or neither (0).
+type Access uint8
+
+// Access bits.
+const (
+	Read Access = 1 << iota
+	Write
+	ReadWrite = Read | Write
+)
 
 type frame struct {
 	ret            int
@@ -82,7 +109,7 @@ func NewVM(cfg *VMConfig) *VM {
 	// after every helper call); a warm VM keeps its capacity.
 	vm.regions = make([]region, dynamicBase, dynamicBase+min(vm.maxDyn, 64))
 	for i := range MaxFrames {
-		vm.regions[stackBase+i].buf = vm.stack[i*StackSize : (i+1)*StackSize : (i+1)*StackSize]
+		vm.regions[stackBase+i] = newRegion(vm.stack[i*StackSize:(i+1)*StackSize:(i+1)*StackSize], ReadWrite)
 	}
 	return vm
 }
@@ -93,42 +120,85 @@ func stackTop(f int) uint64 { return uint64(stackBase+f)<<32 | StackSize }
 // Executed returns how many instructions the last Run executed.
 func (vm *VM) Executed() uint64 { return vm.budget - vm.left }
 
-// AddRegion makes buf addressable by the program and returns the pointer to
-// its first byte. Before Run it passes context or packet memory; from a
-// helper it hands the program new memory (e.g. a map value). Regions are
-// dropped when Run returns; the VM keeps buf only until then, and never
-// copies it. It fails with ErrRegionLimit when the VM already holds
-// VMConfig.MaxRegions dynamic regions, and with ErrOutOfBounds when buf is
-// larger than MaxRegionSize.
+// AddRegion makes buf addressable by the program, readable and (when
+// writable) writable, and returns the pointer to its first byte; it is
+// AddRegionAccess with Read or ReadWrite.
 func (vm *VM) AddRegion(buf []byte, writable bool) (uint64, error) {
+	if writable {
+		return vm.AddRegionAccess(buf, ReadWrite)
+	}
+	return vm.AddRegionAccess(buf, Read)
+}
+
+// AddRegionAccess makes buf addressable by the program with access acc
+// and returns the pointer to its first byte. Loads (and helpers reading
+// through Mem) need Read, stores, atomics (and helpers writing) need
+// Write: a region without Read is write-only (a map value reached
+// through a write-only handle), one with neither can only be passed
+// around. Before Run it passes context or packet memory; from a helper it
+// hands the program new memory (e.g. a map value). Regions are dropped
+// when Run returns; the VM keeps buf only until then, and never copies
+// it. It fails with ErrRegionLimit when the VM already holds
+// VMConfig.MaxRegions dynamic regions, and with ErrOutOfBounds when buf
+// is larger than MaxRegionSize.
+func (vm *VM) AddRegionAccess(buf []byte, acc Access) (uint64, error) {
 	if uint64(len(buf)) > MaxRegionSize {
 		return 0, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Size: len(buf)}
 	}
 	if len(vm.regions)-dynamicBase >= vm.maxDyn {
 		return 0, &Fault{Code: FaultRegionLimit, PC: vm.pc}
 	}
-	vm.regions = append(vm.regions, region{buf: buf, ro: !writable})
+	vm.regions = append(vm.regions, newRegion(buf, acc))
 	return uint64(len(vm.regions)-1) << 32, nil
 }
 
-// Mem translates a program pointer into the size bytes it designates, for
-// helpers reading or writing pointer arguments. It fails with a *Fault
-// (ErrOutOfBounds, or ErrReadOnly when write is set on a read-only region)
-// unless [ptr, ptr+size) lies inside one region. The slice aliases the
-// region: it is valid until the helper returns.
+// Mem is the one accessor through which helpers reach program memory: it
+// translates a program pointer into the size bytes it designates,
+// checking the region's access like a load (write false: the helper reads
+// them) or a store (write true: the helper writes them) does. Every
+// helper that reads or writes memory on a program's behalf must use it
+// (or MemAccess), so that a program cannot make a helper read what it may
+// not load, or write what it may not store (a map value through a
+// write-only or read-only handle). It fails with a *Fault
+// (ErrOutOfBounds; ErrReadOnly for a write into a region without Write;
+// ErrWriteOnly for a read of a region without Read) unless [ptr,
+// ptr+size) lies inside one region. The slice aliases the region: it is
+// valid until the helper returns.
 func (vm *VM) Mem(ptr uint64, size int, write bool) ([]byte, error) {
+	if write {
+		return vm.MemAccess(ptr, size, Write)
+	}
+	return vm.MemAccess(ptr, size, Read)
+}
+
+// MemAccess is Mem for an access acc that may be both Read and Write (a
+// helper that updates memory in place). acc 0 only checks the bounds.
+func (vm *VM) MemAccess(ptr uint64, size int, acc Access) ([]byte, error) {
 	if size < 0 {
-		return nil, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Addr: ptr, Size: size, Write: write}
+		return nil, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Addr: ptr, Size: size, Write: acc&Write != 0}
 	}
 	idx, o := ptr>>32, ptr&0xffffffff
-	if idx == 0 || idx >= uint64(len(vm.regions)) || o+uint64(size) > uint64(len(vm.regions[idx].buf)) {
-		return nil, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Addr: ptr, Size: size, Write: write}
+	if idx == 0 || idx >= uint64(len(vm.regions)) || o+uint64(size) > vm.regions[idx].n {
+		return nil, &Fault{Code: FaultOutOfBounds, PC: vm.pc, Addr: ptr, Size: size, Write: acc&Write != 0}
 	}
 	r := &vm.regions[idx]
-	if write && r.ro {
-		return nil, &Fault{Code: FaultReadOnly, PC: vm.pc, Addr: ptr, Size: size, Write: write}
+	buf := r.r
+	if acc&Write != 0 {
+		if r.w == nil {
+			return nil, &Fault{Code: FaultReadOnly, PC: vm.pc, Addr: ptr, Size: size, Write: true}
+		}
+		buf = r.w
 	}
-	return r.buf[o : o+uint64(size) : o+uint64(size)], nil
+	if acc&Read != 0 && r.r == nil {
+		return nil, &Fault{Code: FaultWriteOnly, PC: vm.pc, Addr: ptr, Size: size}
+	}
+	if buf == nil {
+		buf = r.w
+	}
+	if buf == nil {
+		return nil, nil // acc 0 on a region with no access: bounds only
+	}
+	return buf[o : o+uint64(size) : o+uint64(size)], nil
 }
 
 // TailCall asks the VM to continue, once the calling helper returns, at the
@@ -243,19 +313,34 @@ func (p *Program) Run(mem []byte) (uint64, error) {
 // memFault classifies a failed access at address a.
 func (vm *VM) memFault(pc int, a uint64, size int, write bool) error {
 	code := FaultOutOfBounds
-	if idx, o := a>>32, a&0xffffffff; write && idx < uint64(len(vm.regions)) && o+uint64(size) <= uint64(len(vm.regions[idx].buf)) {
-		code = FaultReadOnly
+	if idx, o := a>>32, a&0xffffffff; idx < uint64(len(vm.regions)) && o+uint64(size) <= vm.regions[idx].n {
+		if write {
+			code = FaultReadOnly
+		} else {
+			code = FaultWriteOnly
+		}
 	}
 	return &Fault{Code: code, PC: pc, Addr: a, Size: size, Write: write}
 }
 
-// ld returns the size bytes at a, or nil when they are not inside a region.
+// atomicFault classifies a failed atomic at a: a write-only region
+// refuses the fetching forms, a read-only one every form.
+func (vm *VM) atomicFault(pc int, a uint64, size int) error {
+	if idx, o := a>>32, a&0xffffffff; idx < uint64(len(vm.regions)) && o+uint64(size) <= vm.regions[idx].n &&
+		vm.regions[idx].w != nil {
+		return &Fault{Code: FaultWriteOnly, PC: pc, Addr: a, Size: size, Write: true}
+	}
+	return vm.memFault(pc, a, size, true)
+}
+
+// ld returns the size bytes at a, or nil when they are not inside a
+// readable region.
 func ld(regions []region, a, size uint64) []byte {
 	i := a >> 32
 	if i >= uint64(len(regions)) {
 		return nil
 	}
-	b := regions[i].buf
+	b := regions[i].r
 	o := a & 0xffffffff
 	if o+size > uint64(len(b)) {
 		return nil
@@ -263,18 +348,28 @@ func ld(regions []region, a, size uint64) []byte {
 	return b[o : o+size : o+size]
 }
 
-// st is ld for writing: it also refuses read-only regions.
+// st is ld for writing: the region must be writable.
 func st(regions []region, a, size uint64) []byte {
 	i := a >> 32
-	if i >= uint64(len(regions)) || regions[i].ro {
+	if i >= uint64(len(regions)) {
 		return nil
 	}
-	b := regions[i].buf
+	b := regions[i].w
 	o := a & 0xffffffff
 	if o+size > uint64(len(b)) {
 		return nil
 	}
 	return b[o : o+size : o+size]
+}
+
+// rmw is st for atomics that also return the old value: the region must
+// be readable and writable.
+func rmw(regions []region, a, size uint64) []byte {
+	i := a >> 32
+	if i >= uint64(len(regions)) || regions[i].r == nil {
+		return nil
+	}
+	return st(regions, a, size)
 }
 
 // insnFault builds the fault of the load or store in at pc, whose access

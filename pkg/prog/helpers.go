@@ -182,7 +182,7 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if e.data == data && e.gen == rc.gen && e.write == ref.Write {
 		return e.ptr, nil
 	}
-	ptr, err := vm.AddRegion(v, ref.Write)
+	ptr, err := vm.AddRegionAccess(v, ref.access())
 	if err != nil {
 		return 0, err
 	}

@@ -219,7 +219,7 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 			return 0, false
 		}
 		mem, _ := a.Values()
-		statics = append(statics, interp.Region{Data: mem, Writable: p.refs[i].Write})
+		statics = append(statics, interp.Region{Data: mem, Writable: p.refs[i].Write, NoRead: !p.refs[i].Read})
 		staticOf[i] = len(statics) - 1
 		return len(statics) - 1, true
 	}
@@ -277,4 +277,17 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		p.slots[i] = sl
 	}
 	return code, statics, nil
+}
+
+// access is the interpreter access of the map's memory (values, direct
+// value pointers) for a program holding r.
+func (r *MapRef) access() interp.Access {
+	var a interp.Access
+	if r.Read {
+		a |= interp.Read
+	}
+	if r.Write {
+		a |= interp.Write
+	}
+	return a
 }

@@ -183,3 +183,47 @@ func TestRunSeccompAllocs(t *testing.T) {
 		t.Fatalf("RunSeccomp allocates %.1f times per call", n)
 	}
 }
+
+// TestTracePrintkWriteOnlyMap: a program holding a map through a
+// write-only handle cannot read it through trace_printk's %s (issue 9:
+// modes are confidentiality too). The same program through a read-write
+// handle prints the value, so the test sees the difference.
+func TestTracePrintkWriteOnlyMap(t *testing.T) {
+	m, err := maps.New(maps.Spec{Type: maps.TypeArray, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Update(make([]byte, 4), []byte("hunter2\x00\x00\x00\x00\x00\x00\x00\x00\x00"), maps.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	fmtProg := printkProg("%s")
+	// printkProg ends with call, exit: load the map value into r3 first.
+	insns := append(asm.Instructions{}, fmtProg[:len(fmtProg)-2]...)
+	insns = append(insns, asm.LoadMapValue(asm.R3, 0, 0), asm.FnTracePrintk.Call(), asm.Return())
+	for _, tt := range []struct {
+		name        string
+		read, write bool
+		want        string
+	}{
+		{"write-only handle", false, true, "(fault)"},
+		{"read-write handle", true, true, "hunter2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var lines []string
+			p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, Insns: marshalInsns(t, insns), License: "GPL",
+				Maps: []prog.MapRef{{Map: m, Read: tt.read, Write: tt.write}}},
+				&prog.Env{Trace: func(_, msg string) { lines = append(lines, msg) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := p.TestRun(&prog.RunOptions{Data: make([]byte, 14)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(lines) != 1 || lines[0] != tt.want || res.Ret != uint64(len(tt.want)) {
+				t.Fatalf("printed %q, returned %d; want %q", lines, res.Ret, tt.want)
+			}
+		})
+	}
+}

@@ -3,6 +3,18 @@
 // access each handle grants, and BPF_PROG_TEST_RUN semantics that match the
 // kernel's. It ties pkg/verifier (is it safe?) to pkg/interp (run it) and
 // pkg/maps (what it touches).
+//
+// # Helper memory
+//
+// A map value a program reaches keeps its handle's mode in the
+// interpreter: read-only, write-only or neither (interp.Access). Helpers
+// read and write program memory only through interp.VM.Mem/MemAccess,
+// which check that mode as a load or store does, so a program holding a
+// map through a write-only handle cannot read it through any helper
+// (trace_printk's %s prints "(fault)" for it), nor write a read-only one.
+// helper_audit_test.go lists every helper with the program memory it
+// touches and probes each against forbidden regions; a new helper must
+// be added there.
 package prog
 
 import "fmt"

@@ -27,6 +27,8 @@ func fsSyscalls() []uint32 {
 		unix.SYS_MKDIR, unix.SYS_MKDIRAT, unix.SYS_RMDIR,
 		unix.SYS_UNLINK, unix.SYS_UNLINKAT,
 		unix.SYS_RENAME, unix.SYS_RENAMEAT, unix.SYS_RENAMEAT2,
+		unix.SYS_GETXATTR, unix.SYS_LGETXATTR, unix.SYS_LISTXATTR, unix.SYS_LLISTXATTR,
+		unix.SYS_PRLIMIT64, unix.SYS_SETRLIMIT, unix.SYS_GETRLIMIT,
 	}
 }
 
@@ -38,7 +40,9 @@ var syscallNames = map[uint64]string{
 	unix.SYS_FACCESSAT: "faccessat", unix.SYS_FACCESSAT2: "faccessat2", unix.SYS_MKDIR: "mkdir",
 	unix.SYS_MKDIRAT: "mkdirat", unix.SYS_RMDIR: "rmdir", unix.SYS_UNLINK: "unlink",
 	unix.SYS_UNLINKAT: "unlinkat", unix.SYS_RENAME: "rename", unix.SYS_RENAMEAT: "renameat",
-	unix.SYS_RENAMEAT2: "renameat2",
+	unix.SYS_RENAMEAT2: "renameat2", unix.SYS_GETXATTR: "getxattr", unix.SYS_LGETXATTR: "lgetxattr",
+	unix.SYS_LISTXATTR: "listxattr", unix.SYS_LLISTXATTR: "llistxattr", unix.SYS_PRLIMIT64: "prlimit64",
+	unix.SYS_SETRLIMIT: "setrlimit", unix.SYS_GETRLIMIT: "getrlimit",
 }
 
 func syscallName(nr int32) string {
@@ -101,6 +105,16 @@ func (c *call) fs() (int64, error) {
 		return c.rename(args[1], args[3], 0)
 	case unix.SYS_RENAMEAT2:
 		return c.rename(args[1], args[3], uint(args[4]))
+	case unix.SYS_GETXATTR, unix.SYS_LGETXATTR:
+		return c.getxattr(args[0], args[1], args[2], args[3], c.notif.Data.NR == unix.SYS_LGETXATTR)
+	case unix.SYS_LISTXATTR, unix.SYS_LLISTXATTR:
+		return c.listxattr(args[0], args[1], args[2], c.notif.Data.NR == unix.SYS_LLISTXATTR)
+	case unix.SYS_PRLIMIT64:
+		return c.rlimit(int32(args[0]), args[1], args[2], args[3])
+	case unix.SYS_SETRLIMIT:
+		return c.rlimit(0, args[0], args[1], 0)
+	case unix.SYS_GETRLIMIT:
+		return c.rlimit(0, args[0], 0, args[1])
 	}
 	return 0, errContinue
 }
@@ -581,6 +595,64 @@ func (c *call) unlink(upath uint64, flags int) (int64, error) {
 		return 0, err
 	}
 	return 0, nil
+}
+
+// getxattr answers (l)getxattr of paths under the prefix (ls -l asks for
+// ACLs and security labels of every name it lists) from the pin root.
+func (c *call) getxattr(upath, uname, uvalue, size uint64, nofollow bool) (int64, error) {
+	rel, _, err := c.fsPath(upath)
+	if err != nil {
+		return 0, err
+	}
+	name, err := c.readString(uname, 256)
+	if err != nil {
+		if err == unix.ENAMETOOLONG {
+			return 0, unix.ERANGE
+		}
+		return 0, err
+	}
+	buf := make([]byte, min(size, 1<<16))
+	p := c.s.hostPath(rel)
+	var n int
+	if nofollow {
+		n, err = unix.Lgetxattr(p, name, buf)
+	} else {
+		n, err = unix.Getxattr(p, name, buf)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if size > 0 {
+		if err := c.write(uvalue, buf[:n]); err != nil {
+			return 0, err
+		}
+	}
+	return int64(n), nil
+}
+
+// listxattr answers (l)listxattr of paths under the prefix.
+func (c *call) listxattr(upath, ulist, size uint64, nofollow bool) (int64, error) {
+	rel, _, err := c.fsPath(upath)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, min(size, 1<<16))
+	p := c.s.hostPath(rel)
+	var n int
+	if nofollow {
+		n, err = unix.Llistxattr(p, buf)
+	} else {
+		n, err = unix.Listxattr(p, buf)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if size > 0 {
+		if err := c.write(ulist, buf[:n]); err != nil {
+			return 0, err
+		}
+	}
+	return int64(n), nil
 }
 
 // rename moves names inside the pin root (pins keep their inode, so they

@@ -149,11 +149,15 @@ func (c *call) progInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 	le.PutUint32(info[piType:], o.info.Type)
 	put32(piID, o.info.ID)
 	copy(info[piTag:piTag+bpfTagSize], o.info.Tag[:])
-	le.PutUint64(info[piLoadTime:], o.loadTime)
+	var meta progMeta
+	if v, ok := c.s.progMeta.Load(o.info.ID); ok {
+		meta = v.(progMeta)
+	}
+	le.PutUint64(info[piLoadTime:], meta.loadTime)
 	put32(piCreatedByUID, o.info.OwnerUID)
 	copy(info[piName:piName+bpfObjNameLen], o.info.Name[:])
 	gpl := uint32(0)
-	if o.gpl {
+	if meta.gpl {
 		gpl = 1
 	}
 	put32(piGPLCompatible, u32(piGPLCompatible)&^1|gpl)

@@ -253,10 +253,7 @@ func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 		}
 		return 0, r.Errno
 	}
-	loaded, gpl := o.loadTime, o.gpl
-	return c.install(r.FDs[0], uint32(r.Ret), r.Data, func(n *object) {
-		n.loadTime, n.gpl = loaded, gpl
-	})
+	return c.install(r.FDs[0], uint32(r.Ret), r.Data, nil)
 }
 
 // enableStats answers BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) with an fd

@@ -24,11 +24,6 @@ type object struct {
 	gen    uint64 // table generation when the object was added
 	info   wire.ObjInfo
 
-	// What the daemon does not report and the supervisor saw itself, for
-	// OBJ_GET_INFO_BY_FD of programs it loaded.
-	loadTime uint64 // CLOCK_BOOTTIME ns at load; 0 if unknown
-	gpl      bool   // license is GPL-compatible (known only if loaded here)
-
 	busy int // calls using the object now; guarded by table.mu
 
 	// A program's dump, fetched once (progDump); guarded by table.mu.

@@ -180,10 +180,9 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 		}
 		return 0, unix.EIO
 	}
-	gpl := licenseGPL(license)
-	loaded := bootTimeNS()
+	meta := progMeta{gpl: licenseGPL(license), loadTime: bootTimeNS()}
 	return c.install(r.FDs[0], uint32(r.Ret), r.Data[:wire.ObjInfoSize], func(o *object) {
-		o.gpl, o.loadTime = gpl, loaded
+		s.progMeta.Store(o.info.ID, meta)
 	})
 }
 
@@ -201,6 +200,16 @@ func validObjName(n []byte) bool {
 		}
 	}
 	return false
+}
+
+// progMeta is what the daemon does not report about a program and the
+// supervisor saw when it loaded it, for OBJ_GET_INFO_BY_FD (by program id,
+// so that it holds whichever descriptor of the program the task asks
+// through). Programs loaded elsewhere report no load time and a license
+// that is not GPL-compatible.
+type progMeta struct {
+	loadTime uint64 // CLOCK_BOOTTIME ns at load
+	gpl      bool   // the license is GPL-compatible
 }
 
 // loadRefused fails a load before bpfd saw it, with msg as the log.

@@ -88,6 +88,9 @@ type Supervisor struct {
 
 	ncpu int // possible CPUs: per-CPU value layout
 
+	progMeta sync.Map // program id → progMeta, for programs loaded here
+	limits   sync.Map // tgid → unix.Rlimit: RLIMIT_MEMLOCK as the task set it (rlimit.go)
+
 	callPool sync.Pool
 }
 

@@ -47,6 +47,14 @@ int count_proto(struct __sk_buff *skb)
 	return skb->len;
 }
 
+/* No context, map or helper: the kernel's xlated dump of it is the
+ * instructions as loaded, so bpftool's dump compares with bpfd's. */
+SEC("socket")
+int seven(struct __sk_buff *skb)
+{
+	return 7;
+}
+
 SEC("xdp")
 int xdp_filter(struct xdp_md *ctx)
 {

@@ -12,8 +12,10 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/demux"
 )
@@ -74,6 +76,27 @@ func (d *Daemon) Settle(timeout time.Duration) (demux.Stats, bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// RequireNotify skips unless the kernel has what the supervisor needs:
+// seccomp user notification with descriptor installation (Linux 5.9) and
+// pidfd_getfd (Linux 5.6).
+func RequireNotify(t testing.TB) {
+	t.Helper()
+	var sizes [3]uint16
+	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_GET_NOTIF_SIZES, 0, uintptr(unsafe.Pointer(&sizes))); e != 0 {
+		t.Skipf("seccomp user notification unavailable: %v", e)
+	}
+	pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		t.Skipf("pidfd_open unavailable: %v", err)
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, 0, 0)
+	if err != nil {
+		t.Skipf("pidfd_getfd unavailable: %v", err)
+	}
+	unix.Close(fd)
 }
 
 // WorldDir returns a new temporary directory every user may search and

@@ -2,7 +2,11 @@ package bpfemu_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,11 +14,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/bpfemu"
 	"github.com/bpfd-project/bpfd/pkg/bpfemu/internal/emutest"
+	"github.com/bpfd-project/bpfd/pkg/client"
 )
 
 // env is what the end-to-end tests share: an in-process bpfd, a world
@@ -47,6 +56,37 @@ func newEnv(t *testing.T) *env {
 	e.self = emutest.CopyExecutable(t, self, e.dir)
 	e.obj = emutest.CopyExecutable(t, "testdata/emu.bpf.o", e.dir)
 	return e
+}
+
+// shared holds what every test uses and is built once per run: the
+// cilium/ebpf test program, in a directory every user may read, removed
+// by TestMain.
+var shared struct {
+	once      sync.Once
+	dir       string
+	ciliumErr error
+	cilium    string
+}
+
+// ciliumprog returns the static cilium/ebpf test program, built once.
+func (e *env) ciliumprog(t *testing.T) string {
+	t.Helper()
+	shared.once.Do(func() {
+		dir, err := os.MkdirTemp("", "bpfemu-test-")
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
+		if err != nil {
+			shared.ciliumErr = err
+			return
+		}
+		shared.dir = dir
+		shared.cilium, shared.ciliumErr = emutest.GoBuildErr(dir, "./pkg/bpfemu/internal/ciliumprog", "ciliumprog")
+	})
+	if shared.ciliumErr != nil {
+		t.Fatal(shared.ciliumErr)
+	}
+	return shared.cilium
 }
 
 type result struct {
@@ -156,7 +196,7 @@ func (e *env) settled(t *testing.T) {
 // bpfctl exec --bpf as nobody: the outputs are equal.
 func TestCiliumProgram(t *testing.T) {
 	e := newEnv(t)
-	prog := emutest.GoBuild(t, e.dir, "./pkg/bpfemu/internal/ciliumprog", "ciliumprog")
+	prog := e.ciliumprog(t)
 	k := e.kernel(t, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
 	em := e.emulated(t, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
 	compareRuns(t, k, em, nil)
@@ -306,5 +346,204 @@ func TestBpftool(t *testing.T) {
 	os.RemoveAll(filepath.Join(e.d.PinRoot, "all"))
 	os.Remove(filepath.Join(e.d.PinRoot, "prog"))
 	os.Remove(filepath.Join(e.d.PinRoot, "arr"))
+	e.settled(t)
+}
+
+// TestDescriptorPassing passes map descriptors between a pkg/client
+// process (this test, as root) and a cilium/ebpf program under bpfctl exec
+// --bpf (as nobody), both ways, over SCM_RIGHTS: a descriptor is the same
+// object with the same access whichever side made it.
+func TestDescriptorPassing(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	c, err := client.Dial(e.d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m, err := c.NewMap(client.MapSpec{Type: client.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4, Name: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Update(le32(1), le64(41), client.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := m.Reopen(client.ModeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+
+	for _, tc := range []struct {
+		name   string
+		give   *client.Map
+		update string
+	}{
+		{name: "read-write", give: m, update: "update through the received descriptor: ok"},
+		{name: "read-only", give: ro, update: "update through the received descriptor: errno 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(e.dir, "pass-"+tc.name)
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			os.Chmod(sock, 0o666)
+			cmd := e.emulatedCmd(prog, "-passfd", sock)
+			var out, errOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			ln.SetDeadline(time.Now().Add(time.Minute))
+			conn, err := ln.AcceptUnix()
+			if err != nil {
+				cmd.Process.Kill()
+				t.Fatalf("accept: %v\n%s", err, errOut.String())
+			}
+			defer conn.Close()
+			if err := client.SendDescriptors(conn, tc.give.FD()); err != nil {
+				t.Fatal(err)
+			}
+			fds, err := client.ReceiveDescriptors(conn, 1)
+			if err != nil {
+				t.Fatalf("receive: %v\n%s", err, errOut.String())
+			}
+			theirs, err := c.ImportMap(fds[0])
+			unix.Close(fds[0])
+			if err != nil {
+				t.Fatalf("import the emulated process's map: %v", err)
+			}
+			v := make([]byte, 8)
+			if err := theirs.Lookup(le32(1), v); err != nil || binary.LittleEndian.Uint64(v) != 99 {
+				t.Errorf("lookup in the emulated process's map: %v %x, want 99", err, v)
+			}
+			if info, err := theirs.Info(); err != nil || info.Name != "passfd" || info.OwnerUID != emutest.Nobody {
+				t.Errorf("its info: %+v %v, want name passfd owned by %d", info, err, emutest.Nobody)
+			}
+			theirs.Close()
+			conn.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("%v\nstdout: %s\nstderr: %s", err, out.String(), errOut.String())
+			}
+			if want := "lookup through the received descriptor: ok 41\n" + tc.update + "\n"; out.String() != want {
+				t.Errorf("emulated side printed\n%s\nwant\n%s", out.String(), want)
+			}
+		})
+	}
+	v := make([]byte, 8)
+	if err := m.Lookup(le32(2), v); err != nil || binary.LittleEndian.Uint64(v) != 42 {
+		t.Errorf("the emulated process's update through the passed descriptor: %v %x, want 42", err, v)
+	}
+	ro.Close()
+	m.Close()
+	c.Close()
+	e.settled(t)
+}
+
+func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+
+// TestClosedObjectsAreFreed: a process that creates and closes maps does
+// not leave them in the daemon while it runs on, as the kernel frees a map
+// at the close of its last fd (the supervisor lets go of its copies within
+// a collection period).
+func TestClosedObjectsAreFreed(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	cmd := e.emulatedCmd(prog, "-churn", "50")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	line := make([]byte, 5)
+	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "done\n" {
+		t.Fatalf("churn: %q %v", line, err)
+	}
+	deadline := time.Now().Add(3 * bpfemu.CollectInterval)
+	for e.d.Srv.Stats().Objects != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d objects still held while the process runs, after it closed them all", e.d.Srv.Stats().Objects)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	e.settled(t)
+}
+
+// TestProcessDiesMidCall kills processes in the middle of their bpf(2)
+// calls, the traced program and the supervisor itself: nothing stays in
+// the daemon once they are gone.
+func TestProcessDiesMidCall(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	for _, victim := range []string{"program", "supervisor"} {
+		t.Run(victim, func(t *testing.T) {
+			cmd := e.emulatedCmd(prog, "-loop")
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var errOut bytes.Buffer
+			cmd.Stderr = &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var pid int
+			if _, err := fmt.Fscanf(stdout, "pid %d\n", &pid); err != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("no pid: %v\n%s", err, errOut.String())
+			}
+			time.Sleep(300 * time.Millisecond) // well into the loop
+			if st := e.d.Srv.Stats(); st.Objects == 0 {
+				t.Errorf("the loop made no objects: %+v\n%s", st, errOut.String())
+			}
+			if victim == "program" {
+				unix.Kill(pid, unix.SIGKILL)
+			} else {
+				cmd.Process.Kill() // the program's next bpf(2) fails (ENOSYS) and it exits
+			}
+			cmd.Wait()
+			deadline := time.Now().Add(10 * time.Second)
+			for unix.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			e.settled(t)
+		})
+	}
+}
+
+// TestGarbageCalls makes thousands of bpf(2) calls with random commands,
+// attrs, pointers (NULL, unmapped, misaligned, at the edge of readable
+// memory) and sizes from a traced process: every one is answered, the
+// supervisor survives and still answers, nothing leaks.
+func TestGarbageCalls(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	r := e.emulated(t, prog, "-garbage", "3000", "-seed", "7")
+	if r.code != 0 || !strings.Contains(r.out, "still answering") {
+		t.Fatalf("%v", r)
+	}
+	for _, want := range []string{"errno 14:", "errno 22:", "errno 7:"} { // EFAULT, EINVAL, E2BIG
+		if !strings.Contains(r.out, want) {
+			t.Errorf("no call failed with %s in\n%s", want, r.out)
+		}
+	}
 	e.settled(t)
 }

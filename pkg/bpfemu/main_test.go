@@ -45,6 +45,9 @@ func TestMain(m *testing.M) {
 	}
 	before := listFDs()
 	code := m.Run()
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
 	if code == 0 {
 		deadline := time.Now().Add(5 * time.Second)
 		for len(listFDs()) > len(before) && time.Now().Before(deadline) {

@@ -9,6 +9,9 @@
 //	ciliumprog -obj emu.bpf.o -pin DIR   transcript: maps, programs, test runs, batches, pins
 //	ciliumprog -bench N                  timings of N map lookups and updates (medians)
 //	ciliumprog -passfd SOCKET            descriptor exchange with another process over SCM_RIGHTS
+//	ciliumprog -churn N                  create and close N maps, say "done", wait for stdin to close
+//	ciliumprog -loop                     map and program calls until killed (prints its pid first)
+//	ciliumprog -garbage N -seed S        N bpf(2) calls with random commands, attrs, pointers and sizes
 //
 // The transcript prints results only (values, return values, errnos),
 // never ids, timings or iteration order, so that the two runs compare
@@ -28,6 +31,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -38,6 +42,10 @@ func main() {
 	pin := flag.String("pin", "/sys/fs/bpf", "bpffs directory to pin under")
 	bench := flag.Int("bench", 0, "time this many lookups and updates")
 	passfd := flag.String("passfd", "", "Unix socket to exchange descriptors on")
+	churn := flag.Int("churn", 0, "create and close this many maps")
+	loop := flag.Bool("loop", false, "make calls until killed")
+	garbage := flag.Int("garbage", 0, "make this many random bpf(2) calls")
+	seed := flag.Int64("seed", 1, "random seed of -garbage")
 	flag.Parse()
 	var err error
 	switch {
@@ -45,6 +53,12 @@ func main() {
 		err = runBench(*bench)
 	case *passfd != "":
 		err = runPassFD(*passfd)
+	case *churn > 0:
+		err = runChurn(*churn)
+	case *loop:
+		err = runLoop()
+	case *garbage > 0:
+		err = runGarbage(*garbage, *seed)
 	default:
 		err = runTranscript(*obj, *pin)
 	}
@@ -402,13 +416,9 @@ func runPassFD(path string) error {
 	}
 	defer m.Close()
 	var v uint64
-	if err := m.Lookup(u32(1), &v); err != nil {
-		return fmt.Errorf("lookup through the received descriptor: %w", err)
-	}
-	fmt.Printf("received value %d\n", v)
-	if err := m.Put(u32(2), u64(v+1)); err != nil {
-		return fmt.Errorf("update through the received descriptor: %w", err)
-	}
+	err = m.Lookup(u32(1), &v)
+	fmt.Printf("lookup through the received descriptor: %s %d\n", errName(err), v)
+	fmt.Printf("update through the received descriptor: %s\n", errName(m.Put(u32(2), u64(v+1))))
 	own, err := ebpf.NewMap(&ebpf.MapSpec{Name: "passfd", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4})
 	if err != nil {
 		return err
@@ -421,9 +431,157 @@ func runPassFD(path string) error {
 		return err
 	}
 	// Wait for the peer to be done with it before the map goes.
-	_, err = c.Read(buf)
-	if err != nil && !errors.Is(err, os.ErrClosed) && err.Error() != "EOF" {
+	c.Read(buf)
+	return nil
+}
+
+// runChurn creates and closes n maps, one at a time, then says "done"
+// and waits for stdin to close: the test checks meanwhile that the daemon
+// freed them, as the kernel frees a map at the close of its last fd.
+func runChurn(n int) error {
+	for i := 0; i < n; i++ {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 4})
+		if err != nil {
+			return err
+		}
+		if err := m.Put(u32(1), u64(uint64(i))); err != nil {
+			return err
+		}
+		m.Close()
+	}
+	fmt.Println("done")
+	b := make([]byte, 1)
+	for {
+		if _, err := os.Stdin.Read(b); err != nil {
+			return nil
+		}
+	}
+}
+
+// runLoop makes map and program calls until killed or until a call fails
+// (as when the supervisor is gone: ENOSYS).
+func runLoop() error {
+	fmt.Printf("pid %d\n", os.Getpid())
+	for i := 0; ; i++ {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 64})
+		if err != nil {
+			return err
+		}
+		for k := uint32(0); k < 16; k++ {
+			if err := m.Put(u32(k), u64(uint64(i))); err != nil {
+				return err
+			}
+		}
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "MIT",
+			Instructions: asm.Instructions{
+				asm.LoadMapPtr(asm.R1, m.FD()),
+				asm.Mov.Reg(asm.R2, asm.R10),
+				asm.Add.Imm(asm.R2, -4),
+				asm.StoreImm(asm.R10, -4, 3, asm.Word),
+				asm.FnMapLookupElem.Call(),
+				asm.Mov.Imm(asm.R0, 0),
+				asm.Return(),
+			}})
+		if err != nil {
+			return err
+		}
+		if _, _, err := p.Test(ethernet(0x0800, 64)); err != nil {
+			return err
+		}
+		if i%2 == 0 { // leave every other pair open: exit must free them too
+			p.Close()
+			m.Close()
+		}
+	}
+}
+
+// runGarbage makes n bpf(2) calls with random commands (known and not),
+// attrs of random bytes whose pointer-sized words are random, NULL,
+// unmapped, misaligned or pointing at the edge of readable memory, random
+// sizes (up to beyond a page) and random fds; then it checks that bpf(2)
+// still works. It prints how many calls failed with each errno.
+func runGarbage(n int, seed int64) error {
+	rng := newRand(seed)
+	// A readable page followed by one that is not: pointers at its end
+	// make copies fault part way.
+	mem, err := syscall.Mmap(-1, 0, 2*4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
 		return err
 	}
+	if err := syscall.Mprotect(mem[4096:], syscall.PROT_NONE); err != nil {
+		return err
+	}
+	base := uintptr(unsafe.Pointer(&mem[0]))
+	pointers := []uintptr{0, 1, 0xdeadbeef000, 1 << 63, base, base + 1, base + 4090, base + 4095, base + 4096, base + 2048}
+	errnos := map[syscall.Errno]int{}
+	var fds []int
+	for i := 0; i < n; i++ {
+		for j := range mem[:4096] {
+			mem[j] = byte(rng.next())
+		}
+		// Pointer-sized words of the attr (the attr lives in mem too).
+		for off := 0; off+8 <= 256; off += 8 {
+			if rng.next()%2 == 0 {
+				binary.LittleEndian.PutUint64(mem[off:], uint64(pointers[rng.next()%uint64(len(pointers))]))
+			}
+		}
+		// Small numbers where fds and sizes usually are.
+		for off := 0; off+4 <= 64; off += 4 {
+			if rng.next()%3 == 0 {
+				binary.LittleEndian.PutUint32(mem[off:], uint32(rng.next()%16))
+			}
+		}
+		cmd := uintptr(rng.next() % 40)
+		attr := pointers[rng.next()%uint64(len(pointers))]
+		if rng.next()%2 == 0 {
+			attr = base + uintptr(rng.next()%64)
+		}
+		size := uintptr(rng.next() % 300)
+		if rng.next()%10 == 0 {
+			size = uintptr(rng.next() % 5000)
+		}
+		r, _, e := syscall.Syscall(sysBPF, cmd, attr, size)
+		errnos[e]++
+		if e == 0 && (cmd == 0 || cmd == 5 || cmd == 7 || cmd == 13 || cmd == 14) {
+			fds = append(fds, int(r))
+		}
+	}
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
+	keys := make([]int, 0, len(errnos))
+	for e := range errnos {
+		keys = append(keys, int(e))
+	}
+	sort.Ints(keys)
+	for _, e := range keys {
+		fmt.Printf("errno %d: %d\n", e, errnos[syscall.Errno(e)])
+	}
+	// bpf(2) still answers.
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return fmt.Errorf("after the garbage: %w", err)
+	}
+	defer m.Close()
+	if err := m.Put(u32(0), u32(7)); err != nil {
+		return fmt.Errorf("after the garbage: %w", err)
+	}
+	fmt.Println("still answering")
 	return nil
+}
+
+// sysBPF is SYS_BPF on x86_64.
+const sysBPF = 321
+
+// rand is a splitmix64 generator (deterministic, no dependencies).
+type rand struct{ s uint64 }
+
+func newRand(seed int64) *rand { return &rand{uint64(seed)} }
+
+func (r *rand) next() uint64 {
+	r.s += 0x9e3779b97f4a7c15
+	z := r.s
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
 }

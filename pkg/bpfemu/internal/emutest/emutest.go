@@ -5,6 +5,7 @@ package emutest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -112,18 +113,21 @@ func WorldDir(t testing.TB) string {
 	return dir
 }
 
-// GoBuild builds the package at pkg (a path relative to the module root,
-// "./...") into a static binary in dir and returns its path.
-func GoBuild(t testing.TB, dir, pkg, name string) string {
-	t.Helper()
+// GoBuildErr builds the package at pkg (a path relative to the module
+// root, "./...") into a static binary in dir and returns its path.
+func GoBuildErr(dir, pkg, name string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
 	out := filepath.Join(dir, name)
 	cmd := exec.Command(goTool(), "build", "-o", out, pkg)
-	cmd.Dir = moduleRoot(t)
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
-	return out
+	return out, nil
 }
 
 func goTool() string {
@@ -138,21 +142,19 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// moduleRoot finds the directory holding go.mod above the test's
-// directory.
-func moduleRoot(t testing.TB) string {
-	t.Helper()
+// moduleRoot finds the directory holding go.mod above the working
+// directory (a test's package directory).
+func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	for d := dir; d != "/"; d = filepath.Dir(d) {
 		if fileExists(filepath.Join(d, "go.mod")) {
-			return d
+			return d, nil
 		}
 	}
-	t.Fatalf("no go.mod above %s", dir)
-	return ""
+	return "", fmt.Errorf("no go.mod above %s", dir)
 }
 
 // CopyExecutable copies the file at src into dir with mode 0755 (a test

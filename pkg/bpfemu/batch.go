@@ -74,7 +74,7 @@ func (c *call) lookupBatch(o *object, wcmd wire.Cmd, a *bpfAttr, count uint32, e
 		bt.HasInBatch, bt.InBatch = 1, cursorValue(cur)
 	}
 	var ab [wire.BatchAttrSize]byte
-	r, err := s.conn.do(wcmd, bt.Append(ab[:0]), nil, nil)
+	r, err := c.do(wcmd, bt.Append(ab[:0]), nil, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -185,7 +185,7 @@ func (c *call) writeBatch(o *object, wcmd wire.Cmd, a *bpfAttr, count uint32, el
 		if vs > 0 {
 			data = append(data, values[:avail*vs])
 		}
-		r, err := s.conn.do(wcmd, bt.Append(ab[:0]), nil, nil, data...)
+		r, err := c.do(wcmd, bt.Append(ab[:0]), nil, nil, data...)
 		if err != nil {
 			return 0, err
 		}

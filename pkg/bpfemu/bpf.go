@@ -35,7 +35,7 @@ func (c *call) bpf() (int64, error) {
 	}
 	n := min(size, attrSize)
 	c.attr = bpfAttr{}
-	if err := c.read(uattr, c.attr[:n]); err != nil {
+	if err := c.readAttr(uattr, c.attr[:n]); err != nil {
 		return 0, err
 	}
 	c.uattr, c.usize = uattr, uint32(size)

@@ -39,7 +39,7 @@ type env struct {
 // newEnv skips unless the tests run as root (they run tools as nobody
 // and use the kernel as the oracle) on a kernel with seccomp user
 // notification and descriptor installation.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the tools run as uid 65534 under bpfctl exec --bpf, and as root against the kernel oracle")
@@ -47,6 +47,10 @@ func newEnv(t *testing.T) *env {
 	emutest.RequireNotify(t)
 	if testing.Short() {
 		t.Skip("end-to-end: starts processes under seccomp (skipped with -short)")
+	}
+	// The fixture is found relative to the package directory.
+	if _, err := os.Stat("testdata/emu.bpf.o"); err != nil {
+		t.Fatal(err)
 	}
 	e := &env{d: emutest.StartDaemon(t), dir: emutest.WorldDir(t)}
 	self, err := os.Executable()
@@ -69,7 +73,7 @@ var shared struct {
 }
 
 // ciliumprog returns the static cilium/ebpf test program, built once.
-func (e *env) ciliumprog(t *testing.T) string {
+func (e *env) ciliumprog(t testing.TB) string {
 	t.Helper()
 	shared.once.Do(func() {
 		dir, err := os.MkdirTemp("", "bpfemu-test-")
@@ -98,7 +102,7 @@ func (r result) String() string {
 	return "exit " + strconv.Itoa(r.code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.errOut
 }
 
-func runCmd(t *testing.T, cmd *exec.Cmd, timeout time.Duration) result {
+func runCmd(t testing.TB, cmd *exec.Cmd, timeout time.Duration) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -134,7 +138,7 @@ func (e *env) emulatedCmd(argv ...string) *exec.Cmd {
 	return cmd
 }
 
-func (e *env) emulated(t *testing.T, argv ...string) result {
+func (e *env) emulated(t testing.TB, argv ...string) result {
 	t.Helper()
 	return runCmd(t, e.emulatedCmd(argv...), 2*time.Minute)
 }

@@ -424,7 +424,7 @@ func (c *call) fdinfo(o *object, fd int32) ([]byte, error) {
 	info := o.info
 	var ab [wire.HandleAttrSize]byte
 	var out [wire.ObjInfoSize + 64]byte
-	if r, err := c.s.conn.do(wire.CmdObjGetInfo, handleAttr(ab[:], o.handle, 0), nil, out[:]); err == nil {
+	if r, err := c.do(wire.CmdObjGetInfo, handleAttr(ab[:], o.handle, 0), nil, out[:]); err == nil {
 		closeAll(r.FDs)
 		if r.Errno == 0 {
 			info.Parse(r.Data)

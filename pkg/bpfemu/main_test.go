@@ -7,10 +7,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/internal/bpfctl"
+	"github.com/bpfd-project/bpfd/pkg/bpfemu/internal/emutest"
 	"github.com/bpfd-project/bpfd/pkg/seccomp"
 )
 
@@ -18,8 +20,9 @@ import (
 // bpfctl with the arguments (the tests run it as another user); "bpffs"
 // mounts a bpf file system on /sys/fs/bpf (in the private mount namespace
 // the test started it in) and executes the arguments, so that the kernel
-// runs of the test programs pin where the emulated runs do.
-const roleEnv = "BPFEMU_TEST_ROLE"
+// runs of the test programs pin where the emulated runs do; "task" is a
+// process whose memory the fuzz targets use as a traced task's.
+const roleEnv = emutest.RoleEnv
 
 func TestMain(m *testing.M) {
 	// bpfctl exec --bpf re-executes its binary as the seccomp shim.
@@ -28,6 +31,21 @@ func TestMain(m *testing.M) {
 	case "bpfctl":
 		os.Unsetenv(roleEnv)
 		os.Exit(bpfctl.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	case "task":
+		// A process whose memory the fuzz tests hand to the supervisor
+		// as a traced task's: a read-write region at a known address,
+		// then nothing until stdin closes.
+		mem, err := unix.Mmap(-1, 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+		if err != nil {
+			os.Exit(125)
+		}
+		fmt.Printf("%d\n", uintptr(unsafe.Pointer(&mem[0])))
+		os.Stdin.Read(make([]byte, 1))
+		os.Exit(0)
+	case "native-bench":
+		// A pkg/client program in a process of its own, as the native
+		// baseline of BenchmarkEmulatedMapOps: "lookup NS update NS".
+		os.Exit(nativeBench(os.Args[1], os.Args[2]))
 	case "bpffs":
 		if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
 			fmt.Fprintln(os.Stderr, "mount bpffs:", err)

@@ -96,7 +96,7 @@ func (c *call) create(cmd wire.Cmd, attr []byte, fill func(o *object), data ...[
 	s := c.s
 	var out [wire.ObjInfoSize + 64]byte
 	for try := 0; ; try++ {
-		r, err := s.conn.do(cmd, attr, nil, out[:], data...)
+		r, err := c.do(cmd, attr, nil, out[:], data...)
 		if err != nil {
 			return 0, err
 		}
@@ -219,7 +219,7 @@ func (c *call) mapElem(cmd uint64, a *bpfAttr) (int64, error) {
 		} else {
 			key = nil
 		}
-		r, err := s.conn.do(wcmd, attr, nil, c.scratch2(ks), key)
+		r, err := c.do(wcmd, attr, nil, c.scratch2(ks), key)
 		return c.elemOut(r, err, a.u64(elValue), ks)
 	case cmdMapUpdateElem:
 		if err := c.readKey(a.u64(elKey), key); err != nil {
@@ -246,7 +246,7 @@ func (c *call) mapElem(cmd uint64, a *bpfAttr) (int64, error) {
 	if err := c.readKey(a.u64(elKey), key); err != nil {
 		return 0, err
 	}
-	r, err := s.conn.do(wcmd, attr, nil, value, key)
+	r, err := c.do(wcmd, attr, nil, value, key)
 	return c.elemOut(r, err, a.u64(elValue), vs)
 }
 
@@ -267,7 +267,7 @@ func (c *call) elemOut(r rawReply, err error, uaddr uint64, n int) (int64, error
 
 // simple sends a command whose reply is only an errno.
 func (c *call) simple(cmd wire.Cmd, attr []byte, data ...[]byte) (int64, error) {
-	r, err := c.s.conn.do(cmd, attr, nil, nil, data...)
+	r, err := c.do(cmd, attr, nil, nil, data...)
 	if err != nil {
 		return 0, err
 	}

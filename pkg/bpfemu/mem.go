@@ -4,6 +4,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // userTop is the end of x86_64 user space (TASK_SIZE_MAX with 4-level
@@ -33,6 +35,54 @@ const maxRemoteIO = 1<<31 - 4096
 // copy_to_user do (a write into read-only memory is EFAULT), which
 // /proc/PID/mem does not.
 
+// readAttr is read without the validity check: the bpf(2) attr, read
+// first of all. Nothing is done with what it says before c.validate runs
+// (c.do and the next read or write check), so one ioctl covers it and the
+// read after it.
+func (c *call) readAttr(addr uint64, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if addr >= userTop || uint64(len(b)) > userTop-addr {
+		return unix.EFAULT
+	}
+	local := unix.Iovec{Base: &b[0]}
+	local.SetLen(len(b))
+	remote := unix.RemoteIovec{Base: uintptr(addr), Len: len(b)}
+	n, err := processVM(unix.SYS_PROCESS_VM_READV, c.tid, &local, &remote)
+	c.dirty = true
+	if err == unix.ESRCH {
+		return errTaskGone
+	}
+	if err != nil || n != len(b) {
+		// Refusing is harmless whoever the pid names now.
+		return unix.EFAULT
+	}
+	return nil
+}
+
+// validate checks the notification if something was read since the last
+// check.
+func (c *call) validate() error {
+	if !c.dirty {
+		return nil
+	}
+	if err := c.s.ans.valid(c.id); err != nil {
+		return err
+	}
+	c.dirty = false
+	return nil
+}
+
+// do sends a request to bpfd on the call's behalf, once what the call read
+// from the task is known to be the task's.
+func (c *call) do(cmd wire.Cmd, attr []byte, fds []int, out []byte, data ...[]byte) (rawReply, error) {
+	if err := c.validate(); err != nil {
+		return rawReply{}, err
+	}
+	return c.s.conn.do(cmd, attr, fds, out, data...)
+}
+
 // read fills b from the process's memory at addr. EFAULT (as the kernel's
 // copy_from_user) for an address that is not readable in full, errTaskGone
 // if the task died.
@@ -53,6 +103,7 @@ func (c *call) read(addr uint64, b []byte) error {
 	if verr := c.s.ans.valid(c.id); verr != nil {
 		return verr
 	}
+	c.dirty = false
 	if err != nil || n != len(b) {
 		return unix.EFAULT
 	}
@@ -71,6 +122,7 @@ func (c *call) write(addr uint64, b []byte) error {
 	if err := c.s.ans.valid(c.id); err != nil {
 		return err
 	}
+	c.dirty = false
 	local := unix.Iovec{Base: &b[0]}
 	local.SetLen(len(b))
 	remote := unix.RemoteIovec{Base: uintptr(addr), Len: len(b)}

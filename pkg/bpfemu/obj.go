@@ -137,7 +137,7 @@ func (c *call) objGet(a *bpfAttr) (int64, error) {
 	var ab [wire.ObjGetAttrSize]byte
 	attr := (&wire.ObjGetAttr{}).Append(ab[:0])
 	var out [wire.ObjInfoSize + 64]byte
-	r, err := s.conn.do(wire.CmdObjGet, attr, []int{pin}, out[:])
+	r, err := c.do(wire.CmdObjGet, attr, []int{pin}, out[:])
 	if err != nil {
 		return 0, err
 	}
@@ -238,7 +238,7 @@ func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 	}
 	var ab [wire.HandleAttrSize]byte
 	var out [wire.ObjInfoSize + 64]byte
-	r, err := s.conn.do(wire.CmdReopen, handleAttr(ab[:], o.handle, mode), nil, out[:])
+	r, err := c.do(wire.CmdReopen, handleAttr(ab[:], o.handle, mode), nil, out[:])
 	if err != nil {
 		return 0, err
 	}

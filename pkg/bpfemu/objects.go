@@ -71,8 +71,8 @@ const kcmpFile = 0
 // sameFile reports whether fd ours of this process and fd theirs of task
 // tid are the same open file (kcmp(2)). ESRCH: the task is gone; EBADF:
 // theirs is not open.
-func sameFile(tid int, ours, theirs int) (bool, unix.Errno) {
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(tid), kcmpFile,
+func sameFile(self, tid int, ours, theirs int) (bool, unix.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(self), uintptr(tid), kcmpFile,
 		uintptr(ours), uintptr(theirs), 0)
 	if e != 0 {
 		return false, e
@@ -150,7 +150,8 @@ func (c *call) resolve(fd int32) (*object, error) {
 	}
 	t.mu.Unlock()
 	if o != nil {
-		same, e := sameFile(c.tid, o.fd, int(fd))
+		same, e := sameFile(s.pid, c.tid, o.fd, int(fd))
+		c.dirty = true // about the task: checked with what is read next
 		if e == 0 && same {
 			return o, nil
 		}

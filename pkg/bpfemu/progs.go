@@ -142,7 +142,7 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 	}
 	copy(w.Name[:], a[plProgName:plProgName+bpfObjNameLen])
 	var ab [wire.ProgLoadAttrSize]byte
-	r, err := s.conn.do(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
+	r, err := c.do(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
 	if err != nil {
 		return 0, err
 	}
@@ -150,7 +150,7 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 		// A quota: maybe of objects the process closed already.
 		closeAll(r.FDs)
 		s.collect()
-		r, err = s.conn.do(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
+		r, err = c.do(wire.CmdProgLoad, w.Append(ab[:0]), nil, nil, insns, []byte(license))
 		if err != nil {
 			return 0, err
 		}
@@ -251,17 +251,11 @@ func (c *call) writeLog(l *verifierLog, text []byte) error {
 	trueSize := uint32(len(text) + 1)
 	var err error
 	if l.buf != 0 {
-		n := min(len(text), int(l.size)-1)
-		part := text[:n]
-		if l.level&bpfLogFixed == 0 {
-			part = text[len(text)-n:]
-		}
-		out := make([]byte, n+1)
-		copy(out, part)
+		out, _, cut := cutLog(l.level, l.size, text)
 		if werr := c.write(l.buf, out); werr != nil {
 			return werr
 		}
-		if trueSize > l.size {
+		if cut {
 			err = unix.ENOSPC
 		}
 	}
@@ -271,6 +265,22 @@ func (c *call) writeLog(l *verifierLog, text []byte) error {
 		}
 	}
 	return err
+}
+
+// cutLog is what bpf_vlog_finalize leaves of a log of text in a buffer of
+// size (> 0) bytes: all of it and a NUL if it fits, else size-1 bytes and
+// a NUL, the head with BPF_LOG_FIXED and the tail otherwise; trueSize
+// counts the NUL, cut says ENOSPC.
+func cutLog(level, size uint32, text []byte) (out []byte, trueSize uint32, cut bool) {
+	trueSize = uint32(len(text) + 1)
+	n := min(len(text), int(size)-1)
+	part := text[:n]
+	if level&bpfLogFixed == 0 {
+		part = text[len(text)-n:]
+	}
+	out = make([]byte, n+1)
+	copy(out, part)
+	return out, trueSize, trueSize > size
 }
 
 // licenseGPL is the kernel's license_is_gpl_compatible.
@@ -337,7 +347,7 @@ func (c *call) progTestRun(a *bpfAttr) (int64, error) {
 		w.CtxSizeOut = testOutMax
 	}
 	var ab [wire.TestRunAttrSize]byte
-	r, err := s.conn.do(wire.CmdProgTestRun, w.Append(ab[:0]), nil, nil, in[:dataSizeIn], in[dataSizeIn:])
+	r, err := c.do(wire.CmdProgTestRun, w.Append(ab[:0]), nil, nil, in[:dataSizeIn], in[dataSizeIn:])
 	if err != nil {
 		return 0, err
 	}

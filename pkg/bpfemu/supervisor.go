@@ -87,6 +87,7 @@ type Supervisor struct {
 	wg      sync.WaitGroup // calls answered on goroutines of their own
 
 	ncpu int // possible CPUs: per-CPU value layout
+	pid  int // this process
 
 	progMeta sync.Map // program id → progMeta, for programs loaded here
 	limits   sync.Map // tgid → unix.Rlimit: RLIMIT_MEMLOCK as the task set it (rlimit.go)
@@ -137,6 +138,7 @@ func New(cfg *Config) (*Supervisor, error) {
 		s.rootFD = fd
 	}
 	s.ncpu = possibleCPUs()
+	s.pid = os.Getpid()
 	s.tab.init()
 	s.callPool.New = func() any { return &call{s: s} }
 	return s, nil
@@ -290,12 +292,13 @@ type call struct {
 	attr  bpfAttr
 	uattr uint64 // the bpf(2) call's attr pointer and size
 	usize uint32
+	dirty bool // read from the task since the last validity check
 }
 
 const maxPooledScratch = 1 << 20
 
 func (c *call) start() {
-	c.id, c.tid = c.notif.ID, int(c.notif.PID)
+	c.id, c.tid, c.dirty = c.notif.ID, int(c.notif.PID), false
 	if cap(c.buf) > maxPooledScratch {
 		c.buf = nil
 	}

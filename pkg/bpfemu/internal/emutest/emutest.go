@@ -21,6 +21,10 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/demux"
 )
 
+// RoleEnv names the part a re-executed test binary plays (see the
+// TestMain of pkg/bpfemu).
+const RoleEnv = "BPFEMU_TEST_ROLE"
+
 // Nobody is the unprivileged uid and gid the tests run emulated tools as.
 const Nobody = 65534
 

@@ -63,7 +63,7 @@
 //
 //   - BPF_MAP_CREATE (to bpfd; BTF, inner maps, map_extra, NUMA nodes
 //     other than 0 and offload are refused with EINVAL until bpfd has
-//     them), BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM (a program fd as the
+//     them; BPF_F_MMAPABLE always, see below), BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM (a program fd as the
 //     value of a program array), BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY,
 //     BPF_MAP_LOOKUP_AND_DELETE_ELEM, BPF_MAP_FREEZE;
 //   - BPF_MAP_LOOKUP_BATCH, BPF_MAP_LOOKUP_AND_DELETE_BATCH,
@@ -123,6 +123,11 @@
 //   - Descriptors are sockets: fstat shows S_IFSOCK and fstatfs sockfs;
 //     only readlink and fdinfo of /proc/self/fd are made to look like the
 //     kernel's. The fd flags are O_RDWR whatever the access mode.
+//   - No mmap(2) of map fds: a supervisor cannot make mappings in another
+//     process, and a descriptor is a socket. BPF_F_MMAPABLE is EINVAL (as
+//     before Linux 5.5), so libraries keep global data in plain arrays;
+//     a ring buffer can be created and written by programs, but a
+//     consumer's mmap of it fails (ENODEV).
 //   - Program metadata bpfd does not keep (load time, GPL compatibility)
 //     is known for programs this supervisor loaded; others report zero.
 //     There is no JIT: jited_prog_len and the JIT symbols are zero, and

@@ -58,7 +58,7 @@ func (c *call) mapCreate(a *bpfAttr) (int64, error) {
 		return 0, unix.EINVAL
 	}
 	flags := a.u32(mcMapFlags)
-	const bpfFNumaNode, bpfFTokenFD = 1 << 2, 1 << 16
+	const bpfFNumaNode, bpfFMmapable, bpfFTokenFD = 1 << 2, 1 << 10, 1 << 16
 	if flags&bpfFTokenFD != 0 || a.u32(mcMapTokenFD) != 0 {
 		return 0, unix.EINVAL // no BPF tokens: bpfd needs no delegation
 	}
@@ -73,6 +73,13 @@ func (c *call) mapCreate(a *bpfAttr) (int64, error) {
 	}
 	if flags&bpfFNumaNode != 0 && a.u32(mcNumaNode) != 0 {
 		return 0, unix.EINVAL // one node: only node 0 is online
+	}
+	if flags&bpfFMmapable != 0 {
+		// A bpfd descriptor is a socket: mmap(2) of it cannot map the
+		// map's storage into the task, and the supervisor cannot map
+		// anything there. Refused as by a kernel before 5.5, so that
+		// cilium/ebpf and libbpf keep global data in plain arrays.
+		return 0, unix.EINVAL
 	}
 	// Fields bpfd has no counterpart of yet: refused like a kernel
 	// without them.

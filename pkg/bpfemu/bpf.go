@@ -148,30 +148,6 @@ func (c *call) umask() (uint32, error) {
 	return uint32(m), nil
 }
 
-// possibleCPUs counts the CPUs of /sys/devices/system/cpu/possible (per-CPU
-// values hold one slot per possible CPU, in bpfd as in the kernel).
-func possibleCPUs() int {
-	b, err := os.ReadFile("/sys/devices/system/cpu/possible")
-	if err != nil {
-		return 1
-	}
-	n := 0
-	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
-		lo, hi, found := strings.Cut(r, "-")
-		a, err1 := strconv.Atoi(lo)
-		z := a
-		var err2 error
-		if found {
-			z, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || z < a {
-			return 1
-		}
-		n += z - a + 1
-	}
-	return max(n, 1)
-}
-
 // handleAttr encodes a wire.HandleAttr.
 func handleAttr(b []byte, h uint32, mode wire.Mode) []byte {
 	return (&wire.HandleAttr{Handle: h, Mode: mode}).Append(b[:0])

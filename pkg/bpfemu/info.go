@@ -8,12 +8,12 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// Sizes of the info structs this package fills (linux/bpf.h): struct
-// bpf_map_info through map_extra (Linux 5.16), struct bpf_prog_info
-// through attach_btf_id (Linux 5.16). A caller passing a longer struct
-// gets E2BIG unless the tail is zero, as bpf_check_uarg_tail_zero.
+// Sizes of the info structs this package fills (linux/bpf.h of Linux
+// 6.18): struct bpf_map_info through hash_size, struct bpf_prog_info
+// through attach_btf_id. A caller passing a longer struct gets E2BIG
+// unless the tail is zero, as bpf_check_uarg_tail_zero.
 const (
-	mapInfoSize  = 88
+	mapInfoSize  = 104
 	progInfoSize = 232
 )
 
@@ -27,6 +27,8 @@ const (
 	miMapFlags   = 20
 	miName       = 24
 	miMapExtra   = 80
+	miHash       = 88
+	miHashSize   = 96
 )
 
 // Offsets in struct bpf_prog_info.
@@ -119,7 +121,17 @@ func (c *call) mapInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 		return 0, err
 	}
 	var info [mapInfoSize]byte
+	if err := c.read(uinfo, info[:n]); err != nil {
+		return 0, err
+	}
 	le := binary.LittleEndian
+	if le.Uint64(info[miHash:]) != 0 {
+		// A SHA-256 of the map's values (for exclusive maps of signed
+		// programs): no bpfd map offers one, as no kernel map without
+		// map_get_hash does.
+		return 0, unix.EINVAL
+	}
+	info = [mapInfoSize]byte{}
 	le.PutUint32(info[miType:], o.info.Type)
 	le.PutUint32(info[miID:], o.info.ID)
 	le.PutUint32(info[miKeySize:], o.info.KeySize)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bpfd-project/bpfd/pkg/client"
 	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/percpu"
 	"github.com/bpfd-project/bpfd/pkg/seccomp"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -137,7 +138,7 @@ func New(cfg *Config) (*Supervisor, error) {
 		}
 		s.rootFD = fd
 	}
-	s.ncpu = possibleCPUs()
+	s.ncpu = percpu.Possible()
 	s.pid = os.Getpid()
 	s.tab.init()
 	s.callPool.New = func() any { return &call{s: s} }

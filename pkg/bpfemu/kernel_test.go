@@ -17,14 +17,14 @@ import (
 // the memory the kernel writes back. Run against the kernel and against
 // the emulation, the two transcripts must be equal.
 type scenario struct {
-	do   bpfFunc
+	do bpfFunc
 	// modern: the kernel has the semantics of Linux 6.4 and later that
 	// the emulation follows (a log level without a buffer, log_true_size).
 	// Cases that differ before are left out on older kernels.
 	modern bool
-	out  []string
-	fds  []int
-	keep [][]byte
+	out    []string
+	fds    []int
+	keep   [][]byte
 }
 
 func (s *scenario) buf(n int) []byte {

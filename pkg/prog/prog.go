@@ -277,6 +277,9 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 			arrayRegion(i)
 		}
 	}
+	if err := p.resolveMapRegions(&statics, staticOf); err != nil {
+		return nil, nil, err
+	}
 	for _, cl := range vr.ctxLoads {
 		ins := code[cl.pc*8 : cl.pc*8+8]
 		// ldxw dst, [src+off] -> ldxdw dst, [src+shadow]
@@ -289,7 +292,9 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		sl := mapSlot{keySize: int(sp.KeySize), valueSize: int(sp.ValueSize), maxEntries: sp.MaxEntries, static: -1}
 		if st, ok := staticOf[i]; ok {
 			sl.static = st
-			_, sl.stride = r.Map.(*maps.Array).Values()
+		}
+		if a, ok := r.Map.(*maps.Array); ok && sl.static >= 0 {
+			_, sl.stride = a.Values()
 			if sp.PerCPU() {
 				sl.percpu = true
 				sl.valStride = (uint64(sp.ValueSize) + 7) &^ 7

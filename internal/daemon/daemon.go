@@ -70,8 +70,11 @@ type Options struct {
 	StateDir  string // where pinned objects are saved across restarts
 	LogLevel  string
 	LogFormat string
-	Config    string // the config file read, if any
-	Version   bool
+	// Metrics is where the Prometheus endpoint listens ("unix:PATH" or a
+	// loopback host:port); empty: no endpoint.
+	Metrics string
+	Config  string // the config file read, if any
+	Version bool
 }
 
 // ErrNoRuntimeDir: not root, no --socket or BPFD_SOCKET, XDG_RUNTIME_DIR
@@ -165,12 +168,13 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
 	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
-		"log-level": &o.LogLevel, "log-format": &o.LogFormat}
+		"log-level": &o.LogLevel, "log-format": &o.LogFormat, "metrics": &o.Metrics}
 	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
 	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
 	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
 	fs.StringVar(&o.LogLevel, "log-level", "", "log level: debug, info, warn, error (env BPFD_LOG_LEVEL; default info)")
 	fs.StringVar(&o.LogFormat, "log-format", "", "log format: json or console (env BPFD_LOG_FORMAT; default console)")
+	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at unix:PATH or a loopback host:port, path /metrics (env BPFD_METRICS; default off)")
 	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	return fs, vals
@@ -298,6 +302,16 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		log.Error("cannot listen", zap.String("socket", o.Socket), zap.Error(err))
 		srv.Shutdown(context.Background())
 		return ExitError
+	}
+	if o.Metrics != "" {
+		stopMetrics, err := startMetrics(log, srv, o.Metrics)
+		if err != nil {
+			log.Error("cannot serve metrics", zap.String("metrics", o.Metrics), zap.Error(err))
+			ln.Close()
+			srv.Shutdown(context.Background())
+			return ExitError
+		}
+		defer stopMetrics()
 	}
 	restore(log, srv, state)
 	addr := o.Socket

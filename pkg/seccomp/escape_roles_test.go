@@ -404,16 +404,38 @@ func roleTSYNC() int {
 			lines = append(lines, <-r.done)
 		}
 	}
-	// The kernel's view: every task of the process in mode 2 (filter).
-	tasks, _ := os.ReadDir("/proc/self/task")
+	// The kernel's view: every live task of the process in mode 2
+	// (filter). Tasks already exiting are left out: TSYNC skips them.
+	ents, _ := os.ReadDir("/proc/self/task")
 	modes := map[string]int{}
-	for _, tk := range tasks {
-		b, _ := os.ReadFile("/proc/self/task/" + tk.Name() + "/status")
+	var tasks []string
+	var others []string
+	for _, tk := range ents {
+		b, err := os.ReadFile("/proc/self/task/" + tk.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		var mode, state string
 		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "Seccomp:" {
-				modes[f[1]]++
+			f := strings.Fields(line)
+			switch {
+			case len(f) == 2 && f[0] == "Seccomp:":
+				mode = f[1]
+			case len(f) >= 2 && f[0] == "State:":
+				state = f[1]
 			}
 		}
+		if state == "X" || state == "Z" {
+			continue
+		}
+		tasks = append(tasks, tk.Name())
+		modes[mode]++
+		if mode != "2" {
+			others = append(others, tk.Name()+":"+mode+":"+state)
+		}
+	}
+	if len(others) > 0 {
+		fmt.Printf("not-filtered %s\n", strings.Join(others, ","))
 	}
 	newAfter := 0
 	for _, line := range lines {

@@ -51,6 +51,9 @@ type conn struct {
 	lastPeerCheck time.Time
 
 	stopping chan struct{}
+	// deferredErr is the outcome of this connection's CmdDaemonUpgrade
+	// when it failed before the handoff began. Guarded by Server.ho.mu.
+	deferredErr error
 }
 
 func newConn(s *Server, nc *net.UnixConn) (*conn, error) {
@@ -104,6 +107,9 @@ func (c *conn) serve() {
 		n, fds, _, err := c.sc.Recv(c.rbuf, c.oob, c.fds)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if c.srv.park(c) {
+					continue // an upgrade that did not happen
+				}
 				c.drain()
 				return
 			}
@@ -187,6 +193,10 @@ func (c *conn) handle(msg []byte, fds []int) bool {
 	c.resetReply()
 	ret, err := c.exec(msg, fds)
 	scmrights.CloseAll(fds)
+	if err == errDeferredReply {
+		c.srv.waitDeferred(c)
+		return true
+	}
 	ok := c.send(ret, err)
 	for _, fd := range c.sfds[:c.nsfd] {
 		unix.Close(fd)

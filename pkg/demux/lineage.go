@@ -159,6 +159,7 @@ func (r *registry) linkLocked(d *Descriptor, parent *Descriptor) {
 	if parent != nil {
 		parent.children = append(parent.children, d)
 	}
+	r.persistNode(d)
 }
 
 // newPinNodeLocked links the new pin node n below the descriptor src and
@@ -177,6 +178,7 @@ func (r *registry) killDesc(d *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	d.dead = true
+	r.persistDead(d)
 	if d.peer >= 0 {
 		unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, d.peer, nil)
 		unix.Close(d.peer)
@@ -198,6 +200,7 @@ func (r *registry) killPinLocked(n *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	n.dead = true
+	r.persistDead(n)
 	free = r.unref(n.obj, free)
 	r.prune(n)
 	return free
@@ -211,6 +214,7 @@ func (r *registry) prune(d *Descriptor) {
 	for d != nil && d.dead && len(d.children) == 0 && len(d.handles) == 0 && len(d.uses) == 0 {
 		if d.obj.nodes[d.id] == d {
 			delete(d.obj.nodes, d.id)
+			r.persistDrop(d)
 		}
 		p := d.parent
 		if p == nil {

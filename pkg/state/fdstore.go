@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +158,21 @@ func (s *FDStore) Remove(name string) error {
 	}
 	delete(s.stored, name)
 	return s.send("FDSTOREREMOVE=1\nFDNAME="+name, nil)
+}
+
+// Names returns the names of the fds stored (sorted).
+func (s *FDStore) Names() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.stored))
+	for n := range s.stored {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Stored returns how many fds the store holds for the daemon (as far

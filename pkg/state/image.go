@@ -34,6 +34,14 @@ type Image struct {
 	// FDs maps fd names to numbers in the receiving process. Not part of
 	// a journal.
 	FDs map[string]int `json:"fds,omitempty"`
+	// Stored names the fds systemd's store holds for the daemon
+	// (upgrades only: the new process need not store them again).
+	Stored []string `json:"stored,omitempty"`
+	// Version is the handing-over binary's version, Started when it
+	// stopped taking requests (unix nanoseconds): the new process reports
+	// both and the pause (upgrades only).
+	Version string `json:"version,omitempty"`
+	Started int64  `json:"started,omitempty"`
 }
 
 // Object kinds.
@@ -143,6 +151,9 @@ type Conn struct {
 	GID     uint32   `json:"gid"`
 	PID     int32    `json:"pid"`
 	Handles []Handle `json:"handles,omitempty"`
+	// Pending is set on the connection whose CmdDaemonUpgrade the new
+	// process answers.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Handle is one handle of a connection.
@@ -152,6 +163,9 @@ type Handle struct {
 	Node  uint64 `json:"node"` // the descriptor node it hangs on
 	Mode  uint8  `json:"mode"`
 	Maker bool   `json:"maker,omitempty"`
+	// Dead marks a revoked handle still in the table (it answers EBADF,
+	// and releasing it succeeds); Obj and Node are then 0.
+	Dead bool `json:"dead,omitempty"`
 }
 
 // Image file framing.
@@ -300,7 +314,7 @@ func (img *Image) Check() error {
 	for _, c := range img.Conns {
 		seen := map[uint32]bool{}
 		for _, h := range c.Handles {
-			if h.Num == 0 || seen[h.Num] || !node(h.Obj, h.Node) {
+			if h.Num == 0 || seen[h.Num] || !h.Dead && !node(h.Obj, h.Node) {
 				return bad("connection %s: bad handle %d", c.FD, h.Num)
 			}
 			seen[h.Num] = true

@@ -79,17 +79,17 @@ var keyRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // stateMeta is the JSON part of a state file.
 type stateMeta struct {
-	Kind    string     `json:"kind"`
-	Key     string     `json:"key"`
-	Owner   uint32     `json:"owner_uid"`
-	Spec    stateSpec  `json:"spec"`
-	Frozen  bool       `json:"frozen"`
-	Partial bool       `json:"partial,omitempty"`
+	Kind    string    `json:"kind"`
+	Key     string    `json:"key"`
+	Owner   uint32    `json:"owner_uid"`
+	Spec    stateSpec `json:"spec"`
+	Frozen  bool      `json:"frozen"`
+	Partial bool      `json:"partial,omitempty"`
 	// Region is the map's region file in the runtime directory (the
 	// live storage, after a restart in the same boot).
-	Region string `json:"region,omitempty"`
-	Pins    []statePin `json:"pins,omitempty"` // version 1 only
-	Prog    *stateProg `json:"prog,omitempty"`
+	Region string     `json:"region,omitempty"`
+	Pins   []statePin `json:"pins,omitempty"` // version 1 only
+	Prog   *stateProg `json:"prog,omitempty"`
 }
 
 // statePins is the JSON part of a pins file.

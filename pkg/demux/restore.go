@@ -729,4 +729,3 @@ func (s *Server) restoreSlotsLocked(o *Object, so *state.Object, objs map[uint32
 		}
 	}
 }
-

@@ -301,6 +301,10 @@ func runChild(role string) int {
 		err = childPortEditor()
 	case "nfqattach":
 		err = childNFQAttach()
+	case "mapreader":
+		err = childMapReader()
+	case "lister":
+		err = childLister()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

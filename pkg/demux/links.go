@@ -251,7 +251,7 @@ func (l *link) openQueues(fds []int, maxLen uint32) (uint64, error) {
 	if p.Type() == prog.XDP {
 		l.copy = prog.XDPMaxLinear - ethHdrLen
 	}
-	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: maxLen}
+	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: maxLen, Spin: true}
 	if l.flags&wire.LinkFlagFailOpen != 0 {
 		cfg.Flags |= nfqueue.FlagFailOpen
 	}
@@ -619,6 +619,7 @@ func (lq *linkQueue) decide(p *nfqueue.Packet) uint64 {
 		ret, err = lq.run.RunSocketFilter(p.Payload, &meta)
 		runNs = time.Since(t)
 	}
+	lq.l.prog.RecordRuns(1, runNs) // prog show's run_cnt and run_time_ns (stats.go)
 	verdict := nfqueue.Drop
 	var payload []byte
 	switch {

@@ -139,6 +139,9 @@ type Persister interface {
 
 // save snapshots o and hands it to the persister. saveMu must be held.
 func (ps *pinSet) save(o *Object) error {
+	if o.link != nil {
+		return nil // links are not persisted (closePins)
+	}
 	po, err := ps.snapshot(o)
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ type Server struct {
 	attach  attachments // seccomp listeners being served
 	ho      handoff     // a planned upgrade under way (handoff.go)
 	links   linkSet     // links deciding netfilter queues (links.go)
+	reqs    reqStats    // request counters (reqstats.go)
 	started time.Time
 	// sched runs the bulk lane (verification, test runs, large batches,
 	// expensive seccomp programs) on a bounded number of slots, fairly
@@ -262,6 +263,9 @@ type Stats struct {
 	// Persistence says where map storage and the registry's journal live
 	// and how they fare (persist.go).
 	Persistence JournalStats `json:"persistence"`
+	// Seccomp are the seccomp attachments and their decision counters
+	// (CmdStatus: the caller's uid's; uid 0: all). Stats leaves it nil.
+	Seccomp []SeccompStat `json:"seccomp,omitempty"`
 }
 
 // UIDStats is one uid's consumption and quota.

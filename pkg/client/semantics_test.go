@@ -249,6 +249,20 @@ var semanticsCases = []struct {
 	{name: "create unknown flag", spec: MapSpec{Type: Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: 1 << 30}, createErr: unix.EINVAL},
 	{name: "create rdonly and wronly", spec: MapSpec{Type: Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagRdonly | FlagWronly}, createErr: unix.EINVAL},
 	{name: "create array no prealloc", spec: MapSpec{Type: Array, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagNoPrealloc}, createErr: unix.EINVAL},
+	{name: "lru hash", spec: MapSpec{Type: LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 4}, ops: []op{
+		{do: "update", key: u32(1), value: u64(1), flags: UpdateExist, want: unix.ENOENT},
+		{do: "update", key: u32(1), value: u64(1)},
+		{do: "update", key: u32(1), value: u64(2), flags: UpdateNoExist, want: unix.EEXIST},
+		{do: "lookup", key: u32(1), value: u64(1)},
+		{do: "update", key: u32(1), value: u64(1), flags: 4, want: unix.EINVAL},
+		{do: "lookupdel", key: u32(1), value: u64(1)},
+		{do: "delete", key: u32(1), want: unix.ENOENT},
+	}},
+	{name: "create lru no prealloc", spec: MapSpec{Type: LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagNoPrealloc}, createErr: ENOTSUPP},
+	{name: "create percpu array mmapable", spec: MapSpec{Type: PercpuArray, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagMmapable}, createErr: unix.EINVAL},
+	{name: "create hash mmapable", spec: MapSpec{Type: Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagMmapable}, createErr: unix.EINVAL},
+	{name: "create percpu hash", spec: MapSpec{Type: PercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 2}},
+	{name: "create lru percpu hash no common lru", spec: MapSpec{Type: LRUPercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagNoCommonLRU}},
 }
 
 func runSemantics(t *testing.T, b backend) {

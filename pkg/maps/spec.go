@@ -222,6 +222,7 @@ func roundUp8(n uint64) uint64 { return (n + 7) &^ 7 }
 var implemented = map[uint32]bool{
 	TypeHash: true, TypeArray: true, TypeProgArray: true,
 	TypePercpuHash: true, TypePercpuArray: true,
+	TypeLRUHash: true, TypeLRUPercpuHash: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.

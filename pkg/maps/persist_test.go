@@ -29,6 +29,10 @@ var persistCases = map[uint32]persistCase{
 	TypePercpuHash:  {spec: Spec{Type: TypePercpuHash, KeySize: 4, ValueSize: 12, MaxEntries: 64}},
 	TypePercpuArray: {spec: Spec{Type: TypePercpuArray, KeySize: 4, ValueSize: 12, MaxEntries: 64}},
 	TypeProgArray:   {spec: Spec{Type: TypeProgArray, KeySize: 4, ValueSize: 4, MaxEntries: 16}, fill: fillSlots},
+	// Room enough that the LRU evicts nothing (it evicts before it is
+	// full).
+	TypeLRUHash:       {spec: Spec{Type: TypeLRUHash, KeySize: 4, ValueSize: 12, MaxEntries: 1024}},
+	TypeLRUPercpuHash: {spec: Spec{Type: TypeLRUPercpuHash, KeySize: 4, ValueSize: 12, MaxEntries: 1024}},
 }
 
 // fillSlots stores ids in a few slots of an fd array.

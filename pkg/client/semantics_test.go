@@ -262,6 +262,25 @@ var semanticsCases = []struct {
 	{name: "create percpu array mmapable", spec: MapSpec{Type: PercpuArray, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagMmapable}, createErr: unix.EINVAL},
 	{name: "create hash mmapable", spec: MapSpec{Type: Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagMmapable}, createErr: unix.EINVAL},
 	{name: "create percpu hash", spec: MapSpec{Type: PercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 2}},
+	{name: "queue", spec: MapSpec{Type: Queue, ValueSize: 8, MaxEntries: 2}, ops: []op{
+		{do: "lookup", want: unix.ENOENT},
+		{do: "update", value: u64(1)},
+		{do: "update", value: u64(2)},
+		{do: "update", value: u64(3), want: unix.E2BIG},
+		{do: "update", value: u64(3), flags: UpdateExist},
+		{do: "lookup", value: u64(2)},
+		{do: "lookupdel", value: u64(2)},
+		{do: "lookupdel", value: u64(3)},
+		{do: "lookupdel", want: unix.ENOENT},
+		{do: "delete", want: unix.EINVAL},
+	}},
+	{name: "stack", spec: MapSpec{Type: Stack, ValueSize: 8, MaxEntries: 2}, ops: []op{
+		{do: "update", value: u64(1)},
+		{do: "update", value: u64(2)},
+		{do: "lookupdel", value: u64(2)},
+		{do: "lookup", value: u64(1)},
+	}},
+	{name: "create queue key", spec: MapSpec{Type: Queue, KeySize: 4, ValueSize: 8, MaxEntries: 2}, createErr: unix.EINVAL},
 	{name: "create lru percpu hash no common lru", spec: MapSpec{Type: LRUPercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: FlagNoCommonLRU}},
 }
 

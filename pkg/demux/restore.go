@@ -209,6 +209,7 @@ func (s *Server) chargeLocked(uid uint32, mem uint64) {
 	u := r.usage(uid)
 	u.objects++
 	u.mem += mem
+	r.total += mem
 	if q := s.cfg.quotaFor(uid); u.objects > q.Objects || u.mem > q.MapMemory {
 		s.log.Warn("restored objects exceed the uid's quota; new objects are refused until it frees some",
 			zap.Uint32("uid", uid), zap.Int("objects", u.objects), zap.Uint64("map_memory", u.mem))
@@ -547,7 +548,7 @@ func (s *Server) restoreImageProg(so *state.Object, objs map[uint32]*Object) (*O
 	if err != nil {
 		return nil, fmt.Errorf("verifying it again: %w", err)
 	}
-	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: progMemory(len(sp.Insns) / 8), p: p}
+	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: progMemory(p), p: p}
 	r.mu.Lock()
 	o.deps = deps
 	for _, d := range deps {

@@ -333,6 +333,14 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
 	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
 		m = &ProgArray{}
+	case TypeQueue, TypeStack:
+		m = &Queue{stack: spec.Type == TypeStack}
+	case TypeBloomFilter:
+		k := uint32(spec.MapExtra & 0xf)
+		if k == 0 {
+			k = 5
+		}
+		m = &Bloom{nhash: k, seed: uint32(seed), mask: l.BloomMask}
 	default:
 		return nil, ErrInvalid
 	}

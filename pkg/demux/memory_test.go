@@ -255,9 +255,7 @@ func TestVerifierMemoryCharged(t *testing.T) {
 			if tt.want == 0 {
 				want += handleChunk*handleCost + srv.Stats().MapMemory + descCost
 			}
-			if got := uidMemory(srv, uid); got != want {
-				t.Fatalf("after the load %d charged, want %d", got, want)
-			}
+			waitStats(t, srv, "the load's charges to return", func(Stats) bool { return uidMemory(srv, uid) == want })
 		})
 	}
 }

@@ -166,12 +166,12 @@ func fromStateNodes(ns []stateNode) ([]demux.NodeRecord, bool) {
 
 func toStateSpec(s maps.Spec) stateSpec {
 	return stateSpec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name}
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
 }
 
 func fromStateSpec(s stateSpec) maps.Spec {
 	return maps.Spec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name}
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
 }
 
 type stateSpec struct {
@@ -181,6 +181,7 @@ type stateSpec struct {
 	MaxEntries uint32 `json:"max_entries"`
 	Flags      uint32 `json:"flags"`
 	Name       string `json:"name"`
+	MapExtra   uint64 `json:"map_extra,omitempty"`
 }
 
 type statePin struct {
@@ -217,7 +218,8 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 	case po.Kind == wire.ObjMap:
 		// Values in the syscall layout: one per possible CPU for
 		// per-CPU maps.
-		es = int(po.Spec.KeySize) + po.Spec.SyscallValueSize()
+		ks, vs := maps.DumpSizes(po.Spec)
+		es = ks + vs
 		if es == 0 || len(po.Entries)%es != 0 {
 			return nil, errors.New("entries are not whole key/value pairs")
 		}
@@ -380,7 +382,8 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 	var po *demux.PinnedObject
 	switch m.Kind {
 	case "map":
-		es := uint64(m.Spec.KeySize) + uint64(fromStateSpec(m.Spec).SyscallValueSize())
+		ks, vs := maps.DumpSizes(fromStateSpec(m.Spec))
+		es := uint64(ks) + uint64(vs)
 		if es == 0 || count > uint64(len(rest)) || count*es != uint64(len(rest)) {
 			return bad("entry count does not match the data")
 		}
@@ -402,7 +405,8 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 			}
 		}
 		for _, pm := range sp.Maps {
-			es := int(pm.Spec.KeySize) + fromStateSpec(pm.Spec).SyscallValueSize()
+			ks, vs := maps.DumpSizes(fromStateSpec(pm.Spec))
+			es := ks + vs
 			if es == 0 || len(pm.Entries)%es != 0 || pm.Key != "" && !keyRE.MatchString(pm.Key) ||
 				pm.Region != "" && !maps.IsRegionFile(pm.Region) {
 				return bad("malformed map of a program record")

@@ -511,7 +511,7 @@ func kindName(k wire.ObjType) string {
 // consistent: every store made before the daemon went down is in it;
 // otherwise it is made anew from entries and frozen.
 func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte, region string) (*Object, error) {
-	ks, vs := int(spec.KeySize), spec.SyscallValueSize()
+	ks, vs := maps.DumpSizes(spec)
 	if ks+vs == 0 || len(entries)%(ks+vs) != 0 {
 		return nil, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -211,4 +212,134 @@ func IsRegionFile(name string) bool {
 // opposed to a real shortage of space.
 func errNoFallocate(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
+}
+
+// DumpSizes returns the sizes of the keys and values Dump gives for maps
+// of spec (and RestoreElem takes): Spec.KeySize and SyscallValueSize,
+// except for a bloom filter, whose contents are its bit array — keys are
+// u32 word indexes and values the non-zero u64 words (the values added
+// cannot be read back).
+func DumpSizes(spec Spec) (key, value int) {
+	if spec.Type == TypeBloomFilter {
+		return 4, 8
+	}
+	return int(spec.KeySize), spec.SyscallValueSize()
+}
+
+// dump implements dumper: oldest element first (queue) or bottom first
+// (stack), so that pushing them back in order rebuilds the same map.
+func (q *Queue) dump(buf []byte, fn func(key, value []byte) error) error {
+	vs := int(q.spec.ValueSize)
+	s, err := q.enter()
+	if err != nil {
+		return err
+	}
+	q.lock()
+	h, t, n := q.head(), q.tail(), q.size()
+	buf = buf[:0]
+	for i := t; i != h; {
+		buf = append(buf, q.elem(i)...)
+		if i++; i >= n {
+			i = 0
+		}
+	}
+	q.unlock()
+	q.leave(s)
+	for off := 0; off+vs <= len(buf); off += vs {
+		if err := fn(nil, buf[off:off+vs]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (q *Queue) restoreElem(key, value []byte) error {
+	if len(key) != 0 {
+		return ErrKeySize
+	}
+	// Push ignores the syscall caps; UpdateExist drops the oldest if a
+	// dump holds more than fits (it never does).
+	return q.withSlot(func(cpu int) error { return q.Push(cpu, value, UpdateExist) })
+}
+
+// dump implements dumper: the non-zero words of the bit array.
+func (f *Bloom) dump(_ []byte, fn func(key, value []byte) error) error {
+	var k [4]byte
+	var v [8]byte
+	words := (f.mask + 1 + 63) / 64
+	for i := uint32(0); i < words; i++ {
+		if f.closed.Load() {
+			return ErrClosed
+		}
+		w := atomic.LoadUint64(f.word(i * 64))
+		if w == 0 {
+			continue
+		}
+		ne.PutUint32(k[:], i)
+		ne.PutUint64(v[:], w)
+		if err := fn(k[:], v[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *Bloom) restoreElem(key, value []byte) error {
+	if len(key) != 4 || len(value) != 8 {
+		return ErrInvalid
+	}
+	i := ne.Uint32(key)
+	if uint64(i)*64 > uint64(f.mask) {
+		return ErrInvalid
+	}
+	return f.withSlot(func(int) error {
+		atomic.OrUint64(f.word(i*64), ne.Uint64(value))
+		return nil
+	})
+}
+
+// dump implements dumper: every real (not intermediate) node of the
+// trie, key (prefix length ‖ data) and value, read under the trie lock.
+func (t *LPMTrie) dump(buf []byte, fn func(key, value []byte) error) error {
+	ks, vs := int(t.spec.KeySize), int(t.spec.ValueSize)
+	s, err := t.enter()
+	if err != nil {
+		return err
+	}
+	t.lock()
+	buf = buf[:0]
+	var walk func(n uint32, depth int)
+	walk = func(n uint32, depth int) {
+		// A trie is at most max_prefixlen+1 deep; deeper is a cycle
+		// (never in a live map) and ends the walk.
+		if n == 0 || n > t.l.NEnts || depth > int(t.maxPrefix)+1 {
+			return
+		}
+		if !t.im(n) {
+			buf = ne.AppendUint32(buf, t.prefix(n))
+			buf = append(buf, t.data(n)...)
+			buf = append(buf, t.value(n)...)
+		}
+		walk(t.child(n, 0), depth+1)
+		walk(t.child(n, 1), depth+1)
+	}
+	walk(t.ld(t.rootSlot()), 0)
+	t.unlock()
+	t.leave(s)
+	for off := 0; off+ks+vs <= len(buf); off += ks + vs {
+		if err := fn(buf[off:off+ks], buf[off+ks:off+ks+vs]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *LPMTrie) restoreElem(key, value []byte) error {
+	if err := t.checkKey(key); err != nil {
+		return err
+	}
+	if len(value) != int(t.spec.ValueSize) {
+		return ErrValueSize
+	}
+	return t.withSlot(func(int) error { return t.update(key, value, UpdateAny) })
 }

@@ -33,6 +33,43 @@ var persistCases = map[uint32]persistCase{
 	// full).
 	TypeLRUHash:       {spec: Spec{Type: TypeLRUHash, KeySize: 4, ValueSize: 12, MaxEntries: 1024}},
 	TypeLRUPercpuHash: {spec: Spec{Type: TypeLRUPercpuHash, KeySize: 4, ValueSize: 12, MaxEntries: 1024}},
+	TypeQueue:         {spec: Spec{Type: TypeQueue, ValueSize: 12, MaxEntries: 64}, fill: fillPushed},
+	TypeStack:         {spec: Spec{Type: TypeStack, ValueSize: 12, MaxEntries: 64}, fill: fillPushed},
+	TypeBloomFilter:   {spec: Spec{Type: TypeBloomFilter, ValueSize: 12, MaxEntries: 64}, fill: fillBloom},
+	TypeLPMTrie:       {spec: Spec{Type: TypeLPMTrie, KeySize: 8, ValueSize: 12, MaxEntries: 64, Flags: FlagNoPrealloc}, fill: fillLPM},
+}
+
+// fillPushed pushes 40 values into a queue or stack (the order matters:
+// the dump lists them oldest or bottom first).
+func fillPushed(t *testing.T, m Map) {
+	t.Helper()
+	for i := 0; i < 40; i++ {
+		if err := RestoreElem(m, nil, bytes.Repeat([]byte{byte(i + 1)}, 12)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fillBloom adds 40 values to a bloom filter.
+func fillBloom(t *testing.T, m Map) {
+	t.Helper()
+	for i := 0; i < 40; i++ {
+		if err := m.(Pusher).Push(0, bytes.Repeat([]byte{byte(i + 1)}, 12), UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fillLPM inserts 40 prefixes of different lengths.
+func fillLPM(t *testing.T, m Map) {
+	t.Helper()
+	for i := 0; i < 40; i++ {
+		key := ne.AppendUint32(nil, uint32(8+i%25))
+		key = append(key, 10, byte(i), byte(i*7), 0)
+		if err := RestoreElem(m, key, bytes.Repeat([]byte{byte(i + 1)}, 12)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // fillSlots stores ids in a few slots of an fd array.
@@ -58,17 +95,24 @@ func fillDefault(t *testing.T, m Map) {
 	}
 }
 
-// dumpAll returns m's Dump as "key=value" strings, sorted.
+// dumpAll returns m's Dump as "key=value" strings, sorted (in dump
+// order for queues and stacks, where the order is the contents).
 func dumpAll(t *testing.T, m Map) []string {
 	t.Helper()
 	var out []string
+	ks, vs := DumpSizes(m.Spec())
 	if err := Dump(m, func(k, v []byte) error {
+		if len(k) != ks || len(v) != vs {
+			t.Fatalf("Dump gave a %d-byte key and a %d-byte value, DumpSizes says %d and %d", len(k), len(v), ks, vs)
+		}
 		out = append(out, fmt.Sprintf("%x=%x", k, v))
 		return nil
 	}); err != nil {
 		t.Fatalf("Dump: %v", err)
 	}
-	sort.Strings(out)
+	if typ := m.Spec().Type; typ != TypeQueue && typ != TypeStack {
+		sort.Strings(out)
+	}
 	return out
 }
 

@@ -130,6 +130,7 @@ type registry struct {
 	descs    map[uint64]*Descriptor // by cookie; guarded by mu
 	uids     map[uint32]*usage      // guarded by mu
 	lastID   uint32                 // guarded by mu
+	pins     int                    // live pin nodes; guarded by mu
 	maxDescs int
 	closed   bool // guarded by mu
 
@@ -292,10 +293,10 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	return nil
 }
 
-// descCheck checks that uid may hold one more descriptor. r.mu must be
-// held.
+// descCheck checks that uid may hold one more descriptor (or pin: each
+// costs the daemon an fd). r.mu must be held.
 func (r *registry) descCheck(uid uint32) error {
-	if len(r.descs) >= r.maxDescs || r.usage(uid).descs+1 > r.cfg.quotaFor(uid).Descriptors {
+	if len(r.descs)+r.pins >= r.maxDescs || r.usage(uid).descs+1 > r.cfg.quotaFor(uid).Descriptors {
 		return ErrQuotaDescs
 	}
 	return nil

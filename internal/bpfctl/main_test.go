@@ -99,7 +99,8 @@ func startDaemon(t *testing.T) *daemon {
 	d := &daemon{dir: dir, socket: filepath.Join(dir, "bpfd.sock"), pinRoot: filepath.Join(dir, "pins")}
 	srv, err := demux.NewServer(&demux.Config{Logger: zap.NewNop(), PinRoot: d.pinRoot, Version: "test",
 		DefaultQuota: testQuota, RootQuota: testQuota,
-		Sched: sched.Config{Slots: 1}}) // the machine's CPU count would show in status
+		// The machine's CPU count and memory would show in status.
+		Sched: sched.Config{Slots: 1}, MaxMemory: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,8 @@ func (d *daemon) run(t *testing.T, args ...string) result {
 	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
 		Getenv: func(string) string { return "" },
 		Owner:  func(uid, gid uint32) string { return "OWNER" },
-		Uptime: func(client.Status) string { return "UPTIME" }}
+		Uptime: func(client.Status) string { return "UPTIME" },
+		Time:   func(int64) string { return "TIME" }}
 	code := a.Run(append([]string{"--socket", d.socket}, args...))
 	return result{code, out.String(), errb.String()}
 }

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"go.uber.org/zap"
+
+	"github.com/bpfd-project/bpfd/pkg/demux"
 
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
@@ -73,6 +76,9 @@ func BenchmarkCore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	// Round trips are what this benchmark measures (BenchmarkSharedLookup
+	// measures reads through the mapped storage).
+	m.SetSharedMemoryReads(false)
 	keys, values := make([]byte, 4*benchEntries), make([]byte, 8*benchEntries)
 	for i := range benchEntries {
 		binary.LittleEndian.PutUint32(keys[4*i:], uint32(i))
@@ -401,9 +407,19 @@ func startDaemonChild(b *testing.B) string {
 	return path
 }
 
-// childDaemon serves on $BPFD_CLIENT_TEST_SOCKET until stdin closes.
+// childDaemon serves on $BPFD_CLIENT_TEST_SOCKET until stdin closes;
+// $BPFD_CLIENT_TEST_MEMQUOTA ("MEMORY,MAPMEMORY") sets the default quota's
+// memory limits.
 func childDaemon() error {
-	s, err := serve(os.Getenv(socketEnvTest))
+	cfg := &demux.Config{Logger: zap.NewNop()}
+	if q := os.Getenv(memQuotaEnv); q != "" {
+		var mem, mapMem uint64
+		if _, err := fmt.Sscanf(q, "%d,%d", &mem, &mapMem); err != nil {
+			return fmt.Errorf("%s=%q: %w", memQuotaEnv, q, err)
+		}
+		cfg.DefaultQuota = demux.Quota{Memory: mem, MapMemory: mapMem}
+	}
+	s, err := serveWith(os.Getenv(socketEnvTest), cfg)
 	if err != nil {
 		return err
 	}

@@ -299,10 +299,16 @@ func runChild(role string) int {
 		err = childAttacker()
 	case "flooder":
 		err = childFlooder()
+	case "amplifier":
+		err = childAmplifier()
 	case "porteditor":
 		err = childPortEditor()
 	case "nfqattach":
 		err = childNFQAttach()
+	case "mapreader":
+		err = childMapReader()
+	case "lister":
+		err = childLister()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

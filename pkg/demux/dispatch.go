@@ -36,7 +36,7 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		}
 		mfd := fds[len(fds)-1]
 		fds = fds[:len(fds)-1]
-		data, err = mapMemfd(mfd, h.DataLen)
+		data, err = c.mapMemfd(mfd, h.DataLen)
 		if err != nil {
 			return 0, err
 		}
@@ -85,10 +85,14 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progAttach(a, data, fds)
 	case wire.CmdDestroy:
 		return c.destroy(a, data)
+	case wire.CmdMapStorage:
+		return c.mapStorage(a, data)
 	case wire.CmdRevokeNode:
 		return c.revokeNode(a, data)
 	case wire.CmdLineage:
 		return c.lineage(a, data)
+	case wire.CmdObjList:
+		return c.objList(a, data)
 	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
 		return c.linkCmd(h.Cmd, a, data, fds)
 	}
@@ -138,10 +142,20 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	ks, vs := int(hd.obj.spec.KeySize), hd.obj.spec.SyscallValueSize()
 	switch cmd {
 	case wire.CmdMapLookupElem:
+		if hd.obj.spec.Type == maps.TypeBloomFilter {
+			// The value to test is the input; nothing comes back.
+			if len(data) != vs {
+				return 0, ErrDataLen
+			}
+			return 0, m.Lookup(nil, data)
+		}
 		if len(data) != ks {
 			return 0, ErrDataLen
 		}
 		v := c.alloc(vs)
+		if v == nil {
+			return 0, c.allocErr
+		}
 		if err := m.Lookup(data, v); err != nil {
 			c.resetReply()
 			return 0, err
@@ -166,6 +180,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 			return 0, ErrDataLen
 		}
 		next := c.alloc(ks)
+		if next == nil {
+			return 0, c.allocErr
+		}
 		if err := m.NextKey(key, next); err != nil {
 			c.resetReply()
 			return 0, err
@@ -175,6 +192,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 			return 0, ErrDataLen
 		}
 		v := c.alloc(vs)
+		if v == nil {
+			return 0, c.allocErr
+		}
 		if err := m.LookupAndDelete(data, v); err != nil {
 			c.resetReply()
 			return 0, err
@@ -259,6 +279,9 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	b.HasInBatch = at.HasInBatch == 1
 	b.InBatch = at.InBatch
 	out := c.alloc(int(wire.BatchCursorSize + n*(ks+vs)))
+	if out == nil {
+		return 0, c.allocErr
+	}
 	b.Keys = out[wire.BatchCursorSize : wire.BatchCursorSize+n*ks]
 	b.Values = out[wire.BatchCursorSize+n*ks:]
 	if cmd == wire.CmdMapLookupBatch {
@@ -340,6 +363,7 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 // o.cap and the destroy right, and puts them in the reply. Under the same lock, extra (if not nil) runs first, e.g. to take
 // the references o holds; if anything fails o is closed.
 func (c *conn) install(o *Object, extra func() error) (int64, error) {
+	c.noteCreator(o)
 	r := c.reg
 	r.mu.Lock()
 	if err := r.addObjectLocked(o, c.uid); err != nil {
@@ -539,7 +563,9 @@ func (c *conn) status(data []byte) (int64, error) {
 	if len(data) != 0 {
 		return 0, ErrInvalid
 	}
-	b, err := json.Marshal(c.srv.Stats())
+	st := c.srv.Stats()
+	st.Seccomp = c.srv.seccompFor(c.uid)
+	b, err := json.Marshal(st)
 	if err != nil {
 		return 0, err
 	}

@@ -163,7 +163,7 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	if p.Type() == prog.XDP {
 		l.copy = prog.XDPMaxLinear - ethHdrLen
 	}
-	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen}
+	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen, Spin: true}
 	if at.Flags&wire.LinkFlagFailOpen != 0 {
 		cfg.Flags |= nfqueue.FlagFailOpen
 	}
@@ -548,6 +548,12 @@ func (lq *linkQueue) batch(n int, recvNs time.Duration) {
 					c.nlErrors.Add(1)
 					continue
 				}
+				if lq.l.detached.Load() {
+					// Detached mid-batch: what is not decided yet is
+					// still waiting, and gets the fail verdict.
+					lq.add(lq.pk.ID, lq.failVerdict())
+					continue
+				}
 				progNs += lq.decide(&lq.pk)
 			}
 		}
@@ -593,6 +599,7 @@ func (lq *linkQueue) decide(p *nfqueue.Packet) uint64 {
 		ret, err = lq.run.RunSocketFilter(p.Payload, &meta)
 		runNs = time.Since(t)
 	}
+	lq.l.prog.RecordRuns(1, runNs) // prog show's run_cnt and run_time_ns (stats.go)
 	verdict := nfqueue.Drop
 	var payload []byte
 	switch {
@@ -785,14 +792,19 @@ func (lq *linkQueue) flowHash(p *nfqueue.Packet) uint32 {
 	return uint32(h>>32^h) | 1
 }
 
+// failVerdict is the verdict of packets a detached link did not decide.
+func (lq *linkQueue) failVerdict() uint32 {
+	if lq.l.flags&wire.LinkFlagFailOpen != 0 {
+		return nfqueue.Accept
+	}
+	return nfqueue.Drop
+}
+
 // drain settles the packets still queued when the link stops: accepted
 // when fail-open, dropped otherwise, then the socket is closed (the
 // kernel drops anything that arrives in between).
 func (lq *linkQueue) drain() {
-	v := nfqueue.Drop
-	if lq.l.flags&wire.LinkFlagFailOpen != 0 {
-		v = nfqueue.Accept
-	}
+	v := lq.failVerdict()
 	lq.q.SetNonblockingDrain()
 	for {
 		n, err := lq.q.Receive()

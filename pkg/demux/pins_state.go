@@ -132,6 +132,9 @@ type Persister interface {
 
 // save snapshots o and hands it to the persister. saveMu must be held.
 func (ps *pinSet) save(o *Object) error {
+	if o.link != nil {
+		return nil // links are not persisted (closePins)
+	}
 	po, err := ps.snapshot(o)
 	if err != nil {
 		return err
@@ -600,7 +603,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		dropFresh()
 		return nil, err
 	}
-	mem := progMemory(len(pp.Insns) / 8)
+	mem := progMemory(p)
 	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: mem, p: p}
 	copy(o.name[:], pp.Name)
 	r.mu.Lock()

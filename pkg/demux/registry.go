@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -60,6 +61,9 @@ type Object struct {
 	// within the object's life, across restarts too. Guarded by
 	// registry.mu.
 	lastNode uint64
+
+	// stats: run statistics and creation audit (stats.go).
+	stats objStats
 }
 
 // ID returns the object's daemon-wide id.
@@ -115,22 +119,30 @@ type handle struct {
 
 // usage is one uid's current consumption. Guarded by registry.mu.
 type usage struct {
-	mem     uint64
+	mem     uint64 // object storage (maps, programs): Quota.MapMemory
 	objects int
 	descs   int
 	conns   int
+	// transient is the memory held for the uid besides objects and
+	// descriptors: connections, requests and replies in flight, reply
+	// memfds not yet freed, verifier state (memory.go). mem + transient
+	// + descs*descCost is checked against Quota.Memory.
+	transient uint64
 }
 
 // registry holds every object and descriptor of the daemon.
 type registry struct {
 	cfg *Config
 
-	mu       sync.Mutex
-	objects  map[uint32]*Object     // guarded by mu
-	descs    map[uint64]*Descriptor // by cookie; guarded by mu
-	uids     map[uint32]*usage      // guarded by mu
-	lastID   uint32                 // guarded by mu
-	pins     int                    // live pin nodes; guarded by mu
+	mu      sync.Mutex
+	objects map[uint32]*Object     // guarded by mu
+	descs   map[uint64]*Descriptor // by cookie; guarded by mu
+	uids    map[uint32]*usage      // guarded by mu
+	// total is the mem and transient bytes of every uid, checked with
+	// the descriptors' cost against Config.MaxMemory; guarded by mu.
+	total    uint64
+	lastID   uint32 // guarded by mu
+	pins     int    // live pin nodes (each costs an fd, as a descriptor); guarded by mu
 	maxDescs int
 	closed   bool // guarded by mu
 
@@ -268,8 +280,12 @@ func (r *registry) reserveLocked(uid uint32, mem uint64) error {
 	if u.mem+mem > q.MapMemory || u.mem+mem < u.mem {
 		return ErrQuotaMemory
 	}
+	if err := r.memCheckLocked(u, q, mem); err != nil {
+		return err
+	}
 	u.objects++
 	u.mem += mem
+	r.total += mem
 	return nil
 }
 
@@ -277,6 +293,7 @@ func (r *registry) unreserveLocked(uid uint32, mem uint64) {
 	u := r.usage(uid)
 	u.objects--
 	u.mem -= mem
+	r.total -= mem
 }
 
 // addObjectLocked gives o (already reserved for uid) an id and registers
@@ -289,6 +306,9 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	r.lastID++
 	o.id = r.lastID
 	o.owner = uid
+	if o.stats.loadedAt.IsZero() {
+		o.stats.loadedAt = time.Now()
+	}
 	r.objects[o.id] = o
 	return nil
 }
@@ -296,10 +316,11 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 // descCheck checks that uid may hold one more descriptor (or pin: each
 // costs the daemon an fd). r.mu must be held.
 func (r *registry) descCheck(uid uint32) error {
-	if len(r.descs)+r.pins >= r.maxDescs || r.usage(uid).descs+1 > r.cfg.quotaFor(uid).Descriptors {
+	u, q := r.usage(uid), r.cfg.quotaFor(uid)
+	if len(r.descs)+r.pins >= r.maxDescs || u.descs+1 > q.Descriptors {
 		return ErrQuotaDescs
 	}
-	return nil
+	return r.memCheckLocked(u, q, descCost)
 }
 
 // newDescLocked makes a descriptor for (o, mode) charged to uid as a child
@@ -345,6 +366,10 @@ func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *
 	}
 	d := &Descriptor{kind: nodeDesc, cookie: cookie, obj: o, mode: mode, uid: uid, peer: peer,
 		handles: map[*handle]struct{}{}}
+	var st unix.Stat_t
+	if unix.Fstat(client, &st) == nil {
+		d.ino = st.Ino
+	}
 	r.linkLocked(d, parent)
 	r.descs[cookie] = d
 	r.usage(uid).descs++

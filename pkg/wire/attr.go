@@ -381,6 +381,10 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return PinMkdirAttrSize, true
 	case CmdLinkCreate, CmdLinkDetach, CmdLinkInfo, CmdLinkList:
 		return linkAttrSize(cmd), true
+	case CmdMapStorage:
+		return MapStorageAttrSize, true
+	case CmdObjList:
+		return ListAttrSize, true
 	}
 	return 0, false
 }

@@ -438,8 +438,7 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 	ps.mu.Lock()
 	r.mu.Lock()
 	for _, n := range got {
-		n.dead = false
-		o.refs++
+		r.chargePinLocked(n)
 	}
 	for _, id := range ids {
 		r.prune(nodes[id])

@@ -686,8 +686,13 @@ func TestRestartKeepsAuthority(t *testing.T) {
 	}
 	c.Close()
 	stopDaemon(t, cmd, errb, syscall.SIGKILL)
-	// A reboot emptied part of /run.
+	// A reboot emptied /run: the runtime directory (map storage, the
+	// journal) and part of the pin root. (In the same boot a pin file
+	// gone is a pin unlinked while the daemon was down, and stays gone.)
 	if err := os.Remove(filepath.Join(pins, "perm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(DefaultRuntimeDir(pins)); err != nil {
 		t.Fatal(err)
 	}
 	_, errb = startDaemon(t, sock, pins, state)

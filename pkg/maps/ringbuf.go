@@ -123,6 +123,7 @@ func (r *Ringbuf) Reserve(size uint64) (uint64, bool) {
 	cons := r.consPos()
 	lock := r.u32(mapview.OffRingLock)
 	spinLock(lock)
+	atomic.StoreUint64(r.u64(mapview.OffRingConsSeen), cons)
 	pend := atomic.LoadUint64(r.u64(mapview.OffRingPending))
 	prod := r.prodPos()
 	newProd := prod + length
@@ -345,23 +346,111 @@ func (r *Ringbuf) UpdateBatch(b *Batch) error { return noBatches{&r.base}.Update
 // DeleteBatch implements Map: ErrNotSupported.
 func (r *Ringbuf) DeleteBatch(b *Batch) error { return noBatches{&r.base}.DeleteBatch(b) }
 
-// validateInto checks a reopened ring: the producer lock is released and
-// the pending position brought back within the produced range; records
-// themselves are the consumer's to check (it does).
+// detachExtra saves the consumer position in the region (a reopened ring
+// resumes there) and closes the consumer page and eventfd. Every slot is
+// held.
+func (r *Ringbuf) detachExtra() {
+	atomic.StoreUint64(r.u64(mapview.OffRingConsSeen), r.consPos())
+	r.closeExtra()
+}
+
+// recordLen is the length of the record whose header word is hl: header,
+// data and padding.
+func recordLen(hl uint32) uint64 {
+	return (uint64(hl&^(mapview.RingBusyBit|mapview.RingDiscardBit)) + mapview.RingHeaderSize + 7) &^ 7
+}
+
+// validateInto checks a reopened ring: the producer lock is released,
+// the saved consumer position must lie within the produced range (else
+// the ring resumes empty, at the producer position: Rebuilt), and every
+// record between it and the producer position must chain exactly up to
+// it (else likewise). A record still busy — its producer died with it
+// reserved — is marked discarded (Leaked), or the consumer would wait
+// for it forever. Records consumed after a producer last saw the
+// consumer position (a crash rather than Detach) are delivered again.
 func (r *Ringbuf) validateInto(rep *Repair) error {
 	if atomic.LoadUint32(r.u32(mapview.OffRingLock)) != 0 {
 		atomic.StoreUint32(r.u32(mapview.OffRingLock), 0)
 		rep.Unlocked++
 	}
 	prod := r.prodPos()
-	if p := atomic.LoadUint64(r.u64(mapview.OffRingPending)); p > prod || prod-p > r.l.DataSize {
-		atomic.StoreUint64(r.u64(mapview.OffRingPending), prod)
+	cons := atomic.LoadUint64(r.u64(mapview.OffRingConsSeen))
+	ok := prod%8 == 0 && cons%8 == 0 && cons <= prod && prod-cons <= r.l.DataSize
+	for pos := cons; ok && pos < prod; {
+		p := r.u32(r.dataOff(pos))
+		hl := atomic.LoadUint32(p)
+		n := recordLen(hl)
+		if uint64(hl&^(mapview.RingBusyBit|mapview.RingDiscardBit)) > r.l.DataSize || n > prod-pos {
+			ok = false
+			break
+		}
+		if hl&mapview.RingBusyBit != 0 {
+			atomic.StoreUint32(p, hl&^mapview.RingBusyBit|mapview.RingDiscardBit)
+			rep.Leaked++
+		}
+		pos += n
 	}
+	if !ok {
+		cons = prod
+		rep.Rebuilt++
+	}
+	atomic.StoreUint64(r.u64(mapview.OffRingConsSeen), cons)
+	atomic.StoreUint64(r.u64(mapview.OffRingPending), cons)
 	if err := r.setup(); err != nil {
 		return err
 	}
-	// The consumer position was the consumer's (not in the region):
-	// resume after what was produced, so the ring is not full forever.
-	atomic.StoreUint64((*uint64)(unsafe.Pointer(&r.cons[0])), prod)
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&r.cons[0])), cons)
 	return nil
+}
+
+// dump implements dumper: the records the consumer has yet to read,
+// oldest first (key empty, value the record's data), up to the first one
+// still being written. Discarded records are skipped.
+func (r *Ringbuf) dump(buf []byte, fn func(key, value []byte) error) error {
+	s, err := r.enter()
+	if err != nil {
+		return err
+	}
+	lock := r.u32(mapview.OffRingLock)
+	spinLock(lock)
+	prod, cons := r.prodPos(), r.consPos()
+	if cons > prod || prod-cons > r.l.DataSize {
+		cons = prod // the consumer's word: trust nothing
+	}
+	cons &^= 7
+	buf = buf[:0]
+	var lens []int
+	data := r.Data()
+	for pos := cons; pos < prod; {
+		hl := atomic.LoadUint32(r.u32(r.dataOff(pos)))
+		n := recordLen(hl)
+		size := uint64(hl &^ (mapview.RingBusyBit | mapview.RingDiscardBit))
+		if hl&mapview.RingBusyBit != 0 || size > r.l.DataSize || n > prod-pos {
+			break
+		}
+		if hl&mapview.RingDiscardBit == 0 {
+			at := pos&r.mask + mapview.RingHeaderSize
+			buf = append(buf, data[at:at+size]...)
+			lens = append(lens, int(size))
+		}
+		pos += n
+	}
+	spinUnlock(lock)
+	r.leave(s)
+	off := 0
+	for _, n := range lens {
+		if err := fn(nil, buf[off:off+n]); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// restoreElem appends a record (key empty) without waking the consumer.
+func (r *Ringbuf) restoreElem(key, value []byte) error {
+	if len(key) != 0 {
+		return ErrKeySize
+	}
+	return r.withSlot(func(int) error { return r.Output(value, RingNoWakeup) })
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -235,5 +237,78 @@ func TestRingbufRetire(t *testing.T) {
 	}
 	if err := r.Output([]byte("two"), 0); err != nil {
 		t.Fatalf("the old consumer page still reaches the ring: %v", err)
+	}
+}
+
+// TestRingCrashReopen reopens a copy of a ring's region file taken while
+// it was live (as after kill -9): the record a dead producer held
+// reserved is discarded (or the consumer would wait forever), records
+// the consumer had read before a producer last saw its position are not
+// delivered again, the rest are, in order, and the reopened ring takes
+// new records after them. A damaged chain of records resumes empty.
+func TestRingCrashReopen(t *testing.T) {
+	r, err := NewWith(Spec{Type: TypeRingbuf, MaxEntries: 4096}, &Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rb := r.(*Ringbuf)
+	for i := 1; i <= 4; i++ {
+		if err := rb.Output(bytes.Repeat([]byte{byte(i)}, i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ne.PutUint64(rb.cons, recordLen(1)) // the consumer read record 1
+	if _, ok := rb.Reserve(16); !ok {   // a producer that will die; it sees the consumer
+		t.Fatal("Reserve failed")
+	}
+	img, err := os.ReadFile(RegionPath(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reopen := func(t *testing.T, img []byte) (*Ringbuf, Repair) {
+		cp := filepath.Join(t.TempDir(), "copy")
+		if err := os.WriteFile(cp, img, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m, rep, err := OpenFile(cp, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m.(*Ringbuf), rep
+	}
+	records := func(t *testing.T, m Map) []string {
+		var got []string
+		if err := Dump(m, func(_, v []byte) error { got = append(got, fmt.Sprintf("%x", v)); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	m, rep := reopen(t, img)
+	if rep != (Repair{Leaked: 1}) {
+		t.Fatalf("repairs %+v, want the busy record discarded", rep)
+	}
+	if err := m.Output([]byte{5, 5, 5, 5, 5}, 0); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"0202", "030303", "04040404", "0505050505"}
+	if got := records(t, m); !slicesEqual(got, want) {
+		t.Fatalf("records after reopening %v, want %v", got, want)
+	}
+	if got := m.Query(RingConsPos); got != recordLen(1) {
+		t.Fatalf("consumer position %d, want %d", got, recordLen(1))
+	}
+
+	// Damage the length of record 3: the chain no longer ends at the
+	// producer position.
+	bad := append([]byte(nil), img...)
+	ne.PutUint32(bad[rb.l.DataOff+recordLen(1)+recordLen(2):], 3000)
+	m, rep = reopen(t, bad)
+	if rep.Rebuilt != 1 || len(records(t, m)) != 0 {
+		t.Fatalf("damaged chain: repairs %+v, records %v; want an empty ring", rep, records(t, m))
+	}
+	if m.Query(RingConsPos) != m.Query(RingProdPos) {
+		t.Fatal("consumer not at the producer position")
 	}
 }

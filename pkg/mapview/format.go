@@ -109,11 +109,14 @@ const (
 	OffTrieBump    = OffState + 16
 	OffTrieFree    = OffState + 20
 	// Ring buffer: the producer lock word, then the producer and pending
-	// positions (u64, 8-aligned). The consumer position is at offset 0
-	// of the consumer page.
+	// positions (u64, 8-aligned), then the last consumer position a
+	// producer saw (or the daemon saved when it detached the map: what a
+	// reopened ring resumes from). The live consumer position is at
+	// offset 0 of the consumer page.
 	OffRingLock     = OffState
 	OffRingProducer = OffState + 8
 	OffRingPending  = OffState + 16
+	OffRingConsSeen = OffState + 24
 	// Ring buffer record header bits (len word), as BPF_RINGBUF_*.
 	RingBusyBit    = 1 << 31
 	RingDiscardBit = 1 << 30

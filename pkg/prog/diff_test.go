@@ -208,3 +208,6 @@ func TestPortFilterVerdicts(t *testing.T) {
 }
 
 func u64le(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+
+// os0 reports whether the kernel oracle is unavailable (not root).
+func os0() bool { return os.Geteuid() != 0 }

@@ -39,6 +39,19 @@ func FuzzVerifiedRun(f *testing.F) {
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
 	}), make([]byte, 64))
+	// Legacy packet loads: absolute, indirect from a packet byte, and
+	// through the SKF_NET_OFF / SKF_LL_OFF areas.
+	f.Add(marshalInsns(f, asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadAbs(0, asm.Byte),
+		asm.And.Imm(asm.R0, 0x0f),
+		asm.LSh.Imm(asm.R0, 2),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.LoadInd(asm.R0, asm.R7, 2, asm.Half),
+		asm.LoadAbs(-0x100000+9, asm.Byte),
+		asm.LoadAbs(-0x200000+12, asm.Word),
+		asm.Return(),
+	}), []byte{0x45, 0, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24})
 
 	hash, err := maps.New(maps.Spec{Type: maps.TypeHash, KeySize: 4, ValueSize: 16, MaxEntries: 8})
 	if err != nil {

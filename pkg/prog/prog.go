@@ -185,6 +185,7 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 	p.code, err = interp.Load(code, &interp.Config{
 		Helpers:       p.helperTable(),
 		StaticRegions: statics,
+		LegacyPacket:  p.typ == SocketFilter,
 	})
 	if err != nil {
 		// The verifier accepted what the interpreter refuses: a bug in

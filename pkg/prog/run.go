@@ -147,10 +147,12 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 		}
 		if ret, err = vm.Run(p.code, r1); err != nil {
 			rc.pkt = nil
+			vm.SetPacket(nil, 0, 0, -1)
 			return nil, err
 		}
 	}
 	rc.pkt = nil
+	vm.SetPacket(nil, 0, 0, -1)
 	elapsed := time.Since(start)
 	res := &RunResult{Ret: ret, Duration: elapsed / time.Duration(repeat)}
 	switch p.typ {
@@ -215,6 +217,9 @@ func (p *Program) prepare(vm *interp.VM, ctx, pkt []byte) (uint64, error) {
 		le.PutUint32(ctx[skbIfindex:], 1)
 		le.PutUint32(ctx[skbWireLen:], 0)
 		vm.Context.(*runCtx).pkt = pkt[ethHdrLen:]
+		// LD_ABS/LD_IND: skb->data and the network header are past
+		// the Ethernet header, the MAC header at the frame's start.
+		vm.SetPacket(pkt, ethHdrLen, ethHdrLen, 0)
 		return vm.AddRegion(ctx[:skbSize], true)
 	case XDP:
 		// The program addresses the linear part only; the rest stands

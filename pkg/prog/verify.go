@@ -91,6 +91,7 @@ func verify(spec *Spec, refs []MapRef) (*verified, error) {
 	switch spec.Type {
 	case SocketFilter:
 		env.Context = skbContext
+		env.LegacyPacket = true
 		env.Helpers[HelperSkbLoadBytes] = &verifier.HelperProto{Name: "skb_load_bytes",
 			Args: [5]verifier.ArgType{verifier.ArgPtrToCtx, verifier.ArgAnything, verifier.ArgPtrToUninitMem, verifier.ArgConstSize}}
 	case XDP:

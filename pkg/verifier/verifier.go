@@ -609,7 +609,9 @@ func (v *verifier) ldAbs(st *state, in insn) error {
 	for r := 1; r <= 5; r++ {
 		f.regs[r] = reg{}
 	}
-	f.regs[0] = sizedScalar(in.size(), false)
+	// As the kernel: R0 is unknown (the rewrite calls a helper
+	// returning u64), not bounded by the load size.
+	f.regs[0] = unknownScalar()
 	return nil
 }
 

@@ -18,9 +18,11 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bpfd-project/bpfd/internal/defaults"
 	"github.com/bpfd-project/bpfd/pkg/client"
 )
 
@@ -59,10 +61,14 @@ type App struct {
 	// and the start time. (Tests make it deterministic.)
 	Uptime func(client.Status) string
 
-	socket string
-	json   bool
-	pretty bool
-	conn   *client.Conn
+	// EUID, if not nil, replaces os.Geteuid for choosing default sockets.
+	EUID *int
+
+	socket  string
+	json    bool
+	pretty  bool
+	version bool
+	conn    *client.Conn
 }
 
 // Run executes the command line args and returns the exit code. Errors
@@ -71,9 +77,6 @@ type App struct {
 func (a *App) Run(args []string) int {
 	root := a.rootCommand()
 	root.SetArgs(args)
-	root.SetIn(a.Stdin)
-	root.SetOut(a.Stdout)
-	root.SetErr(a.Stderr)
 	cmd, err := root.ExecuteC()
 	if a.conn != nil {
 		a.conn.Close()
@@ -89,8 +92,9 @@ func (a *App) Run(args []string) int {
 	}
 	var ce *cliError
 	if !errors.As(err, &ce) {
-		// Cobra's own errors: unknown command or flag, argument count.
-		ce = &cliError{code: ExitUsage, msg: err.Error()}
+		// Cobra's own errors: argument count, required flags, unknown
+		// command words after a command taking no arguments.
+		ce = cobraUsage(cmd, err)
 	}
 	path := "bpfctl"
 	if cmd != nil {
@@ -119,6 +123,9 @@ func (a *App) printError(ce *cliError, cmdPath string) {
 		}
 	}
 	if ce.code == ExitUsage {
+		if ce.usage != "" {
+			cmdPath = ce.usage
+		}
 		fmt.Fprintf(a.Stderr, "Run '%s --help' for usage.\n", cmdPath)
 	}
 }
@@ -128,8 +135,9 @@ func (a *App) rootCommand() *cobra.Command {
 		Use:   "bpfctl",
 		Short: "Control bpfd: maps, programs, pins and descriptors",
 		Long: `bpfctl talks to bpfd, the userspace bpf(2) daemon, over its socket
-(--socket, $BPFD_SOCKET, or the default /run/bpfd/bpfd.sock as root and
-$XDG_RUNTIME_DIR/bpfd/bpfd.sock otherwise).
+(--socket, $BPFD_SOCKET, or the default: /run/bpfd/bpfd.sock as root; for
+other users their own $XDG_RUNTIME_DIR/bpfd/bpfd.sock, then the system
+socket /run/bpfd/bpfd.sock).
 
 Objects are named by pins: files under the daemon's pin root. A relative
 pin path is taken under the pin root. Whoever can open a pin file gets the
@@ -137,53 +145,95 @@ object with the access its open mode allows (read, write or both).
 
 Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 4 no such key; exec exits with the command's own status.`,
+		Args:          cobra.ArbitraryArgs,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.version {
+				if len(args) > 0 {
+					return usagef("--version takes no arguments")
+				}
+				return a.runVersion()
+			}
+			return groupRunE(cmd, args)
+		},
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "daemon socket path (default $BPFD_SOCKET or the system default)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "daemon socket path (default $BPFD_SOCKET, else your own bpfd's, else /run/bpfd/bpfd.sock)")
 	root.PersistentFlags().BoolVarP(&a.json, "json", "j", false, "print JSON")
 	root.PersistentFlags().BoolVarP(&a.pretty, "pretty", "p", false, "print indented JSON (implies --json)")
+	root.Flags().BoolVar(&a.version, "version", false, "print bpfctl's and the daemon's versions (as 'bpfctl version')")
 	root.PersistentPreRun = func(*cobra.Command, []string) {
 		if a.pretty {
 			a.json = true
 		}
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usagef("%v", err)
-	})
+	root.SetIn(a.Stdin)
+	root.SetOut(a.Stdout)
+	root.SetErr(a.Stderr)
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(a.mapCommand(), a.progCommand(), a.pinCommand(), a.reopenCommand(),
-		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand())
+		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(), a.versionCommand())
+	root.SetHelpCommand(helpCommand())
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	fixGroups(root)
 	return root
 }
 
-// socketPath is the socket bpfctl dials.
-func (a *App) socketPath() string {
+// sockets are the socket paths bpfctl tries, in order: --socket, else
+// $BPFD_SOCKET, else the defaults (defaults.ClientSockets).
+func (a *App) sockets() []string {
 	if a.socket != "" {
-		return a.socket
+		return []string{a.socket}
 	}
-	if p := a.Getenv(client.SocketEnv); p != "" {
-		return p
-	}
-	return client.DefaultSocket()
+	return defaults.ClientSockets(a.euid(), a.Getenv)
 }
 
-// dial returns the connection to the daemon, dialing it on first use.
+func (a *App) euid() int {
+	if a.EUID != nil {
+		return *a.EUID
+	}
+	return os.Geteuid()
+}
+
+// socketPath is the socket bpfctl uses: the one it connected to, or the
+// first it would try.
+func (a *App) socketPath() string {
+	if a.conn != nil {
+		return a.conn.Socket()
+	}
+	return a.sockets()[0]
+}
+
+// dial returns the connection to the daemon, dialing it on first use:
+// the sockets of a.sockets in order, the first that answers.
 func (a *App) dial() (*client.Conn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	path := a.socketPath()
-	c, err := client.Dial(path)
-	if err != nil {
-		hint := "is bpfd running? Point bpfctl at its socket with --socket or $BPFD_SOCKET"
-		if errors.Is(err, client.ErrNotSupported) {
-			hint = "bpfctl and bpfd speak different protocol versions; use matching builds"
+	var tried []string
+	var first error
+	for _, path := range a.sockets() {
+		c, err := client.Dial(path)
+		if err == nil {
+			a.conn = c
+			return c, nil
 		}
-		return nil, &cliError{code: ExitUnreachable, msg: "cannot talk to bpfd at " + path + ": " + errText(err),
-			errno: errnoOf(err), hint: hint}
+		if errors.Is(err, client.ErrNotSupported) {
+			return nil, &cliError{code: ExitUnreachable, msg: "cannot talk to bpfd at " + path + ": " + errText(err),
+				errno: errnoOf(err), hint: "bpfctl and bpfd speak different protocol versions; use matching builds"}
+		}
+		if first == nil {
+			first = err
+		}
+		tried = append(tried, path+": "+errText(err))
 	}
-	a.conn = c
-	return c, nil
+	msg := "cannot talk to bpfd at " + tried[0]
+	if len(tried) > 1 {
+		msg = "cannot talk to bpfd: tried " + strings.Join(tried, "; then ")
+	}
+	return nil, &cliError{code: ExitUnreachable, msg: msg, errno: errnoOf(first),
+		hint: "is bpfd running? Point bpfctl at its socket with --socket or $BPFD_SOCKET"}
 }
 
 // printJSON writes v as one line of JSON (indented with --pretty).

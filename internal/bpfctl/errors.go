@@ -21,6 +21,7 @@ type cliError struct {
 	errno unix.Errno
 	hint  string
 	log   string
+	usage string // command path for "Run '... --help'", if not the failing command's
 }
 
 func (e *cliError) Error() string {
@@ -58,6 +59,7 @@ const (
 	kOpen               // open a pin file and present it (OBJ_GET)
 	kPin                // make a pin or pin directory
 	kCreate             // create a map or load a program
+	kFile               // read or write a local file (object, --asm, --data, --data-out)
 	kOther
 )
 
@@ -129,8 +131,17 @@ func fail(op string, k kind, elem bool, err error) error {
 		out.hint = "this descriptor cannot write (read-only pin or open mode, a BPF_F_RDONLY map, or a frozen map); reopen the pin with write access or ask its owner"
 	case e == unix.EPERM && k == kRead:
 		out.hint = "this descriptor cannot read (write-only pin or a BPF_F_WRONLY map); open the pin with read access or ask its owner"
+	case isPath && (k == kFile || k == kCreate):
+		// A local file (an object, an assembly file, packet data),
+		// not a pin: the path error says it all.
+		switch e {
+		case unix.ENOENT:
+			out.hint = "no such file (the path is taken relative to the current directory, not the pin root)"
+		case unix.EACCES:
+			out.hint = "you may not read or write that file"
+		}
 	case e == unix.EACCES && isPath:
-		out.hint = "the pin file's permissions do not allow this access; ask for less (--mode r) or ask the pin's owner (bpfctl pin ls)"
+		out.hint = "the pin file's permissions do not allow this access; ask for less access or ask the pin's owner (bpfctl pin ls shows them)"
 	case e == unix.EACCES && k == kOpen:
 		out.hint = "the pin grants less access than asked (see MODE in 'bpfctl pin ls'); use a pin that grants it, or ask its owner"
 	case e == unix.EACCES && k == kPin:

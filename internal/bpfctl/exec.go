@@ -170,6 +170,25 @@ func (a *App) runExec(specs []fdSpec, args []string, start func(*exec.Cmd) (*exe
 		}
 	}
 	child := exec.Command(args[0], args[1:]...)
+	if child.Err == nil && strings.Contains(args[0], "/") {
+		// exec.Command looks up bare names only; check a path too, so
+		// that seccomp exec (whose shim execs it) fails the same way.
+		_, child.Err = exec.LookPath(args[0])
+	}
+	if child.Err != nil {
+		// Not found on $PATH, or not executable: exit as a shell would,
+		// before any descriptor or filter is set up.
+		code := ExitCannotExec
+		if errors.Is(child.Err, exec.ErrNotFound) || errors.Is(child.Err, os.ErrNotExist) {
+			code = ExitNoCommand
+		}
+		cause := child.Err
+		var ee *exec.Error
+		if errors.As(cause, &ee) {
+			cause = ee.Err
+		}
+		return &cliError{code: code, msg: "exec: " + args[0] + ": " + errText(cause), errno: errnoOf(cause)}
+	}
 	child.Stdin, child.Stdout, child.Stderr = a.Stdin, a.Stdout, a.Stderr
 	child.ExtraFiles = files
 	child.Env = execEnv(os.Environ(), a.socketPath(), names)

@@ -140,7 +140,7 @@ func TestExecPassesDescriptors(t *testing.T) {
 
 func TestExecExitCodes(t *testing.T) {
 	d := startDaemon(t)
-	d.mustRun(t, "map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "m", "--mode", "0600")
+	d.mustRun(t, "map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "m", "--file-mode", "0600")
 	d.mustRun(t, "map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "other")
 	d.mustRun(t, "reopen", "m", "--mode", "r", "--pin", "m.ro")
 	tests := []struct {
@@ -238,7 +238,7 @@ func TestSeccompExec(t *testing.T) {
 	d := startDaemon(t)
 	d.mustRun(t, "prog", "load", "../../testdata/bpf/seccomp_policy.bpf.o", "--pin-dir", "sec")
 	t.Setenv(childRoleEnv, "sockets")
-	r := d.run(t, "seccomp", "exec", "--prog", "sec/policy", "--syscalls", "socket", "--map", "counts=sec/counts:r",
+	r := d.run(t, "seccomp", "exec", "--filter", "sec/policy", "--syscalls", "socket", "--map", "counts=sec/counts:r",
 		"--", os.Args[0], "-test.run=^$")
 	want := "inet ok\ninet6 EPERM\nunix ok\ninherited 1 <nil>\n"
 	if r.code != 3 || r.stdout != want {
@@ -248,19 +248,33 @@ func TestSeccompExec(t *testing.T) {
 	if r.stdout != "key: 29 00 00 00  value: 03 00 00 00 00 00 00 00\n" {
 		t.Errorf("socket calls counted: %q", r.stdout)
 	}
+	d.mustRun(t, "prog", "load", "--type", "socket_filter", "--asm", "testdata/count.s", "--map", "0=sec/counts", "--pin", "sf")
 	for _, tc := range []struct {
-		name string
-		args []string
-		code int
+		name   string
+		args   []string
+		code   int
+		stderr string // a part of stderr
 	}{
-		{"no syscalls", []string{"seccomp", "exec", "--prog", "sec/policy", "--", "true"}, ExitUsage},
-		{"no prog", []string{"seccomp", "exec", "--all", "--", "true"}, ExitUsage},
-		{"unknown syscall", []string{"seccomp", "exec", "--prog", "sec/policy", "--syscalls", "nosuch", "--", "true"}, ExitFailed},
-		{"not a seccomp program", []string{"seccomp", "exec", "--prog", "sec/counts", "--syscalls", "socket", "--", "true"}, ExitFailed},
+		{name: "no syscalls", args: []string{"seccomp", "exec", "--filter", "sec/policy", "--", "true"}, code: ExitUsage},
+		{name: "no filter", args: []string{"seccomp", "exec", "--all", "--", "true"}, code: ExitUsage, stderr: "--filter PIN is required"},
+		{name: "--prog for the filter", args: []string{"seccomp", "exec", "--prog", "sec/policy", "--all", "--", "true"}, code: ExitUsage,
+			stderr: "--prog passes program descriptors to CMD"},
+		{name: "unknown syscall", args: []string{"seccomp", "exec", "--filter", "sec/policy", "--syscalls", "socket,sockte", "--", "true"},
+			code: ExitUsage, stderr: `unknown syscall "sockte": did you mean "socket"?`},
+		{name: "syscall number not in the table", args: []string{"seccomp", "exec", "--filter", "sec/policy", "--syscalls", "999", "--", "true"},
+			code: ExitUsage, stderr: "999 is not an x86_64 syscall number"},
+		{name: "not a program", args: []string{"seccomp", "exec", "--filter", "sec/counts", "--syscalls", "socket", "--", "true"}, code: ExitFailed},
+		{name: "not a seccomp program", args: []string{"seccomp", "exec", "--filter", "sf", "--syscalls", "socket", "--", "true"},
+			code: ExitFailed, stderr: "sf is a socket_filter program, not a seccomp one"},
+		{name: "command not found", args: []string{"seccomp", "exec", "--filter", "sec/policy", "--syscalls", "socket", "--", "/nonexistent/cmd"},
+			code: ExitNoCommand, stderr: "no such file or directory"},
+		{name: "command not executable", args: []string{"seccomp", "exec", "--filter", "sec/policy", "--syscalls", "socket", "--", "/dev/null"},
+			code: ExitCannotExec},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if r := d.run(t, tc.args...); r.code != tc.code {
-				t.Fatalf("exit %d, want %d; stderr %s", r.code, tc.code, r.stderr)
+			r := d.run(t, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {
+				t.Fatalf("exit %d, want %d; stderr %q, want it to contain %q", r.code, tc.code, r.stderr, tc.stderr)
 			}
 		})
 	}
@@ -268,7 +282,7 @@ func TestSeccompExec(t *testing.T) {
 
 func TestDestroy(t *testing.T) {
 	d := startDaemon(t)
-	d.mustRun(t, "map", "create", "array", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "m", "--mode", "0644")
+	d.mustRun(t, "map", "create", "array", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "m", "--file-mode", "0644")
 	d.mustRun(t, "reopen", "m", "--mode", "r", "--pin", "m.ro")
 	if r := d.run(t, "destroy", "m.ro"); r.code != ExitFailed {
 		t.Fatalf("destroy through a read-only pin: exit %d, want %d; %s", r.code, ExitFailed, r.stderr)

@@ -2,6 +2,8 @@ package bpfctl
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"os"
@@ -26,7 +28,7 @@ var goldenCases = []struct {
 	{
 		name: "map_hash",
 		steps: [][]string{
-			{"map", "create", "hash", "--key-size", "4", "--value-size", "8", "--max-entries", "4", "--name", "ports", "--pin", "ports", "--mode", "0640"},
+			{"map", "create", "hash", "--key-size", "4", "--value-size", "8", "--max-entries", "4", "--name", "ports", "--pin", "ports", "--file-mode", "0640"},
 			{"map", "update", "ports", "key", "0x50", "0x00", "0x00", "0x00", "value", "1", "0", "0", "0", "0", "0", "0", "0"},
 			{"map", "update", "ports", "key", "hex", "bb", "01", "00", "00", "value", "hex", "ff", "00", "00", "00", "00", "00", "00", "01", "noexist"},
 			{"map", "update", "ports", "--key-u32", "8080", "--value-u64", "0x1122334455667788"},
@@ -76,7 +78,7 @@ var goldenCases = []struct {
 		steps: [][]string{
 			{"pin", "mkdir", "net"},
 			{"pin", "mkdir", "--parents", "net/filters/v4"},
-			{"map", "create", "hash", "--key-size", "2", "--value-size", "1", "--max-entries", "8", "--name", "allow", "--pin", "net/allow", "--mode", "0640"},
+			{"map", "create", "hash", "--key-size", "2", "--value-size", "1", "--max-entries", "8", "--name", "allow", "--pin", "net/allow", "--file-mode", "0640"},
 			{"reopen", "net/allow", "--mode", "r", "--pin", "net/allow.ro", "--file-mode", "0644"},
 			{"reopen", "net/allow", "--mode", "w", "--pin", "net/allow.wo", "--file-mode", "0620"},
 			{"reopen", "net/allow.ro", "--mode", "rw", "--pin", "net/allow.rw"},
@@ -127,6 +129,46 @@ var goldenCases = []struct {
 		},
 	},
 	{
+		name: "prog_run",
+		steps: [][]string{
+			{"prog", "load", "$TESTDATA/../../../testdata/bpf/seccomp_policy.bpf.o", "--pin-dir", "sec"},
+			{"prog", "run", "sec/policy", "--ctx-hex", "29000000"},
+			{"prog", "run", "sec/policy", "--data-hex", "0000000000000000000000000000", "--ctx-hex", seccompCtx(41, 10)},
+			{"prog", "run", "sec/policy", "--ctx-hex", seccompCtx(41, 10)},
+			{"-j", "prog", "run", "sec/policy", "--ctx-hex", seccompCtx(41, 10)},
+			{"prog", "run", "sec/policy", "--ctx-hex", seccompCtx(0, 0)},
+			{"prog", "run", "sec/policy"},
+			{"prog", "load", "$TESTDATA/../../../testdata/bpf/xdp_ports.bpf.o", "--pin-dir", "xdp"},
+			{"prog", "run", "xdp/xdp_ports", "--data-hex", "00112233"},
+			{"prog", "run", "xdp/xdp_ports", "--data-hex", "ffffffffffff 000000000001 0806 0001"},
+			{"prog", "run", "xdp/xdp_ports", "--data-hex", "ffffffffffff 000000000001 0800 4500001c 00000000 40110000 7f000001 7f000001 0035 0035 0008 0000",
+				"--data-out", "$DIR/out.bin"},
+			{"prog", "run", "xdp/xdp_ports", "--data-hex", "ffffffffffff 000000000001 0800", "--ctx-hex", "01"},
+			{"prog", "run", "xdp/xdp_ports", "--data-hex", "00", "--data", "$DIR/out.bin"},
+			{"prog", "run", "xdp/xdp_ports", "--data", "$DIR/nosuch.bin"},
+		},
+	},
+	{
+		name: "prog_array",
+		steps: [][]string{
+			{"prog", "load", "$TESTDATA/../../../testdata/bpf/tailcall.bpf.o", "--pin-dir", "tc"},
+			// skb->len % 4 picks the slot: 28 bytes after the Ethernet header is 0.
+			{"prog", "run", "tc/entry", "--data-hex", udpFrame},
+			{"map", "update", "tc/jump_table", "key", "0", "0", "0", "0", "value", "pinned", "tc/slot0"},
+			{"prog", "run", "tc/entry", "--data-hex", udpFrame},
+			{"map", "update", "tc/jump_table", "--key-u32", "0", "value", "pinned", "tc/slot1"},
+			{"prog", "run", "tc/entry", "--data-hex", udpFrame},
+			{"map", "delete", "tc/jump_table", "--key-u32", "0"},
+			{"prog", "run", "tc/entry", "--data-hex", udpFrame},
+			{"map", "create", "prog_array", "--key-size", "4", "--value-size", "4", "--max-entries", "2", "--pin", "jmp"},
+			{"map", "update", "jmp", "key", "1", "0", "0", "0", "value", "pinned", "tc/slot1"},
+			{"map", "update", "jmp", "key", "0", "0", "0", "0", "value", "1", "0", "0", "0"},
+			{"map", "update", "jmp", "key", "0", "0", "0", "0", "value", "pinned", "tc/jump_table"},
+			{"map", "update", "jmp", "key", "0", "0", "0", "0", "value", "pinned", "tc/nosuch"},
+			{"map", "update", "jmp", "key", "2", "0", "0", "0", "value", "pinned", "tc/slot0"},
+		},
+	},
+	{
 		name: "status",
 		steps: [][]string{
 			{"status"},
@@ -146,9 +188,40 @@ var goldenCases = []struct {
 			{"--socket", "$DIR/nosuch.sock", "status"},
 			{"-j", "--socket", "$DIR/nosuch.sock", "status"},
 			{"exec", "--map", "m:x", "--", "true"},
+			{"map", "lokup", "m"},
+			{"map", "list"},
+			{"map"},
+			{"pin", "rm", "x"},
+			{"prog", "shwo"},
+			{"seccomp", "run"},
+			{"completion"},
+			{"help", "map", "lokup"},
+			{"help", "nosuch"},
+			{"map", "create", "hash", "--kye-size", "4"},
+			{"map", "create", "hash", "--mode", "0640"},
+			{"pin", "mkdir", "d", "--mode", "0755"},
+			{"--sokcet", "x", "status"},
+			{"status", "extra"},
+			{"prog", "load", "$DIR/nosuch.o", "--pin-dir", "x"},
+			{"prog", "load", "--type", "xdp", "--asm", "$DIR/nosuch.s", "--pin", "x"},
+			{"seccomp", "exec", "--filter", "p", "--syscalls", "sockte", "--", "true"},
 		},
 	},
 }
+
+// seccompCtx is a struct seccomp_data for syscall nr on x86_64 with
+// args[0] = arg0, in hex.
+func seccompCtx(nr uint32, arg0 uint64) string {
+	b := binary.LittleEndian.AppendUint32(nil, nr)
+	b = binary.LittleEndian.AppendUint32(b, 0xc000003e)
+	b = binary.LittleEndian.AppendUint64(b, 0)
+	b = binary.LittleEndian.AppendUint64(b, arg0)
+	return hex.EncodeToString(append(b, make([]byte, 40)...))
+}
+
+// udpFrame is an Ethernet/IPv4/UDP frame with 28 bytes after the
+// Ethernet header, in hex.
+const udpFrame = "ffffffffffff00000000000108004500001c0000000040110000 7f000001 7f000001 0035 0035 0008 0000"
 
 var (
 	reDuration = regexp.MustCompile(`(duration: )\S+|("duration":)\d+`)

@@ -1,6 +1,7 @@
 package bpfctl
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"strconv"
@@ -112,7 +113,7 @@ func (a *App) openMap(op, pin string, mode client.Mode) (*client.Map, error) {
 	}
 	m, err := c.OpenPinnedMap(pin, mode)
 	if err != nil {
-		return nil, fail(op+": "+pin, kOpen, false, err)
+		return nil, wrongKind(fail(op+": "+pin, kOpen, false, err), "map")
 	}
 	return m, nil
 }
@@ -124,8 +125,8 @@ func (a *App) mapCreateCommand() *cobra.Command {
 		Use:   "create TYPE --key-size N --value-size N --max-entries N --pin PATH",
 		Short: "Create a map and pin it",
 		Long: `Create a map of TYPE (hash, array, prog_array or a number) and pin it at
-PATH with permission bits --mode. The pin is what keeps the map alive.`,
-		Example: "  bpfctl map create hash --key-size 4 --value-size 8 --max-entries 1024 --name ports --pin ports --mode 0640",
+PATH with permission bits --file-mode. The pin is what keeps the map alive.`,
+		Example: "  bpfctl map create hash --key-size 4 --value-size 8 --max-entries 1024 --name ports --pin ports --file-mode 0640",
 		Args:    cobra.ExactArgs(1),
 		ValidArgsFunction: func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			return []cobra.Completion{"hash", "array", "prog_array"}, cobra.ShellCompDirectiveNoFileComp
@@ -139,7 +140,7 @@ PATH with permission bits --mode. The pin is what keeps the map alive.`,
 			if err != nil {
 				return err
 			}
-			p, err := parsePerm("mode", perm)
+			p, err := parsePerm("file-mode", perm)
 			if err != nil {
 				return err
 			}
@@ -169,7 +170,7 @@ PATH with permission bits --mode. The pin is what keeps the map alive.`,
 	f.StringVar(&flags, "flags", "", "map flags: no_prealloc,rdonly,wronly,rdonly_prog,wronly_prog or a number")
 	f.StringVar(&name, "name", "", "map name (at most 15 bytes)")
 	f.StringVar(&pin, "pin", "", "pin path (relative: under the pin root)")
-	f.StringVar(&perm, "mode", "0600", "permission bits of the pin file")
+	f.StringVar(&perm, "file-mode", "0600", "permission bits of the pin file (octal)")
 	for _, n := range []string{"key-size", "value-size", "max-entries", "pin"} {
 		cmd.MarkFlagRequired(n)
 	}
@@ -324,8 +325,13 @@ func (a *App) mapLookupCommand() *cobra.Command {
 }
 
 func (a *App) mapUpdateCommand() *cobra.Command {
-	cmd, e := a.newElemCommand("update PIN key BYTES... value BYTES... [any|exist|noexist]", "Create or replace an element", true)
-	cmd.Example = "  bpfctl map update ports key 0x50 0 0 0 value 1 0 0 0 0 0 0 0 noexist\n  bpfctl map update ports --key-u32 80 --value-u64 1 --exist"
+	cmd, e := a.newElemCommand("update PIN key BYTES... value (BYTES...|pinned PROG) [any|exist|noexist]", "Create or replace an element", true)
+	cmd.Long = `Store a value under a key. Keys and values are bytes as bpftool takes them
+(see 'bpfctl map --help'). In a program array (prog_array) the value is a
+program: "value pinned PROG" names it by its pin, which is opened with read
+access (a tail call runs the program, as a test run does).`
+	cmd.Example = "  bpfctl map update ports key 0x50 0 0 0 value 1 0 0 0 0 0 0 0 noexist\n  bpfctl map update ports --key-u32 80 --value-u64 1 --exist\n" +
+		"  bpfctl map update jmp key 0 0 0 0 value pinned progs/slot0"
 	var exist, noexist, anyFlag bool
 	cmd.Flags().BoolVar(&exist, "exist", false, "replace only (BPF_EXIST; no such key: exit 4)")
 	cmd.Flags().BoolVar(&noexist, "noexist", false, "create only (BPF_NOEXIST)")
@@ -357,8 +363,15 @@ func (a *App) mapUpdateCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		value, err := resolveBytes("value", ea.value, ea.hasValue, e.value, m.ValueSize(), true)
-		if err != nil {
+		var value []byte
+		if m.Type() == client.ProgArray {
+			p, err := a.progArrayValue(ea, e)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			value = binary.NativeEndian.AppendUint32(nil, uint32(p.FD()))
+		} else if value, err = resolveBytes("value", ea.value, ea.hasValue, e.value, m.ValueSize(), true); err != nil {
 			return err
 		}
 		if err := m.Update(key, value, flag); err != nil {
@@ -502,4 +515,24 @@ func writeFail(op string, m *client.Map, elem bool, err error) error {
 		ce.hint = "this descriptor is read-only; reopen the pin with write access or ask its owner"
 	}
 	return out
+}
+
+// progArrayValue opens the program a program array update names:
+// "value pinned PROG". The caller closes it.
+func (a *App) progArrayValue(ea elemArgs, e *elemCmd) (*client.Program, error) {
+	if w, _, _ := e.value.get(); w != 0 || !ea.hasValue || len(ea.value) != 2 || ea.value[0] != "pinned" {
+		return nil, &cliError{code: ExitUsage, msg: "a program array's value is a program",
+			hint: "give it as: value pinned PROG (the program's pin)"}
+	}
+	return a.openProg("update", ea.value[1], true)
+}
+
+// wrongKind fixes the hint of an EINVAL from opening a pin as a want
+// ("map" or "program"): the pin names the other kind of object.
+func wrongKind(err error, want string) error {
+	var ce *cliError
+	if errors.As(err, &ce) && ce.errno == unix.EINVAL {
+		ce.hint = "the pin is not a " + want + " ('bpfctl pin ls' shows what each pin is)"
+	}
+	return err
 }

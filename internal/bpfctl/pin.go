@@ -212,7 +212,7 @@ func (a *App) pinMkdirCommand() *cobra.Command {
 		Short: "Make a directory under the pin root, owned by you",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parsePerm("mode", perm)
+			p, err := parsePerm("file-mode", perm)
 			if err != nil {
 				return err
 			}
@@ -247,7 +247,7 @@ func (a *App) pinMkdirCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&perm, "mode", "0755", "permission bits of the directory")
+	cmd.Flags().StringVar(&perm, "file-mode", "0755", "permission bits of the directory (octal)")
 	cmd.Flags().BoolVar(&parents, "parents", false, "make parent directories as needed; no error if the directory exists")
 	return cmd
 }

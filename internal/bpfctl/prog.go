@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf/asm"
 	"github.com/spf13/cobra"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/bpfd-project/bpfd/pkg/bpfasm"
 	"github.com/bpfd-project/bpfd/pkg/client"
+	"github.com/bpfd-project/bpfd/pkg/prog"
 )
 
 // progTypes are the program type names bpfctl accepts.
@@ -61,7 +61,7 @@ func (a *App) openProg(op, pin string, readOnly bool) (*client.Program, error) {
 		}
 	}
 	if err != nil {
-		return nil, fail(op+": "+pin, kOpen, false, err)
+		return nil, wrongKind(fail(op+": "+pin, kOpen, false, err), "program")
 	}
 	return p, nil
 }
@@ -175,7 +175,7 @@ much access as its pin grants.`,
 			"  bpfctl prog load --type socket_filter --asm filter.s --map 0=ports:r --pin filter",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := parsePerm("mode", f.perm)
+			p, err := parsePerm("file-mode", f.perm)
 			if err != nil {
 				return err
 			}
@@ -201,7 +201,7 @@ much access as its pin grants.`,
 	fl.StringVar(&f.rawFile, "raw", "", "raw instructions file (8 bytes each, little-endian)")
 	fl.Var(mapFlag{f}, "map", "bind map_fd N to a pinned map: N=PIN[:r|w|rw] (repeatable)")
 	fl.StringVar(&f.pin, "pin", "", "pin path of the program")
-	fl.StringVar(&f.perm, "mode", "0600", "permission bits of the pin files")
+	fl.StringVar(&f.perm, "file-mode", "0600", "permission bits of the pin files (octal)")
 	fl.StringVar(&f.name, "name", "", "program name (default: the file's base name, at most 15 bytes)")
 	fl.StringVar(&f.license, "license", "GPL", "license string")
 	fl.Uint32Var(&f.logLevel, "log-level", 0, "verifier log level (1: summary, 2: every instruction)")
@@ -220,7 +220,7 @@ func (a *App) loadOne(f *progLoadFlags, perm os.FileMode) error {
 	file := f.asmFile + f.rawFile
 	src, err := os.ReadFile(file)
 	if err != nil {
-		return fail("load", kOther, false, err)
+		return fail("load", kFile, false, err)
 	}
 	raw := src
 	if f.asmFile != "" {
@@ -302,6 +302,9 @@ type pinnedJSON struct {
 // loadObject loads an ELF object and pins its maps and programs by name
 // under dir. On failure it removes the pins it made.
 func (a *App) loadObject(obj, dir string, perm os.FileMode) (err error) {
+	if _, err := os.Stat(obj); err != nil {
+		return fail("load", kFile, false, err)
+	}
 	c, err := a.dial()
 	if err != nil {
 		return err
@@ -422,14 +425,23 @@ type dumpLine struct {
 }
 
 func (a *App) progDumpCommand() *cobra.Command {
-	return &cobra.Command{
+	var syntax string
+	cmd := &cobra.Command{
 		Use:   "dump PIN",
 		Short: "Disassemble a pinned program, with its source lines when known",
-		Long: `Print the program's instructions in bpfasm syntax, preceded by their source
-lines ("; file.c:12: text") when the program was loaded with line info.
-Map references show the map's daemon-wide id ("map_fd ID  # map id ID").`,
+		Long: `Print the program's instructions as bpftool's "prog dump xlated" and the
+verifier log do ("   5: (85) call bpf_map_lookup_elem#1"), each preceded by
+its source line ("; file.c:12: text") when the program was loaded with line
+info. Map references show the map's daemon-wide id ("r1 = map[id:3]").
+
+With --syntax ubpf, print bpfasm (ubpf-style) syntax instead, which
+'bpfctl prog load --asm' reads back; map references then show the id as
+"map_fd ID  # map id ID".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if syntax != "kernel" && syntax != "ubpf" {
+				return usagef("--syntax %q: want kernel or ubpf", syntax)
+			}
 			p, err := a.openProg("dump", args[0], true)
 			if err != nil {
 				return err
@@ -439,20 +451,7 @@ Map references show the map's daemon-wide id ("map_fd ID  # map id ID").`,
 			if err != nil {
 				return fail("dump", kRead, false, err)
 			}
-			var out []dumpLine
-			for pc := 0; pc*8 < len(insns); {
-				text, n, err := bpfasm.DisassembleOne(insns[pc*8:])
-				if err != nil {
-					text, n = "(bad instruction: "+err.Error()+")", 8
-				}
-				if insns[pc*8] == 0x18 && len(insns) >= pc*8+8 {
-					if src := insns[pc*8+1] >> 4; src == 1 || src == 2 {
-						text += fmt.Sprintf("  # map id %d", binary.LittleEndian.Uint32(insns[pc*8+4:]))
-					}
-				}
-				out = append(out, dumpLine{PC: pc, Bytes: hex.EncodeToString(insns[pc*8 : pc*8+n]), Disasm: text, Src: lines[pc]})
-				pc += n / 8
-			}
+			out := disassemble(insns, lines, syntax == "ubpf")
 			if a.json {
 				if out == nil {
 					out = []dumpLine{}
@@ -473,6 +472,41 @@ Map references show the map's daemon-wide id ("map_fd ID  # map id ID").`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&syntax, "syntax", "kernel", "instruction syntax: kernel (bpftool xlated, verifier log) or ubpf (bpfasm)")
+	cmd.RegisterFlagCompletionFunc("syntax", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		return []cobra.Completion{"kernel", "ubpf"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+// kernelSyntax prints dumped instructions (map references naming ids).
+var kernelSyntax = &bpfasm.KernelSyntax{HelperName: prog.HelperName}
+
+// disassemble renders a dump's instructions, in kernel syntax or
+// (ubpf) bpfasm syntax, with their source lines.
+func disassemble(insns []byte, lines map[int]string, ubpf bool) []dumpLine {
+	var out []dumpLine
+	for pc := 0; pc*8 < len(insns); {
+		var text string
+		var n int
+		var err error
+		if ubpf {
+			text, n, err = bpfasm.DisassembleOne(insns[pc*8:])
+			if err == nil && insns[pc*8] == 0x18 {
+				if src := insns[pc*8+1] >> 4; src == 1 || src == 2 {
+					text += fmt.Sprintf("  # map id %d", binary.LittleEndian.Uint32(insns[pc*8+4:]))
+				}
+			}
+		} else {
+			text, n, err = kernelSyntax.KernelText(insns[pc*8:])
+		}
+		if err != nil {
+			text, n = "(bad instruction: "+err.Error()+")", 8
+		}
+		out = append(out, dumpLine{PC: pc, Bytes: hex.EncodeToString(insns[pc*8 : pc*8+n]), Disasm: text, Src: lines[pc]})
+		pc += n / 8
+	}
+	return out
 }
 
 // parseHex parses hex digits, ignoring spaces and an optional 0x.
@@ -494,98 +528,11 @@ func readInput(name, file, hexText string, hasHex bool) ([]byte, error) {
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fail("run", kOther, false, err)
+			return nil, fail("run", kFile, false, err)
 		}
 		return b, nil
 	case hasHex:
 		return parseHex(name+"-hex", hexText)
 	}
 	return nil, nil
-}
-
-func (a *App) progRunCommand() *cobra.Command {
-	var dataFile, dataHex, ctxFile, ctxHex string
-	var repeat uint32
-	var dataOutSize, ctxOutSize int
-	cmd := &cobra.Command{
-		Use:   "run PIN [--data FILE | --data-hex HEX] [--ctx FILE | --ctx-hex HEX] [--repeat N]",
-		Short: "Test-run a pinned program (BPF_PROG_TEST_RUN) and print its return value, duration and output",
-		Example: "  bpfctl prog run filter --data packet.bin --repeat 1000\n" +
-			"  bpfctl prog run policy --ctx-hex '3b000000 3e0000c0 ...'",
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := readInput("data", dataFile, dataHex, cmd.Flags().Changed("data-hex"))
-			if err != nil {
-				return err
-			}
-			ctx, err := readInput("ctx", ctxFile, ctxHex, cmd.Flags().Changed("ctx-hex"))
-			if err != nil {
-				return err
-			}
-			p, err := a.openProg("run", args[0], true)
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			opts := &client.RunOptions{Data: data, Repeat: repeat}
-			if ctx != nil {
-				opts.Context = ctx
-			}
-			if data != nil {
-				n := dataOutSize
-				if n < 0 {
-					n = len(data) + 256
-				}
-				opts.DataOut = make([]byte, n)
-			}
-			if ctx != nil || ctxOutSize > 0 {
-				n := ctxOutSize
-				if n < 0 {
-					n = len(ctx)
-				}
-				opts.ContextOut = make([]byte, n)
-			}
-			ret, err := p.Run(opts)
-			if err != nil {
-				return fail("run", kRead, false, err)
-			}
-			var ctxOut []byte
-			if b, ok := opts.ContextOut.([]byte); ok {
-				ctxOut = b
-			}
-			if a.json {
-				a.printJSON(struct {
-					Retval     uint32   `json:"retval"`
-					R0         uint64   `json:"r0"`
-					DurationNs int64    `json:"duration"`
-					Repeat     uint32   `json:"repeat"`
-					DataOut    []string `json:"data_out,omitempty"`
-					CtxOut     []string `json:"ctx_out,omitempty"`
-				}{ret, opts.R0, opts.Duration.Nanoseconds(), max(repeat, 1), jsonBytes(opts.DataOut), jsonBytes(ctxOut)})
-				return nil
-			}
-			a.printf("retval: %d (%#x)\n", ret, ret)
-			a.printf("duration: %s (mean of %d run", opts.Duration.Round(time.Nanosecond), max(repeat, 1))
-			if max(repeat, 1) != 1 {
-				a.printf("s")
-			}
-			a.printf(")\n")
-			if opts.DataOut != nil {
-				a.printf("data out: %d bytes\n%s", len(opts.DataOut), hexLines(opts.DataOut))
-			}
-			if ctxOut != nil {
-				a.printf("ctx out: %d bytes\n%s", len(ctxOut), hexLines(ctxOut))
-			}
-			return nil
-		},
-	}
-	fl := cmd.Flags()
-	fl.StringVar(&dataFile, "data", "", "file holding the packet to run on")
-	fl.StringVar(&dataHex, "data-hex", "", "packet as hex digits")
-	fl.StringVar(&ctxFile, "ctx", "", "file holding the context to run on (seccomp: struct seccomp_data)")
-	fl.StringVar(&ctxHex, "ctx-hex", "", "context as hex digits")
-	fl.Uint32Var(&repeat, "repeat", 1, "run this many times; the duration is the mean")
-	fl.IntVar(&dataOutSize, "data-size-out", -1, "room for the packet after the run (default: input size + 256)")
-	fl.IntVar(&ctxOutSize, "ctx-size-out", -1, "room for the context after the run (default: input size)")
-	return cmd
 }

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/bpfd-project/bpfd/internal/defaults"
 )
 
 // Settings that can come from flags, the environment or the config file.
@@ -65,35 +66,20 @@ func ParseConfig(b []byte) (map[string]string, error) {
 
 // DefaultPinRoot returns the default pin root for a process with
 // effective uid euid: /run/bpfd/pins for root, else
-// $XDG_RUNTIME_DIR/bpfd/pins, or ErrNoRuntimeDir.
+// $XDG_RUNTIME_DIR/bpfd/pins (/run/user/UID when XDG_RUNTIME_DIR is unset
+// and that directory is the user's), or ErrNoRuntimeDir.
 func DefaultPinRoot(euid int, getenv func(string) string) (string, error) {
-	if euid == 0 {
-		return "/run/bpfd/pins", nil
-	}
-	d := getenv("XDG_RUNTIME_DIR")
-	if d == "" {
-		return "", ErrNoRuntimeDir
-	}
-	return filepath.Join(d, "bpfd", "pins"), nil
+	return defaults.PinRoot(euid, getenv)
 }
 
 // ErrNoStateDir: not root, and neither XDG_STATE_HOME nor HOME is set.
-var ErrNoStateDir = errors.New("XDG_STATE_HOME and HOME are not set and not running as root: pass --state-dir or set BPFD_STATE_DIR")
+var ErrNoStateDir = defaults.ErrNoStateDir
 
 // DefaultStateDir returns the default state directory for a process with
 // effective uid euid: /var/lib/bpfd for root, else $XDG_STATE_HOME/bpfd,
 // else $HOME/.local/state/bpfd, or ErrNoStateDir.
 func DefaultStateDir(euid int, getenv func(string) string) (string, error) {
-	if euid == 0 {
-		return "/var/lib/bpfd", nil
-	}
-	if d := getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "bpfd"), nil
-	}
-	if h := getenv("HOME"); h != "" {
-		return filepath.Join(h, ".local", "state", "bpfd"), nil
-	}
-	return "", ErrNoStateDir
+	return defaults.StateDir(euid, getenv)
 }
 
 // readConfig reads the config file at path.

@@ -119,7 +119,7 @@ func TestDefaultDirs(t *testing.T) {
 			pins: "/r/bpfd/pins", state: "/s/bpfd"},
 		{name: "user home", euid: 1000, env: map[string]string{"XDG_RUNTIME_DIR": "/r", "HOME": "/h"},
 			pins: "/r/bpfd/pins", state: "/h/.local/state/bpfd"},
-		{name: "user nothing", euid: 1000, pinsErr: ErrNoRuntimeDir, stateErr: ErrNoStateDir},
+		{name: "user nothing", euid: 2147483000, pinsErr: ErrNoRuntimeDir, stateErr: ErrNoStateDir},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,6 +38,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfd-project/bpfd/internal/defaults"
 	"github.com/bpfd-project/bpfd/internal/version"
 	"github.com/bpfd-project/bpfd/pkg/demux"
 	"github.com/bpfd-project/bpfd/pkg/wire"
@@ -73,22 +74,18 @@ type Options struct {
 	Version   bool
 }
 
-// ErrNoRuntimeDir: not root, no --socket or BPFD_SOCKET, and XDG_RUNTIME_DIR
-// is unset, so there is no default socket path.
-var ErrNoRuntimeDir = errors.New("XDG_RUNTIME_DIR is not set and not running as root: pass --socket or set BPFD_SOCKET")
+// ErrNoRuntimeDir: not root, no --socket or BPFD_SOCKET, XDG_RUNTIME_DIR
+// unset and no /run/user/UID of one's own, so there is no default socket
+// path (defaults.ErrNoRuntimeDir).
+var ErrNoRuntimeDir = defaults.ErrNoRuntimeDir
 
 // DefaultSocket returns the default socket path for a process with
 // effective uid euid: /run/bpfd/bpfd.sock for root, else
-// $XDG_RUNTIME_DIR/bpfd/bpfd.sock, or ErrNoRuntimeDir.
+// $XDG_RUNTIME_DIR/bpfd/bpfd.sock (/run/user/UID/bpfd/bpfd.sock when
+// XDG_RUNTIME_DIR is unset and that directory is the user's), or
+// ErrNoRuntimeDir. bpfctl and the client try the same path first.
 func DefaultSocket(euid int, getenv func(string) string) (string, error) {
-	if euid == 0 {
-		return "/run/bpfd/bpfd.sock", nil
-	}
-	d := getenv("XDG_RUNTIME_DIR")
-	if d == "" {
-		return "", ErrNoRuntimeDir
-	}
-	return filepath.Join(d, "bpfd", "bpfd.sock"), nil
+	return defaults.Socket(euid, getenv)
 }
 
 // ParseOptions parses args with the environment from getenv. Each setting

@@ -87,7 +87,7 @@ func TestDefaultSocket(t *testing.T) {
 	if p, err := DefaultSocket(1000, env(map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"})); err != nil || p != "/run/user/1000/bpfd/bpfd.sock" {
 		t.Fatalf("user: %q %v", p, err)
 	}
-	if _, err := DefaultSocket(1000, env(nil)); !errors.Is(err, ErrNoRuntimeDir) {
+	if _, err := DefaultSocket(2147483000, env(nil)); !errors.Is(err, ErrNoRuntimeDir) {
 		t.Fatalf("no runtime dir: %v", err)
 	}
 }

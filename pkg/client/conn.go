@@ -5,13 +5,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfd-project/bpfd/internal/defaults"
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -20,25 +19,21 @@ var _ io.Closer = (*Conn)(nil)
 
 // SocketEnv is the environment variable that overrides the default socket
 // path, for Dial("") as for the daemon.
-const SocketEnv = "BPFD_SOCKET"
+const SocketEnv = defaults.SocketEnv
 
-// DefaultSocket returns the socket path Dial("") uses: $BPFD_SOCKET if set;
-// otherwise /run/bpfd/bpfd.sock for root and $XDG_RUNTIME_DIR/bpfd/bpfd.sock
-// for other users (/run/user/UID/bpfd/bpfd.sock if XDG_RUNTIME_DIR is
-// unset).
-func DefaultSocket() string {
-	if p := os.Getenv(SocketEnv); p != "" {
-		return p
-	}
-	if os.Geteuid() == 0 {
-		return "/run/bpfd/bpfd.sock"
-	}
-	dir := os.Getenv("XDG_RUNTIME_DIR")
-	if dir == "" {
-		dir = filepath.Join("/run/user", strconv.Itoa(os.Geteuid()))
-	}
-	return filepath.Join(dir, "bpfd", "bpfd.sock")
-}
+// DefaultSocket returns the first socket path Dial("") tries: $BPFD_SOCKET
+// if set; otherwise /run/bpfd/bpfd.sock for root and
+// $XDG_RUNTIME_DIR/bpfd/bpfd.sock for other users (with XDG_RUNTIME_DIR
+// unset, /run/user/UID/bpfd/bpfd.sock if that directory is the user's,
+// as bpfd decides; else the system socket). DefaultSockets lists every
+// path Dial("") tries.
+func DefaultSocket() string { return DefaultSockets()[0] }
+
+// DefaultSockets returns the socket paths Dial("") tries, in order:
+// $BPFD_SOCKET alone if set; for root /run/bpfd/bpfd.sock; for other users
+// the socket of their own bpfd (in their runtime directory, when they have
+// one), then the system socket /run/bpfd/bpfd.sock.
+func DefaultSockets() []string { return defaults.ClientSockets(os.Geteuid(), os.Getenv) }
 
 // Conn is a connection to bpfd: one SOCK_SEQPACKET Unix socket on which
 // this process names objects by handles local to the connection.
@@ -79,6 +74,7 @@ type Conn struct {
 	errMu   sync.Mutex
 	err     error // guarded by errMu: why the connection is unusable
 	version string
+	path    string // the socket dialed
 }
 
 // connError is the error operations return once the connection to the
@@ -93,18 +89,31 @@ func (e *connError) Is(target error) bool { return target == ErrClosed || target
 func (e *connError) Unwrap() error { return e.cause }
 
 // Dial connects to the daemon listening on the SOCK_SEQPACKET socket at
-// path ("" = DefaultSocket()) and checks that it speaks this protocol
-// version. The returned Conn must be closed. It fails with a *net.OpError
-// when the socket cannot be reached and with ErrNotSupported if the daemon
-// speaks another protocol version.
+// path and checks that it speaks this protocol version. With path "" it
+// tries DefaultSockets in order and connects to the first that answers.
+// The returned Conn must be closed. It fails with a *DialError (naming
+// every path tried, matching the connect errno with errors.Is) when no
+// socket can be reached, and with ErrNotSupported if the daemon speaks
+// another protocol version.
 func Dial(path string) (*Conn, error) {
+	paths := []string{path}
 	if path == "" {
-		path = DefaultSocket()
+		paths = DefaultSockets()
 	}
-	uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
-	if err != nil {
-		return nil, err
+	var de DialError
+	for _, p := range paths {
+		uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: p, Net: "unixpacket"})
+		if err != nil {
+			de.Tried = append(de.Tried, DialAttempt{Path: p, Err: err})
+			continue
+		}
+		return dialed(uc, p)
 	}
+	return nil, &de
+}
+
+// dialed completes Dial on uc, connected to path.
+func dialed(uc *net.UnixConn, path string) (*Conn, error) {
 	sc, err := scmrights.NewConn(uc)
 	if err != nil {
 		uc.Close()
@@ -117,6 +126,7 @@ func Dial(path string) (*Conn, error) {
 		rbuf:  make([]byte, wire.MaxMessage),
 		roob:  make([]byte, scmrights.OOBSize(wire.MaxFDs)),
 		rfds:  make([]int, 0, wire.MaxFDs),
+		path:  path,
 	}
 	if err := c.hello(); err != nil {
 		c.Close()

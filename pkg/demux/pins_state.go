@@ -132,7 +132,11 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 	if len(po.Pins) == 0 {
 		return nil, nil
 	}
-	if o.m != nil {
+	if o.m != nil && o.spec.Type == maps.TypeProgArray {
+		// Slots name programs of this run: a program array comes back
+		// empty, as one a pinned program uses.
+		po.Frozen = o.m.Frozen()
+	} else if o.m != nil {
 		po.Frozen = o.m.Frozen()
 		var err error
 		po.Entries, po.Partial, err = dumpMap(o.m, o.spec)
@@ -252,7 +256,9 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	var o *Object
 	var err error
 	switch {
-	case po.Kind == wire.ObjMap && po.Spec.Type != maps.TypeProgArray:
+	case po.Kind == wire.ObjMap && po.Spec.Type == maps.TypeProgArray:
+		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, nil)
+	case po.Kind == wire.ObjMap:
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries)
 	case po.Kind == wire.ObjProg && po.Prog != nil:
 		o, err = s.restoreProg(po.Owner, po.Prog)

@@ -11,7 +11,7 @@ LDFLAGS  := -X github.com/bpfd-project/bpfd/internal/version.Version=$(VERSION)
 CLANG    ?= clang-16
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench fixtures lint fuzz install clean
+.PHONY: all build run test test-short bench fixtures lint fuzz install clean man completions
 
 all: build
 
@@ -57,13 +57,33 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Install every built binary (bpfd, bpfctl, ...), the systemd units and the
-# docs under $(DESTDIR)$(PREFIX); units go to $(DESTDIR)/lib/systemd/system
-# with ExecStart pointing at $(PREFIX)/bin/bpfd.
-UNITDIR ?= /lib/systemd/system
-DOCDIR  ?= $(PREFIX)/share/doc/bpfd
-install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+# Man pages (bpfd.8, bpfctl*.1) generated from the programs' own flags.
+man:
+	$(GO) run -ldflags '$(LDFLAGS)' ./internal/mangen $(BIN)/man
+
+# Shell completion scripts of bpfctl.
+completions: build
+	mkdir -p $(BIN)/completions
+	$(BIN)/bpfctl completion bash > $(BIN)/completions/bpfctl
+	$(BIN)/bpfctl completion zsh > $(BIN)/completions/_bpfctl
+	$(BIN)/bpfctl completion fish > $(BIN)/completions/bpfctl.fish
+
+# Install every built binary (bpfd, bpfctl, ...), the systemd units, the
+# man pages, bpfctl's shell completions, the docs and a sample
+# /etc/bpfd/bpfd.conf (never over an existing one) under
+# $(DESTDIR)$(PREFIX); units go to $(DESTDIR)/lib/systemd/system with
+# ExecStart pointing at $(PREFIX)/bin/bpfd.
+UNITDIR    ?= /lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/bpfd
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+install: build man completions
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/bpfd
 	@for b in $(BIN)/*; do \
 	  [ -f "$$b" ] && [ -x "$$b" ] || continue; \
 	  echo "install $$b"; install -m 0755 "$$b" $(DESTDIR)$(PREFIX)/bin/ || exit 1; \
@@ -72,7 +92,18 @@ install: build
 	  sed 's#/usr/local/bin/bpfd#$(PREFIX)/bin/bpfd#g; s#/usr/local/share/doc/bpfd#$(DOCDIR)#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
 	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; \
 	done
+	install -m 0644 $(BIN)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(BIN)/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(BIN)/completions/bpfctl $(DESTDIR)$(BASHCOMPDIR)/bpfctl
+	install -m 0644 $(BIN)/completions/_bpfctl $(DESTDIR)$(ZSHCOMPDIR)/_bpfctl
+	install -m 0644 $(BIN)/completions/bpfctl.fish $(DESTDIR)$(FISHCOMPDIR)/bpfctl.fish
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 etc/bpfd/bpfd.conf $(DESTDIR)$(DOCDIR)/bpfd.conf.sample
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/bpfd/bpfd.conf ]; then \
+	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/bpfd/bpfd.conf (sample: $(DOCDIR)/bpfd.conf.sample)"; \
+	else \
+	  install -m 0644 etc/bpfd/bpfd.conf $(DESTDIR)$(SYSCONFDIR)/bpfd/bpfd.conf; \
+	fi
 
 clean:
 	rm -rf $(BIN)

@@ -177,6 +177,7 @@ Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	fixGroups(root)
+	a.addCompletions(root)
 	return root
 }
 
@@ -269,4 +270,11 @@ func (a *App) owner(uid, gid uint32) string {
 		g = gr.Name
 	}
 	return u + ":" + g
+}
+
+// CommandTree returns bpfctl's command tree (for generated documentation:
+// man pages, the docs test). Running it is not supported; use Main.
+func CommandTree() *cobra.Command {
+	a := &App{Stdin: os.Stdin, Stdout: io.Discard, Stderr: io.Discard, Getenv: os.Getenv}
+	return a.rootCommand()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -16,6 +17,16 @@ import (
 // mapTypes are the map type names bpfctl accepts and prints (the kernel's
 // enum bpf_map_type without the prefix, lower case, as bpftool).
 var mapTypes = map[string]client.MapType{"hash": 1, "array": 2, "prog_array": 3}
+
+// mapTypeNames returns the type names, in kernel order.
+func mapTypeNames() []string {
+	out := make([]string, 0, len(mapTypes))
+	for n := range mapTypes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return mapTypes[out[i]] < mapTypes[out[j]] })
+	return out
+}
 
 func mapTypeName(t client.MapType) string {
 	for n, v := range mapTypes {
@@ -128,8 +139,11 @@ func (a *App) mapCreateCommand() *cobra.Command {
 PATH with permission bits --file-mode. The pin is what keeps the map alive.`,
 		Example: "  bpfctl map create hash --key-size 4 --value-size 8 --max-entries 1024 --name ports --pin ports --file-mode 0640",
 		Args:    cobra.ExactArgs(1),
-		ValidArgsFunction: func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-			return []cobra.Completion{"hash", "array", "prog_array"}, cobra.ShellCompDirectiveNoFileComp
+		ValidArgsFunction: func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			return prefixed(mapTypeNames(), toComplete), cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t, err := parseMapType(args[0])

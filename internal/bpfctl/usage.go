@@ -242,3 +242,11 @@ func cobraUsage(cmd *cobra.Command, err error) *cliError {
 	}
 	return ce
 }
+
+// walk calls f with every command of the tree under c.
+func walk(c *cobra.Command, f func(*cobra.Command)) {
+	f(c)
+	for _, s := range c.Commands() {
+		walk(s, f)
+	}
+}

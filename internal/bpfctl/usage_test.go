@@ -12,14 +12,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// walk calls f with every command of the tree under c.
-func walk(c *cobra.Command, f func(*cobra.Command)) {
-	f(c)
-	for _, s := range c.Commands() {
-		walk(s, f)
-	}
-}
-
 // runApp runs bpfctl in process with no daemon (usage errors never dial).
 func runApp(t *testing.T, args ...string) result {
 	t.Helper()
@@ -148,5 +140,40 @@ func TestHintsNameOwnFlags(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no flag named in any error message: the test checks nothing")
+	}
+}
+
+// TestCompletePins: pin paths complete relative to the pin root, by the
+// kind of object the command wants; directories continue without a space.
+func TestCompletePins(t *testing.T) {
+	d := startDaemon(t)
+	d.mustRun(t, "pin", "mkdir", "--parents", "net/sub")
+	d.mustRun(t, "map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "net/allow")
+	d.mustRun(t, "map", "create", "array", "--key-size", "4", "--value-size", "8", "--max-entries", "1", "--pin", "nets")
+	d.mustRun(t, "prog", "load", "--type", "socket_filter", "--asm", "testdata/count.s", "--map", "0=nets", "--pin", "net/filter")
+	tests := []struct {
+		name string
+		args []string
+		want string // completions then the directive line
+	}{
+		{name: "top", args: []string{"map", "dump", ""}, want: "net/\nnets\n:6\n"},
+		{name: "maps in a dir", args: []string{"map", "lookup", "net/"}, want: "net/allow\nnet/sub/\n:6\n"},
+		{name: "progs in a dir", args: []string{"prog", "dump", "net/"}, want: "net/filter\nnet/sub/\n:6\n"},
+		{name: "any kind", args: []string{"destroy", "net/"}, want: "net/allow\nnet/filter\nnet/sub/\n:6\n"},
+		{name: "dirs only", args: []string{"pin", "ls", "n"}, want: "net/\n:6\n"},
+		{name: "keywords", args: []string{"map", "update", "nets", "k"}, want: "key\n:4\n"},
+		{name: "prog after pinned", args: []string{"map", "update", "nets", "key", "0", "value", "pinned", "net/f"}, want: "net/filter\n:4\n"},
+		{name: "exec flag with a name", args: []string{"exec", "--map", "x=net/a"}, want: "x=net/allow\n:4\n"},
+		{name: "seccomp filter", args: []string{"seccomp", "exec", "--filter", "net/"}, want: "net/filter\nnet/sub/\n:6\n"},
+		{name: "map types", args: []string{"map", "create", "p"}, want: "prog_array\n:4\n"},
+		{name: "syscalls", args: []string{"seccomp", "exec", "--syscalls", "openat,sock"}, want: "openat,socket\nopenat,socketpair\n:6\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := d.run(t, append([]string{"__complete"}, tc.args...)...)
+			if r.code != 0 || r.stdout != tc.want {
+				t.Errorf("exit %d, completions %q, want %q; stderr %q", r.code, r.stdout, tc.want, r.stderr)
+			}
+		})
 	}
 }

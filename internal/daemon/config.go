@@ -17,6 +17,10 @@ import (
 // BPFD_PIN_ROOT).
 var configKeys = []string{"socket", "pin-root", "state-dir", "log-level", "log-format"}
 
+// ConfigKeys returns the keys of the config file (the flag names of the
+// settings).
+func ConfigKeys() []string { return append([]string(nil), configKeys...) }
+
 // EnvName returns the environment variable for setting key.
 func EnvName(key string) string {
 	return "BPFD_" + strings.ToUpper(strings.ReplaceAll(key, "-", "_"))

@@ -97,17 +97,8 @@ func DefaultSocket(euid int, getenv func(string) string) (string, error) {
 // parsed gives an error wrapping ErrConfig.
 func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (Options, error) {
 	var o Options
-	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
+	fs, vals := newFlagSet(&o)
 	fs.SetOutput(stderr)
-	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
-		"log-level": &o.LogLevel, "log-format": &o.LogFormat}
-	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
-	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
-	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
-	fs.StringVar(&o.LogLevel, "log-level", "", "log level: debug, info, warn, error (env BPFD_LOG_LEVEL; default info)")
-	fs.StringVar(&o.LogFormat, "log-format", "", "log format: json or console (env BPFD_LOG_FORMAT; default console)")
-	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
-	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -167,6 +158,29 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		*d.v = p
 	}
 	return o, nil
+}
+
+// newFlagSet returns bpfd's flags bound to o, and the string settings by
+// config key.
+func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
+	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
+	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
+		"log-level": &o.LogLevel, "log-format": &o.LogFormat}
+	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
+	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
+	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
+	fs.StringVar(&o.LogLevel, "log-level", "", "log level: debug, info, warn, error (env BPFD_LOG_LEVEL; default info)")
+	fs.StringVar(&o.LogFormat, "log-format", "", "log format: json or console (env BPFD_LOG_FORMAT; default console)")
+	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
+	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	return fs, vals
+}
+
+// FlagSet returns bpfd's command-line flags (unparsed), for generated
+// documentation such as the man page.
+func FlagSet() *flag.FlagSet {
+	fs, _ := newFlagSet(&Options{})
+	return fs
 }
 
 // NewLogger returns a zap logger writing to w at level in format ("json"

@@ -172,7 +172,8 @@ Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 	root.SetErr(a.Stderr)
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(a.mapCommand(), a.progCommand(), a.pinCommand(), a.reopenCommand(),
-		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(), a.versionCommand())
+		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(), a.versionCommand(),
+		a.linkCommand())
 	root.SetHelpCommand(helpCommand())
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

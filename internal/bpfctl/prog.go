@@ -43,7 +43,7 @@ func (a *App) progCommand() *cobra.Command {
 		Short: "Load, inspect and run programs",
 	}
 	cmd.AddCommand(a.progLoadCommand(), a.progShowCommand("show"), a.progShowCommand("info"),
-		a.progDumpCommand(), a.progRunCommand())
+		a.progDumpCommand(), a.progRunCommand(), a.progAttachCommand())
 	return cmd
 }
 

@@ -295,6 +295,10 @@ func runChild(role string) int {
 		err = childSockProbe()
 	case "latency":
 		err = childSyscallLatency()
+	case "porteditor":
+		err = childPortEditor()
+	case "nfqattach":
+		err = childNFQAttach()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -258,7 +258,7 @@ func (c *Conn) OpenPinnedProgram(path string, mode Mode) (*Program, error) {
 	return p, err
 }
 
-// OpenPinned opens a pin of either kind and returns a *Map or a *Program.
+// OpenPinned opens a pin of any kind and returns a *Map, a *Program or a *Link.
 func (c *Conn) OpenPinned(path string, mode Mode) (io.Closer, error) {
 	var obj io.Closer
 	err := c.openPinned(path, mode, func(w *waiter, fd int) error {
@@ -274,6 +274,8 @@ func (c *Conn) OpenPinned(path string, mode Mode) (io.Closer, error) {
 		}
 		if o.ObjType == wire.ObjProg {
 			obj, err = c.newProgram(w, fd)
+		} else if o.ObjType == wire.ObjLink {
+			obj, err = c.newLink(w, fd)
 		} else {
 			obj, err = c.newMap(w, fd)
 		}

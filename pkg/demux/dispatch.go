@@ -43,7 +43,7 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 			defer unix.Munmap(data)
 		}
 	}
-	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdObjGet && h.Cmd != wire.CmdProgAttach && len(fds) != 0 {
+	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdObjGet && h.Cmd != wire.CmdProgAttach && h.Cmd != wire.CmdLinkCreate && len(fds) != 0 {
 		return 0, ErrFDs
 	}
 	switch h.Cmd {
@@ -84,6 +84,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progAttach(a, data, fds)
 	case wire.CmdDestroy:
 		return c.destroy(a, data)
+	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
+		return c.linkCmd(h.Cmd, a, data, fds)
 	}
 	return 0, ErrUnknownCmd
 }

@@ -28,7 +28,9 @@ type Object struct {
 	spec maps.Spec
 
 	p    *prog.Program // kind == wire.ObjProg
-	deps []*Object     // maps a program uses; each holds a reference
+	deps []*Object     // maps a program uses, a link's program; each holds a reference
+
+	link *link // kind == wire.ObjLink (links.go)
 
 	refs int // guarded by registry.mu
 	// progRefs counts the references held by programs (deps), so that
@@ -62,6 +64,9 @@ func (o *Object) info(i *wire.ObjInfo, mode wire.Mode) {
 		i.InsnCount = uint32(len(o.p.Insns()) / 8)
 		i.Tag = progTag(o.p.Insns())
 	}
+	if o.link != nil {
+		i.Type = wire.AttachNFQueue
+	}
 	if o.m != nil {
 		i.Type = o.spec.Type
 		i.KeySize = o.spec.KeySize
@@ -76,6 +81,9 @@ func (o *Object) info(i *wire.ObjInfo, mode wire.Mode) {
 
 // close releases what o holds. Called once, without the registry lock.
 func (o *Object) close() {
+	if o.link != nil {
+		o.link.stop()
+	}
 	if o.m != nil {
 		o.m.Close()
 	}

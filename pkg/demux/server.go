@@ -26,6 +26,7 @@ type Server struct {
 	pins *pinSet // nil when Config.PinRoot is empty
 
 	attach  attachments // seccomp listeners being served
+	links   linkSet     // links deciding netfilter queues (links.go)
 	started time.Time
 	// verifying admits one program verification per CPU at a time: each
 	// may hold up to the verifier's state cap (128 MiB), so concurrent
@@ -217,6 +218,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		<-done
 	}
+	s.closeLinks()
 	s.closeAttachments()
 	s.closePins()
 	s.reg.close()

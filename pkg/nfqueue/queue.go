@@ -78,6 +78,7 @@ type Queue struct {
 	hdrs    []mmsghdr
 	n       int   // datagrams in the last Receive
 	rerr    error // error of the last recvmmsg
+	rtime   time.Duration
 	readFn  func(fd uintptr) bool
 
 	closed atomic.Bool
@@ -266,11 +267,13 @@ func (q *Queue) Config() Config { return q.cfg }
 // recv is the RawConn read callback: one recvmmsg, without blocking.
 func (q *Queue) recv(fd uintptr) bool {
 	for {
+		t := time.Now()
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&q.hdrs[0])),
 			uintptr(len(q.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			q.n, q.rerr = int(n), nil
+			q.rtime = time.Since(t)
 			return true
 		case unix.EINTR:
 			continue
@@ -306,6 +309,10 @@ func (q *Queue) Receive() (int, error) {
 	}
 	return q.n, q.rerr
 }
+
+// RecvTime returns how long the last Receive's successful recvmmsg took
+// (the syscall, not the wait for packets).
+func (q *Queue) RecvTime() time.Duration { return q.rtime }
 
 // Datagram returns the i-th datagram of the last Receive (one or more
 // netlink messages, see Split). A datagram cut by the buffer

@@ -320,6 +320,8 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ObjGetAttrSize, true
 	case CmdPinMkdir:
 		return PinMkdirAttrSize, true
+	case CmdLinkCreate, CmdLinkDetach, CmdLinkInfo, CmdLinkList:
+		return linkAttrSize(cmd), true
 	}
 	return 0, false
 }

@@ -15,6 +15,9 @@
 // inspect nor replace it.
 //
 // Run bpfd first (`make run`), then `go run ./examples/05-port-filter`.
+// With the argument "live" (as root) the same program decides real TCP and
+// UDP traffic between two network namespaces through a netfilter queue
+// (live.go).
 package main
 
 import (
@@ -48,13 +51,14 @@ func main() {
 		}
 		return
 	}
-	if err := run(); err != nil {
+	liveMode := len(os.Args) > 1 && os.Args[1] == "live"
+	if err := run(liveMode); err != nil {
 		fmt.Fprintln(os.Stderr, "05-port-filter:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(liveMode bool) error {
 	c, err := client.Dial("")
 	if err != nil {
 		return err
@@ -72,7 +76,15 @@ func run() error {
 	}
 	defer filter.Close()
 	fmt.Printf("loaded %v program %q; ports map created\n", filter.Type(), "port_filter")
+	if liveMode {
+		return live(c, ports, filter)
+	}
+	return runEditor(ports, func() error { return verdicts(ports, filter) })
+}
 
+// runEditor starts the untrusted editor, gives it a write-only descriptor
+// of ports, has it edit the port list and calls show after each edit.
+func runEditor(ports *client.Map, show func() error) error {
 	// A SOCK_SEQPACKET pair: one message per command, and the editor's
 	// descriptor travels on it as SCM_RIGHTS.
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -97,7 +109,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	err = converse(control, ports, filter)
+	err = converse(control, ports, show)
 	control.Close() // the editor sees EOF and exits
 	if werr := cmd.Wait(); err == nil && werr != nil {
 		err = fmt.Errorf("editor: %w", werr)
@@ -107,7 +119,7 @@ func run() error {
 
 // converse gives the editor its write-only descriptor, then has it edit the
 // port list and shows the verdicts after each edit.
-func converse(control *net.UnixConn, ports *client.Map, filter *client.Program) error {
+func converse(control *net.UnixConn, ports *client.Map, show func() error) error {
 	wo, err := ports.Reopen(client.ModeWrite)
 	if err != nil {
 		return err
@@ -137,7 +149,7 @@ func converse(control *net.UnixConn, ports *client.Map, filter *client.Program) 
 	if err := ask("hello"); err != nil {
 		return err
 	}
-	if err := verdicts(ports, filter); err != nil {
+	if err := show(); err != nil {
 		return err
 	}
 	for _, req := range []string{"add 443", "add 53", "del 443"} {
@@ -145,7 +157,7 @@ func converse(control *net.UnixConn, ports *client.Map, filter *client.Program) 
 		if err := ask(req); err != nil {
 			return err
 		}
-		if err := verdicts(ports, filter); err != nil {
+		if err := show(); err != nil {
 			return err
 		}
 	}
@@ -167,16 +179,10 @@ var packets = []struct {
 // verdicts prints the ports in the map (the trusted side can read it) and
 // what the program decides for each crafted packet (BPF_PROG_TEST_RUN).
 func verdicts(ports *client.Map, filter *client.Program) error {
-	var list []int
-	it := ports.Iterate()
-	k := make([]byte, 2)
-	for it.Next(k, nil) {
-		list = append(list, int(binary.NativeEndian.Uint16(k)))
-	}
-	if err := it.Err(); err != nil {
+	list, err := portList(ports)
+	if err != nil {
 		return err
 	}
-	slices.Sort(list)
 	var out []string
 	for _, p := range packets {
 		ret, err := filter.Run(&client.RunOptions{Data: p.data})
@@ -191,6 +197,21 @@ func verdicts(ports *client.Map, filter *client.Program) error {
 	}
 	fmt.Printf("  ports %v: %s\n", list, strings.Join(out, " "))
 	return nil
+}
+
+// portList returns the ports in the map, sorted.
+func portList(ports *client.Map) ([]int, error) {
+	var list []int
+	it := ports.Iterate()
+	k := make([]byte, 2)
+	for it.Next(k, nil) {
+		list = append(list, int(binary.NativeEndian.Uint16(k)))
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	slices.Sort(list)
+	return list, nil
 }
 
 // frame builds an Ethernet frame carrying an IPv4 or IPv6 packet with a

@@ -10,19 +10,24 @@ func (a *App) destroyCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "destroy PIN",
 		Short: "Destroy a pinned object: revoke every descriptor of it and remove all its pins",
-		Long: `Open PIN with read and write access (the pin must grant both) and destroy
-its object: every descriptor and handle of it, in every process, stops
-working and every pin file of it is removed, at once. Programs and seccomp
-attachments that use the object keep it until they go.`,
+		Long: `Open PIN for its destroy right and destroy its object: every descriptor
+and handle of it, in every process, stops working and every pin file of it
+is removed, at once.
+
+The destroy right belongs to the object's creator. A pin passes it on only
+to the owner of the pin file, and only if the pin was made from the
+creating descriptor (a reopened or lent descriptor never carries it); it
+does not depend on the object's read or write access (a BPF_F_RDONLY map
+is destroyed the same way). See docs/security.md.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
-			obj, err := c.OpenPinned(args[0], client.ModeReadWrite)
+			obj, err := c.OpenPinned(args[0], client.ModeDestroy)
 			if err != nil {
-				return fail("destroy: "+args[0], kOpen, false, err)
+				return fail("destroy: "+args[0], kDestroy, false, err)
 			}
 			switch o := obj.(type) {
 			case *client.Map:
@@ -32,7 +37,7 @@ attachments that use the object keep it until they go.`,
 			}
 			if err != nil {
 				obj.Close()
-				return fail("destroy: "+args[0], kOther, false, err)
+				return fail("destroy: "+args[0], kDestroy, false, err)
 			}
 			if a.json {
 				a.printJSON(nil)

@@ -54,12 +54,13 @@ func usagef(format string, args ...any) error {
 type kind int
 
 const (
-	kRead   kind = iota // read an element or the object (lookup, dump, info, run)
-	kWrite              // write an element or the object (update, delete, freeze)
-	kOpen               // open a pin file and present it (OBJ_GET)
-	kPin                // make a pin or pin directory
-	kCreate             // create a map or load a program
-	kFile               // read or write a local file (object, --asm, --data, --data-out)
+	kRead    kind = iota // read an element or the object (lookup, dump, info, run)
+	kWrite               // write an element or the object (update, delete, freeze)
+	kOpen                // open a pin file and present it (OBJ_GET)
+	kPin                 // make a pin or pin directory
+	kCreate              // create a map or load a program
+	kFile                // read or write a local file (object, --asm, --data, --data-out)
+	kDestroy             // open a pin for its destroy right, destroy or revoke through it
 	kOther
 )
 
@@ -131,6 +132,8 @@ func fail(op string, k kind, elem bool, err error) error {
 		out.hint = "this descriptor cannot write (read-only pin or open mode, a BPF_F_RDONLY map, or a frozen map); reopen the pin with write access or ask its owner"
 	case e == unix.EPERM && k == kRead:
 		out.hint = "this descriptor cannot read (write-only pin or a BPF_F_WRONLY map); open the pin with read access or ask its owner"
+	case (e == unix.EACCES || e == unix.EPERM) && k == kDestroy && !isPath:
+		out.hint = "only the owner of the pin file holds the destroy right through it, and only if the pin was made from the creating descriptor (a reopened or lent descriptor never carries it); ask the object's owner"
 	case isPath && (k == kFile || k == kCreate):
 		// A local file (an object, an assembly file, packet data),
 		// not a pin: the path error says it all.
@@ -158,8 +161,10 @@ func fail(op string, k kind, elem bool, err error) error {
 		out.hint = "a file exists at that path; remove it (rm) or choose another path"
 	case e == unix.EEXIST && elem:
 		out.hint = "the key exists; use --any or --exist to replace it"
-	case e == unix.EBADF && k == kOpen:
-		out.hint = "the file is not a bpfd pin (or belongs to another daemon)"
+	case e == unix.EBADF && (k == kOpen || k == kDestroy):
+		out.hint = "the file is not a bpfd pin (or belongs to another daemon), or was reached through another name than the pin's (a hard link, a bind mount at another path); open the pin by its path under the pin root"
+	case e == unix.ENOENT && k == kDestroy:
+		out.hint = "the pin was removed or revoked meanwhile"
 	case e == unix.E2BIG && k == kWrite:
 		out.hint = "the map is full, or the index is beyond max_entries"
 	case e == unix.ENOSPC || e == unix.ENOMEM:

@@ -179,6 +179,26 @@ var goldenCases = []struct {
 		},
 	},
 	{
+		// Node ids: 1 the creating descriptor, 2 pin m, 3 the descriptor
+		// reopen opened from m, 4 pin m.ro, 5 and 6 likewise for m.ro2,
+		// then the descriptors lineage and revoke open from m.
+		name: "lineage",
+		steps: [][]string{
+			{"map", "create", "array", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "m", "--file-mode", "0644"},
+			{"reopen", "m", "--mode", "r", "--pin", "m.ro", "--file-mode", "0644"},
+			{"reopen", "m.ro", "--mode", "r", "--pin", "m.ro2", "--file-mode", "0644"},
+			{"lineage", "m"},
+			{"-j", "lineage", "m"},
+			{"lineage", "m.ro"},
+			{"revoke", "m", "99"},
+			{"revoke", "m", "x"},
+			{"revoke", "m", "4"},
+			{"lineage", "m"},
+			{"map", "show", "m.ro2"},
+			{"map", "show", "m"},
+		},
+	},
+	{
 		name: "usage",
 		steps: [][]string{
 			{"nosuch"},
@@ -229,6 +249,7 @@ var (
 	reUID      = regexp.MustCompile(`("(?:owner_)?uid": ?|"gid": ?|owner_uid )\d+`)
 	reStatusID = regexp.MustCompile(`(?m)^\d+(\s+\d+/)`)
 	reSpaces   = regexp.MustCompile(` {2,}`)
+	reNodeUID  = regexp.MustCompile(`(?m)^(\s*\d+\s+(?:descriptor|pin)\s+\S+\s+)\d+`)
 )
 
 // normalize removes what differs between runs: the temporary directory,
@@ -238,6 +259,7 @@ func normalize(s, dir string) string {
 	s = reDuration.ReplaceAllString(s, "${1}${2}D")
 	s = reStarted.ReplaceAllString(s, "${1}${2}T")
 	s = reUID.ReplaceAllString(s, "${1}UID")
+	s = reNodeUID.ReplaceAllString(s, "${1}UID")
 	if reStatusID.MatchString(s) {
 		s = reStatusID.ReplaceAllString(s, "UID${1}")
 		s = reSpaces.ReplaceAllString(s, "  ")
@@ -260,7 +282,7 @@ func TestGolden(t *testing.T) {
 					a = strings.ReplaceAll(a, "$DIR", d.dir)
 					args[i] = strings.ReplaceAll(a, "$TESTDATA", testdata)
 				}
-				if slices.Contains(step, "status") {
+				if slices.Contains(step, "status") || slices.Contains(step, "lineage") {
 					d.settle(t)
 				}
 				r := d.run(t, args...)

@@ -275,13 +275,20 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	defer log.Sync()
 	notifier := NewNotifier(getenv)
 
-	state, err := OpenStateDir(o.StateDir)
+	pinRoot, err := filepath.Abs(o.PinRoot)
 	if err != nil {
-		log.Error("cannot open state directory", zap.String("dir", o.StateDir), zap.Error(err))
+		log.Error("bad pin root", zap.String("pin_root", o.PinRoot), zap.Error(err))
 		return ExitError
 	}
+	state, err := OpenStateDir(o.StateDir, pinRoot)
+	if err != nil {
+		log.Error("cannot open state directory", zap.String("dir", o.StateDir), zap.Error(err))
+		fmt.Fprintf(stderr, "bpfd: %v\n", err)
+		return ExitError
+	}
+	defer state.Close()
 	srv, err := demux.NewServer(&demux.Config{Logger: log, Version: version.Version,
-		PinRoot: o.PinRoot, Persister: state})
+		PinRoot: pinRoot, Persister: state})
 	if err != nil {
 		log.Error("cannot start server", zap.Error(err))
 		return ExitError

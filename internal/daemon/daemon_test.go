@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -146,12 +147,27 @@ func TestMainServesAndStops(t *testing.T) {
 	hello(t, path)
 	// A second daemon on the same path refuses to start.
 	var errb2 bytes.Buffer
-	if code := Main(context.Background(), append([]string{"--socket", path}, dirs...), env(nil), &bytes.Buffer{}, &errb2); code != ExitError {
+	if code := Main(context.Background(), append([]string{"--socket", path}, tempDirsArgs(t)...), env(nil), &bytes.Buffer{}, &errb2); code != ExitError {
 		t.Fatalf("second daemon exit %d, want %d", code, ExitError)
 	}
 	if !strings.Contains(errb2.String(), "already serving") {
 		t.Errorf("second daemon log lacks the reason: %s", errb2.String())
 	}
+	// So does a second daemon on another socket with the same state
+	// directory (issue 9 item 8): it names the holder.
+	errb2.Reset()
+	other := filepath.Join(t.TempDir(), "other.sock")
+	if code := Main(context.Background(), append([]string{"--socket", other}, dirs...), env(nil), &bytes.Buffer{}, &errb2); code != ExitError {
+		t.Fatalf("daemon sharing the state directory: exit %d, want %d", code, ExitError)
+	}
+	if want := fmt.Sprintf("in use by another bpfd (pid %d)", os.Getpid()); !strings.Contains(errb2.String(), want) {
+		t.Errorf("daemon sharing the state directory: log lacks %q: %s", want, errb2.String())
+	}
+	if _, err := os.Lstat(other); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused daemon left a socket: %v", err)
+	}
+	// And a daemon with another pin root on the same state directory,
+	// once the first is gone, is refused too (below).
 	hello(t, path) // the first is unharmed
 	cancel()
 	if code := <-done; code != ExitOK {
@@ -159,6 +175,14 @@ func TestMainServesAndStops(t *testing.T) {
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file left behind: %v", err)
+	}
+	errb2.Reset()
+	otherPins := []string{"--pin-root", filepath.Join(t.TempDir(), "pins"), dirs[2], dirs[3]}
+	if code := Main(context.Background(), append([]string{"--socket", other}, otherPins...), env(nil), &bytes.Buffer{}, &errb2); code != ExitError {
+		t.Fatalf("daemon with another pin root: exit %d, want %d", code, ExitError)
+	}
+	if !strings.Contains(errb2.String(), "belongs to another pin root") || !strings.Contains(errb2.String(), dirs[1]) {
+		t.Errorf("daemon with another pin root: log lacks the reason: %s", errb2.String())
 	}
 }
 

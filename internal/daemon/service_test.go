@@ -483,12 +483,12 @@ func TestRestartKeepsPinnedMaps(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		ents, _ := os.ReadDir(state)
-		if len(ents) == 2 {
+		ents, _ := filepath.Glob(filepath.Join(state, "pinned-*"))
+		if len(ents) == 4 { // the state and pins files of the two other objects
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("state files after unpin: %v", ents)
+			t.Fatalf("state files after unpin: %v\n%s", ents, errb.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

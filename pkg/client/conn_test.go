@@ -245,7 +245,7 @@ func TestImportMapOwnership(t *testing.T) {
 	if err := im2.Lookup(u32(1), v); err != nil || !bytes.Equal(v, u64(11)) {
 		t.Fatalf("lookup through import: %x, %v", v, err)
 	}
-	if info, err := im2.Info(); err != nil || info.Mode != ModeReadWrite {
+	if info, err := im2.Info(); err != nil || info.Mode != ModeAll {
 		t.Fatalf("imported Info: %+v, %v", info, err)
 	}
 	if _, err := c.ImportMap(-1); err == nil {
@@ -261,7 +261,7 @@ func TestInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.Type != Array || info.KeySize != 4 || info.ValueSize != 16 || info.MaxEntries != 8 ||
-		info.Name != "info_test" || info.Mode != ModeReadWrite || info.Frozen || info.ID == 0 || info.MemoryUsage == 0 {
+		info.Name != "info_test" || info.Mode != ModeAll || info.Frozen || info.ID == 0 || info.MemoryUsage == 0 {
 		t.Fatalf("Info = %+v", info)
 	}
 	if err := m.Freeze(); err != nil {

@@ -60,20 +60,34 @@ const (
 	UpdateExist   uint64 = 2 // replace only (ENOENT if missing)
 )
 
-// Mode is a descriptor's access mode: a set of ModeRead and ModeWrite.
+// Mode is a descriptor's access mode: a set of ModeRead, ModeWrite and
+// ModeDestroy.
 type Mode uint8
 
 // Access modes. On maps, read allows Lookup, NextKey, batch and iterator
 // lookups and Info; write allows Update, Delete, Freeze and their batch
 // forms; LookupAndDelete needs both.
+//
+// ModeDestroy is the right to end the object for everyone (Destroy) and
+// to see and prune everything lent from it (Lineage, RevokeNode). The
+// creating descriptor (NewMap, LoadProgram) has it; Reopen never passes it
+// on; a pin made from a descriptor holding it passes it only to the pin
+// file's owner (OpenPinnedMap with ModeDestroy in mode). docs/security.md
+// explains the model.
 const (
 	ModeRead      Mode = 1
 	ModeWrite     Mode = 2
+	ModeDestroy   Mode = 4
 	ModeReadWrite Mode = ModeRead | ModeWrite
+	// ModeAll is every right.
+	ModeAll Mode = ModeReadWrite | ModeDestroy
 )
 
-// String returns "r", "w", "rw" or "-".
+// String returns the rights as letters: "r", "rw", "rwd", "d", or "-".
 func (m Mode) String() string { return wire.Mode(m).String() }
+
+// Data returns m without ModeDestroy.
+func (m Mode) Data() Mode { return m & ModeReadWrite }
 
 // MapSpec describes a map to create. It is plain data; NewMap validates it
 // (through the daemon, with the kernel's rules).
@@ -99,6 +113,9 @@ type MapInfo struct {
 	Frozen      bool
 	MemoryUsage uint64 // bytes charged to the owner's quota
 	OwnerUID    uint32
+	// Node is the descriptor's node in the map's lineage (see Lineage,
+	// RevokeNode): unique within the map, stable across daemon restarts.
+	Node uint64
 }
 
 func mapInfo(o *wire.ObjInfo) MapInfo {
@@ -106,7 +123,7 @@ func mapInfo(o *wire.ObjInfo) MapInfo {
 		Type: MapType(o.Type), KeySize: o.KeySize, ValueSize: o.ValueSize,
 		MaxEntries: o.MaxEntries, Flags: o.Flags, ID: o.ID,
 		Name: wire.NameString(o.Name), Mode: Mode(o.Mode), Frozen: o.Frozen != 0,
-		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID,
+		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID, Node: o.Node,
 	}
 }
 
@@ -459,15 +476,18 @@ func (r *ref) revoke() error {
 	return r.close()
 }
 
-// Revoke takes back the descriptor m was made with by Reopen: every handle
-// and descriptor derived from it, in this process and in every process
-// that received it (imported it, reopened it further), stops working —
-// operations fail with ErrBadDescriptor, and so do imports of it — and m
-// is closed. The kernel cannot take back an fd it gave away; bpfd can,
-// because it holds the other end. Only the Map that Reopen returned may
-// revoke (ErrPermission for an imported one); a descriptor made by
-// creating the map cannot be revoked (ErrInvalid: close or unpin the map
-// instead).
+// Revoke takes back the descriptor m was made with by Reopen (or by
+// OpenPinnedMap): every handle and descriptor derived from it, in this
+// process and in every process that received it (imported it, reopened it
+// further), stops working — operations fail with ErrBadDescriptor, and so
+// do imports of it — every pin made from any of them is removed (with
+// everything opened from those pins), also from the daemon's saved state,
+// and m is closed. The kernel cannot take back an fd it gave away; bpfd
+// can, because it holds the other end. Only the Map that Reopen returned
+// may revoke (ErrPermission for an imported one); the descriptor made by
+// creating the map cannot be revoked (ErrInvalid: Destroy the map
+// instead). After a daemon restart, when the Map that could revoke is
+// gone, the owner revokes with RevokeNode.
 func (m *Map) Revoke() error { return m.ref.revoke() }
 
 // destroy destroys r's object (see Map.Destroy), then closes r.
@@ -482,8 +502,9 @@ func (r *ref) destroy() error {
 
 // Destroy destroys the map: every descriptor and handle of it, in every
 // process (imported, reopened, opened from a pin), is revoked and every
-// pin file of it removed, at once; m is closed. Programs using the map keep
-// it until they go. It needs m to have the map's full mode and to come
-// from a root descriptor (NewMap, or OpenPinnedMap with all the access the
-// pin grants): ErrPermission otherwise.
+// pin file of it removed, at once; m is closed. It needs the destroy
+// right (ModeDestroy: the Map NewMap returned, an import of its
+// descriptor, or OpenPinnedMap with ModeDestroy by the owner of a pin made
+// from one of those): ErrPermission otherwise, whatever the map's
+// BPF_F_RDONLY/BPF_F_WRONLY flags.
 func (m *Map) Destroy() error { return m.ref.destroy() }

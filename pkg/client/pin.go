@@ -79,20 +79,25 @@ func (c *Conn) simple(m *ref, cmd wire.Cmd, attr []byte, fds []int, data ...[]by
 }
 
 // OpenPinnedMap opens the pin file at path itself (O_RDONLY for ModeRead,
-// O_WRONLY for ModeWrite, O_RDWR for ModeReadWrite), so that the kernel
-// checks the file's permissions, presents the open file to the daemon and
-// returns the pinned map with exactly mode (at most what the pin allows).
-// A relative path is taken under the daemon's pin root (asked from the
+// O_WRONLY for ModeWrite, O_RDWR for ModeReadWrite, O_PATH for ModeDestroy
+// alone), so that the kernel checks the file's permissions, presents the
+// open file to the daemon and returns the pinned map with exactly mode (at
+// most what the pin allows). ModeDestroy is granted only to the pin
+// file's owner, and only by a pin made from a descriptor holding it. A
+// relative path is taken under the daemon's pin root (asked from the
 // daemon). The file is closed before it returns; the Map owns its new
 // descriptor.
 //
 // Errors: the open's own (*os.PathError, matching unix.EACCES when the
 // file's permissions refuse mode, unix.ENOENT for a missing file);
-// ErrAccess (EACCES) when the pin grants less than mode; ErrKeyNotExist
-// (ENOENT) when the pin was unlinked meanwhile; ErrBadDescriptor (EBADF)
-// when the file is not a pin; ErrInvalid for a bad mode or a pinned object
-// that is not a map; ErrNotSupported if the daemon has pins disabled;
-// ErrClosed if c is closed.
+// ErrAccess (EACCES) when the pin grants less than mode (for ModeDestroy:
+// the caller does not own the pin file, or the pin never had it);
+// ErrKeyNotExist (ENOENT) when the pin was unlinked or revoked meanwhile;
+// ErrBadDescriptor (EBADF) when the file is not a pin, or was reached
+// through another name than the pin's (a hard link, a bind mount at
+// another path: open the pin by its path under the pin root); ErrInvalid
+// for a bad mode or a pinned object that is not a map; ErrNotSupported if
+// the daemon has pins disabled; ErrClosed if c is closed.
 func (c *Conn) OpenPinnedMap(path string, mode Mode) (*Map, error) {
 	var m *Map
 	err := c.openPinned(path, mode, func(w *waiter, fd int) (err error) {
@@ -106,8 +111,11 @@ func (c *Conn) OpenPinnedMap(path string, mode Mode) (*Map, error) {
 // presents it with OBJ_GET and hands the reply and the new descriptor (which
 // build then owns) to build.
 func (c *Conn) openPinned(path string, mode Mode, build func(w *waiter, fd int) error) error {
+	if !wire.Mode(mode).Valid() {
+		return errMode
+	}
 	var flags int
-	switch mode {
+	switch mode.Data() {
 	case ModeRead:
 		flags = unix.O_RDONLY
 	case ModeWrite:
@@ -115,7 +123,7 @@ func (c *Conn) openPinned(path string, mode Mode, build func(w *waiter, fd int) 
 	case ModeReadWrite:
 		flags = unix.O_RDWR
 	default:
-		return errMode
+		flags = unix.O_PATH // the destroy right alone: no data access checked
 	}
 	if !filepath.IsAbs(path) {
 		root, err := c.pinRoot()

@@ -75,12 +75,13 @@ type ProgramInfo struct {
 	Tag         [8]byte
 	MemoryUsage uint64
 	OwnerUID    uint32
+	Node        uint64 // the descriptor's lineage node, as MapInfo.Node
 }
 
 func progInfo(o *wire.ObjInfo) ProgramInfo {
 	return ProgramInfo{Type: ProgramType(o.Type), ID: o.ID, Name: wire.NameString(o.Name),
 		Mode: Mode(o.Mode), InsnCount: int(o.InsnCount), Tag: o.Tag,
-		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID}
+		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID, Node: o.Node}
 }
 
 // VerifierError is a program refused at load. It matches its errno with

@@ -71,7 +71,7 @@ func TestLoadAndRunProgram(t *testing.T) {
 		t.Fatalf("counter after 5 runs: %x, %v", v, err)
 	}
 	info, err := p.Info()
-	if err != nil || info.Type != SocketFilter || info.Name != "count" || info.Mode != ModeReadWrite || info.InsnCount != 11 {
+	if err != nil || info.Type != SocketFilter || info.Name != "count" || info.Mode != ModeAll || info.InsnCount != 11 {
 		t.Fatalf("Info = %+v, %v", info, err)
 	}
 }

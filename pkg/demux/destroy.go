@@ -1,6 +1,9 @@
 package demux
 
 import (
+	"encoding/json"
+	"sort"
+
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -8,73 +11,149 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// ErrNotOwner: DESTROY through a handle that is not a full-mode handle of
-// a root descriptor.
-var ErrNotOwner = errno.New(unix.EPERM, "demux: only a full-mode handle of a root descriptor (made by create or OBJ_GET) may destroy the object")
+// Errors of the destroy right.
+var (
+	// ErrNotOwner: DESTROY, REVOKE_NODE or LINEAGE through a handle
+	// without the destroy right.
+	ErrNotOwner = errno.New(unix.EPERM, "demux: the handle does not hold the destroy right (only the creating descriptor, and descriptors its owner opens from a pin made with it, do)")
+	// ErrDestroyNotDelegable: REOPEN asked for the destroy right.
+	ErrDestroyNotDelegable = errno.New(unix.EPERM, "demux: REOPEN never passes the destroy right on")
+	// ErrNoNode: REVOKE_NODE names no live node of the object.
+	ErrNoNode = errno.New(unix.ENOENT, "demux: no such lineage node in the object")
+)
 
-// destroy executes CmdDestroy: DESIGN.md's "destroying an object revokes
-// everything at once".
+// ownerHandle returns the handle id if it holds the destroy right.
+func (c *conn) ownerHandle(id uint32) (*handle, error) {
+	hd, err := c.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if hd.mode&wire.ModeDestroy == 0 {
+		return nil, ErrNotOwner
+	}
+	return hd, nil
+}
+
+// destroy executes CmdDestroy: the object's whole lineage is revoked
+// (docs/design.md, "The authority tree"). It needs the destroy right.
 func (c *conn) destroy(a, data []byte) (int64, error) {
 	var at wire.HandleAttr
 	at.Parse(a)
 	if at.Mode != 0 || len(data) != 0 {
 		return 0, ErrInvalid
 	}
-	hd, err := c.lookup(at.Handle)
+	hd, err := c.ownerHandle(at.Handle)
 	if err != nil {
 		return 0, err
 	}
 	o := hd.obj
-	r := c.reg
-	r.mu.Lock()
-	// A live handle keeps its descriptor linked, so parent is reliable.
-	root := hd.src.parent == nil
-	r.mu.Unlock()
-	if hd.mode != o.cap || !root {
-		return 0, ErrNotOwner
-	}
-	if ps := c.srv.pins; ps != nil {
-		ps.unpinAll(o)
-	}
-	var free []*Object
-	r.mu.Lock()
-	for d := range o.roots {
-		free = r.revokeLocked(d, free)
-		delete(o.roots, d)
-	}
-	r.mu.Unlock()
-	closeObjects(free)
+	_, err = c.revokeNodes(hd, func(r *registry, free []*Object, killed *[]*Descriptor) ([]*Object, int) {
+		n := len(o.nodes)
+		return r.revokeTreeLocked(o, free, killed), n
+	})
 	c.srv.log.Debug("destroyed", zap.Uint32("id", o.id), zap.Uint32("uid", c.uid))
-	return 0, nil
+	return 0, err
 }
 
-// unpinAll removes every pin file of o, drops their references and o's
-// persisted record.
-func (ps *pinSet) unpinAll(o *Object) {
-	ps.saveMu.Lock()
-	defer ps.saveMu.Unlock()
-	ps.mu.Lock()
-	pd := ps.objs[o]
-	if pd == nil || ps.closed {
-		ps.mu.Unlock()
-		return
+// revokeNode executes CmdRevokeNode: the owner revokes one node of the
+// object's lineage and its subtree.
+func (c *conn) revokeNode(a, data []byte) (int64, error) {
+	var at wire.RevokeNodeAttr
+	if !at.Parse(a) || len(data) != 0 {
+		return 0, ErrInvalid
 	}
-	delete(ps.objs, o)
-	ps.mu.Unlock()
-	for _, p := range pd.pins {
-		ps.store.Remove(p)
+	hd, err := c.ownerHandle(at.Handle)
+	if err != nil {
+		return 0, err
 	}
-	r := ps.srv.reg
+	o := hd.obj
+	n, err := c.revokeNodes(hd, func(r *registry, free []*Object, killed *[]*Descriptor) ([]*Object, int) {
+		d := o.nodes[at.Node]
+		if d == nil {
+			return free, -1
+		}
+		n := subtreeSize(d)
+		return r.revokeLocked(d, free, killed), n
+	})
+	if n < 0 {
+		return 0, ErrNoNode
+	}
+	c.srv.log.Debug("revoked lineage node", zap.Uint32("id", o.id), zap.Uint64("node", at.Node),
+		zap.Uint32("uid", c.uid))
+	return int64(n), err
+}
+
+// subtreeSize counts d and its descendants. registry.mu must be held.
+func subtreeSize(d *Descriptor) int {
+	n := 1
+	for _, ch := range d.children {
+		n += subtreeSize(ch)
+	}
+	return n
+}
+
+// revokeNodes runs revoke under the registry lock (and the pins' save lock
+// before it), then closes the freed objects and removes the files and
+// records of the pins it killed. It returns revoke's count, and the
+// persistence error if the pins' records could not be updated.
+func (c *conn) revokeNodes(hd *handle, revoke func(*registry, []*Object, *[]*Descriptor) ([]*Object, int)) (int, error) {
+	ps := c.srv.pins
+	if ps != nil {
+		ps.saveMu.Lock()
+		defer ps.saveMu.Unlock()
+	}
+	r := c.reg
+	var killed []*Descriptor
 	r.mu.Lock()
-	var free []*Object
-	for range pd.pins {
-		free = r.unref(o, free)
+	if hd.dead.Load() {
+		r.mu.Unlock()
+		return 0, ErrBadHandle
 	}
+	free, n := revoke(r, nil, &killed)
 	r.mu.Unlock()
+	var err error
+	if ps != nil {
+		err = ps.dropPins(killed)
+	}
 	closeObjects(free)
-	if per := ps.srv.cfg.Persister; per != nil {
-		if err := per.RemovePinned(pd.key); err != nil {
-			ps.srv.log.Warn("cannot remove the record of a destroyed object", zap.Uint32("id", o.id), zap.Error(err))
+	return n, err
+}
+
+// lineage executes CmdLineage: the object's tree, for its owner.
+func (c *conn) lineage(a, data []byte) (int64, error) {
+	var at wire.HandleAttr
+	at.Parse(a)
+	if at.Mode != 0 || len(data) != 0 {
+		return 0, ErrInvalid
+	}
+	hd, err := c.ownerHandle(at.Handle)
+	if err != nil {
+		return 0, err
+	}
+	r := c.reg
+	r.mu.Lock()
+	nodes := r.lineageLocked(hd.obj)
+	pinOf := map[uint64]*Descriptor{}
+	for _, d := range hd.obj.nodes {
+		if d.kind == nodePin && !d.dead && d.pin != nil {
+			pinOf[d.id] = d
 		}
 	}
+	r.mu.Unlock()
+	if ps := c.srv.pins; ps != nil {
+		for i := range nodes {
+			if d := pinOf[nodes[i].ID]; d != nil {
+				if rel, _, err := ps.store.Stat(d.pin); err == nil {
+					nodes[i].Path = rel
+				}
+			}
+		}
+	}
+	sort.SliceStable(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	b, err := json.Marshal(nodes)
+	if err != nil {
+		return 0, err
+	}
+	copy(c.alloc(len(b)), b)
+	return int64(len(nodes)), nil
 }

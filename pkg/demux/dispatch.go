@@ -84,6 +84,10 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progAttach(a, data, fds)
 	case wire.CmdDestroy:
 		return c.destroy(a, data)
+	case wire.CmdRevokeNode:
+		return c.revokeNode(a, data)
+	case wire.CmdLineage:
+		return c.lineage(a, data)
 	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
 		return c.linkCmd(h.Cmd, a, data, fds)
 	}
@@ -323,9 +327,9 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	return c.install(o, nil)
 }
 
-// install registers o (already reserved for c.uid) with its first
-// descriptor and a handle, both with mode o.cap, and puts them in the
-// reply. Under the same lock, extra (if not nil) runs first, e.g. to take
+// install registers o (already reserved for c.uid) with its creating
+// descriptor — the root of its lineage — and a handle, both with mode
+// o.cap and the destroy right, and puts them in the reply. Under the same lock, extra (if not nil) runs first, e.g. to take
 // the references o holds; if anything fails o is closed.
 func (c *conn) install(o *Object, extra func()) (int64, error) {
 	r := c.reg
@@ -339,7 +343,8 @@ func (c *conn) install(o *Object, extra func()) (int64, error) {
 	if extra != nil {
 		extra()
 	}
-	d, cfd, err := r.newDescLocked(o, o.cap, c.uid, nil)
+	mode := o.cap | wire.ModeDestroy
+	d, cfd, err := r.newDescLocked(o, mode, c.uid, nil)
 	if err != nil {
 		o.refs = 1
 		free := r.unref(o, nil)
@@ -347,7 +352,7 @@ func (c *conn) install(o *Object, extra func()) (int64, error) {
 		closeObjects(free)
 		return 0, err
 	}
-	hd := r.newHandleLocked(d, o.cap, true)
+	hd := r.newHandleLocked(d, mode, true)
 	r.mu.Unlock()
 	c.addFD(cfd)
 	id := c.addHandle(hd)
@@ -358,6 +363,7 @@ func (c *conn) install(o *Object, extra func()) (int64, error) {
 // putInfo appends the ObjInfo of hd to the reply.
 func (c *conn) putInfo(hd *handle) {
 	hd.obj.info(&c.info, hd.mode)
+	c.info.Node = hd.src.id
 	c.info.Append(c.alloc(wire.ObjInfoSize)[:0])
 }
 
@@ -411,7 +417,8 @@ func (c *conn) importDesc(a, data []byte, fds []int) (int64, error) {
 }
 
 // reopen makes a new descriptor and handle with a subset of a handle's
-// mode.
+// data rights; the new descriptor is a child of the handle's in the
+// object's lineage. The destroy right is never passed on.
 func (c *conn) reopen(a, data []byte) (int64, error) {
 	var at wire.HandleAttr
 	at.Parse(a)
@@ -424,6 +431,9 @@ func (c *conn) reopen(a, data []byte) (int64, error) {
 	}
 	if !at.Mode.Valid() {
 		return 0, ErrInvalid
+	}
+	if at.Mode&wire.ModeDestroy != 0 {
+		return 0, ErrDestroyNotDelegable
 	}
 	if at.Mode&^hd.mode != 0 {
 		return 0, ErrPermission
@@ -478,8 +488,10 @@ func (c *conn) getInfo(a, data []byte) (int64, error) {
 	return 0, nil
 }
 
-// revoke kills the descriptor a maker handle was made with, everything
-// reopened from it and every handle made from any of them.
+// revoke kills the descriptor a maker handle was made with and its whole
+// subtree: descriptors reopened from it, handles made from any of them,
+// pins made through them (their files are removed) and everything opened
+// from those pins.
 func (c *conn) revoke(a, data []byte) (int64, error) {
 	var at wire.HandleAttr
 	at.Parse(a)
@@ -493,19 +505,21 @@ func (c *conn) revoke(a, data []byte) (int64, error) {
 	if !hd.maker {
 		return 0, ErrNotMaker
 	}
-	r := c.reg
-	r.mu.Lock()
-	if hd.src.parent == nil {
-		// A maker handle's descriptor keeps its parent link (prune only
-		// unlinks descriptors without handles): nil means a creating
-		// descriptor, which revocation does not apply to.
-		r.mu.Unlock()
+	root := false
+	_, err = c.revokeNodes(hd, func(r *registry, free []*Object, killed *[]*Descriptor) ([]*Object, int) {
+		if hd.src.parent == nil {
+			// A maker handle's descriptor keeps its parent link (prune
+			// only unlinks nodes without handles): nil means the
+			// creating descriptor, which revocation does not apply to.
+			root = true
+			return free, 0
+		}
+		return r.revokeLocked(hd.src, free, killed), 0
+	})
+	if root {
 		return 0, ErrNotRevocable
 	}
-	free := r.revokeLocked(hd.src, nil)
-	r.mu.Unlock()
-	closeObjects(free)
-	return 0, nil
+	return 0, err
 }
 
 func (c *conn) status(data []byte) (int64, error) {

@@ -5,11 +5,11 @@
 //
 // # Objects, descriptors, handles
 //
-// An object (a map today; programs next) lives in the registry under an id
-// that is never reused while the daemon runs. It is reference counted: each
-// live descriptor, each handle (and later pins, programs, attachments) holds
-// one reference; when the count reaches zero the object is closed and its
-// quota returned.
+// An object (a map or a program) lives in the registry under an id that is
+// never reused while the daemon runs. It is reference counted: each live
+// descriptor, handle and pin, each program using a map, each program-array
+// slot and each attachment holds one reference; when the count reaches
+// zero the object is closed and its quota returned.
 //
 // A descriptor is the client end of a socketpair(AF_UNIX, SOCK_SEQPACKET)
 // made for one (object, mode). The daemon keeps the peer end (shut down for
@@ -24,11 +24,15 @@
 // goroutine, except that revocation marks them dead from another goroutine
 // (an atomic flag); a dead handle answers EBADF.
 //
-// Lineage: each descriptor records the descriptor it was reopened from and
-// its children; each handle its source descriptor. CmdRevoke on a handle
-// made together with a reopened descriptor kills that descriptor, every
-// descriptor reopened from it, and every handle (in any connection)
-// imported from or made with any of them.
+// Lineage (lineage.go; docs/design.md, "The authority tree"): every
+// descriptor and pin is a node of its object's tree, below the node its
+// authority came from; each handle hangs on its descriptor. Nothing but
+// the creating descriptor is ever a root. CmdRevoke (the maker handle) and
+// CmdRevokeNode (the destroy right) kill a node's whole subtree, pins and
+// what was opened from them included; CmdDestroy kills the whole tree.
+// The destroy right (wire.ModeDestroy) starts on the creating descriptor,
+// is never passed on by REOPEN, and passes through a pin only to the pin
+// file's owner. Pinned objects' trees are persisted with their pins.
 //
 // # Concurrency
 //

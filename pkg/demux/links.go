@@ -112,6 +112,9 @@ func histUpper(i int) uint64 {
 	if i < 4 {
 		return uint64(i)
 	}
+	if i < 8 { // unused: 4 and more start at bucket 8
+		return 3
+	}
 	e, sub := i/4, uint64(i%4)
 	return (uint64(1)<<e + (sub+1)<<(e-2)) - 1
 }
@@ -565,8 +568,6 @@ func (lq *linkQueue) decide(p *nfqueue.Packet) uint64 {
 		return 0
 	}
 	start := time.Now()
-	c.packets.Add(1)
-	c.bytes.Add(uint64(p.CapLen))
 	var ret uint64
 	var err error
 	var runNs time.Duration
@@ -634,6 +635,9 @@ func (lq *linkQueue) decide(p *nfqueue.Packet) uint64 {
 	d := uint64(time.Since(start))
 	c.decisionNs.Add(d)
 	c.hist[histBucket(d)].Add(1)
+	// Last: a reader that sees the packet counted sees its verdict.
+	c.bytes.Add(uint64(p.CapLen))
+	c.packets.Add(1)
 	return uint64(runNs)
 }
 

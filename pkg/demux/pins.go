@@ -23,11 +23,13 @@ var (
 	ErrPinPathLong  = errno.New(unix.ENAMETOOLONG, "demux: pin path longer than wire.MaxPinPath")
 	ErrPinPerm      = errno.New(unix.EINVAL, "demux: pin file mode has bits beyond 0777")
 	ErrPinAccess    = errno.New(unix.EACCES, "demux: the pin file was not opened for the access asked for")
+	ErrPinDestroy   = errno.New(unix.EACCES, "demux: a pin passes the destroy right only to the pin file's owner, and only if it was made through a handle holding it")
 )
 
 // pinSet is the server's pins: the store (files under the pin root) and,
-// per pinned object, its pins and persistence key. Each pin holds one
-// reference on its object, dropped when the pin file's last link goes.
+// per pinned object, its live pin nodes and persistence key. Each live pin
+// node holds one reference on its object, dropped when the pin's name goes
+// or the pin is revoked.
 //
 // Lock order: saveMu, then mu, then registry.mu. saveMu serialises the
 // commands and callbacks that change pins and persist them (file creation
@@ -45,8 +47,8 @@ type pinSet struct {
 
 // pinned is the pin bookkeeping of one object.
 type pinned struct {
-	key  string      // persistence key, stable across restarts
-	pins []*pins.Pin // guarded by pinSet.mu
+	key  string        // persistence key, stable across restarts
+	pins []*Descriptor // live pin nodes; guarded by pinSet.mu
 }
 
 // openPins opens the pin store when the server has a pin root.
@@ -55,7 +57,7 @@ func (s *Server) openPins() error {
 		return nil
 	}
 	ps := &pinSet{srv: s, objs: map[*Object]*pinned{}}
-	st, err := pins.Open(s.cfg.PinRoot, ps.unpinned)
+	st, err := pins.Open(s.cfg.PinRoot, ps.unpinned, ps.changed)
 	if err != nil {
 		return err
 	}
@@ -90,18 +92,22 @@ func (s *Server) closePins() {
 	// Without a persister nothing outlives the daemon; program pins (a
 	// program cannot be recovered from its pin file) are removed rather
 	// than left naming nothing.
+	var remove []*pins.Pin
 	ps.mu.Lock()
 	for _, o := range objs {
 		if o.p == nil || s.cfg.Persister != nil {
 			continue
 		}
 		if pd := ps.objs[o]; pd != nil {
-			for _, p := range pd.pins {
-				ps.store.Remove(p)
+			for _, n := range pd.pins {
+				remove = append(remove, n.pin)
 			}
 		}
 	}
 	ps.mu.Unlock()
+	for _, p := range remove {
+		ps.store.Remove(p)
+	}
 	ps.saveMu.Unlock()
 	// Not under saveMu: Close waits for the watcher, which may be waiting
 	// for saveMu in unpinned (it will then see closed).
@@ -188,8 +194,9 @@ func (c *conn) objPin(a, data []byte) (int64, error) {
 	return 0, ps.pin(hd, path, os.FileMode(at.FileMode), cr)
 }
 
-// pin creates the pin file, takes the object reference and persists the
-// object; on any failure the file is removed again.
+// pin creates the pin file, links its node below the handle's descriptor
+// (taking a reference on the object) and persists the object; on any
+// failure the file is removed again.
 func (ps *pinSet) pin(hd *handle, path string, perm os.FileMode, cr pins.Creds) error {
 	o := hd.obj
 	ps.saveMu.Lock()
@@ -200,9 +207,14 @@ func (ps *pinSet) pin(hd *handle, path string, perm os.FileMode, cr pins.Creds) 
 	if closed {
 		return ErrServerClosed
 	}
-	p, err := ps.store.Create(path, perm, cr, o, uint32(hd.mode), pinContent(o, hd.mode))
+	n := &Descriptor{kind: nodePin, obj: o, mode: hd.mode, uid: cr.UID, peer: -1}
+	p, err := ps.store.Create(path, perm, cr, n, uint32(hd.mode), pinContent(o, hd.mode))
 	if err != nil {
 		return err
+	}
+	n.pin = p
+	if _, a, err := ps.store.Attrs(p); err == nil {
+		n.attrs = a
 	}
 	r := ps.srv.reg
 	ps.mu.Lock()
@@ -213,56 +225,56 @@ func (ps *pinSet) pin(hd *handle, path string, perm os.FileMode, cr pins.Creds) 
 		ps.store.Remove(p)
 		return ErrBadHandle
 	}
-	o.refs++
+	r.newPinNodeLocked(n, hd.src)
 	r.mu.Unlock()
 	pd := ps.objs[o]
-	fresh := pd == nil
-	if fresh {
+	if pd == nil {
 		key, kerr := newPinKey()
 		if kerr != nil {
 			ps.mu.Unlock()
-			ps.undo(o, p, nil)
+			ps.undo(n, nil)
 			return kerr
 		}
 		pd = &pinned{key: key}
 		ps.objs[o] = pd
 	}
-	pd.pins = append(pd.pins, p)
+	pd.pins = append(pd.pins, n)
 	ps.mu.Unlock()
 	if ps.srv.cfg.Persister != nil {
 		if err := ps.save(o); err != nil {
 			ps.srv.log.Warn("cannot persist pin; pin removed", zap.String("path", p.Path), zap.Error(err))
-			ps.undo(o, p, pd)
+			ps.undo(n, pd)
 			return err
 		}
 	}
 	ps.srv.log.Debug("pinned", zap.Uint32("id", o.id), zap.String("path", p.Path),
-		zap.Uint32("uid", cr.UID), zap.Stringer("mode", hd.mode))
+		zap.Uint32("uid", cr.UID), zap.Stringer("mode", hd.mode), zap.Uint64("node", n.id))
 	return nil
 }
 
-// undo removes pin p of o again (after a failure) and drops its reference.
-// pd is o's bookkeeping if p was already added to it. saveMu must be held.
-func (ps *pinSet) undo(o *Object, p *pins.Pin, pd *pinned) {
-	ps.store.Remove(p)
+// undo removes pin node n again (after a failure) and drops its
+// reference. pd is its object's bookkeeping if n was already added to it.
+// saveMu must be held.
+func (ps *pinSet) undo(n *Descriptor, pd *pinned) {
+	ps.store.Remove(n.pin)
 	ps.mu.Lock()
 	if pd != nil {
-		pd.pins = removePin(pd.pins, p)
+		pd.pins = removeNode(pd.pins, n)
 		if len(pd.pins) == 0 {
-			delete(ps.objs, o)
+			delete(ps.objs, n.obj)
 		}
 	}
 	r := ps.srv.reg
 	r.mu.Lock()
-	free := r.unref(o, nil)
+	free := r.killPinLocked(n, nil)
 	r.mu.Unlock()
 	ps.mu.Unlock()
 	closeObjects(free)
 }
 
-func removePin(list []*pins.Pin, p *pins.Pin) []*pins.Pin {
+func removeNode(list []*Descriptor, n *Descriptor) []*Descriptor {
 	for i, q := range list {
-		if q == p {
+		if q == n {
 			last := len(list) - 1
 			list[i] = list[last]
 			list[last] = nil
@@ -272,14 +284,15 @@ func removePin(list []*pins.Pin, p *pins.Pin) []*pins.Pin {
 	return list
 }
 
-// unpinned is the store's callback for a pin file whose last link was
-// removed: the pin's reference is dropped, and the object's record updated
-// or removed.
+// unpinned is the store's callback for a pin whose name is gone: the pin
+// node dies (what was derived from it lives on), its reference is
+// dropped, and the object's record updated or removed.
 func (ps *pinSet) unpinned(p *pins.Pin) {
-	o, ok := p.Object.(*Object)
+	n, ok := p.Object.(*Descriptor)
 	if !ok {
 		return
 	}
+	o := n.obj
 	ps.saveMu.Lock()
 	defer ps.saveMu.Unlock()
 	ps.mu.Lock()
@@ -288,11 +301,11 @@ func (ps *pinSet) unpinned(p *pins.Pin) {
 		ps.mu.Unlock()
 		return
 	}
-	n := len(pd.pins)
-	pd.pins = removePin(pd.pins, p)
-	if len(pd.pins) == n {
+	k := len(pd.pins)
+	pd.pins = removeNode(pd.pins, n)
+	if len(pd.pins) == k {
 		ps.mu.Unlock()
-		return // already undone
+		return // already undone or revoked
 	}
 	last := len(pd.pins) == 0
 	if last {
@@ -302,26 +315,121 @@ func (ps *pinSet) unpinned(p *pins.Pin) {
 	r.mu.Lock()
 	// Other pins (if any) keep o alive for the save below; if this was the
 	// last reference, free holds o, closed at the end.
-	free := r.unref(o, nil)
+	free := r.killPinLocked(n, nil)
 	r.mu.Unlock()
 	ps.mu.Unlock()
 	ps.srv.log.Debug("unpinned", zap.Uint32("id", o.id), zap.String("path", p.Path), zap.Bool("freed", len(free) > 0))
-	if per := ps.srv.cfg.Persister; per != nil {
-		var err error
-		if last {
-			err = per.RemovePinned(pd.key)
-		} else {
-			err = ps.save(o)
-		}
-		if err != nil {
-			ps.srv.log.Warn("cannot update persisted pins", zap.Uint32("id", o.id), zap.Error(err))
-		}
+	if err := ps.persistPins(o, pd.key, last); err != nil {
+		ps.srv.log.Warn("cannot update persisted pins", zap.Uint32("id", o.id), zap.Error(err))
 	}
 	closeObjects(free)
 }
 
+// changed is the store's callback for a live pin file whose attributes
+// may have changed: if its mode, owner, group or ACL differ from what was
+// recorded, the object's pins are persisted again, so that a restore
+// never gives the pin wider (or other) permissions than it last had.
+func (ps *pinSet) changed(p *pins.Pin) {
+	n, ok := p.Object.(*Descriptor)
+	if !ok {
+		return
+	}
+	ps.saveMu.Lock()
+	defer ps.saveMu.Unlock()
+	ps.mu.Lock()
+	pd := ps.objs[n.obj]
+	live := !ps.closed && pd != nil && containsNode(pd.pins, n)
+	ps.mu.Unlock()
+	if !live {
+		return
+	}
+	_, a, err := ps.store.Attrs(p)
+	if err != nil || a.Equal(n.attrs) {
+		return
+	}
+	if err := ps.persistPins(n.obj, pd.key, false); err != nil {
+		ps.srv.log.Warn("cannot record changed pin attributes", zap.Uint32("id", n.obj.id),
+			zap.String("path", p.Path), zap.Error(err))
+	}
+}
+
+// persistPins records o's pins (all of them gone: its record is removed).
+// saveMu must be held.
+func (ps *pinSet) persistPins(o *Object, key string, gone bool) error {
+	per := ps.srv.cfg.Persister
+	if per == nil {
+		return nil
+	}
+	if gone {
+		return per.RemovePinned(key)
+	}
+	po, err := ps.snapshotPins(o)
+	if err != nil || po == nil {
+		return err
+	}
+	return per.SavePins(po)
+}
+
+// dropPins removes the files and records of pin nodes killed by a
+// revocation (revokeLocked already marked them dead and dropped their
+// references). saveMu must be held. It returns the first persistence
+// error: the pins are gone now, but a crash before their objects' records
+// are written again could bring them back.
+func (ps *pinSet) dropPins(killed []*Descriptor) error {
+	if len(killed) == 0 {
+		return nil
+	}
+	type touched struct {
+		key  string
+		gone bool
+	}
+	objs := map[*Object]*touched{}
+	var remove []*pins.Pin
+	ps.mu.Lock()
+	for _, n := range killed {
+		if n.pin != nil {
+			remove = append(remove, n.pin)
+		}
+		pd := ps.objs[n.obj]
+		if pd == nil {
+			continue
+		}
+		pd.pins = removeNode(pd.pins, n)
+		t := &touched{key: pd.key, gone: len(pd.pins) == 0}
+		if t.gone {
+			delete(ps.objs, n.obj)
+		}
+		objs[n.obj] = t
+	}
+	ps.mu.Unlock()
+	for _, p := range remove {
+		ps.store.Remove(p)
+	}
+	var first error
+	for o, t := range objs {
+		if err := ps.persistPins(o, t.key, t.gone); err != nil {
+			ps.srv.log.Warn("cannot persist revoked pins", zap.Uint32("id", o.id), zap.Error(err))
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func containsNode(list []*Descriptor, n *Descriptor) bool {
+	for _, q := range list {
+		if q == n {
+			return true
+		}
+	}
+	return false
+}
+
 // objGet executes CmdObjGet: a presented pin file fd becomes a handle and
-// a new descriptor with the mode its open granted.
+// a new descriptor, a child of the pin in the object's lineage, with the
+// data rights the open granted (capped by the pin's) and, for the pin
+// file's owner only, the pin's destroy right.
 func (c *conn) objGet(a, data []byte, fds []int) (int64, error) {
 	var at wire.ObjGetAttr
 	if !at.Parse(a) || len(data) != 0 {
@@ -340,58 +448,51 @@ func (c *conn) objGet(a, data []byte, fds []int) (int64, error) {
 	if ps == nil {
 		return 0, ErrPinsDisabled
 	}
-	p, granted, err := ps.store.Resolve(fds[0])
+	p, op, err := ps.store.Resolve(fds[0])
 	if err != nil {
 		return 0, err
 	}
-	mode := wire.Mode(granted)
-	if mode == 0 {
-		return 0, ErrPinAccess
+	n, ok := p.Object.(*Descriptor)
+	if !ok {
+		return 0, pins.ErrNotPin
 	}
+	granted := wire.Mode(op.Access) & n.mode.Data()
+	if n.mode&wire.ModeDestroy != 0 && op.Owner == c.uid {
+		granted |= wire.ModeDestroy
+	}
+	mode := granted
 	if at.Mode != 0 {
-		if at.Mode&^mode != 0 {
+		if at.Mode&^granted != 0 {
+			if at.Mode&wire.ModeDestroy != 0 && granted&wire.ModeDestroy == 0 {
+				return 0, ErrPinDestroy
+			}
 			return 0, ErrPinAccess
 		}
 		mode = at.Mode
 	}
+	if mode == 0 {
+		return 0, ErrPinAccess
+	}
 	if c.nhandles >= c.srv.cfg.MaxHandles {
 		return 0, ErrTooManyHandles
 	}
-	o, ok := p.Object.(*Object)
-	if !ok {
-		return 0, pins.ErrNotPin
-	}
 	r := c.reg
-	ps.mu.Lock()
-	pd := ps.objs[o]
-	live := pd != nil && containsPin(pd.pins, p)
-	if !live {
-		ps.mu.Unlock()
+	r.mu.Lock()
+	if n.dead {
+		r.mu.Unlock()
 		return 0, pins.ErrUnpinned
 	}
-	r.mu.Lock()
-	d, cfd, err := r.newDescLocked(o, mode, c.uid, nil)
+	d, cfd, err := r.newDescLocked(n.obj, mode, c.uid, n)
 	if err != nil {
 		r.mu.Unlock()
-		ps.mu.Unlock()
 		return 0, err
 	}
 	hd := r.newHandleLocked(d, mode, true)
 	r.mu.Unlock()
-	ps.mu.Unlock()
 	c.addFD(cfd)
 	id := c.addHandle(hd)
 	c.putInfo(hd)
 	return int64(id), nil
-}
-
-func containsPin(list []*pins.Pin, p *pins.Pin) bool {
-	for _, q := range list {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 // pinMkdir executes CmdPinMkdir.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -39,8 +40,28 @@ type PinnedObject struct {
 	Partial bool
 	// Pins are the object's pin files.
 	Pins []PinRecord
+	// Nodes are the dead ancestors of the pins in the object's lineage
+	// (descriptors of this run or an earlier one, unpinned pins), each
+	// listed once, so that a restored pin is restored in its place in the
+	// tree (docs/design.md, "The authority tree").
+	Nodes []NodeRecord
+	// NextNode is the last lineage node id given out: restored objects
+	// continue above it, so ids are never reused.
+	NextNode uint64
+	// PinRoot is the absolute pin root the pins belong to. A record is
+	// never restored under another pin root.
+	PinRoot string
 	// Prog is a pinned program (Kind wire.ObjProg).
 	Prog *PinnedProg
+}
+
+// NodeRecord is a dead lineage node kept for the pins below it.
+type NodeRecord struct {
+	ID     uint64
+	Parent uint64 // 0 for the root
+	Pin    bool   // an unpinned pin (false: a descriptor)
+	Mode   wire.Mode
+	UID    uint32
 }
 
 // PinnedProg is what restores a pinned program: its instructions (map
@@ -72,21 +93,30 @@ type PinnedProgMap struct {
 
 // PinRecord describes one pin file of a PinnedObject.
 type PinRecord struct {
-	Path string      // relative to the pin root (follows renames inside it)
-	Mode wire.Mode   // the access the pin grants at most
-	Perm os.FileMode // the file's permission bits when recorded
-	UID  uint32      // the file's owner when recorded
-	GID  uint32
-	Ino  uint64 // the file's inode, to recognise it at restore
+	Path string    // relative to the pin root (follows renames inside it)
+	Mode wire.Mode // the rights the pin grants at most (ModeDestroy: to its file's owner only)
+	// Node and Parent place the pin in the object's lineage (Parent is
+	// a Nodes entry or another pin; 0 only in records of version 1).
+	Node, Parent uint64
+	Perm         os.FileMode // the file's permission bits when recorded
+	UID          uint32      // the file's owner when recorded
+	GID          uint32
+	ACL          []byte // the file's system.posix_acl_access when recorded; nil if none
+	Ino          uint64 // the file's inode, to recognise it at restore
 }
 
 // Persister durably records pinned objects. The server calls it from one
 // goroutine at a time (never concurrently), without registry locks held;
 // a SavePinned that fails makes the OBJ_PIN that caused it fail.
 type Persister interface {
-	// SavePinned records obj, replacing any earlier record with the
-	// same Key.
+	// SavePinned records obj whole (contents and pins), replacing any
+	// earlier record with the same Key.
 	SavePinned(obj *PinnedObject) error
+	// SavePins records only the pin part of obj (Key, Pins, Nodes,
+	// NextNode, PinRoot) when nothing else changed: a pin removed or
+	// revoked, a pin file's attributes changed. The object's record
+	// exists (SavePinned came first).
+	SavePins(obj *PinnedObject) error
 	// RemovePinned deletes the record named key (the object's last pin
 	// is gone). A missing record is not an error.
 	RemovePinned(key string) error
@@ -104,34 +134,15 @@ func (ps *pinSet) save(o *Object) error {
 	return ps.srv.cfg.Persister.SavePinned(po)
 }
 
-// snapshot returns o's PinnedObject, or nil if o has no pins left.
-// saveMu must be held (so pins cannot be added meanwhile); o is alive
-// while it has pins.
+// snapshot returns o's PinnedObject with its contents, or nil if o has no
+// pins left. saveMu must be held (so pins cannot be added meanwhile); o is
+// alive while it has pins.
 func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
-	ps.mu.Lock()
-	pd := ps.objs[o]
-	var list []*pins.Pin
-	var key string
-	if pd != nil {
-		list = append(list, pd.pins...)
-		key = pd.key
+	po, err := ps.snapshotPins(o)
+	if po == nil || err != nil {
+		return nil, err
 	}
-	ps.mu.Unlock()
-	if len(list) == 0 {
-		return nil, nil
-	}
-	po := &PinnedObject{Key: key, Kind: o.kind, Owner: o.owner, Spec: o.spec}
-	for _, p := range list {
-		rel, st, err := ps.store.Stat(p)
-		if err != nil {
-			continue // unlinked; the watcher is about to unpin it
-		}
-		po.Pins = append(po.Pins, PinRecord{Path: rel, Mode: wire.Mode(p.Mode),
-			Perm: os.FileMode(st.Mode & 0o777), UID: st.Uid, GID: st.Gid, Ino: st.Ino})
-	}
-	if len(po.Pins) == 0 {
-		return nil, nil
-	}
+	po.Kind, po.Owner, po.Spec = o.kind, o.owner, o.spec
 	if o.m != nil && o.spec.Type == maps.TypeProgArray {
 		// Slots name programs of this run: a program array comes back
 		// empty, as one a pinned program uses.
@@ -165,6 +176,72 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 			pp.Maps = append(pp.Maps, pm)
 		}
 		po.Prog = pp
+	}
+	return po, nil
+}
+
+// snapshotPins returns the pin part of o's PinnedObject (Key, Pins, Nodes,
+// NextNode, PinRoot), or nil if o has no pins left, and records the pin
+// files' attributes as persisted. saveMu must be held.
+func (ps *pinSet) snapshotPins(o *Object) (*PinnedObject, error) {
+	ps.mu.Lock()
+	pd := ps.objs[o]
+	var list []*Descriptor
+	var key string
+	if pd != nil {
+		list = append(list, pd.pins...)
+		key = pd.key
+	}
+	ps.mu.Unlock()
+	if len(list) == 0 {
+		return nil, nil
+	}
+	po := &PinnedObject{Key: key, Kind: o.kind, Owner: o.owner, PinRoot: ps.store.Root()}
+	var kept []*Descriptor
+	attrs := map[*Descriptor]pins.Attrs{}
+	for _, n := range list {
+		rel, a, err := ps.store.Attrs(n.pin)
+		if err != nil {
+			continue // its name is gone; the watcher is about to unpin it
+		}
+		kept = append(kept, n)
+		attrs[n] = a
+		po.Pins = append(po.Pins, PinRecord{Path: rel, Mode: n.mode, Node: n.id,
+			Perm: a.Perm, UID: a.UID, GID: a.GID, ACL: a.ACL, Ino: n.pin.Ino()})
+	}
+	if len(kept) == 0 {
+		return nil, nil
+	}
+	// The ancestors of the kept pins, each once; a kept pin that is an
+	// ancestor of another is a PinRecord, not a NodeRecord.
+	r := ps.srv.reg
+	isPin := map[uint64]bool{}
+	for _, n := range kept {
+		isPin[n.id] = true
+	}
+	seen := map[uint64]bool{}
+	r.mu.Lock()
+	po.NextNode = o.lastNode
+	for i, n := range kept {
+		if n.parent != nil {
+			po.Pins[i].Parent = n.parent.id
+		}
+		for a := n.parent; a != nil && !seen[a.id]; a = a.parent {
+			seen[a.id] = true
+			if isPin[a.id] {
+				continue
+			}
+			nr := NodeRecord{ID: a.id, Pin: a.kind == nodePin, Mode: a.mode, UID: a.uid}
+			if a.parent != nil {
+				nr.Parent = a.parent.id
+			}
+			po.Nodes = append(po.Nodes, nr)
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(po.Nodes, func(i, j int) bool { return po.Nodes[i].ID < po.Nodes[j].ID })
+	for n, a := range attrs {
+		n.attrs = a
 	}
 	return po, nil
 }
@@ -232,26 +309,40 @@ func allZero(b []byte) bool {
 
 // Restore errors.
 var (
-	ErrRestoreKind = errors.New("demux: cannot restore this kind of pinned object")
-	ErrNoPins      = errors.New("demux: no pin of the object could be restored")
+	ErrRestoreKind    = errors.New("demux: cannot restore this kind of pinned object")
+	ErrNoPins         = errors.New("demux: no pin of the object could be restored")
+	ErrRestoreRoot    = errors.New("demux: the record belongs to another pin root")
+	ErrRestoreLineage = errors.New("demux: the record's lineage is malformed")
 )
 
 // RestorePinned recreates a pinned object recorded by an earlier run (see
-// Persister): the map, charged to po.Owner's quota, with po's contents and
-// frozen flag, and its pins. A pin file still present is adopted if it is
-// the same file (inode and owner as recorded); a missing one is created
-// again as its recorded owner, with missing parent directories (0755,
-// owned by the pin's owner). Pins that cannot be restored are logged and
-// skipped. It returns the number of pins restored; with none, the object
-// is dropped and ErrNoPins returned. Other failures: ErrPinsDisabled,
-// ErrRestoreKind, the quota errors (ErrQuotaObjects, ErrQuotaMemory) and
-// the map's own (invalid spec, entries of the wrong size). After a
-// successful restore the record is saved again (new inodes, new paths).
-// Call it before serving; it is safe for concurrent use.
+// Persister): the map or program, charged to po.Owner's quota, with po's
+// contents and frozen flag, its pins, and the lineage above them: each
+// pin is restored in its place in the object's tree, below dead
+// stand-ins for the descriptors of the earlier run, with at most the
+// rights of its parent (a record can never widen a pin). A pin file still
+// present is adopted if it is the same file (inode and owner as recorded);
+// a missing one is created again as its recorded owner with exactly its
+// recorded attributes (permission bits, group, ACL), with missing parent
+// directories (0755, owned by the pin's owner). Pins that cannot be
+// restored are logged and skipped. It returns the number of pins
+// restored; with none, the object is dropped and ErrNoPins returned.
+// Other failures: ErrPinsDisabled, ErrRestoreRoot (po.PinRoot is set and
+// is not this server's pin root), ErrRestoreLineage, ErrRestoreKind, the
+// quota errors (ErrQuotaObjects, ErrQuotaMemory) and the map's own
+// (invalid spec, entries of the wrong size). After a successful restore
+// the record is saved again (new inodes, new paths). Call it before
+// serving; it is safe for concurrent use.
 func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	ps := s.pins
 	if ps == nil {
 		return 0, ErrPinsDisabled
+	}
+	if po.PinRoot != "" && filepath.Clean(po.PinRoot) != ps.store.Root() {
+		return 0, fmt.Errorf("%w: %s, not %s", ErrRestoreRoot, po.PinRoot, ps.store.Root())
+	}
+	if err := checkLineage(po); err != nil {
+		return 0, err
 	}
 	var o *Object
 	var err error
@@ -269,32 +360,84 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 		return 0, err
 	}
 	r := s.reg
+
+	// The tree, every node dead until its pin is restored.
+	nodes := map[uint64]*Descriptor{}
+	parents := map[uint64]uint64{}
+	for _, nr := range po.Nodes {
+		kind := nodeDesc
+		if nr.Pin {
+			kind = nodePin
+		}
+		nodes[nr.ID] = &Descriptor{id: nr.ID, kind: kind, obj: o, mode: nr.Mode, uid: nr.UID, dead: true, peer: -1}
+		parents[nr.ID] = nr.Parent
+	}
+	for _, pr := range po.Pins {
+		nodes[pr.Node] = &Descriptor{id: pr.Node, kind: nodePin, obj: o, mode: pr.Mode, uid: pr.UID, dead: true, peer: -1}
+		parents[pr.Node] = pr.Parent
+	}
+	r.mu.Lock()
+	o.lastNode = po.NextNode
+	// Parents first (ids grow down the tree, but do not rely on it).
+	var link func(id uint64) *Descriptor
+	link = func(id uint64) *Descriptor {
+		d := nodes[id]
+		if _, done := o.nodes[id]; done {
+			return d
+		}
+		var parent *Descriptor
+		if pid := parents[id]; pid != 0 {
+			parent = link(pid)
+			d.mode &= parent.mode // never wider than what it came from
+		} else {
+			d.mode &= o.cap | wire.ModeDestroy
+		}
+		r.linkLocked(d, parent)
+		return d
+	}
+	ids := make([]uint64, 0, len(nodes))
+	for id := range nodes {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		link(id)
+	}
+	r.mu.Unlock()
+
 	fail := func(err error) (int, error) {
 		r.mu.Lock()
-		o.refs++
+		o.nodes, o.refs = nil, o.refs+1
 		free := r.unref(o, nil)
 		r.mu.Unlock()
 		closeObjects(free)
 		return 0, err
 	}
-
 	ps.saveMu.Lock()
 	defer ps.saveMu.Unlock()
-	var got []*pins.Pin
+	var got []*Descriptor
 	for _, rec := range po.Pins {
-		p, err := ps.restorePin(o, rec)
+		n := nodes[rec.Node]
+		p, err := ps.restorePin(n, rec)
 		if err != nil {
 			s.log.Warn("cannot restore pin", zap.String("path", rec.Path), zap.Error(err))
 			continue
 		}
-		got = append(got, p)
+		n.pin = p
+		got = append(got, n)
 	}
 	if len(got) == 0 {
 		return fail(ErrNoPins)
 	}
 	ps.mu.Lock()
 	r.mu.Lock()
-	o.refs += len(got)
+	for _, n := range got {
+		n.dead = false
+		o.refs++
+	}
+	for _, id := range ids {
+		r.prune(nodes[id])
+	}
 	r.mu.Unlock()
 	ps.objs[o] = &pinned{key: po.Key, pins: got}
 	ps.mu.Unlock()
@@ -306,6 +449,46 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	s.log.Info("restored pinned object", zap.Uint32("id", o.id), zap.String("kind", kindName(o.kind)),
 		zap.String("name", wire.NameString(o.name)), zap.Int("pins", len(got)))
 	return len(got), nil
+}
+
+// checkLineage validates the tree of a record: node ids unique and not
+// 0, every parent a node of the record, no cycles, pins with valid modes.
+func checkLineage(po *PinnedObject) error {
+	bad := func(why string) error { return fmt.Errorf("%w: %s", ErrRestoreLineage, why) }
+	parents := map[uint64]uint64{}
+	for _, nr := range po.Nodes {
+		if _, dup := parents[nr.ID]; dup || nr.ID == 0 || nr.Mode&^wire.ModeAll != 0 {
+			return bad("bad or repeated node id or mode")
+		}
+		parents[nr.ID] = nr.Parent
+	}
+	for _, pr := range po.Pins {
+		if _, dup := parents[pr.Node]; dup || pr.Node == 0 || !pr.Mode.Valid() {
+			return bad("bad or repeated pin node id or mode")
+		}
+		parents[pr.Node] = pr.Parent
+	}
+	for id := range parents {
+		// Walk up: at most len(parents) steps to a root.
+		cur := id
+		for steps := 0; ; steps++ {
+			p := parents[cur]
+			if p == 0 {
+				break
+			}
+			if _, ok := parents[p]; !ok {
+				return bad(fmt.Sprintf("node %d has an unknown parent %d", cur, p))
+			}
+			if steps > len(parents) {
+				return bad("cycle")
+			}
+			cur = p
+		}
+		if id > po.NextNode {
+			return bad(fmt.Sprintf("node %d beyond the last id given out (%d)", id, po.NextNode))
+		}
+	}
+	return nil
 }
 
 func kindName(k wire.ObjType) string {
@@ -451,10 +634,10 @@ func (ps *pinSet) objectByKey(key string) *Object {
 // errReplaced: the file at a recorded pin path is not the pin file.
 var errReplaced = errors.New("the file at the pin path is not the recorded pin file (other inode or owner); not adopting it")
 
-// restorePin adopts or re-creates one pin of o. saveMu must be held.
-func (ps *pinSet) restorePin(o *Object, rec PinRecord) (*pins.Pin, error) {
-	if !rec.Mode.Valid() {
-		return nil, ErrInvalid
+// restorePin adopts or re-creates the pin of node n. saveMu must be held.
+func (ps *pinSet) restorePin(n *Descriptor, rec PinRecord) (*pins.Pin, error) {
+	if n.mode == 0 {
+		return nil, fmt.Errorf("%w: the pin grants nothing its lineage allows", ErrInvalid)
 	}
 	check := func(st *unix.Stat_t) error {
 		if rec.Ino != 0 && st.Ino != rec.Ino || st.Uid != rec.UID {
@@ -462,34 +645,50 @@ func (ps *pinSet) restorePin(o *Object, rec PinRecord) (*pins.Pin, error) {
 		}
 		return nil
 	}
-	mode := uint32(rec.Mode & o.cap)
-	if mode == 0 {
-		return nil, ErrInvalid
+	o := n.obj
+	p, err := ps.store.AdoptChecked(rec.Path, n, uint32(n.mode), check)
+	if err == nil {
+		if _, a, aerr := ps.store.Attrs(p); aerr == nil {
+			n.attrs = a
+		}
+		return p, nil
 	}
-	p, err := ps.store.AdoptChecked(rec.Path, o, mode, check)
-	if err == nil || !errors.Is(err, unix.ENOENT) {
-		return p, err
+	if !errors.Is(err, unix.ENOENT) {
+		return nil, err
 	}
 	cr := pins.Creds{UID: rec.UID, GID: rec.GID}
-	content := pinContent(o, rec.Mode)
-	p, err = ps.store.Create(rec.Path, rec.Perm.Perm(), cr, o, mode, content)
-	if !errors.Is(err, unix.ENOENT) {
-		return p, err
-	}
-	// A parent directory is missing (the pin root was emptied, e.g. by a
-	// reboot): make the missing ones as the pin's owner.
-	rel, rerr := ps.store.Rel(rec.Path)
-	if rerr != nil {
-		return nil, rerr
-	}
-	var dirs []string
-	for d := filepath.Dir(rel); d != "." && d != "/"; d = filepath.Dir(d) {
-		dirs = append(dirs, d)
-	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := ps.store.Mkdir(dirs[i], 0o755, cr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, err
+	content := pinContent(o, n.mode)
+	p, err = ps.store.Create(rec.Path, rec.Perm.Perm(), cr, n, uint32(n.mode), content)
+	if errors.Is(err, unix.ENOENT) {
+		// A parent directory is missing (the pin root was emptied, e.g. by
+		// a reboot): make the missing ones as the pin's owner.
+		rel, rerr := ps.store.Rel(rec.Path)
+		if rerr != nil {
+			return nil, rerr
 		}
+		var dirs []string
+		for d := filepath.Dir(rel); d != "." && d != "/"; d = filepath.Dir(d) {
+			dirs = append(dirs, d)
+		}
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := ps.store.Mkdir(dirs[i], 0o755, cr); err != nil && !errors.Is(err, unix.EEXIST) {
+				return nil, err
+			}
+		}
+		p, err = ps.store.Create(rec.Path, rec.Perm.Perm(), cr, n, uint32(n.mode), content)
 	}
-	return ps.store.Create(rec.Path, rec.Perm.Perm(), cr, o, mode, content)
+	if err != nil {
+		return nil, err
+	}
+	// Exactly the recorded attributes: the group (creation gives the
+	// directory's or the creator's) and the ACL.
+	want := pins.Attrs{Perm: rec.Perm.Perm(), UID: rec.UID, GID: rec.GID, ACL: rec.ACL}
+	if err := ps.store.SetAttrs(p, want); err != nil && (len(rec.ACL) > 0 || os.Geteuid() == 0) {
+		ps.store.Remove(p)
+		return nil, fmt.Errorf("restoring the attributes of pin %s: %w", rec.Path, err)
+	}
+	if _, a, aerr := ps.store.Attrs(p); aerr == nil {
+		n.attrs = a
+	}
+	return p, nil
 }

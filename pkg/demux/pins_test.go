@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -173,15 +174,22 @@ func TestPinGetModes(t *testing.T) {
 		wantErr  unix.Errno
 		lookupOK bool
 	}{
-		{name: "rdonly", path: "m", flags: unix.O_RDONLY, want: wire.ModeRead, lookupOK: true},
-		{name: "wronly", path: "m", flags: unix.O_WRONLY, want: wire.ModeWrite},
-		{name: "rdwr", path: "m", flags: unix.O_RDWR, want: wire.ModeReadWrite, lookupOK: true},
+		// "m" was pinned through the creating handle: its file's owner
+		// (this test's uid) gets the destroy right too.
+		{name: "rdonly", path: "m", flags: unix.O_RDONLY, want: wire.ModeRead | wire.ModeDestroy, lookupOK: true},
+		{name: "wronly", path: "m", flags: unix.O_WRONLY, want: wire.ModeWrite | wire.ModeDestroy},
+		{name: "rdwr", path: "m", flags: unix.O_RDWR, want: wire.ModeAll, lookupOK: true},
 		{name: "rdwr asks read", path: "m", flags: unix.O_RDWR, ask: wire.ModeRead, want: wire.ModeRead, lookupOK: true},
 		{name: "rdonly asks write", path: "m", flags: unix.O_RDONLY, ask: wire.ModeWrite, wantErr: unix.EACCES},
-		{name: "O_PATH grants nothing", path: "m", flags: unix.O_PATH, wantErr: unix.EACCES},
-		{name: "bad mode", path: "m", flags: unix.O_RDONLY, ask: 4, wantErr: unix.EINVAL},
+		{name: "O_PATH grants the owner only destroy", path: "m", flags: unix.O_PATH, want: wire.ModeDestroy},
+		{name: "O_PATH asks read", path: "m", flags: unix.O_PATH, ask: wire.ModeRead, wantErr: unix.EACCES},
+		{name: "bad mode", path: "m", flags: unix.O_RDONLY, ask: 8, wantErr: unix.EINVAL},
+		// "ro" was pinned through a reopened read-only handle: no
+		// destroy right, whoever owns the file.
 		{name: "ro pin opened rdwr", path: "ro", flags: unix.O_RDWR, want: wire.ModeRead, lookupOK: true},
 		{name: "ro pin opened wronly", path: "ro", flags: unix.O_WRONLY, wantErr: unix.EACCES},
+		{name: "ro pin O_PATH", path: "ro", flags: unix.O_PATH, wantErr: unix.EACCES},
+		{name: "ro pin asks destroy", path: "ro", flags: unix.O_RDONLY, ask: wire.ModeRead | wire.ModeDestroy, wantErr: unix.EACCES},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -405,11 +413,12 @@ func TestUnlinkUnpinsAndFrees(t *testing.T) {
 
 // memPersister records pinned objects in memory.
 type memPersister struct {
-	mu      sync.Mutex
-	objs    map[string]*PinnedObject
-	saves   int
-	removes int
-	fail    error
+	mu       sync.Mutex
+	objs     map[string]*PinnedObject
+	saves    int
+	pinSaves int
+	removes  int
+	fail     error
 }
 
 func (m *memPersister) SavePinned(po *PinnedObject) error {
@@ -423,6 +432,25 @@ func (m *memPersister) SavePinned(po *PinnedObject) error {
 	}
 	m.objs[po.Key] = po
 	m.saves++
+	return nil
+}
+
+// SavePins replaces the pin part of key's record, as a Persister that
+// keeps the two apart would.
+func (m *memPersister) SavePins(po *PinnedObject) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	old := m.objs[po.Key]
+	if old == nil {
+		return fmt.Errorf("SavePins of %s before SavePinned", po.Key)
+	}
+	cp := *old
+	cp.Pins, cp.Nodes, cp.NextNode, cp.PinRoot = po.Pins, po.Nodes, po.NextNode, po.PinRoot
+	m.objs[po.Key] = &cp
+	m.pinSaves++
 	return nil
 }
 
@@ -459,7 +487,7 @@ func TestPinPersistAndRestore(t *testing.T) {
 	}
 	// Saved at pin time, with the contents of the moment.
 	po := per.only(t)
-	if len(po.Pins) != 1 || po.Pins[0].Path != "keep" || po.Pins[0].Perm != 0o640 || po.Pins[0].Mode != wire.ModeReadWrite {
+	if len(po.Pins) != 1 || po.Pins[0].Path != "keep" || po.Pins[0].Perm != 0o640 || po.Pins[0].Mode != wire.ModeAll {
 		t.Fatalf("record at pin time: %+v", po)
 	}
 	if !bytes.Equal(po.Entries, cat(u32(1), u32(10))) {
@@ -531,12 +559,13 @@ func TestPinPersistAndRestore(t *testing.T) {
 	// re-created (with its directory).
 	replaced := *po
 	replaced.Key = "0123456789abcdef0123456789abcdef"
-	replaced.Pins = []PinRecord{{Path: "impostor", Mode: wire.ModeRead, Perm: 0o644, Ino: 1}}
+	replaced.Nodes, replaced.NextNode = nil, 9
+	replaced.Pins = []PinRecord{{Path: "impostor", Mode: wire.ModeRead, Node: 9, Perm: 0o644, Ino: 1}}
 	os.WriteFile(filepath.Join(e2.root, "impostor"), nil, 0o666)
 	if _, err := e2.srv.RestorePinned(&replaced); !errors.Is(err, ErrNoPins) {
 		t.Fatalf("restore over an impostor file: %v", err)
 	}
-	replaced.Pins = []PinRecord{{Path: "sub/dir/again", Mode: wire.ModeRead, Perm: 0o644}}
+	replaced.Pins = []PinRecord{{Path: "sub/dir/again", Mode: wire.ModeRead, Node: 9, Perm: 0o644}}
 	if n, err := e2.srv.RestorePinned(&replaced); err != nil || n != 1 {
 		t.Fatalf("restore with a missing file: %d %v", n, err)
 	}

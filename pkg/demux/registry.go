@@ -43,10 +43,14 @@ type Object struct {
 	// program tail-calling through an array it references. Guarded by
 	// registry.mu.
 	slots map[uint32]*Object
-	// roots are the object's root descriptors (made by create or
-	// OBJ_GET), live or dead but still holding handles or descendants:
-	// DESTROY revokes them all. Guarded by registry.mu.
-	roots map[*Descriptor]struct{}
+	// nodes is the object's authority tree (lineage.go): every linked
+	// node by id — live descriptors and pins, and dead ones that still
+	// have live descendants or handles. Guarded by registry.mu.
+	nodes map[uint64]*Descriptor
+	// lastNode is the last node id given out; ids are never reused
+	// within the object's life, across restarts too. Guarded by
+	// registry.mu.
+	lastNode uint64
 }
 
 // ID returns the object's daemon-wide id.
@@ -87,21 +91,6 @@ func (o *Object) close() {
 	if o.m != nil {
 		o.m.Close()
 	}
-}
-
-// Descriptor is the daemon's record of one descriptor: the client end of a
-// socketpair, known by its cookie, whose peer end the daemon holds. All
-// mutable fields are guarded by registry.mu.
-type Descriptor struct {
-	cookie uint64
-	obj    *Object
-	mode   wire.Mode
-	uid    uint32 // charged for the fd the daemon holds
-	peer   int    // the daemon's end; -1 once closed
-
-	parent   *Descriptor          // reopened from; nil for a creating descriptor
-	children []*Descriptor        // reopened from this one
-	handles  map[*handle]struct{} // handles whose source this is
 }
 
 // handle is one entry of a connection's handle table. obj, mode, src and
@@ -221,48 +210,6 @@ func (r *registry) hangup(c uint64) {
 	closeObjects(free)
 }
 
-// killDesc closes d's peer end, forgets d and drops its reference; objects
-// whose last reference went are appended to free. r.mu must be held.
-func (r *registry) killDesc(d *Descriptor, free []*Object) []*Object {
-	if d.peer < 0 {
-		r.prune(d)
-		return free
-	}
-	unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, d.peer, nil)
-	unix.Close(d.peer)
-	d.peer = -1
-	delete(r.descs, d.cookie)
-	r.usage(d.uid).descs--
-	free = r.unref(d.obj, free)
-	r.prune(d)
-	return free
-}
-
-// prune unlinks dead descriptors that nothing depends on any more (no
-// children, no handles) from their parents, up the lineage. A dead
-// descriptor with live handles or descendants stays linked, so revoking an
-// ancestor still reaches them. r.mu must be held.
-func (r *registry) prune(d *Descriptor) {
-	for d != nil && d.peer < 0 && len(d.children) == 0 && len(d.handles) == 0 {
-		p := d.parent
-		if p == nil {
-			delete(d.obj.roots, d)
-			return
-		}
-		for i, ch := range p.children {
-			if ch == d {
-				last := len(p.children) - 1
-				p.children[i] = p.children[last]
-				p.children[last] = nil
-				p.children = p.children[:last]
-				break
-			}
-		}
-		d.parent = nil
-		d = p
-	}
-}
-
 // unref drops one reference on o. r.mu must be held. When o dies, the
 // references it held (a program's maps, a program array's programs) are
 // dropped too.
@@ -341,8 +288,10 @@ func (r *registry) descCheck(uid uint32) error {
 	return nil
 }
 
-// newDescLocked makes a descriptor for (o, mode) charged to uid, reopened
-// from parent (nil for a creating descriptor), and takes a reference on o.
+// newDescLocked makes a descriptor for (o, mode) charged to uid as a child
+// of parent in o's lineage (a descriptor it was reopened from, or a pin it
+// was opened from; nil only for the creating descriptor), and takes a
+// reference on o.
 // It returns the client end, which the caller owns (sends, then closes).
 // r.mu must be held.
 func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *Descriptor) (*Descriptor, int, error) {
@@ -380,16 +329,9 @@ func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *
 	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, peer, &ev); err != nil {
 		return fail(os.NewSyscallError("epoll_ctl", err))
 	}
-	d := &Descriptor{cookie: cookie, obj: o, mode: mode, uid: uid, peer: peer, parent: parent,
+	d := &Descriptor{kind: nodeDesc, cookie: cookie, obj: o, mode: mode, uid: uid, peer: peer,
 		handles: map[*handle]struct{}{}}
-	if parent != nil {
-		parent.children = append(parent.children, d)
-	} else {
-		if o.roots == nil {
-			o.roots = map[*Descriptor]struct{}{}
-		}
-		o.roots[d] = struct{}{}
-	}
+	r.linkLocked(d, parent)
 	r.descs[cookie] = d
 	r.usage(uid).descs++
 	o.refs++
@@ -435,27 +377,10 @@ func (r *registry) lookupDescLocked(fd int) (*Descriptor, error) {
 		return nil, ErrBadDescriptor
 	}
 	d := r.descs[c]
-	if d == nil || d.peer < 0 {
+	if d == nil || d.dead {
 		return nil, ErrBadDescriptor
 	}
 	return d, nil
-}
-
-// revokeLocked kills d, its descendants and every handle made from them.
-// r.mu must be held.
-func (r *registry) revokeLocked(d *Descriptor, free []*Object) []*Object {
-	for len(d.children) > 0 {
-		n := len(d.children)
-		free = r.revokeLocked(d.children[n-1], free)
-		if len(d.children) == n { // prune unlinks it; never loop forever
-			d.children[n-1].parent = nil
-			d.children = d.children[:n-1]
-		}
-	}
-	for h := range d.handles {
-		free = r.releaseHandleLocked(h, free)
-	}
-	return r.killDesc(d, free)
 }
 
 // close stops the watcher, closes every descriptor peer end and every

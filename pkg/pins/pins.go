@@ -1,4 +1,4 @@
-// Package pins implements bpfd's filesystem pins (DESIGN.md, "Pins"): a pin
+// Package pins implements bpfd's filesystem pins (docs/design.md, "Pins"): a pin
 // is a regular file under the pin root; whoever can open the file can get
 // the object back with the access the open granted. The kernel, not bpfd,
 // checks permissions (modes, ACLs, LSMs, mount namespaces).
@@ -8,6 +8,16 @@
 // RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS), creating files with the caller's
 // credentials, identifying presented fds by inode, and noticing unlinks
 // (inotify) so that an unlinked pin stops holding its object.
+//
+// A pin is a name, not an inode: the daemon holds the dentry the pin was
+// created under (an O_PATH fd, which follows renames), and the pin lives
+// exactly as long as that name exists beneath the root. Unlinking the name
+// unpins even if other hard links to the file exist; moving it out of the
+// root unpins; a presented fd opens the pin only if it was opened through
+// the pin's name (its path, as the daemon's mount namespace sees it, is the
+// pin's): a hard link elsewhere, or the file bind-mounted at another path,
+// reaches the inode but not the pin. Names ending in " (deleted)" (the
+// kernel's mark of an unlinked dentry in /proc/self/fd) are refused.
 //
 // Files are created and directories made on a dedicated OS thread whose
 // filesystem uid and gid (setfsuid/setfsgid, and no supplementary groups)
@@ -45,7 +55,18 @@ var (
 	ErrOutside = errno.New(unix.EINVAL, "path is not beneath the pin root or crosses a symlink")
 	// ErrClosed: the store is closed.
 	ErrClosed = errno.New(unix.EBADF, "pin store closed")
+	// ErrNotPinName: a presented fd is the pin's file but was opened
+	// through another name (a hard link, or a bind mount at another
+	// path): only the pin's own path under the pin root opens it (EBADF).
+	ErrNotPinName = errno.New(unix.EBADF, "file opened through a name that is not the pin's (a hard link or a bind mount outside the pin root); open the pin by its path under the pin root")
+	// ErrDeletedName: a pin path whose last element ends in " (deleted)",
+	// which the daemon could not tell from an unlinked name (EINVAL).
+	ErrDeletedName = errno.New(unix.EINVAL, `pin names may not end in " (deleted)"`)
 )
+
+// deletedSuffix is what the kernel appends to the path of an unlinked
+// dentry in /proc/self/fd.
+const deletedSuffix = " (deleted)"
 
 type fileKey struct {
 	dev, ino uint64
@@ -66,17 +87,50 @@ type Pin struct {
 	wd  int32
 }
 
+// Ino returns the inode number of p's file.
+func (p *Pin) Ino() uint64 { return p.key.ino }
+
 // Creds are the credentials a pin operation is performed with.
 type Creds struct {
 	UID, GID uint32
 }
 
+// Attrs are the attributes of a pin file that decide who may open it: its
+// permission bits, owner, group and POSIX access ACL. The daemon records
+// them whenever they change so that a pin re-created at restore gets
+// exactly the last ones (never wider ones).
+type Attrs struct {
+	Perm     os.FileMode // permission bits (0777)
+	UID, GID uint32
+	// ACL is the raw system.posix_acl_access extended attribute; nil
+	// when the file has none.
+	ACL []byte
+}
+
+// Equal reports whether a and b are the same attributes.
+func (a Attrs) Equal(b Attrs) bool {
+	return a.Perm == b.Perm && a.UID == b.UID && a.GID == b.GID && string(a.ACL) == string(b.ACL)
+}
+
+// aclXattr is the extended attribute holding a file's access ACL.
+const aclXattr = "system.posix_acl_access"
+
+// Opened describes a presented open pin file (see Resolve).
+type Opened struct {
+	// Access is what the open granted: 1 read (O_RDONLY), 2 write
+	// (O_WRONLY), 3 both (O_RDWR), 0 for an O_PATH fd.
+	Access uint32
+	// Owner is the file's owner now.
+	Owner uint32
+}
+
 // Store is the set of pins under one root. It is safe for concurrent use.
 type Store struct {
-	root    string
-	rootFD  int // O_PATH|O_DIRECTORY
-	ino     *os.File
-	onUnpin func(*Pin)
+	root     string
+	rootFD   int // O_PATH|O_DIRECTORY
+	ino      *os.File
+	onUnpin  func(*Pin)
+	onChange func(*Pin)
 
 	mu     sync.Mutex
 	closed bool             // guarded by mu
@@ -87,11 +141,14 @@ type Store struct {
 
 // Open opens the pin root dir, creating it if missing with mode 01777 (like
 // /tmp: every user may pin, nobody may unlink another's pin), and
-// starts watching for unlinks. onUnpin, if not nil, is called from the
-// store's goroutine, without locks held, for each pin whose last link is
-// removed; the pin is already forgotten by then. The caller must Close the
-// store.
-func Open(root string, onUnpin func(*Pin)) (*Store, error) {
+// starts watching its pins. onUnpin, if not nil, is called from the
+// store's goroutine, without locks held, for each pin whose name is gone
+// (unlinked, replaced, or moved out of the root); the pin is already
+// forgotten by then. onChange, if not nil, is called likewise when a
+// live pin file's inode changed attributes (mode, owner, ACL, links,
+// times): the caller compares Attrs with what it recorded. The caller must
+// Close the store.
+func Open(root string, onUnpin, onChange func(*Pin)) (*Store, error) {
 	root, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
@@ -114,13 +171,14 @@ func Open(root string, onUnpin func(*Pin)) (*Store, error) {
 		return nil, os.NewSyscallError("inotify_init1", err)
 	}
 	s := &Store{
-		root:    root,
-		rootFD:  rootFD,
-		ino:     os.NewFile(uintptr(inoFD), "inotify"),
-		onUnpin: onUnpin,
-		byKey:   make(map[fileKey]*Pin),
-		byWD:    make(map[int32]*Pin),
-		done:    make(chan struct{}),
+		root:     root,
+		rootFD:   rootFD,
+		ino:      os.NewFile(uintptr(inoFD), "inotify"),
+		onUnpin:  onUnpin,
+		onChange: onChange,
+		byKey:    make(map[fileKey]*Pin),
+		byWD:     make(map[int32]*Pin),
+		done:     make(chan struct{}),
 	}
 	go s.watch()
 	return s, nil
@@ -162,6 +220,9 @@ func (s *Store) Create(path string, perm os.FileMode, creds Creds, obj any, mode
 	rel, err := s.Rel(path)
 	if err != nil {
 		return nil, err
+	}
+	if strings.HasSuffix(rel, deletedSuffix) {
+		return nil, ErrDeletedName
 	}
 	var fd int
 	err = s.asUser(creds, func() error {
@@ -215,6 +276,9 @@ func (s *Store) AdoptChecked(path string, obj any, mode uint32, check func(*unix
 	if err != nil {
 		return nil, err
 	}
+	if strings.HasSuffix(rel, deletedSuffix) {
+		return nil, ErrDeletedName
+	}
 	fd, err := unix.Openat2(s.rootFD, rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: resolveFlags,
@@ -235,11 +299,10 @@ func (s *Store) AdoptChecked(path string, obj any, mode uint32, check func(*unix
 	return s.hold(fd, rel, obj, mode)
 }
 
-// Stat returns the pin file's current path relative to the root and its
-// stat. The path follows renames within the root (it is the kernel's name
-// for the held inode); if the file was moved out of the root or cannot be
-// named, it is p.Path. It fails with ErrUnpinned if the file has no links
-// left, and ErrClosed if p is no longer held.
+// Stat returns the pin's current name relative to the root (it follows
+// renames within the root) and its file's stat. It fails with ErrUnpinned
+// if the name is gone (unlinked, replaced, moved out of the root), and
+// ErrClosed if p is no longer held.
 func (s *Store) Stat(p *Pin) (string, unix.Stat_t, error) {
 	var st unix.Stat_t
 	s.mu.Lock()
@@ -253,13 +316,125 @@ func (s *Store) Stat(p *Pin) (string, unix.Stat_t, error) {
 	if st.Nlink == 0 {
 		return p.Path, st, ErrUnpinned
 	}
-	rel := p.Path
-	if target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", p.fd)); err == nil && filepath.IsAbs(target) {
-		if r, err := s.Rel(target); err == nil {
-			rel = r
-		}
+	rel, _, err := s.nameOf(p)
+	if err != nil {
+		return p.Path, st, err
 	}
 	return rel, st, nil
+}
+
+// Attrs returns p's file's current attributes (see Attrs) and its path
+// relative to the root. Errors as Stat.
+func (s *Store) Attrs(p *Pin) (string, Attrs, error) {
+	rel, st, err := s.Stat(p)
+	if err != nil {
+		return rel, Attrs{}, err
+	}
+	a := Attrs{Perm: os.FileMode(st.Mode & 0o777), UID: st.Uid, GID: st.Gid}
+	a.ACL, err = getACL(fmt.Sprintf("/proc/self/fd/%d", p.fd))
+	return rel, a, err
+}
+
+// getACL reads path's access ACL; nil if it has none (or the filesystem
+// has no ACLs).
+func getACL(path string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Getxattr(path, aclXattr, buf)
+		switch {
+		case err == nil:
+			return buf[:n:n], nil
+		case err == unix.ERANGE && len(buf) < 1<<16:
+			buf = make([]byte, 4*len(buf))
+		case err == unix.ENODATA || err == unix.EOPNOTSUPP:
+			return nil, nil
+		default:
+			return nil, os.NewSyscallError("getxattr", err)
+		}
+	}
+}
+
+// SetAttrs gives p's file the attributes a: ACL, then owner and group,
+// then permission bits (so the ACL's mask ends as the bits say). It is
+// for re-creating a pin with its recorded attributes; the daemon needs the
+// privilege to chown.
+func (s *Store) SetAttrs(p *Pin, a Attrs) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.byKey[p.key] != p {
+		return ErrClosed
+	}
+	path := fmt.Sprintf("/proc/self/fd/%d", p.fd)
+	if len(a.ACL) > 0 {
+		if err := unix.Setxattr(path, aclXattr, a.ACL, 0); err != nil {
+			return os.NewSyscallError("setxattr", err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(p.fd, &st); err != nil {
+		return os.NewSyscallError("fstat", err)
+	}
+	if st.Uid != a.UID || st.Gid != a.GID {
+		if err := unix.Chown(path, int(a.UID), int(a.GID)); err != nil {
+			return os.NewSyscallError("chown", err)
+		}
+	}
+	if err := unix.Chmod(path, uint32(a.Perm.Perm())); err != nil {
+		return os.NewSyscallError("chmod", err)
+	}
+	return nil
+}
+
+// nameOf returns the pin's name (its path relative to the root, following
+// renames inside it) and the root's absolute path, or ErrUnpinned if the
+// name is gone: unlinked (even if other links to the inode exist), moved
+// out of the root, or no longer naming the pin's inode.
+func (s *Store) nameOf(p *Pin) (string, string, error) {
+	// A rename inside the root between reading the name and looking it
+	// up makes the lookup fail: only a name that stays the same while
+	// it fails is gone.
+	link := fmt.Sprintf("/proc/self/fd/%d", p.fd)
+	for {
+		target, err := os.Readlink(link)
+		if err != nil {
+			return "", "", ErrUnpinned
+		}
+		rel, root, err := s.checkName(p, target)
+		if err == nil {
+			return rel, root, nil
+		}
+		if again, rerr := os.Readlink(link); rerr != nil || again == target {
+			return "", "", err
+		}
+	}
+}
+
+// checkName checks that target, the path of p's dentry, is a live name
+// beneath the root that names p's inode.
+func (s *Store) checkName(p *Pin, target string) (string, string, error) {
+	if strings.HasSuffix(target, deletedSuffix) {
+		return "", "", ErrUnpinned
+	}
+	root, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", s.rootFD))
+	if err != nil {
+		return "", "", ErrUnpinned
+	}
+	rel, err := filepath.Rel(root, target)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", "", ErrUnpinned
+	}
+	fd, err := unix.Openat2(s.rootFD, rel, &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: resolveFlags})
+	if err != nil {
+		return "", "", ErrUnpinned
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	unix.Close(fd)
+	if err != nil || (fileKey{st.Dev, st.Ino}) != p.key {
+		return "", "", ErrUnpinned
+	}
+	return rel, root, nil
 }
 
 func (s *Store) unlinkQuiet(rel string) {
@@ -294,7 +469,7 @@ func (s *Store) hold(fd int, rel string, obj any, mode uint32) (*Pin, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("reopen pin", err)
 	}
-	wd, err := unix.InotifyAddWatch(int(s.ino.Fd()), fmt.Sprintf("/proc/self/fd/%d", pfd), unix.IN_ATTRIB)
+	wd, err := unix.InotifyAddWatch(int(s.ino.Fd()), fmt.Sprintf("/proc/self/fd/%d", pfd), unix.IN_ATTRIB|unix.IN_MOVE_SELF)
 	if err != nil {
 		unix.Close(pfd)
 		return nil, os.NewSyscallError("inotify_add_watch", err)
@@ -316,46 +491,75 @@ func (s *Store) hold(fd int, rel string, obj any, mode uint32) (*Pin, error) {
 	return p, nil
 }
 
-// Resolve identifies a pin from an fd a client opened on a pin file, and
-// returns the pin and the access granted: the fd's open mode (O_RDONLY →
-// read, O_WRONLY → write, O_RDWR → both) intersected with the pin's Mode.
-// It returns ErrNotPin for any other fd and ErrUnpinned for an unlinked
-// pin. The caller keeps ownership of fd.
-func (s *Store) Resolve(fd int) (*Pin, uint32, error) {
+// Resolve identifies a pin from an fd a client opened on a pin file and
+// says what the open granted (see Opened). The fd must have been opened
+// through the pin's name: ErrNotPinName for the pin's file reached through
+// another name (a hard link, a bind mount at another path). It returns
+// ErrUnpinned for a pin whose name is gone and ErrNotPin for any other
+// fd. The caller keeps ownership of fd.
+func (s *Store) Resolve(fd int) (*Pin, Opened, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, 0, ErrNotPin
+		return nil, Opened{}, ErrNotPin
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, 0, ErrNotPin
+		return nil, Opened{}, ErrNotPin
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
-		return nil, 0, ErrNotPin
+		return nil, Opened{}, ErrNotPin
 	}
-	var granted uint32
+	var o Opened
 	switch fl & unix.O_ACCMODE {
 	case unix.O_RDONLY:
-		granted = 1
+		o.Access = 1
 	case unix.O_WRONLY:
-		granted = 2
+		o.Access = 2
 	case unix.O_RDWR:
-		granted = 3
+		o.Access = 3
 	}
 	if fl&unix.O_PATH != 0 {
-		granted = 0 // an O_PATH fd was never checked for access
+		o.Access = 0 // an O_PATH fd was never checked for access
 	}
+	o.Owner = st.Uid
 	if st.Nlink == 0 {
 		// Unlinked: unpinned, whether or not the watcher has noticed yet.
-		return nil, 0, ErrUnpinned
+		return nil, Opened{}, ErrUnpinned
 	}
 	s.mu.Lock()
 	p, ok := s.byKey[fileKey{st.Dev, st.Ino}]
 	s.mu.Unlock()
 	if !ok {
-		return nil, 0, ErrNotPin
+		return nil, Opened{}, ErrNotPin
 	}
-	return p, granted & p.Mode, nil
+	rel, root, err := s.nameOf(p)
+	if err != nil {
+		// The name is gone but the watcher has not seen it yet (a
+		// directory above it moved out of the root sends no event):
+		// unpin now.
+		s.unpinNow(p)
+		return nil, Opened{}, ErrUnpinned
+	}
+	// The path of the presented open file (its own dentry, so a hard
+	// link has its own) must be the pin's. Equal strings are the same
+	// dentry: two live names cannot share a path, and an unlinked one
+	// ends in " (deleted)", which pin names never do.
+	got, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil || got != filepath.Join(root, rel) {
+		return nil, Opened{}, ErrNotPinName
+	}
+	return p, o, nil
+}
+
+// unpinNow forgets p and calls onUnpin (on a new goroutine: the caller may
+// hold locks onUnpin takes).
+func (s *Store) unpinNow(p *Pin) {
+	s.mu.Lock()
+	gone := !s.closed && s.forgetLocked(p)
+	s.mu.Unlock()
+	if gone && s.onUnpin != nil {
+		go s.onUnpin(p)
+	}
 }
 
 // Mkdir makes a directory at path (see Rel) with permission bits perm as
@@ -389,13 +593,22 @@ func (s *Store) Mkdir(path string, perm os.FileMode, creds Creds) error {
 	return pathErr("mkdir", path, err)
 }
 
-// Remove unlinks p's file, if the name p was created under still refers
-// to p's inode, and forgets p without calling onUnpin. It is for undoing a
-// pin whose creation failed later on. Errors are ignored: the pin is
-// forgotten in any case.
+// Remove unlinks p's file under its current name (following renames
+// inside the root), if that name still refers to p's inode, and forgets p
+// without calling onUnpin. It is for undoing a pin whose creation failed
+// later on, and for revoked pins. Errors are ignored: the pin is forgotten
+// in any case.
 func (s *Store) Remove(p *Pin) {
+	name := p.Path
+	s.mu.Lock()
+	if !s.closed && s.byKey[p.key] == p {
+		if rel, _, err := s.nameOf(p); err == nil {
+			name = rel
+		}
+	}
+	s.mu.Unlock()
 	s.Forget(p) // first, so that the unlink does not reach onUnpin
-	dir, base := filepath.Split(p.Path)
+	dir, base := filepath.Split(name)
 	dfd, err := unix.Openat2(s.rootFD, dirOrDot(dir), &unix.OpenHow{
 		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
 	if err == nil {
@@ -471,7 +684,7 @@ func (s *Store) watch() {
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			off += unix.SizeofInotifyEvent + int(ev.Len)
-			if ev.Mask&(unix.IN_ATTRIB|unix.IN_IGNORED) == 0 {
+			if ev.Mask&(unix.IN_ATTRIB|unix.IN_MOVE_SELF|unix.IN_IGNORED) == 0 {
 				continue
 			}
 			s.check(ev.Wd)
@@ -487,9 +700,18 @@ func (s *Store) check(wd int32) {
 		return
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(p.fd, &st); err != nil || st.Nlink > 0 {
+	if err := unix.Fstat(p.fd, &st); err != nil {
 		s.mu.Unlock()
 		return
+	}
+	if st.Nlink > 0 {
+		if _, _, err := s.nameOf(p); err == nil {
+			s.mu.Unlock()
+			if s.onChange != nil {
+				s.onChange(p)
+			}
+			return
+		}
 	}
 	gone := s.forgetLocked(p)
 	s.mu.Unlock()

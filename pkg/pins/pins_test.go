@@ -44,7 +44,7 @@ func newStore(t *testing.T, onUnpin func(*Pin)) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
-	s, err := Open(filepath.Join(base, "pins"), onUnpin)
+	s, err := Open(filepath.Join(base, "pins"), onUnpin, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,25 +112,21 @@ func TestCreateResolve(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			got, mode, err := s.Resolve(int(f.Fd()))
-			if err != nil || got != p || mode != tt.want {
-				t.Fatalf("Resolve = %v, %d, %v; want pin, %d", got, mode, err, tt.want)
+			got, op, err := s.Resolve(int(f.Fd()))
+			if err != nil || got != p || op.Access != tt.want || op.Owner != uint32(os.Geteuid()) {
+				t.Fatalf("Resolve = %v, %+v, %v; want pin, access %d, owner %d", got, op, err, tt.want, os.Geteuid())
 			}
 		})
 	}
 
-	// A read-only pinned handle caps the mode whatever the open allowed.
-	ro, err := s.Create("ro", 0o666, Creds{}, obj, 1, nil)
+	// An O_PATH fd was never checked for access: it grants nothing.
+	pfd, err := unix.Open(filepath.Join(s.Root(), "m"), unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(filepath.Join(s.Root(), "ro"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if got, mode, err := s.Resolve(int(f.Fd())); err != nil || got != ro || mode != 1 {
-		t.Fatalf("Resolve(ro) = %v, %d, %v; want mode 1", got, mode, err)
+	defer unix.Close(pfd)
+	if got, op, err := s.Resolve(pfd); err != nil || got != p || op.Access != 0 {
+		t.Fatalf("Resolve(O_PATH) = %v, %+v, %v; want access 0", got, op, err)
 	}
 
 	// Files that are not pins.
@@ -274,8 +270,8 @@ func TestAdopt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if got, mode, err := s.Resolve(int(f.Fd())); got != p || mode != 1 || err != nil {
-		t.Fatalf("Resolve(adopted) = %v, %d, %v", got, mode, err)
+	if got, op, err := s.Resolve(int(f.Fd())); got != p || op.Access != 1 || err != nil {
+		t.Fatalf("Resolve(adopted) = %v, %+v, %v", got, op, err)
 	}
 	if _, err := s.Adopt("missing", "x", 3); !errors.Is(err, unix.ENOENT) {
 		t.Fatalf("Adopt(missing) = %v, want ENOENT", err)

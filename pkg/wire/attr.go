@@ -2,30 +2,80 @@ package wire
 
 import "encoding/binary"
 
-// Mode is an access mode: a set of ModeRead and ModeWrite.
+// Mode is an access mode: a set of ModeRead, ModeWrite and ModeDestroy.
+//
+// Read and write are the data rights (see docs/protocol.md for what each
+// command needs). ModeDestroy is the right to end the object for everyone
+// (CmdDestroy) and to revoke any part of its lineage (CmdRevokeNode,
+// CmdLineage). Only the object's creating descriptor starts with it; REOPEN
+// never passes it on; a pin made through a handle holding it passes it
+// only to the pin file's owner (docs/security.md, "The destroy right").
 type Mode uint32
 
 // Access modes.
 const (
 	ModeRead      Mode = 1
 	ModeWrite     Mode = 2
+	ModeDestroy   Mode = 4
 	ModeReadWrite Mode = ModeRead | ModeWrite
+	// ModeAll is every right a mode may hold.
+	ModeAll Mode = ModeReadWrite | ModeDestroy
 )
 
-// Valid reports whether m is a non-empty subset of ModeReadWrite.
-func (m Mode) Valid() bool { return m != 0 && m&^ModeReadWrite == 0 }
+// Valid reports whether m is a non-empty subset of ModeAll.
+func (m Mode) Valid() bool { return m != 0 && m&^ModeAll == 0 }
 
-// String returns "r", "w", "rw" or "-".
+// Data returns m's data rights (read and write), without ModeDestroy.
+func (m Mode) Data() Mode { return m & ModeReadWrite }
+
+// String returns the rights of m as letters in the order r, w, d ("r",
+// "rw", "rwd", "d", ...), or "-" for none.
 func (m Mode) String() string {
-	switch m & ModeReadWrite {
-	case ModeRead:
-		return "r"
-	case ModeWrite:
-		return "w"
-	case ModeReadWrite:
-		return "rw"
+	var b [3]byte
+	n := 0
+	for _, r := range [...]struct {
+		bit Mode
+		c   byte
+	}{{ModeRead, 'r'}, {ModeWrite, 'w'}, {ModeDestroy, 'd'}} {
+		if m&r.bit != 0 {
+			b[n] = r.c
+			n++
+		}
 	}
-	return "-"
+	if n == 0 {
+		return "-"
+	}
+	return string(b[:n])
+}
+
+// ParseMode is the inverse of Mode.String: it accepts the letters r, w and
+// d in that order, each at most once, and "-" for the empty mode.
+func ParseMode(s string) (Mode, bool) {
+	if s == "-" {
+		return 0, true
+	}
+	var m Mode
+	next := 0
+	for i := 0; i < len(s); i++ {
+		var bit Mode
+		var pos int
+		switch s[i] {
+		case 'r':
+			bit, pos = ModeRead, 0
+		case 'w':
+			bit, pos = ModeWrite, 1
+		case 'd':
+			bit, pos = ModeDestroy, 2
+		default:
+			return 0, false
+		}
+		if pos < next {
+			return 0, false
+		}
+		next = pos + 1
+		m |= bit
+	}
+	return m, s != ""
 }
 
 // ObjType says what kind of object a handle or descriptor names.
@@ -243,10 +293,15 @@ type ObjInfo struct {
 	MemoryUsage uint64 // bytes charged to the owner's quota
 	Tag         [8]byte
 	OwnerUID    uint32
+	// Node is the lineage node (docs/design.md, "The authority tree") of
+	// the handle's descriptor: an id unique within the object, never
+	// reused, stable across daemon restarts. CmdLineage lists the nodes,
+	// CmdRevokeNode revokes one.
+	Node uint64
 }
 
 // ObjInfoSize is the encoded size of ObjInfo.
-const ObjInfoSize = 80
+const ObjInfoSize = 88
 
 // Append appends o's encoding to b.
 func (o *ObjInfo) Append(b []byte) []byte {
@@ -258,7 +313,8 @@ func (o *ObjInfo) Append(b []byte) []byte {
 	b = le.AppendUint64(b, o.MemoryUsage)
 	b = append(b, o.Tag[:]...)
 	b = le.AppendUint32(b, o.OwnerUID)
-	return le.AppendUint32(b, 0)
+	b = le.AppendUint32(b, 0)
+	return le.AppendUint64(b, o.Node)
 }
 
 // Parse decodes o; false if b is shorter than ObjInfoSize. Longer input
@@ -276,6 +332,7 @@ func (o *ObjInfo) Parse(b []byte) bool {
 	o.MemoryUsage = le.Uint64(b[56:])
 	copy(o.Tag[:], b[64:72])
 	o.OwnerUID = le.Uint32(b[72:])
+	o.Node = le.Uint64(b[80:])
 	return true
 }
 
@@ -300,8 +357,10 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ElemAttrSize, true
 	case CmdMapLookupBatch, CmdMapLookupAndDeleteBatch, CmdMapUpdateBatch, CmdMapDeleteBatch:
 		return BatchAttrSize, true
-	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke, CmdProgDump, CmdDestroy:
+	case CmdObjGetInfo, CmdRelease, CmdReopen, CmdRevoke, CmdProgDump, CmdDestroy, CmdLineage:
 		return HandleAttrSize, true
+	case CmdRevokeNode:
+		return RevokeNodeAttrSize, true
 	case CmdImport:
 		return ImportAttrSize, true
 	case CmdHello:

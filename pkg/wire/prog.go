@@ -161,8 +161,6 @@ func (r *TestRunResult) Parse(b []byte) bool {
 
 // CmdDestroy destroys an object (attr: HandleAttr with Mode 0): every
 // descriptor and handle of it, in every process, is revoked and every pin
-// file of it removed, at once. The handle must come from a root descriptor
-// (made by creating the object, or by OBJ_GET from a pin) with the
-// object's full mode: EPERM otherwise. Programs and attachments that use
-// the object keep it until they go. Reply: Ret 0.
+// file of it removed, at once. The handle must hold ModeDestroy: EPERM
+// otherwise. Reply: Ret 0.
 const CmdDestroy Cmd = 0x111

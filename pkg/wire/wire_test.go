@@ -185,3 +185,41 @@ func TestLineInfo(t *testing.T) {
 		}
 	}
 }
+
+func TestModeStringParse(t *testing.T) {
+	tests := []struct {
+		name string
+		m    Mode
+		s    string
+	}{
+		{"none", 0, "-"},
+		{"read", ModeRead, "r"},
+		{"write", ModeWrite, "w"},
+		{"read-write", ModeReadWrite, "rw"},
+		{"destroy", ModeDestroy, "d"},
+		{"read-destroy", ModeRead | ModeDestroy, "rd"},
+		{"write-destroy", ModeWrite | ModeDestroy, "wd"},
+		{"all", ModeAll, "rwd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.m.String(); got != tt.s {
+				t.Fatalf("String = %q, want %q", got, tt.s)
+			}
+			if got, ok := ParseMode(tt.s); !ok || got != tt.m {
+				t.Fatalf("ParseMode(%q) = %v, %v", tt.s, got, ok)
+			}
+			if tt.m.Valid() != (tt.m != 0) {
+				t.Fatalf("Valid(%v) = %v", tt.m, tt.m.Valid())
+			}
+		})
+	}
+	for _, bad := range []string{"", "wr", "rr", "dr", "x", "r-", "rwdx"} {
+		if m, ok := ParseMode(bad); ok {
+			t.Errorf("ParseMode(%q) accepted: %v", bad, m)
+		}
+	}
+	if Mode(8).Valid() || (ModeAll | 8).Valid() {
+		t.Error("unknown mode bits are valid")
+	}
+}

@@ -132,7 +132,8 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 				return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 			}
 		}
-		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name)})
+		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name),
+			AttachType: uint32(ps.AttachType)})
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 		}

@@ -106,7 +106,7 @@ func compareRun(t *testing.T, name string, p *prog.Program, kp *ebpf.Program, pk
 		t.Errorf("%s: bpfd returned %#x, kernel %#x", name, uint32(res.Ret), kret)
 	}
 	if !bytes.Equal(res.DataOut, kopts.DataOut) {
-		t.Errorf("%s: data out differs:\nbpfd   %x\nkernel %x", name, res.DataOut, kopts.DataOut)
+		t.Errorf("%s: data out differs: %s", name, bytesDiff(res.DataOut, kopts.DataOut))
 	}
 }
 

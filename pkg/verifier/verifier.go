@@ -168,6 +168,15 @@ func (v *verifier) run() (*Result, error) {
 		res.Helpers = append(res.Helpers, h)
 	}
 	slices.Sort(res.Helpers)
+	for pc, r := range v.reached {
+		// The second half of LD_IMM64 goes with its first.
+		if v.ldimmHi[pc] {
+			r = v.reached[pc-1]
+		}
+		if !r {
+			res.Dead = append(res.Dead, pc)
+		}
+	}
 	for pc, cb := range v.isCallback {
 		if cb {
 			res.Callbacks = append(res.Callbacks, pc)

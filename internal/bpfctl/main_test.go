@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bpfd-project/bpfd/pkg/demux"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 )
 
 func TestMain(m *testing.M) {
@@ -97,7 +98,8 @@ func startDaemon(t *testing.T) *daemon {
 	dir := t.TempDir()
 	d := &daemon{dir: dir, socket: filepath.Join(dir, "bpfd.sock"), pinRoot: filepath.Join(dir, "pins")}
 	srv, err := demux.NewServer(&demux.Config{Logger: zap.NewNop(), PinRoot: d.pinRoot, Version: "test",
-		DefaultQuota: testQuota, RootQuota: testQuota})
+		DefaultQuota: testQuota, RootQuota: testQuota,
+		Sched: sched.Config{Slots: 1}}) // the machine's CPU count would show in status
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ type MapBatchCursor struct {
 }
 
 func (m *Map) batchSizes(keys, values []byte) (int, error) {
-	ks, vs := int(m.info.KeySize), int(m.info.ValueSize)
+	ks, vs := int(m.info.KeySize), m.ValueBufferSize()
 	if ks == 0 || len(keys)%ks != 0 || values != nil && len(values) != len(keys)/ks*vs {
 		return 0, errBatchSize
 	}
@@ -91,7 +91,7 @@ func (m *Map) batchLookup(cmd wire.Cmd, cursor *MapBatchCursor, keysOut, valuesO
 		}
 		return 0, opErr
 	}
-	ks, vs := int(m.info.KeySize), int(m.info.ValueSize)
+	ks, vs := int(m.info.KeySize), m.ValueBufferSize()
 	if n < 0 || n > count || int(w.hdr.DataLen) != wire.BatchCursorSize+n*(ks+vs) {
 		return 0, errProtocol
 	}
@@ -188,7 +188,7 @@ type MapIterator struct {
 
 // Iterate returns an iterator over m's elements. It needs read access.
 func (m *Map) Iterate() *MapIterator {
-	ks, vs := int(m.info.KeySize), int(m.info.ValueSize)
+	ks, vs := int(m.info.KeySize), m.ValueBufferSize()
 	chunk := (wire.MaxMessage - wire.ReplyHeaderSize - wire.BatchCursorSize) / max(ks+vs, 1)
 	chunk = max(1, min(chunk, int(m.info.MaxEntries)))
 	return &MapIterator{m: m, chunk: chunk}
@@ -201,7 +201,7 @@ func (it *MapIterator) Next(key, value []byte) bool {
 	if it.err != nil {
 		return false
 	}
-	ks, vs := int(it.m.info.KeySize), int(it.m.info.ValueSize)
+	ks, vs := int(it.m.info.KeySize), it.m.ValueBufferSize()
 	if len(key) != ks {
 		it.err = errKeySize
 		return false

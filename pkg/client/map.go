@@ -24,6 +24,12 @@ const (
 	// lookup returns the program's id). Updating needs write mode on the
 	// map and read mode on the program.
 	ProgArray MapType = 3 // BPF_MAP_TYPE_PROG_ARRAY
+	// PercpuHash and PercpuArray keep one value per possible CPU; see
+	// Map.ValueBufferSize for the value layout.
+	PercpuHash    MapType = 5  // BPF_MAP_TYPE_PERCPU_HASH
+	PercpuArray   MapType = 6  // BPF_MAP_TYPE_PERCPU_ARRAY
+	LRUHash       MapType = 9  // BPF_MAP_TYPE_LRU_HASH
+	LRUPercpuHash MapType = 10 // BPF_MAP_TYPE_LRU_PERCPU_HASH
 )
 
 // String returns the kernel's name for t without the prefix, e.g. "Hash".
@@ -35,6 +41,14 @@ func (t MapType) String() string {
 		return "Array"
 	case ProgArray:
 		return "ProgArray"
+	case PercpuHash:
+		return "PerCPUHash"
+	case PercpuArray:
+		return "PerCPUArray"
+	case LRUHash:
+		return "LRUHash"
+	case LRUPercpuHash:
+		return "LRUCPUHash"
 	}
 	return "MapType(" + itoa(uint64(t)) + ")"
 }
@@ -327,14 +341,14 @@ func (m *Map) elem(cmd wire.Cmd, flags uint64, out []byte, data ...[]byte) error
 }
 
 // Lookup copies the value stored under key into value. key must be
-// KeySize bytes and value ValueSize bytes (ErrInvalid otherwise). It
+// KeySize bytes and value ValueBufferSize bytes (ErrInvalid otherwise). It
 // returns ErrKeyNotExist for a missing key, ErrPermission if m cannot read,
 // and ErrClosed after Close.
 func (m *Map) Lookup(key, value []byte) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}
-	if len(value) != int(m.info.ValueSize) {
+	if len(value) != m.ValueBufferSize() {
 		return errValueSize
 	}
 	return m.elem(wire.CmdMapLookupElem, 0, value, key)
@@ -349,7 +363,7 @@ func (m *Map) Update(key, value []byte, flags uint64) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}
-	if len(value) != int(m.info.ValueSize) {
+	if len(value) != m.ValueBufferSize() {
 		return errValueSize
 	}
 	if m.info.Type == ProgArray {
@@ -391,7 +405,7 @@ func (m *Map) LookupAndDelete(key, value []byte) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}
-	if len(value) != int(m.info.ValueSize) {
+	if len(value) != m.ValueBufferSize() {
 		return errValueSize
 	}
 	return m.elem(wire.CmdMapLookupAndDeleteElem, 0, value, key)

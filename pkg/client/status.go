@@ -21,6 +21,11 @@ type Status struct {
 	Attachments int64       `json:"attachments"` // seccomp listeners being served
 	Started     time.Time   `json:"started"`
 	Uptime      float64     `json:"uptime_seconds"`
+	// BulkSlots is how many bulk-lane turns (verifications, test runs,
+	// large batches) the daemon runs at once; BulkSlice how long one runs
+	// before it gives way to another uid's (seconds).
+	BulkSlots int     `json:"bulk_slots"`
+	BulkSlice float64 `json:"bulk_slice_seconds"`
 }
 
 // UIDStatus is one uid's consumption and quota.
@@ -31,6 +36,12 @@ type UIDStatus struct {
 	Descriptors int    `json:"descriptors"`
 	Connections int    `json:"connections"`
 	Quota       Quota  `json:"quota"`
+	// BulkCPU is the CPU time (seconds) the uid's bulk-lane work used
+	// while it was last active; BulkRunning and BulkWaiting are its
+	// turns holding and waiting for a slot.
+	BulkCPU     float64 `json:"bulk_cpu_seconds,omitempty"`
+	BulkRunning int     `json:"bulk_running,omitempty"`
+	BulkWaiting int     `json:"bulk_waiting,omitempty"`
 }
 
 // Quota is what one uid may hold at once.

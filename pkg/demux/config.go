@@ -5,6 +5,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 )
 
 // Quota is what one uid may hold at once. A zero field means "use the
@@ -75,6 +76,11 @@ type Config struct {
 	// permission checks) needs root (setfsuid); otherwise files are made
 	// with the daemon's own identity.
 	PinRoot string
+	// Sched configures the bulk lane's scheduler (pkg/sched): how many
+	// verifications, test runs and large batches run at once (default
+	// GOMAXPROCS−1, at least 1) and the slice after which one gives way
+	// to another uid's. The zero value means the defaults.
+	Sched sched.Config
 	// Persister, if not nil, durably records pinned objects (see
 	// Persister): synchronously when a pin is made or removed, and for
 	// every pinned object at Shutdown. Nil: pins last as long as the

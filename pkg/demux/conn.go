@@ -44,6 +44,11 @@ type conn struct {
 	ascr  [wire.MaxAttr]byte // attr zero-extension scratch
 	info  wire.ObjInfo
 	batch batchScratch
+	// inBulk is set while the request runs in the bulk lane (see
+	// goBulk); lastPeerCheck is when bulk work last checked that the
+	// client is still connected.
+	inBulk        bool
+	lastPeerCheck time.Time
 
 	stopping chan struct{}
 }

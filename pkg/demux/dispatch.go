@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -134,7 +135,7 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 		return c.progArrayElem(cmd, hd, &at, data)
 	}
 	m := hd.obj.m
-	ks, vs := int(hd.obj.spec.KeySize), int(hd.obj.spec.ValueSize)
+	ks, vs := int(hd.obj.spec.KeySize), hd.obj.spec.SyscallValueSize()
 	switch cmd {
 	case wire.CmdMapLookupElem:
 		if len(data) != ks {
@@ -219,7 +220,10 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	}
 	m := hd.obj.m
 	spec := &hd.obj.spec
-	ks, vs := uint64(spec.KeySize), uint64(spec.ValueSize)
+	ks, vs := uint64(spec.KeySize), uint64(spec.SyscallValueSize())
+	if c.goBulk(batchBytes(cmd, at.Count, spec, len(data)) > bulkBatchBytes) {
+		return c.bulk(func(*sched.Turn) (int64, error) { defer c.endBulk(); return c.batchOp(cmd, a, data) })
+	}
 	b := &c.batch.b
 	*b = maps.Batch{ElemFlags: at.ElemFlags, Count: at.Count}
 	switch cmd {
@@ -297,6 +301,9 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if c.goBulk(mem > bulkMapBytes) {
+		return c.bulk(func(*sched.Turn) (int64, error) { defer c.endBulk(); return c.mapCreate(a, data) })
+	}
 	r := c.reg
 	r.mu.Lock()
 	if err := r.reserveLocked(c.uid, mem); err != nil {
@@ -317,6 +324,7 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 		r.mu.Unlock()
 		return 0, err
 	}
+	spec = m.Spec() // as the kernel records it (LRU max_entries rounding)
 	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, name: at.Name, m: m, spec: spec}
 	switch {
 	case spec.Flags&maps.FlagRdonly != 0:

@@ -251,7 +251,7 @@ func (ps *pinSet) snapshotPins(o *Object) (*PinnedObject, error) {
 // dumpMap returns m's entries as key ‖ value pairs, and true if they could
 // not be read (a BPF_F_WRONLY hash).
 func dumpMap(m maps.Map, spec maps.Spec) ([]byte, bool, error) {
-	ks, vs := int(spec.KeySize), int(spec.ValueSize)
+	ks, vs := int(spec.KeySize), spec.SyscallValueSize()
 	if spec.Type == maps.TypeArray {
 		// Program side (ValueRef) reads whatever the syscall caps say.
 		var out []byte
@@ -504,7 +504,7 @@ func kindName(k wire.ObjType) string {
 // registers it with no references (the caller adds them, or drops it
 // with unref).
 func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte) (*Object, error) {
-	ks, vs := int(spec.KeySize), int(spec.ValueSize)
+	ks, vs := int(spec.KeySize), spec.SyscallValueSize()
 	if ks+vs == 0 || len(entries)%(ks+vs) != 0 {
 		return nil, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
 	}
@@ -530,8 +530,8 @@ func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries [
 		return nil, err
 	}
 	for off := 0; off < len(entries); off += ks + vs {
-		// The program side writes frozen and BPF_F_RDONLY maps too.
-		if err := m.ProgUpdate(entries[off:off+ks], entries[off+ks:off+ks+vs], maps.UpdateAny); err != nil {
+		// Frozen and BPF_F_RDONLY maps are written too.
+		if err := maps.RestoreElem(m, entries[off:off+ks], entries[off+ks:off+ks+vs]); err != nil {
 			m.Close()
 			unreserve()
 			return nil, fmt.Errorf("restoring entry: %w", err)
@@ -588,7 +588,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		deps = append(deps, o)
 		refs = append(refs, prog.MapRef{Map: o.m, Read: pm.Read, Write: pm.Write, Name: pm.Spec.Name})
 	}
-	p, err := s.load(&prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
+	p, err := s.load(nil, owner, &prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
 		Name: pp.Name, LineInfo: pp.LineInfo, AttachType: pp.AttachType}, &prog.Env{Programs: r.progByID, Trace: s.trace})
 	if err != nil {
 		dropFresh()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -14,6 +15,7 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/errno"
 	"github.com/bpfd-project/bpfd/pkg/maps"
 	"github.com/bpfd-project/bpfd/pkg/prog"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 	"github.com/bpfd-project/bpfd/pkg/verifier"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -150,7 +152,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 	}
 
 	name := wire.NameString(at.Name)
-	p, err := c.srv.load(&prog.Spec{Type: prog.Type(at.ProgType), Insns: insns, Maps: refs,
+	p, err := c.srv.load(c, c.uid, &prog.Spec{Type: prog.Type(at.ProgType), Insns: insns, Maps: refs,
 		License: license, Name: name, LineInfo: lines, LogLevel: at.LogLevel, AttachType: at.ExpectedAttachType},
 		&prog.Env{Programs: c.reg.progByID, Trace: c.srv.trace})
 	if err != nil {
@@ -237,7 +239,13 @@ func (c *conn) progTestRun(a, data []byte) (int64, error) {
 	if at.CtxSizeIn > 0 {
 		opts.Context = data[at.DataSizeIn:]
 	}
-	res, err := hd.obj.p.TestRun(&opts)
+	var res *prog.RunResult
+	_, err = c.bulk(func(t *sched.Turn) (int64, error) {
+		opts.Yield = func() (time.Duration, error) { return c.yield(t) }
+		var err error
+		res, err = hd.obj.p.TestRun(&opts)
+		return 0, err
+	})
 	if err != nil {
 		var be *errno.Error
 		if errors.As(err, &be) {
@@ -370,11 +378,4 @@ func isProgArray(hd *handle) bool { return hd.obj.m != nil && hd.obj.spec.Type =
 // trace logs bpf_trace_printk output of a program (already rate-limited).
 func (s *Server) trace(name, msg string) {
 	s.log.Info("trace_printk", zap.String("prog", name), zap.String("msg", msg))
-}
-
-// load is prog.Load, admitted by the server's verification limit.
-func (s *Server) load(spec *prog.Spec, env *prog.Env) (*prog.Program, error) {
-	s.verifying <- struct{}{}
-	defer func() { <-s.verifying }()
-	return prog.Load(spec, env)
 }

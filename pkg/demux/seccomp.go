@@ -12,6 +12,7 @@ import (
 
 	"github.com/bpfd-project/bpfd/pkg/errno"
 	"github.com/bpfd-project/bpfd/pkg/prog"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 	"github.com/bpfd-project/bpfd/pkg/seccomp"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -47,6 +48,17 @@ type attachment struct {
 	task seccompTask
 	// lastFault rate-limits fault logging (one a second).
 	lastFault time.Time
+	// heavy is set while the program's decisions take longer than a
+	// bulk-lane slice: they then run in the bulk lane (fairly against
+	// other uids' bulk work) instead of the fast lane; see decide.
+	heavy bool
+	// run is the bulk-lane closure for heavy decisions (made once).
+	run func(*sched.Turn) error
+	// data is the notification being decided, for run.
+	data *[seccomp.SizeofData]byte
+	ret  uint32
+	err  error
+	took time.Duration
 }
 
 // seccompTask is "current" for a seccomp program: the notifying task.
@@ -150,9 +162,15 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 	defer s.attach.wg.Done()
 	p := at.obj.p
+	at.run = func(*sched.Turn) error {
+		t0 := time.Now()
+		at.ret, at.err = p.RunSeccomp(at.data, &at.task)
+		at.took = time.Since(t0)
+		return nil
+	}
 	err := at.l.Serve(ctx, func(n *seccomp.Notif, t *seccomp.Task) seccomp.Verdict {
 		at.task.t = t
-		ret, err := p.RunSeccomp((*[seccomp.SizeofData]byte)(n.DataBytes()), &at.task)
+		ret, err := s.decide(at, (*[seccomp.SizeofData]byte)(n.DataBytes()))
 		at.task.t = nil
 		if err != nil {
 			// A verified program does not fault; if one does, fail
@@ -171,6 +189,31 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 	}
 	s.endAttachment(at)
 	s.log.Debug("seccomp detached", zap.Uint32("attachment", at.id))
+}
+
+// decide runs the attachment's program on one notification. Decisions run
+// in the fast lane, at once on the attachment's goroutine, as long as they
+// are cheap; a program whose decision took longer than a bulk-lane slice
+// has its following decisions run in the bulk lane, for the attaching uid
+// (so an expensive filter costs its owner's CPU share, not everyone's
+// latency), until one takes less than an eighth of a slice again.
+func (s *Server) decide(at *attachment, data *[seccomp.SizeofData]byte) (uint32, error) {
+	slice := s.sched.Slice()
+	if !at.heavy {
+		t0 := time.Now()
+		ret, err := at.obj.p.RunSeccomp(data, &at.task)
+		if time.Since(t0) > slice {
+			at.heavy = true
+		}
+		return ret, err
+	}
+	at.data = data
+	s.sched.Run(at.uid, at.run)
+	at.data = nil
+	if at.took < slice/8 {
+		at.heavy = false
+	}
+	return at.ret, at.err
 }
 
 // endAttachment closes the listener and drops what the attachment held.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfd-project/bpfd/pkg/sched"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -28,10 +28,10 @@ type Server struct {
 	attach  attachments // seccomp listeners being served
 	links   linkSet     // links deciding netfilter queues (links.go)
 	started time.Time
-	// verifying admits one program verification per CPU at a time: each
-	// may hold up to the verifier's state cap (128 MiB), so concurrent
-	// loads from many connections cannot multiply it without bound.
-	verifying chan struct{}
+	// sched runs the bulk lane (verification, test runs, large batches,
+	// expensive seccomp programs) on a bounded number of slots, fairly
+	// per uid; see bulk.go.
+	sched *sched.Scheduler
 
 	mu       sync.Mutex
 	lns      map[*net.UnixListener]struct{} // guarded by mu
@@ -78,7 +78,7 @@ func NewServer(cfg *Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: c, log: c.Logger, lns: map[*net.UnixListener]struct{}{}, conns: map[*conn]struct{}{}, started: time.Now(),
-		verifying: make(chan struct{}, runtime.GOMAXPROCS(0))}
+		sched: sched.New(&c.Sched)}
 	reg, err := newRegistry(&s.cfg, c.MaxDescriptors)
 	if err != nil {
 		return nil, err
@@ -220,6 +220,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}
 	s.closeLinks()
 	s.closeAttachments()
+	s.sched.Close()
 	s.closePins()
 	s.reg.close()
 	return err
@@ -240,6 +241,11 @@ type Stats struct {
 	Attachments int64      `json:"attachments"` // seccomp listeners served
 	Started     time.Time  `json:"started"`     // when the server was made
 	Uptime      float64    `json:"uptime_seconds"`
+	// BulkSlots is how many bulk-lane turns (verifications, test runs,
+	// large batches) run at once; BulkSlice how long one runs before it
+	// gives way to another uid's (seconds).
+	BulkSlots int     `json:"bulk_slots"`
+	BulkSlice float64 `json:"bulk_slice_seconds"`
 }
 
 // UIDStats is one uid's consumption and quota.
@@ -250,6 +256,13 @@ type UIDStats struct {
 	Descriptors int    `json:"descriptors"`
 	Connections int    `json:"connections"`
 	Quota       Quota  `json:"quota"`
+	// BulkCPU is the CPU time the uid's bulk-lane turns used (seconds,
+	// since the uid last became active there: idle uids are forgotten);
+	// BulkRunning and BulkWaiting are its turns holding and waiting for a
+	// slot.
+	BulkCPU     float64 `json:"bulk_cpu_seconds,omitempty"`
+	BulkRunning int     `json:"bulk_running,omitempty"`
+	BulkWaiting int     `json:"bulk_waiting,omitempty"`
 }
 
 // Stats returns a snapshot of the server's objects, connections,
@@ -262,6 +275,8 @@ func (s *Server) Stats() Stats {
 	st.Attachments = s.attach.n.Load()
 	st.Started = s.started
 	st.Uptime = time.Since(s.started).Seconds()
+	st.BulkSlots, st.BulkSlice = s.sched.Slots(), s.sched.Slice().Seconds()
+	flows := s.sched.Stats()
 	r := s.reg
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -276,12 +291,23 @@ func (s *Server) Stats() Stats {
 		}
 		st.MapMemory += o.mem
 	}
+	byUID := map[uint32]int{}
 	for uid, u := range r.uids {
 		if *u == (usage{}) {
 			continue
 		}
+		byUID[uid] = len(st.UIDs)
 		st.UIDs = append(st.UIDs, UIDStats{UID: uid, Objects: u.objects, MapMemory: u.mem,
 			Descriptors: u.descs, Connections: u.conns, Quota: s.cfg.quotaFor(uid)})
+	}
+	for _, f := range flows {
+		i, ok := byUID[f.UID]
+		if !ok {
+			i = len(st.UIDs)
+			st.UIDs = append(st.UIDs, UIDStats{UID: f.UID, Quota: s.cfg.quotaFor(f.UID)})
+		}
+		u := &st.UIDs[i]
+		u.BulkCPU, u.BulkRunning, u.BulkWaiting = f.CPU.Seconds(), f.Running, f.Waiting
 	}
 	sort.Slice(st.UIDs, func(i, j int) bool { return st.UIDs[i].UID < st.UIDs[j].UID })
 	return st

@@ -1,11 +1,21 @@
 package maps
 
-// Array is BPF_MAP_TYPE_ARRAY on flat storage: max_entries values, each
-// padded to 8 bytes, zero-filled at creation. Keys are native-endian uint32
-// indices, as in the kernel. Safe for
-// concurrent use (one RWMutex; see the package doc).
+import (
+	"github.com/bpfd-project/bpfd/pkg/mapview"
+)
+
+// Array is BPF_MAP_TYPE_ARRAY and BPF_MAP_TYPE_PERCPU_ARRAY on flat
+// storage: max_entries values (per-CPU: one per CPU slot), each padded to
+// 8 bytes, zero-filled at creation, starting on a page boundary
+// (BPF_F_MMAPABLE arrays are mapped from there). Keys are native-endian
+// uint32 indices, as in the kernel. Each element has a sequence counter
+// that syscall-side writers hold while they copy, so mapped readers never
+// return a half-written value; program stores go straight to the value,
+// as in the kernel. Safe for concurrent use; see the package doc.
 type Array struct {
 	base
+	percpu bool
+	view   *mapview.View
 }
 
 var _ Map = (*Array)(nil)
@@ -13,11 +23,36 @@ var _ Map = (*Array)(nil)
 // index decodes an array key; callers checked its size.
 func index(key []byte) uint32 { return ne.Uint32(key) }
 
-func (a *Array) slot(i uint32) []byte {
-	o := uint64(i) * a.l.entSize
+// ValueOffset returns the offset, within Values(), of element i's value
+// for CPU slot cpu (cpu is ignored unless the array is per-CPU).
+func (a *Array) ValueOffset(i uint32, cpu int) uint64 {
+	o := uint64(i) * a.l.ElemSize
+	if a.percpu {
+		o += uint64(cpu) * a.l.ValStride
+	}
+	return o
+}
+
+func (a *Array) slot(i uint32, cpu int) []byte {
+	o := a.l.ValuesOff + a.ValueOffset(i, cpu)
 	n := o + uint64(a.spec.ValueSize)
 	return a.mem[o:n:n]
 }
+
+// elem returns element i's whole storage (every CPU's value, padded).
+func (a *Array) elem(i uint32) []byte {
+	o := a.l.ValuesOff + uint64(i)*a.l.ElemSize
+	n := o + a.l.ElemSize
+	return a.mem[o:n:n]
+}
+
+func (a *Array) seq(i uint32) *uint32 { return a.u32(a.l.SeqOff + 4*uint64(i)) }
+
+func (a *Array) lockElem(i uint32) { seqLock(a.seq(i)) }
+
+func (a *Array) unlockElem(i uint32) { seqUnlock(a.seq(i)) }
+
+func (a *Array) initRegion() {}
 
 // Lookup implements Map: ErrKeyNotExist for an index out of range.
 func (a *Array) Lookup(key, value []byte) error {
@@ -27,37 +62,56 @@ func (a *Array) Lookup(key, value []byte) error {
 	if len(key) != 4 {
 		return ErrKeySize
 	}
-	if len(value) != int(a.spec.ValueSize) {
+	if len(value) != a.spec.SyscallValueSize() {
 		return ErrValueSize
 	}
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if a.mem == nil {
-		return ErrClosed
+	s, err := a.enter()
+	if err != nil {
+		return err
 	}
-	i := index(key)
-	if i >= a.spec.MaxEntries {
+	defer a.leave(s)
+	switch err := a.view.Lookup(key, value); err {
+	case nil:
+		return nil
+	case mapview.ErrNotFound:
 		return ErrKeyNotExist
 	}
-	copy(value, a.slot(i))
+	i := index(key)
+	a.lockElem(i)
+	a.read(i, value)
+	a.unlockElem(i)
 	return nil
+}
+
+// read copies element i in the syscall layout.
+func (a *Array) read(i uint32, value []byte) {
+	if a.percpu {
+		copy(value, a.elem(i))
+	} else {
+		copy(value, a.slot(i, 0))
+	}
 }
 
 // ValueRef implements Map.
 func (a *Array) ValueRef(key []byte) []byte {
-	if len(key) != 4 {
+	s, err := a.enter()
+	if err != nil {
 		return nil
 	}
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if a.mem == nil {
+	defer a.leave(s)
+	return a.ProgLookup(0, key)
+}
+
+// ProgLookup implements Map.
+func (a *Array) ProgLookup(cpu int, key []byte) []byte {
+	if len(key) != 4 {
 		return nil
 	}
 	i := index(key)
 	if i >= a.spec.MaxEntries {
 		return nil
 	}
-	return a.slot(i)
+	return a.slot(i, cpu)
 }
 
 // Update implements Map: every element exists, so UpdateNoExist gives
@@ -66,28 +120,39 @@ func (a *Array) Update(key, value []byte, flags uint64) error {
 	if err := a.canWrite(); err != nil {
 		return err
 	}
-	return a.ProgUpdate(key, value, flags)
+	if len(key) != 4 {
+		return ErrKeySize
+	}
+	if len(value) != a.spec.SyscallValueSize() {
+		return ErrValueSize
+	}
+	s, err := a.enter()
+	if err != nil {
+		return err
+	}
+	defer a.leave(s)
+	return a.update(s, key, value, flags, true)
 }
 
 // ProgUpdate implements Map.
 func (a *Array) ProgUpdate(key, value []byte, flags uint64) error {
+	return a.withSlot(func(cpu int) error { return a.ProgUpdateOn(cpu, key, value, flags) })
+}
+
+// ProgUpdateOn implements Map.
+func (a *Array) ProgUpdateOn(cpu int, key, value []byte, flags uint64) error {
 	if len(key) != 4 {
 		return ErrKeySize
 	}
 	if len(value) != int(a.spec.ValueSize) {
 		return ErrValueSize
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.mem == nil {
-		return ErrClosed
-	}
-	return a.update(key, value, flags)
+	return a.update(cpu, key, value, flags, false)
 }
 
 // update follows map_update_elem's and array_map_update_elem's order of
-// checks (BPF_F_LOCK is refused before the index); caller holds mu.
-func (a *Array) update(key, value []byte, flags uint64) error {
+// checks (BPF_F_LOCK is refused before the index).
+func (a *Array) update(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
 	if flags&UpdateLock != 0 || flags > UpdateExist {
 		return ErrInvalidFlags
 	}
@@ -98,7 +163,15 @@ func (a *Array) update(key, value []byte, flags uint64) error {
 	if flags&UpdateNoExist != 0 {
 		return ErrKeyExist
 	}
-	copy(a.slot(i), value)
+	a.lockElem(i)
+	switch {
+	case a.percpu && allCPUs:
+		// With the padding, as the kernel's copy_map_value_long.
+		copy(a.elem(i), value)
+	default:
+		copy(a.slot(i, cpu), value)
+	}
+	a.unlockElem(i)
 	return nil
 }
 
@@ -108,11 +181,14 @@ func (a *Array) Delete(key []byte) error {
 	if err := a.canWrite(); err != nil {
 		return err
 	}
-	return a.ProgDelete(key)
+	return a.ProgDeleteOn(0, key)
 }
 
 // ProgDelete implements Map: always ErrInvalid (or ErrKeySize).
-func (a *Array) ProgDelete(key []byte) error {
+func (a *Array) ProgDelete(key []byte) error { return a.ProgDeleteOn(0, key) }
+
+// ProgDeleteOn implements Map: always ErrInvalid (or ErrKeySize).
+func (a *Array) ProgDeleteOn(_ int, key []byte) error {
 	if len(key) != 4 {
 		return ErrKeySize
 	}
@@ -177,11 +253,11 @@ func (a *Array) LookupBatch(bt *Batch) error {
 		return nil
 	}
 	bt.Count = 0
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if a.mem == nil {
-		return ErrClosed
+	s, err := a.enter()
+	if err != nil {
+		return err
 	}
+	defer a.leave(s)
 	has := bt.HasInBatch
 	prev := uint32(0)
 	if has {
@@ -191,7 +267,6 @@ func (a *Array) LookupBatch(bt *Batch) error {
 		}
 	}
 	var cp uint32
-	var err error
 	for cp < max {
 		var i uint32
 		if !has {
@@ -205,7 +280,9 @@ func (a *Array) LookupBatch(bt *Batch) error {
 			i = prev + 1
 		}
 		ne.PutUint32(a.keyAt(bt, cp), i)
-		copy(a.valueAt(bt, cp), a.slot(i))
+		a.lockElem(i)
+		a.read(i, a.valueAt(bt, cp))
+		a.unlockElem(i)
 		cp++
 		prev, has = i, true
 	}
@@ -249,13 +326,13 @@ func (a *Array) UpdateBatch(bt *Batch) error {
 		return nil
 	}
 	bt.Count = 0
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.mem == nil {
-		return ErrClosed
+	s, err := a.enter()
+	if err != nil {
+		return err
 	}
+	defer a.leave(s)
 	for i := uint32(0); i < max; i++ {
-		if err := a.update(a.keyAt(bt, i), a.valueAt(bt, i), UpdateAny); err != nil {
+		if err := a.update(s, a.keyAt(bt, i), a.valueAt(bt, i), UpdateAny, true); err != nil {
 			return err
 		}
 		bt.Count = i + 1
@@ -264,16 +341,15 @@ func (a *Array) UpdateBatch(bt *Batch) error {
 }
 
 // Values returns the array's whole value storage and the distance between
-// consecutive values (the value size rounded up to 8, as the kernel's
-// elem_size), so the program layer can expose it to programs as one region:
-// value i starts at i*stride. The slice aliases the map's memory and is
-// valid until Close; nil after Close. Program side: no permission checks.
+// consecutive elements (the value size rounded up to 8, as the kernel's
+// elem_size; times the CPU count for a per-CPU array, see ValueOffset),
+// so the program layer can expose it to programs as one region. The slice
+// aliases the map's memory and is valid until Close; nil after Close.
+// Program side: no permission checks.
 func (a *Array) Values() (mem []byte, stride uint64) {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if a.mem == nil {
-		return nil, a.l.entSize
+	if a.closed.Load() {
+		return nil, a.l.ElemSize
 	}
-	n := a.l.entSize * uint64(a.spec.MaxEntries)
-	return a.mem[:n:n], a.l.entSize
+	n := a.l.ValuesOff + a.l.ElemSize*uint64(a.spec.MaxEntries)
+	return a.mem[a.l.ValuesOff:n:n], a.l.ElemSize
 }

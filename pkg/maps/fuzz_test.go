@@ -4,7 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
+
+func mapviewBump() int { return mapview.OffBump }
 
 // FuzzHash runs the operation sequence encoded in data against a hash map
 // and a Go reference model: every result and the final contents must agree.
@@ -109,6 +115,80 @@ func FuzzHash(f *testing.F) {
 		}
 		if len(seen) != len(ref) {
 			t.Fatalf("walk saw %d keys, model has %d", len(seen), len(ref))
+		}
+	})
+}
+
+// FuzzOpen corrupts real regions with arbitrary bytes and reopens them:
+// Open must refuse or produce a map whose operations work, never panic
+// or loop without bound.
+func FuzzOpen(f *testing.F) {
+	specs := []Spec{
+		{Type: TypeHash, KeySize: 4, ValueSize: 8, MaxEntries: 8},
+		{Type: TypePercpuHash, KeySize: 4, ValueSize: 4, MaxEntries: 4},
+		{Type: TypeArray, KeySize: 4, ValueSize: 8, MaxEntries: 4},
+	}
+	var templates [][]byte
+	for _, s := range specs {
+		m, err := New(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for i := uint32(0); i < s.MaxEntries; i += 2 {
+			m.Update(k32(i), make([]byte, s.SyscallValueSize()), 0)
+		}
+		m.Delete(k32(2))
+		b := make([]byte, m.MemoryUsage())
+		if _, err := unix.Pread(m.FD(), b, 0); err != nil {
+			f.Fatal(err)
+		}
+		templates = append(templates, b)
+		m.Close()
+	}
+	f.Add(byte(0), uint32(4096), []byte{1})
+	f.Add(byte(0), uint32(mapviewBump()), []byte{3})
+	f.Add(byte(1), uint32(8192), bytes.Repeat([]byte{0xff}, 32))
+	f.Add(byte(2), uint32(4096), []byte{1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, which byte, off uint32, data []byte) {
+		mem := bytes.Clone(templates[int(which)%len(templates)])
+		o := int(off) % len(mem)
+		for i, b := range data {
+			if o+i < len(mem) {
+				mem[o+i] ^= b
+			}
+		}
+		fd, err := unix.MemfdCreate("fuzz", unix.MFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Pwrite(fd, mem, 0); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := Open(fd, "", nil)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open: %v, want ErrCorrupt", err)
+			}
+			return
+		}
+		defer m.Close()
+		s := m.Spec()
+		v := make([]byte, s.SyscallValueSize())
+		next := make([]byte, s.KeySize)
+		for i := uint32(0); i < 12; i++ {
+			m.Lookup(k32(i), v)
+			m.Update(k32(i), v, UpdateAny)
+			m.NextKey(k32(i), next)
+			if i%3 == 0 {
+				m.Delete(k32(i))
+			}
+		}
+		var key []byte
+		for i := 0; i <= int(s.MaxEntries)+1; i++ {
+			if m.NextKey(key, next) != nil {
+				break
+			}
+			key = bytes.Clone(next)
 		}
 	})
 }

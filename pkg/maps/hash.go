@@ -3,63 +3,300 @@ package maps
 import (
 	"bytes"
 	"encoding/binary"
-	"hash/maphash"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
 var ne = binary.NativeEndian
 
-// Hash is BPF_MAP_TYPE_HASH on flat storage: chained buckets with 32-bit
-// index links. Safe for concurrent use (one RWMutex; see the package doc).
+// Per-slot state of the hash family (mapview.Layout.SlotOff, one
+// mapview.SlotStride line per CPU slot).
+const (
+	slotFreeLock = 0 // u32: 1 while someone pops or pushes this slot's free list
+	slotFreeHead = 4 // u32: first free entry (1-based), linked through the entries' next words
+	slotExtra    = 8 // u32: this slot's spare entry for replacing updates (plain hash)
+)
+
+// Hash is BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH on flat storage:
+// chained buckets with 32-bit index links, a sequence counter per bucket
+// that writers hold (odd) while they change the chain, per-CPU-slot free
+// lists, and, for the plain hash, one spare entry per slot so that an
+// update of an existing key writes a complete new entry and swaps it in
+// with one store, as the kernel's preallocated hash does (a per-CPU hash
+// updates in place, as the kernel's). Lookups never lock (mapview's
+// protocol). Safe for concurrent use; see the package doc.
 type Hash struct {
 	base
-	seed maphash.Seed // random per map, like the kernel's hashrnd
-	// count, free and bump are guarded by mu.
-	count uint32 // live entries
-	free  uint32 // head of the free list (entry index + 1), 0 = none
-	bump  uint32 // entries ever handed out; entries >= bump are untouched
+	seed    uint64
+	percpu  bool
+	inPlace bool // update existing values in place (per-CPU hash, hash of maps)
+	view    *mapview.View
 }
 
 var _ Map = (*Hash)(nil)
 
-// Entry e (1-based) accessors; callers hold mu and have checked mem != nil.
+func (h *Hash) load(off uint64) uint32     { return atomic.LoadUint32(h.u32(off)) }
+func (h *Hash) store(off uint64, v uint32) { atomic.StoreUint32(h.u32(off), v) }
 
-func (h *Hash) ent(e uint32) uint64 { return h.l.entOff + uint64(e-1)*h.l.entSize }
+// ent returns the offset of entry e (1-based).
+func (h *Hash) ent(e uint32) uint64 { return h.l.EntOff + uint64(e-1)*h.l.EntSize }
 
-func (h *Hash) head(b uint32) uint32 { return ne.Uint32(h.mem[uint64(b)*4:]) }
+func (h *Hash) bucketOf(hv uint32) uint64 {
+	return h.l.BucketOff + 8*uint64(hv&(h.l.NBuckets-1))
+}
 
-func (h *Hash) setHead(b, e uint32) { ne.PutUint32(h.mem[uint64(b)*4:], e) }
+func (h *Hash) slotOff(cpu int) uint64 { return h.l.SlotOff + uint64(cpu)*mapview.SlotStride }
 
-func (h *Hash) next(e uint32) uint32 { return ne.Uint32(h.mem[h.ent(e):]) }
+// lockBucket takes bucket b's sequence counter (even → odd).
+func (h *Hash) lockBucket(b uint64) { seqLock(h.u32(b)) }
 
-func (h *Hash) setNext(e, n uint32) { ne.PutUint32(h.mem[h.ent(e):], n) }
+func (h *Hash) unlockBucket(b uint64) { seqUnlock(h.u32(b)) }
+
+// lockWord and unlockWord are the per-slot free lists' locks (leaf locks).
+func (h *Hash) lockWord(off uint64) { spinLock(h.u32(off)) }
+
+func (h *Hash) unlockWord(off uint64) { spinUnlock(h.u32(off)) }
 
 func (h *Hash) keyOf(e uint32) []byte {
-	o := h.ent(e) + h.l.keyOff
+	o := h.ent(e) + h.l.KeyOff
 	return h.mem[o : o+uint64(h.spec.KeySize)]
 }
 
-func (h *Hash) valOf(e uint32) []byte {
-	o := h.ent(e) + h.l.valOff
+// valOf returns entry e's value for CPU cpu (cpu 0 for non-per-CPU maps).
+func (h *Hash) valOf(e uint32, cpu int) []byte {
+	o := h.ent(e) + h.l.ValOff + uint64(cpu)*h.l.ValStride
 	n := o + uint64(h.spec.ValueSize)
 	return h.mem[o:n:n]
 }
 
-func (h *Hash) hash(key []byte) uint32 {
-	v := maphash.Bytes(h.seed, key)
-	return uint32(v) ^ uint32(v>>32)
+// allVals returns entry e's whole value area (every CPU's, padded).
+func (h *Hash) allVals(e uint32) []byte {
+	o := h.ent(e) + h.l.ValOff
+	n := h.ent(e) + h.l.EntSize
+	return h.mem[o:n:n]
 }
 
-// find returns key's bucket, its entry (0 if absent) and the entry before it
-// in the chain (0 if it is the head).
-func (h *Hash) find(key []byte) (b, e, prev uint32) {
-	hv := h.hash(key)
-	b = hv & (h.l.nBuckets - 1)
-	for e = h.head(b); e != 0; prev, e = e, h.next(e) {
-		if ne.Uint32(h.mem[h.ent(e)+4:]) == hv && bytes.Equal(h.keyOf(e), key) {
-			return b, e, prev
+// find walks bucket b for key under the bucket lock: the entry (0 if
+// absent) and its predecessor (0 if it is the head).
+func (h *Hash) find(b uint64, hv uint32, key []byte) (e, prev uint32) {
+	for e = h.load(b + 4); e != 0; prev, e = e, h.load(h.ent(e)) {
+		if h.load(h.ent(e)+4) == hv && bytes.Equal(h.keyOf(e), key) {
+			return e, prev
 		}
 	}
-	return b, 0, 0
+	return 0, 0
+}
+
+// lookupEntry finds key without locking (mapview's validated walk), or
+// under the bucket lock if writers keep interfering. 0 if absent.
+func (h *Hash) lookupEntry(key []byte) uint32 {
+	off, err := h.view.Find(key)
+	switch err {
+	case nil:
+		return uint32((off-h.l.EntOff)/h.l.EntSize) + 1
+	case mapview.ErrNotFound:
+		return 0
+	}
+	hv := mapview.Hash(h.seed, key)
+	b := h.bucketOf(hv)
+	h.lockBucket(b)
+	e, _ := h.find(b, hv, key)
+	h.unlockBucket(b)
+	return e
+}
+
+// initRegion gives each slot its spare entry.
+func (h *Hash) initRegion() {
+	if h.inPlace {
+		return
+	}
+	for c := 0; c < h.l.NCPU; c++ {
+		h.store(h.slotOff(c)+slotExtra, h.spec.MaxEntries+1+uint32(c))
+	}
+}
+
+func (h *Hash) popFree(cpu int) uint32 {
+	st := h.slotOff(cpu)
+	if h.load(st+slotFreeHead) == 0 {
+		return 0
+	}
+	h.lockWord(st + slotFreeLock)
+	e := h.load(st + slotFreeHead)
+	if e != 0 {
+		h.store(st+slotFreeHead, h.load(h.ent(e)))
+	}
+	h.unlockWord(st + slotFreeLock)
+	return e
+}
+
+func (h *Hash) pushFree(cpu int, e uint32) {
+	st := h.slotOff(cpu)
+	h.lockWord(st + slotFreeLock)
+	h.store(h.ent(e), h.load(st+slotFreeHead))
+	h.store(st+slotFreeHead, e)
+	h.unlockWord(st + slotFreeLock)
+}
+
+// alloc takes a free entry: the slot's own free list, then a never-used
+// one, then another slot's free list (the kernel's pcpu_freelist_pop). 0
+// when the map is full.
+func (h *Hash) alloc(cpu int) uint32 {
+	if e := h.popFree(cpu); e != 0 {
+		return e
+	}
+	for {
+		n := h.load(mapview.OffBump)
+		if n >= h.spec.MaxEntries {
+			break
+		}
+		if atomic.CompareAndSwapUint32(h.u32(mapview.OffBump), n, n+1) {
+			return n + 1
+		}
+	}
+	for i := 1; i < h.l.NCPU; i++ {
+		if e := h.popFree((cpu + i) % h.l.NCPU); e != 0 {
+			return e
+		}
+	}
+	return 0
+}
+
+// fill writes key, hash and value into entry e (not yet published).
+// allCPUs: value holds every CPU's value (syscall side of a per-CPU
+// map); otherwise it is cpu's value and, for a per-CPU map, the other
+// CPUs' values are zeroed.
+func (h *Hash) fill(e uint32, hv uint32, key, value []byte, cpu int, allCPUs bool) {
+	h.store(h.ent(e)+4, hv)
+	copy(h.keyOf(e), key)
+	h.writeValue(e, value, cpu, allCPUs, true)
+}
+
+// writeValue stores value into entry e: see fill; fresh zeroes the other
+// CPUs' values of a per-CPU map when only cpu's is given.
+func (h *Hash) writeValue(e uint32, value []byte, cpu int, allCPUs, fresh bool) {
+	if !h.percpu {
+		copy(h.valOf(e, 0), value)
+		return
+	}
+	if allCPUs {
+		// The syscall side copies each value with its padding, as the
+		// kernel's copy_map_value_long.
+		copy(h.allVals(e), value)
+		return
+	}
+	if fresh {
+		for c := 0; c < h.l.NCPU; c++ {
+			if c != cpu {
+				clear(h.valOf(e, c))
+			}
+		}
+	}
+	copy(h.valOf(e, cpu), value)
+}
+
+// readValue copies entry e's value as the syscall side sees it.
+func (h *Hash) readValue(e uint32, value []byte) {
+	if h.percpu {
+		copy(value, h.allVals(e))
+		return
+	}
+	copy(value, h.valOf(e, 0))
+}
+
+func checkUpdateFlags(flags uint64) error {
+	if flags&^UpdateLock > UpdateExist || flags&UpdateLock != 0 {
+		return ErrInvalidFlags
+	}
+	return nil
+}
+
+// update stores key/value on behalf of CPU slot cpu (see fill for
+// allCPUs); the caller checked flags and sizes.
+func (h *Hash) update(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
+	hv := mapview.Hash(h.seed, key)
+	b := h.bucketOf(hv)
+	h.lockBucket(b)
+	e, prev := h.find(b, hv, key)
+	switch {
+	case e != 0 && flags == UpdateNoExist:
+		h.unlockBucket(b)
+		return ErrKeyExist
+	case e == 0 && flags == UpdateExist:
+		h.unlockBucket(b)
+		return ErrKeyNotExist
+	case e != 0 && h.inPlace:
+		h.writeValue(e, value, cpu, allCPUs, false)
+		h.unlockBucket(b)
+		return nil
+	case e != 0:
+		// Replace: a complete new entry goes in at the head, then the old
+		// one comes out and becomes this slot's spare.
+		st := h.slotOff(cpu) + slotExtra
+		n := h.load(st)
+		h.fill(n, hv, key, value, cpu, allCPUs)
+		h.store(h.ent(n), h.load(b+4))
+		h.store(b+4, n)
+		if prev == 0 {
+			prev = n
+		}
+		h.store(h.ent(prev), h.load(h.ent(e)))
+		h.store(st, e)
+		h.unlockBucket(b)
+		return nil
+	}
+	n := h.alloc(cpu)
+	if n == 0 {
+		h.unlockBucket(b)
+		return ErrFull
+	}
+	h.fill(n, hv, key, value, cpu, allCPUs)
+	h.store(h.ent(n), h.load(b+4))
+	h.store(b+4, n)
+	h.unlockBucket(b)
+	return nil
+}
+
+// unlink removes entry e (predecessor prev, 0 for the head) from bucket
+// b; the caller holds b.
+func (h *Hash) unlink(b uint64, e, prev uint32) {
+	next := h.load(h.ent(e))
+	if prev == 0 {
+		h.store(b+4, next)
+	} else {
+		h.store(h.ent(prev), next)
+	}
+}
+
+// remove deletes key on behalf of slot cpu, first copying its value
+// (syscall layout) into value if non-nil.
+func (h *Hash) remove(cpu int, key, value []byte) error {
+	hv := mapview.Hash(h.seed, key)
+	b := h.bucketOf(hv)
+	h.lockBucket(b)
+	e, prev := h.find(b, hv, key)
+	if e == 0 {
+		h.unlockBucket(b)
+		return ErrKeyNotExist
+	}
+	if value != nil {
+		h.readValue(e, value)
+	}
+	h.unlink(b, e, prev)
+	h.unlockBucket(b)
+	h.pushFree(cpu, e)
+	return nil
+}
+
+func (h *Hash) checkKV(key, value []byte, vs int) error {
+	if len(key) != int(h.spec.KeySize) {
+		return ErrKeySize
+	}
+	if len(value) != vs {
+		return ErrValueSize
+	}
+	return nil
 }
 
 // Lookup implements Map.
@@ -67,40 +304,71 @@ func (h *Hash) Lookup(key, value []byte) error {
 	if err := h.canRead(); err != nil {
 		return err
 	}
-	if len(key) != int(h.spec.KeySize) {
-		return ErrKeySize
+	if err := h.checkKV(key, value, h.spec.SyscallValueSize()); err != nil {
+		return err
 	}
-	if len(value) != int(h.spec.ValueSize) {
-		return ErrValueSize
+	s, err := h.enter()
+	if err != nil {
+		return err
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.mem == nil {
-		return ErrClosed
+	defer h.leave(s)
+	switch err := h.view.Lookup(key, value); err {
+	case nil:
+		return nil
+	case mapview.ErrNotFound:
+		return ErrKeyNotExist
 	}
-	_, e, _ := h.find(key)
+	hv := mapview.Hash(h.seed, key)
+	b := h.bucketOf(hv)
+	h.lockBucket(b)
+	defer h.unlockBucket(b)
+	e, _ := h.find(b, hv, key)
 	if e == 0 {
 		return ErrKeyNotExist
 	}
-	copy(value, h.valOf(e))
+	h.readValue(e, value)
 	return nil
 }
 
 // ValueRef implements Map.
 func (h *Hash) ValueRef(key []byte) []byte {
+	s, err := h.enter()
+	if err != nil {
+		return nil
+	}
+	defer h.leave(s)
+	return h.ProgLookup(0, key)
+}
+
+// ProgLookup implements Map.
+func (h *Hash) ProgLookup(cpu int, key []byte) []byte {
 	if len(key) != int(h.spec.KeySize) {
 		return nil
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.mem == nil {
-		return nil
-	}
-	_, e, _ := h.find(key)
+	e := h.lookupEntry(key)
 	if e == 0 {
 		return nil
 	}
-	return h.valOf(e)
+	return h.valOf(e, cpu)
+}
+
+// ProgFind is the program side's allocation-free lookup for the program
+// layer's fast path: the offset of key's value for CPU slot cpu within
+// Entries(), or false if absent.
+func (h *Hash) ProgFind(cpu int, key []byte) (uint64, bool) {
+	e := h.lookupEntry(key)
+	if e == 0 {
+		return 0, false
+	}
+	return h.ent(e) + h.l.ValOff + uint64(cpu)*h.l.ValStride - h.l.EntOff, true
+}
+
+// Entries returns the map's entry area, which ProgFind offsets index:
+// program-side value pointers may point into it. It aliases storage and
+// is valid until Close.
+func (h *Hash) Entries() []byte {
+	n := h.l.EntOff + uint64(h.l.NEnts)*h.l.EntSize
+	return h.mem[h.l.EntOff:n:n]
 }
 
 // Update implements Map.
@@ -108,59 +376,39 @@ func (h *Hash) Update(key, value []byte, flags uint64) error {
 	if err := h.canWrite(); err != nil {
 		return err
 	}
-	return h.ProgUpdate(key, value, flags)
+	if err := checkUpdateFlags(flags); err != nil {
+		return err
+	}
+	if err := h.checkKV(key, value, h.spec.SyscallValueSize()); err != nil {
+		return err
+	}
+	s, err := h.enter()
+	if err != nil {
+		return err
+	}
+	defer h.leave(s)
+	return h.update(s, key, value, flags, true)
 }
 
 // ProgUpdate implements Map.
 func (h *Hash) ProgUpdate(key, value []byte, flags uint64) error {
-	if flags&^UpdateLock > UpdateExist || flags&UpdateLock != 0 {
-		return ErrInvalidFlags
+	s, err := h.enter()
+	if err != nil {
+		return err
 	}
-	if len(key) != int(h.spec.KeySize) {
-		return ErrKeySize
-	}
-	if len(value) != int(h.spec.ValueSize) {
-		return ErrValueSize
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.mem == nil {
-		return ErrClosed
-	}
-	return h.update(key, value, flags)
+	defer h.leave(s)
+	return h.ProgUpdateOn(s, key, value, flags)
 }
 
-// update stores key/value; caller holds mu exclusively and checked sizes.
-func (h *Hash) update(key, value []byte, flags uint64) error {
-	b, e, _ := h.find(key)
-	if e != 0 {
-		if flags == UpdateNoExist {
-			return ErrKeyExist
-		}
-		copy(h.valOf(e), value)
-		return nil
+// ProgUpdateOn implements Map.
+func (h *Hash) ProgUpdateOn(cpu int, key, value []byte, flags uint64) error {
+	if err := checkUpdateFlags(flags); err != nil {
+		return err
 	}
-	if flags == UpdateExist {
-		return ErrKeyNotExist
+	if err := h.checkKV(key, value, int(h.spec.ValueSize)); err != nil {
+		return err
 	}
-	if h.count >= h.spec.MaxEntries {
-		return ErrFull
-	}
-	if h.free != 0 {
-		e = h.free
-		h.free = h.next(e)
-	} else {
-		h.bump++
-		e = h.bump
-	}
-	h.count++
-	o := h.ent(e)
-	ne.PutUint32(h.mem[o:], h.head(b))
-	ne.PutUint32(h.mem[o+4:], h.hash(key))
-	copy(h.keyOf(e), key)
-	copy(h.valOf(e), value)
-	h.setHead(b, e)
-	return nil
+	return h.update(cpu, key, value, flags, false)
 }
 
 // Delete implements Map.
@@ -173,40 +421,20 @@ func (h *Hash) Delete(key []byte) error {
 
 // ProgDelete implements Map.
 func (h *Hash) ProgDelete(key []byte) error {
+	s, err := h.enter()
+	if err != nil {
+		return err
+	}
+	defer h.leave(s)
+	return h.ProgDeleteOn(s, key)
+}
+
+// ProgDeleteOn implements Map.
+func (h *Hash) ProgDeleteOn(cpu int, key []byte) error {
 	if len(key) != int(h.spec.KeySize) {
 		return ErrKeySize
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.mem == nil {
-		return ErrClosed
-	}
-	return h.delete(key, nil)
-}
-
-// delete removes key, first copying its value into value if non-nil; caller
-// holds mu exclusively.
-func (h *Hash) delete(key, value []byte) error {
-	b, e, prev := h.find(key)
-	if e == 0 {
-		return ErrKeyNotExist
-	}
-	if value != nil {
-		copy(value, h.valOf(e))
-	}
-	h.unlink(b, e, prev)
-	return nil
-}
-
-func (h *Hash) unlink(b, e, prev uint32) {
-	if prev == 0 {
-		h.setHead(b, h.next(e))
-	} else {
-		h.setNext(prev, h.next(e))
-	}
-	h.setNext(e, h.free)
-	h.free = e
-	h.count--
+	return h.remove(cpu, key, nil)
 }
 
 // LookupAndDelete implements Map.
@@ -217,18 +445,15 @@ func (h *Hash) LookupAndDelete(key, value []byte) error {
 	if err := h.canWrite(); err != nil {
 		return err
 	}
-	if len(key) != int(h.spec.KeySize) {
-		return ErrKeySize
+	if err := h.checkKV(key, value, h.spec.SyscallValueSize()); err != nil {
+		return err
 	}
-	if len(value) != int(h.spec.ValueSize) {
-		return ErrValueSize
+	s, err := h.enter()
+	if err != nil {
+		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.mem == nil {
-		return ErrClosed
-	}
-	return h.delete(key, value)
+	defer h.leave(s)
+	return h.remove(s, key, value)
 }
 
 // NextKey implements Map. Iteration order is bucket order, then chain order
@@ -237,38 +462,25 @@ func (h *Hash) NextKey(key, next []byte) error {
 	if err := h.canRead(); err != nil {
 		return err
 	}
-	if key != nil && len(key) != int(h.spec.KeySize) {
+	if key != nil && len(key) != int(h.spec.KeySize) || len(next) != int(h.spec.KeySize) {
 		return ErrKeySize
 	}
-	if len(next) != int(h.spec.KeySize) {
-		return ErrKeySize
+	s, err := h.enter()
+	if err != nil {
+		return err
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if h.mem == nil {
-		return ErrClosed
-	}
-	var b uint32
-	if key != nil {
-		var e uint32
-		b, e, _ = h.find(key)
-		if e != 0 {
-			if n := h.next(e); n != 0 {
-				copy(next, h.keyOf(n))
-				return nil
-			}
-			b++
-		} else {
-			b = 0
-		}
-	}
-	for ; b < h.l.nBuckets; b++ {
-		if e := h.head(b); e != 0 {
-			copy(next, h.keyOf(e))
+	defer h.leave(s)
+	for {
+		switch err := h.view.NextKey(key, next); err {
+		case nil:
 			return nil
+		case mapview.ErrNotFound:
+			return ErrKeyNotExist
 		}
+		// Writers kept interfering: try again (each attempt is bounded;
+		// a writer holds a bucket only for a few stores).
+		runtime.Gosched()
 	}
-	return ErrKeyNotExist
 }
 
 // LookupBatch implements Map.
@@ -299,74 +511,80 @@ func (h *Hash) lookupBatch(bt *Batch, del bool) error {
 	if bt.HasInBatch {
 		cur = bt.InBatch
 	}
-	if cur >= uint64(h.l.nBuckets) {
+	if cur >= uint64(h.l.NBuckets) {
 		return ErrBatchEnd
 	}
-	if del {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-	} else {
-		h.mu.RLock()
-		defer h.mu.RUnlock()
+	s, err := h.enter()
+	if err != nil {
+		return err
 	}
-	if h.mem == nil {
-		return ErrClosed
-	}
-	b := uint32(cur)
+	defer h.leave(s)
+	bi := uint32(cur)
 	var total uint32
 	var ret error
 	for {
-		var n uint32
-		for e := h.head(b); e != 0; e = h.next(e) {
-			n++
-		}
-		if n > max-total {
-			if total == 0 {
-				ret = ErrNoSpace
+		b := h.l.BucketOff + 8*uint64(bi)
+		if h.load(b+4) != 0 {
+			h.lockBucket(b)
+			var n uint32
+			for e := h.load(b + 4); e != 0; e = h.load(h.ent(e)) {
+				n++
 			}
-			break
-		}
-		for e := h.head(b); e != 0; e = h.next(e) {
-			copy(h.keyAt(bt, total), h.keyOf(e))
-			copy(h.valueAt(bt, total), h.valOf(e))
-			total++
-		}
-		if del {
-			for e := h.head(b); e != 0; {
-				n := h.next(e)
-				h.unlink(b, e, 0)
+			if n > max-total {
+				h.unlockBucket(b)
+				if total == 0 {
+					ret = ErrNoSpace
+				}
+				break
+			}
+			for e := h.load(b + 4); e != 0; e = h.load(h.ent(e)) {
+				copy(h.keyAt(bt, total), h.keyOf(e))
+				h.readValue(e, h.valueAt(bt, total))
+				total++
+			}
+			var freed uint32
+			if del {
+				// Unlink the whole chain; free after unlocking, linked
+				// through their next words.
+				freed = h.load(b + 4)
+				h.store(b+4, 0)
+			}
+			h.unlockBucket(b)
+			for e := freed; e != 0; {
+				n := h.load(h.ent(e))
+				h.pushFree(s, e)
 				e = n
 			}
 		}
-		b++
-		if b >= h.l.nBuckets {
+		bi++
+		if bi >= h.l.NBuckets {
 			ret = ErrBatchEnd
 			break
 		}
 	}
-	bt.OutBatch = uint64(b)
+	bt.OutBatch = uint64(bi)
 	bt.Count = total
 	return ret
 }
 
 // UpdateBatch implements Map.
 func (h *Hash) UpdateBatch(bt *Batch) error {
-	return h.writeBatch(bt, true, func(i uint32) error {
-		return h.update(h.keyAt(bt, i), h.valueAt(bt, i), UpdateAny)
+	return h.writeBatch(bt, true, func(cpu int, i uint32) error {
+		return h.update(cpu, h.keyAt(bt, i), h.valueAt(bt, i), UpdateAny, true)
 	})
 }
 
 // DeleteBatch implements Map.
 func (h *Hash) DeleteBatch(bt *Batch) error {
-	return h.writeBatch(bt, false, func(i uint32) error {
-		return h.delete(h.keyAt(bt, i), nil)
+	return h.writeBatch(bt, false, func(cpu int, i uint32) error {
+		return h.remove(cpu, h.keyAt(bt, i), nil)
 	})
 }
 
-// writeBatch applies op to elements 0..bt.Count-1 under the write lock,
-// stopping at the first failure with bt.Count = elements done, as the
-// kernel's generic_map_update_batch and generic_map_delete_batch.
-func (h *Hash) writeBatch(bt *Batch, values bool, op func(i uint32) error) error {
+// writeBatch applies op to elements 0..bt.Count-1, stopping at the first
+// failure with bt.Count = elements done, as the kernel's
+// generic_map_update_batch and generic_map_delete_batch.
+func (h *Hash) writeBatch(bt *Batch, values bool, op func(cpu int, i uint32) error) error {
 	if err := h.canWrite(); err != nil {
 		return err
 	}
@@ -378,13 +596,13 @@ func (h *Hash) writeBatch(bt *Batch, values bool, op func(i uint32) error) error
 		return nil
 	}
 	bt.Count = 0
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.mem == nil {
-		return ErrClosed
+	s, err := h.enter()
+	if err != nil {
+		return err
 	}
+	defer h.leave(s)
 	for i := uint32(0); i < max; i++ {
-		if err := op(i); err != nil {
+		if err := op(s, i); err != nil {
 			return err
 		}
 		bt.Count = i + 1

@@ -31,7 +31,9 @@ const (
 type createAttr struct {
 	mapType, keySize, valueSize, maxEntries, mapFlags, innerMapFd, numaNode uint32
 	name                                                                    [16]byte
-	rest                                                                    [64]byte
+	ifindex, btfFd, btfKey, btfValue, btfVmlinux                            uint32
+	mapExtra                                                                uint64
+	rest                                                                    [48]byte
 }
 
 type elemAttr struct {
@@ -95,7 +97,8 @@ func needKernel(t testing.TB) {
 }
 
 func newKernelFD(s Spec) (int, error) {
-	a := createAttr{mapType: s.Type, keySize: s.KeySize, valueSize: s.ValueSize, maxEntries: s.MaxEntries, mapFlags: s.Flags}
+	a := createAttr{mapType: s.Type, keySize: s.KeySize, valueSize: s.ValueSize, maxEntries: s.MaxEntries,
+		mapFlags: s.Flags, numaNode: s.NumaNode, mapExtra: s.MapExtra}
 	copy(a.name[:], s.Name)
 	fd, err := bpf(bpfMapCreate, unsafe.Pointer(&a), unsafe.Sizeof(a))
 	return int(fd), err

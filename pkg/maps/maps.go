@@ -4,26 +4,51 @@
 //
 // # Storage
 //
-// Every map owns one contiguous region: a memfd, sized with ftruncate and
-// mapped MAP_SHARED. Entries live at offsets in it; links between hash
-// entries are 32-bit indices; no Go pointer or Go map holds an entry, so a
-// million-entry map costs the garbage collector nothing. After mapping, the
-// memfd is sealed (F_SEAL_SHRINK|GROW|FUTURE_WRITE|SEAL): FD may be handed
-// to clients, who can mmap it read-only but neither write nor resize it.
+// Every map owns one contiguous region: a memfd (or, with Config.Dir, a
+// file in that directory), mapped MAP_SHARED into the daemon. The region's
+// format is package mapview's: a versioned header page (type, sizes,
+// flags, CPU count, seed, frozen flag, generation), then the map's data.
+// Entries live at offsets; links between hash entries are 32-bit indices;
+// no Go pointer or Go map holds an entry, so a million-entry map costs the
+// garbage collector nothing.
 //
-// Hash layout: n_buckets = roundup_pow_of_two(max_entries) uint32 bucket
-// heads (entry index + 1, 0 = empty) at offset 0, then max_entries entries of
-// [next uint32 | hash uint32 | key, padded to 8 | value, padded to 8]. Array
-// layout: max_entries values, each padded to 8 bytes, at index*stride.
+// All mutable state lives in the region, never only in Go fields: hash
+// free lists, spare entries and the bump index (in per-CPU-slot state
+// lines), LRU lists and their counts, bucket and element sequence counters,
+// the frozen flag, the seed. So a region alone can be reopened into a live
+// map (Open): every index and count is validated, what a half-finished
+// operation can leave behind (a bucket left locked, an entry on no list) is
+// repaired, anything else is refused with ErrCorrupt. Hash entries are
+// published by one aligned 32-bit store (the bucket head or a predecessor's
+// link) after they are complete.
+//
+// Readers (pkg/client, through the daemon's MAP_STORAGE command) map a
+// read-only descriptor of the same backing (ReadOnlyFD): an O_RDONLY file
+// description, whose mappings can never become writable. A memfd backing
+// is sealed against resizing and, except for BPF_F_MMAPABLE arrays whose
+// write holders may map values writable as in the kernel (WritableFD),
+// against writable mappings and write(2). Lock-free readers follow
+// mapview's protocol: per-bucket (hash) and per-element (array) sequence
+// counters, odd while a writer holds them.
 //
 // Preallocation: a hash without BPF_F_NO_PREALLOC (and every array) has its
 // pages populated at creation (MAP_POPULATE), so a memory shortage shows up
 // as ENOMEM from New, like the kernel's preallocation. With
 // BPF_F_NO_PREALLOC, semantics are identical but pages are committed as
-// entries are first used (freed entries are reused first, and fresh ones
-// come from a bump index, so pages never used stay untouched); memory is not returned
-// before Close. Both charge the full region size (MemoryUsage) to the quota,
-// so the lazy variant cannot grow a client past its quota later.
+// entries are first used (freed entries are reused first; fresh ones come
+// from a bump index, so pages never used stay untouched). Both charge the
+// full region size (MemoryUsage) to the quota.
+//
+// # Moves (revocation)
+//
+// A mapping in another process cannot be taken back. Retire moves a map's
+// live storage to a fresh backing mapped at the same address in the daemon
+// (so program pointers and static regions stay valid), and marks the old
+// backing retired: whoever still maps it keeps a frozen snapshot of the
+// moment of the move, and mapview readers see Retired and stop using it.
+// During the move no program runs and no map operation is under way
+// (percpu.Pool.Quiesce), so no store can land in the old backing after
+// its contents were copied.
 //
 // # Syscall side and program side
 //
@@ -31,27 +56,35 @@
 // batch methods and Freeze are the syscall side: they enforce the map's
 // BPF_F_RDONLY / BPF_F_WRONLY caps and freezing with EPERM, exactly as the
 // kernel does for every descriptor of such a map. (Per-descriptor modes are
-// the demux layer's job.) ValueRef, ProgUpdate and ProgDelete are the program
+// the demux layer's job.) Per-CPU maps exchange one value per possible CPU
+// on this side (Spec.SyscallValueSize). The Prog* methods are the program
 // side (the bpf_map_*_elem helpers): they ignore freezing and the syscall
-// caps, as the kernel does; BPF_F_RDONLY_PROG / BPF_F_WRONLY_PROG are
-// recorded in the Spec for the verifier to enforce.
+// caps, as the kernel does, and act on the caller's CPU slot;
+// BPF_F_RDONLY_PROG / BPF_F_WRONLY_PROG are enforced by the verifier.
 //
-// # Concurrency
+// # CPU slots and concurrency
 //
-// Every Map is safe for concurrent use. Each map has one sync.RWMutex:
-// lookups, NextKey, ValueRef and batch lookups take it shared; writes take
-// it exclusively. A slice from ValueRef aliases storage and is read and
-// written by programs without the lock, like a kernel map value pointer: it
-// may observe concurrent updates (torn values), and after a Delete its slot
-// may be reused for another key (as in the kernel's preallocated hash). It
-// stays valid memory until Close; the caller (object lifetime) guarantees no
-// program runs on a map being closed.
+// Every Map is safe for concurrent use, with no map-wide lock. Every
+// operation that touches storage runs holding a CPU slot of the map's
+// percpu.Pool (the program side uses the slot its invocation holds): that
+// is what per-CPU values, per-CPU free lists and LRU local lists are
+// indexed by, what lets Close and Retire wait for operations in flight
+// (Quiesce), and why no method may be called by a goroutine that already
+// holds a slot except the *On methods, which take it as an argument.
+// Writers of a hash bucket or an array element take its sequence counter
+// (odd = held); readers never block. A slice from ValueRef/ProgLookup
+// aliases storage and is read and written by programs without locks, like
+// a kernel map value pointer: it may observe concurrent updates, and after
+// a delete or a replacing update its entry may be reused for another key
+// (as in the kernel's preallocated hash). It stays valid memory until
+// Close; the caller (object lifetime) guarantees no program runs on a map
+// being closed.
 //
 // # Allocation
 //
 // Once a map exists, Lookup, Update, Delete, NextKey, LookupAndDelete,
-// ValueRef and the batch methods allocate nothing; errors are preallocated
-// sentinels.
+// ValueRef, the Prog* methods and the batch methods allocate nothing;
+// errors are preallocated sentinels.
 //
 // # PROG_ARRAY
 //
@@ -62,18 +95,24 @@
 package maps
 
 import (
-	"hash/maphash"
+	"crypto/rand"
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
+	"github.com/bpfd-project/bpfd/pkg/percpu"
 )
 
 // Map is a bpfd map. All methods are safe for concurrent use (see the package
-// doc for the locking contract). key and value slices must be exactly
-// Spec().KeySize and Spec().ValueSize long, or the method returns
-// ErrKeySize / ErrValueSize (EINVAL). After Close, methods that reach the
-// storage return ErrClosed (EBADF); ValueRef returns nil and FD -1.
+// doc for the slot contract). key and value slices must be exactly
+// Spec().KeySize and Spec().SyscallValueSize() long on the syscall side (or
+// ValueSize on the program side), or the method returns ErrKeySize /
+// ErrValueSize (EINVAL). After Close, methods that reach the storage return
+// ErrClosed (EBADF); ValueRef returns nil and FD -1.
 type Map interface {
-	// Spec returns the spec the map was created with.
+	// Spec returns the spec the map was created with (MaxEntries as the
+	// kernel records it).
 	Spec() Spec
 	// Lookup copies the value of key into value. ErrKeyNotExist (ENOENT) if
 	// absent; ErrPermission (EPERM) on a BPF_F_WRONLY map.
@@ -112,23 +151,47 @@ type Map interface {
 	Freeze() error
 	// Frozen reports whether Freeze succeeded.
 	Frozen() bool
+
 	// ValueRef returns the value of key as a slice aliasing the map's
 	// storage (no copy), or nil if key is absent, of the wrong size, or the
-	// map is closed. Program side: ignores freezing and syscall caps.
-	// ProgArray returns nil always (its values are not data).
+	// map is closed. Program side, CPU slot 0's value for per-CPU maps: it
+	// ignores freezing and syscall caps. ProgArray returns nil always (its
+	// values are not data).
 	ValueRef(key []byte) []byte
+	// ProgLookup is ValueRef for the program running on CPU slot cpu.
+	ProgLookup(cpu int, key []byte) []byte
 	// ProgUpdate is Update as the bpf_map_update_elem helper does it: the
-	// same flags and errnos, but frozen and BPF_F_RDONLY maps are writable.
+	// same flags and errnos, but frozen and BPF_F_RDONLY maps are
+	// writable, and value is ValueSize bytes (per-CPU maps: the caller's
+	// CPU's value; others' are zeroed for a new key). It takes a slot of
+	// its own: never call it while holding one (use ProgUpdateOn).
 	ProgUpdate(key, value []byte, flags uint64) error
-	// ProgDelete is Delete as the bpf_map_delete_elem helper does it.
+	// ProgUpdateOn is ProgUpdate for the program running on slot cpu.
+	ProgUpdateOn(cpu int, key, value []byte, flags uint64) error
+	// ProgDelete is Delete as the bpf_map_delete_elem helper does it (takes
+	// a slot, like ProgUpdate).
 	ProgDelete(key []byte) error
+	// ProgDeleteOn is ProgDelete for the program running on slot cpu.
+	ProgDeleteOn(cpu int, key []byte) error
+
 	// MemoryUsage returns the bytes charged for the map (its region size).
 	MemoryUsage() uint64
-	// FD returns the map's sealed memfd, owned by the map (closed by Close;
-	// -1 after). Dup it to keep it.
+	// FD returns the map's read-write backing descriptor, owned by the map
+	// (closed by Close; -1 after). It changes when Retire moves the map.
 	FD() int
-	// Close unmaps the storage and closes the memfd. Idempotent; returns nil
-	// on the second call. No ValueRef slice may be used afterwards.
+	// ReadOnlyFD returns a new O_RDONLY descriptor of the map's current
+	// backing, owned by the caller, for read-only client mappings. It
+	// returns ErrClosed after Close.
+	ReadOnlyFD() (int, error)
+	// Retire moves the live storage to a fresh backing and leaves the old
+	// one a retired snapshot (see the package doc). It waits for every
+	// operation and program run in flight on the map's pool. ErrClosed
+	// after Close.
+	Retire() error
+	// Close unmaps the storage and closes the backing (removing its file
+	// with the file backend). It waits for operations in flight.
+	// Idempotent; returns nil on the second call. No ValueRef slice may be
+	// used afterwards.
 	Close() error
 }
 
@@ -140,20 +203,21 @@ type Map interface {
 // start at the beginning; otherwise at InBatch, the OutBatch of a previous
 // call. The cursor is opaque (hash: a bucket index; array: the index of the
 // last element returned), as in the kernel. They copy up to Count elements
-// into Keys and Values (packed: element i at i*KeySize, i*ValueSize), set
-// Count to the number copied and OutBatch to the cursor to resume from, and
-// return ErrBatchEnd (ENOENT) when the walk reached the end, possibly with
-// Count > 0 (a partial batch). A hash copies whole buckets only: when the
-// next bucket does not fit in what remains of Count, the call stops there,
-// returning nil, or ErrNoSpace (ENOSPC) with Count 0 if nothing was copied.
-// Count 0 on entry returns nil at once.
+// into Keys and Values (packed: element i at i*KeySize, i*value size, the
+// value size being Spec.SyscallValueSize), set Count to the number copied
+// and OutBatch to the cursor to resume from, and return ErrBatchEnd
+// (ENOENT) when the walk reached the end, possibly with Count > 0 (a
+// partial batch). A hash copies whole buckets only: when the next bucket
+// does not fit in what remains of Count, the call stops there, returning
+// nil, or ErrNoSpace (ENOSPC) with Count 0 if nothing was copied. Count 0
+// on entry returns nil at once.
 //
 // Update and delete batches take Count keys (and values) from Keys (and
 // Values) and set Count to the elements done.
 //
-// ElemFlags must be 0 (the kernel accepts only BPF_F_LOCK, which needs a spin
-// lock bpfd maps never have): ErrInvalidFlags otherwise. Keys and Values
-// shorter than Count elements give ErrInvalid.
+// ElemFlags must be 0 or, on maps with a spin lock, UpdateLock:
+// ErrInvalidFlags otherwise. Keys and Values shorter than Count elements
+// give ErrInvalid.
 type Batch struct {
 	InBatch    uint64
 	HasInBatch bool
@@ -164,70 +228,236 @@ type Batch struct {
 	ElemFlags  uint64
 }
 
-// New creates a map from spec. It returns the error Spec.Validate returns
-// for bad parameters (EINVAL, E2BIG, ENOMEM as the kernel would), or
+// Config chooses where maps live. The zero value (or nil) means memfd
+// backings and the default CPU pool.
+type Config struct {
+	// Dir, when not empty, makes each map's region a file in this
+	// directory (mapped MAP_SHARED, so the page cache keeps its bytes if
+	// the daemon dies; put it on tmpfs such as /run). The daemon needs
+	// write access to it. Empty means a memfd.
+	Dir string
+	// Pool is the CPU slot pool the map's operations and programs run
+	// on; nil means percpu.Default(). Every map a program uses must share
+	// the program's pool.
+	Pool *percpu.Pool
+}
+
+func (c *Config) pool() *percpu.Pool {
+	if c == nil || c.Pool == nil {
+		return percpu.Default()
+	}
+	return c.Pool
+}
+
+func (c *Config) dir() string {
+	if c == nil {
+		return ""
+	}
+	return c.Dir
+}
+
+func defaultNCPU() int { return percpu.Default().N() }
+
+// New creates a map from spec with the default Config (memfd, default
+// pool). See NewWith.
+func New(spec Spec) (Map, error) { return NewWith(spec, nil) }
+
+// NewWith creates a map from spec in the storage cfg chooses (nil means
+// the defaults). It returns the error Spec.Validate returns for bad
+// parameters (EINVAL, E2BIG, ENOTSUPP, ENOMEM as the kernel would), or
 // ErrNoMemory / a wrapped syscall error if the region cannot be created.
 // The caller owns the map and must Close it.
-func New(spec Spec) (Map, error) {
-	l, err := spec.layout()
+func NewWith(spec Spec, cfg *Config) (Map, error) {
+	pool := cfg.pool()
+	l, err := spec.layout(pool.N())
 	if err != nil {
 		return nil, err
 	}
+	spec.MaxEntries = spec.maxEntries(pool.N())
 	prealloc := spec.Flags&FlagNoPrealloc == 0
-	r, err := newRegion(spec.Name, l.size, prealloc)
+	writable := spec.Type == TypeArray && spec.Flags&FlagMmapable != 0
+	r, err := newRegion(cfg.dir(), spec.Name, l.Size, prealloc, writable)
 	if err != nil {
 		return nil, err
 	}
-	var m Map
-	var b *base
-	switch spec.Type {
-	case TypeHash:
-		h := &Hash{seed: maphash.MakeSeed()}
-		m, b = h, &h.base
-	case TypeArray:
-		a := &Array{}
-		m, b = a, &a.base
-	default:
-		p := &ProgArray{}
-		m, b = p, &p.base
+	h := mapview.Header{Type: spec.Type, KeySize: spec.KeySize, ValueSize: spec.ValueSize,
+		MaxEntries: spec.MaxEntries, Flags: spec.Flags, NCPU: uint32(pool.N()),
+		MapExtra: spec.MapExtra, Size: l.Size}
+	copy(h.Name[:], spec.Name)
+	if spec.Flags&FlagZeroSeed == 0 {
+		var s [8]byte
+		rand.Read(s[:])
+		h.Seed = binary.LittleEndian.Uint64(s[:])
 	}
-	b.spec, b.l, b.reg, b.mem = spec, l, r, r.mem
+	mapview.PutHeader(r.mem, &h)
+	m, err := build(spec, l, r, pool, h.Seed)
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	m.initRegion()
+	return m, nil
+}
+
+// impl is what every map type implements beyond Map.
+type impl interface {
+	Map
+	// initRegion sets up a fresh region's type-specific state.
+	initRegion()
+	// validateInto checks (and repairs) a reopened region's
+	// type-specific state; see Open.
+	validateInto(rep *Repair) error
+	b() *base
+}
+
+// build wraps a mapped region in the map type of spec.
+func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint64) (impl, error) {
+	view, err := mapview.New(r.mem)
+	if err != nil {
+		return nil, ErrCorrupt
+	}
+	var m impl
+	switch spec.Type {
+	case TypeHash, TypePercpuHash:
+		percpu := spec.Type == TypePercpuHash
+		m = &Hash{seed: seed, percpu: percpu, inPlace: percpu, view: view}
+	case TypeArray, TypePercpuArray:
+		m = &Array{percpu: spec.Type == TypePercpuArray, view: view}
+	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
+		m = &ProgArray{}
+	default:
+		return nil, ErrInvalid
+	}
+	b := m.b()
+	b.spec, b.l, b.reg, b.mem, b.pool = spec, l, r, r.mem, pool
 	return m, nil
 }
 
 // base holds what every map type shares.
 type base struct {
-	spec   Spec
-	l      layout
-	mu     sync.RWMutex
-	reg    *region // guarded by mu (nil after Close)
-	mem    []byte  // reg.mem; guarded by mu (nil after Close)
+	spec Spec
+	l    mapview.Layout
+	pool *percpu.Pool
+	// mem is the daemon's mapping of the region: its address never
+	// changes (moves remap under it). Immutable until Close.
+	mem []byte
+	// reg is the region; its backing fd changes on a move. Guarded by
+	// moveMu for fd and path.
+	reg    *region
+	moveMu sync.Mutex
+	closed atomic.Bool
+	// frozen mirrors the region's Frozen word (the truth for Open), so
+	// that Frozen never touches memory a concurrent Close may unmap.
 	frozen atomic.Bool
+	// writableOut is set when a writable descriptor of the backing was
+	// handed out (MMAPABLE arrays); Freeze then moves the storage first.
+	// Guarded by moveMu.
+	writableOut bool
 }
 
+func (b *base) b() *base            { return b }
 func (b *base) Spec() Spec          { return b.spec }
-func (b *base) Frozen() bool        { return b.frozen.Load() }
-func (b *base) MemoryUsage() uint64 { return b.l.size }
+func (b *base) MemoryUsage() uint64 { return b.l.Size }
 
+func (b *base) u32(off uint64) *uint32 { return (*uint32)(mapviewPtr(b.mem, off)) }
+
+// Frozen implements Map.
+func (b *base) Frozen() bool { return b.frozen.Load() }
+
+// FD implements Map.
 func (b *base) FD() int {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.reg == nil {
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	if b.closed.Load() {
 		return -1
 	}
 	return b.reg.fd
 }
 
+// ReadOnlyFD implements Map.
+func (b *base) ReadOnlyFD() (int, error) {
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	if b.closed.Load() {
+		return -1, ErrClosed
+	}
+	return b.reg.readOnlyFD()
+}
+
+// WritableFD returns a new read-write descriptor of the map's backing,
+// owned by the caller, for a writable mapping of a BPF_F_MMAPABLE array's
+// values (at offset Layout().ValuesOff). It returns ErrPermission for any
+// other map, or for a frozen or BPF_F_RDONLY_PROG... map the kernel would
+// refuse to map writable (frozen, BPF_F_RDONLY), and ErrClosed.
+func (b *base) WritableFD() (int, error) {
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	if b.closed.Load() {
+		return -1, ErrClosed
+	}
+	if !b.reg.writable || b.spec.Flags&FlagRdonly != 0 || b.frozen.Load() {
+		return -1, ErrPermission
+	}
+	fd, err := b.reg.writableFD()
+	if err == nil {
+		b.writableOut = true
+	}
+	return fd, err
+}
+
+// Layout returns the map's region geometry (package mapview).
+func (b *base) Layout() mapview.Layout { return b.l }
+
+// Pool returns the CPU slot pool the map runs on.
+func (b *base) Pool() *percpu.Pool { return b.pool }
+
+// Retire implements Map.
+func (b *base) Retire() error {
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return b.moveLocked()
+}
+
+// moveLocked moves the storage with every slot held. moveMu is held.
+func (b *base) moveLocked() error {
+	release := b.pool.Quiesce()
+	defer release()
+	if err := b.reg.move(); err != nil {
+		return err
+	}
+	b.writableOut = false
+	return nil
+}
+
+// Close implements Map.
 func (b *base) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.reg == nil {
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	// Operations that took a slot before closed was set finish first.
+	b.pool.Quiesce()()
 	err := b.reg.close()
-	b.reg, b.mem = nil, nil
+	b.mem = nil
 	return err
 }
+
+// enter takes a slot for a syscall-side operation and checks the map is
+// open; the caller releases the slot with leave.
+func (b *base) enter() (int, error) {
+	s := b.pool.Get()
+	if b.closed.Load() {
+		b.pool.Release(s)
+		return -1, ErrClosed
+	}
+	return s, nil
+}
+
+func (b *base) leave(s int) { b.pool.Release(s) }
 
 // canRead and canWrite are the kernel's map_get_sys_perms checks.
 func (b *base) canRead() error {
@@ -238,21 +468,32 @@ func (b *base) canRead() error {
 }
 
 func (b *base) canWrite() error {
-	if b.spec.Flags&FlagRdonly != 0 || b.frozen.Load() {
+	if b.spec.Flags&FlagRdonly != 0 || b.Frozen() {
 		return ErrPermission
 	}
 	return nil
 }
 
+// Freeze implements Map.
 func (b *base) Freeze() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.mem == nil {
+	b.moveMu.Lock()
+	defer b.moveMu.Unlock()
+	if b.closed.Load() {
 		return ErrClosed
 	}
 	if err := b.canWrite(); err != nil {
 		return err
 	}
+	if b.writableOut {
+		// Writable client mappings of an MMAPABLE array could still
+		// write: cut them off (they keep a retired snapshot). The kernel
+		// refuses with EBUSY while writable mappings exist; bpfd cannot
+		// see another process unmap, so it moves instead.
+		if err := b.moveLocked(); err != nil {
+			return err
+		}
+	}
+	atomic.StoreUint32(b.u32(mapview.OffFrozen), 1)
 	b.frozen.Store(true)
 	return nil
 }
@@ -266,7 +507,7 @@ func (b *base) checkBatch(bt *Batch, keys, values bool) error {
 	if keys && uint64(len(bt.Keys)) < n*uint64(b.spec.KeySize) {
 		return ErrInvalid
 	}
-	if values && uint64(len(bt.Values)) < n*uint64(b.spec.ValueSize) {
+	if values && uint64(len(bt.Values)) < n*uint64(b.spec.SyscallValueSize()) {
 		return ErrInvalid
 	}
 	return nil
@@ -279,7 +520,18 @@ func (b *base) keyAt(bt *Batch, i uint32) []byte {
 }
 
 func (b *base) valueAt(bt *Batch, i uint32) []byte {
-	vs := uint64(b.spec.ValueSize)
+	vs := uint64(b.spec.SyscallValueSize())
 	o := uint64(i) * vs
 	return bt.Values[o : o+vs : o+vs]
+}
+
+// Program-side wrappers that take a slot of their own.
+
+func (b *base) withSlot(f func(cpu int) error) error {
+	s, err := b.enter()
+	if err != nil {
+		return err
+	}
+	defer b.leave(s)
+	return f(s)
 }

@@ -89,42 +89,6 @@ func TestProgramSide(t *testing.T) {
 	}
 }
 
-// TestMemfd checks the exported descriptor: sealed, read-only mappable, and
-// showing the map's bytes.
-func TestMemfd(t *testing.T) {
-	m := mustNew(t, array48)
-	if got, want := m.MemoryUsage(), uint64(4096); got != want {
-		t.Fatalf("MemoryUsage = %d, want %d", got, want)
-	}
-	if err := m.Update(k32(2), v2, 0); err != nil {
-		t.Fatal(err)
-	}
-	fd := m.FD()
-	ro, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatalf("read-only mmap: %v", err)
-	}
-	defer unix.Munmap(ro)
-	if !bytes.Equal(ro[16:24], v2) {
-		t.Fatalf("mapped bytes %x, want %x at offset 16", ro[16:24], v2)
-	}
-	if _, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
-		t.Fatal("writable mmap of the sealed memfd succeeded")
-	}
-	if err := unix.Ftruncate(fd, 0); err == nil {
-		t.Fatal("ftruncate of the sealed memfd succeeded")
-	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	if m.FD() != -1 {
-		t.Fatal("FD after Close is not -1")
-	}
-}
-
 func TestProgArray(t *testing.T) {
 	m := mustNew(t, progArr4)
 	p := m.(*ProgArray)

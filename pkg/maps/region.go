@@ -1,52 +1,240 @@
 package maps
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
-// region is a map's flat storage: a memfd mapped MAP_SHARED read-write into
-// the daemon. After mapping, the memfd is sealed against shrinking, growing,
-// new writable mappings and further seals, so the descriptor can be handed to
-// clients for read-only mmap without letting them resize the daemon's memory
-// (which would SIGBUS it) or write the bytes.
+// region is a map's flat storage: a memfd, or a file under Config.Dir,
+// mapped MAP_SHARED read-write into the daemon at an address that never
+// changes while the map lives (a move replaces the backing under the same
+// address with MAP_FIXED). The backing is sealed against resizing (memfd)
+// and, unless the map hands out writable mappings, against new writable
+// mappings and write(2); readers get a separate O_RDONLY descriptor of
+// the same inode (readOnlyFD).
+//
+// fd and path are guarded by the owning map's move lock; mem is immutable.
 type region struct {
-	fd  int
-	mem []byte
+	fd       int    // O_RDWR backing
+	path     string // file backend: the file's path ("" for a memfd)
+	dir      string // file backend directory
+	name     string
+	mem      []byte
+	populate bool
+	writable bool // no F_SEAL_FUTURE_WRITE: writable client mappings allowed
 }
 
-func newRegion(name string, size uint64, populate bool) (*region, error) {
-	fd, err := unix.MemfdCreate("bpfd-map:"+name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+// newBacking creates an unmapped backing of size bytes: a memfd, or a new
+// file in dir. It returns the fd and (file backend) the path.
+func newBacking(dir, name string, size uint64) (int, string, error) {
+	if dir == "" {
+		fd, err := unix.MemfdCreate("bpfd-map:"+name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+		if err != nil {
+			return -1, "", os.NewSyscallError("memfd_create", err)
+		}
+		if err := unix.Ftruncate(fd, int64(size)); err != nil {
+			unix.Close(fd)
+			return -1, "", os.NewSyscallError("ftruncate", err)
+		}
+		return fd, "", nil
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	path := filepath.Join(dir, "map-"+hex.EncodeToString(rnd[:])+".region")
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, os.NewSyscallError("memfd_create", err)
+		return -1, "", &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("ftruncate", err)
+	if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil {
+		if err := unix.Ftruncate(fd, int64(size)); err != nil {
+			unix.Close(fd)
+			os.Remove(path)
+			return -1, "", os.NewSyscallError("ftruncate", err)
+		}
 	}
+	return fd, path, nil
+}
+
+// seal applies the seals a memfd backing gets (nothing for files).
+func (r *region) seal(fd int) error {
+	if r.path != "" {
+		return nil
+	}
+	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW
+	if !r.writable {
+		seals |= unix.F_SEAL_FUTURE_WRITE
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		return os.NewSyscallError("fcntl(F_ADD_SEALS)", err)
+	}
+	return nil
+}
+
+func mapErr(err error) error {
+	if err == unix.ENOMEM {
+		return ErrNoMemory
+	}
+	return os.NewSyscallError("mmap", err)
+}
+
+// newRegion creates and maps a zero-filled region of size bytes.
+// populate prefaults every page (kernel-like preallocation: ENOMEM now
+// rather than SIGBUS later); writable leaves the backing open to
+// writable client mappings (MMAPABLE arrays).
+func newRegion(dir, name string, size uint64, populate, writable bool) (*region, error) {
+	fd, path, err := newBacking(dir, name, size)
+	if err != nil {
+		return nil, err
+	}
+	r := &region{fd: fd, path: path, dir: dir, name: name, populate: populate, writable: writable}
 	flags := unix.MAP_SHARED
 	if populate {
 		flags |= unix.MAP_POPULATE
 	}
 	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
-		unix.Close(fd)
-		if err == unix.ENOMEM {
-			return nil, ErrNoMemory
-		}
-		return nil, os.NewSyscallError("mmap", err)
+		r.discard(fd, path)
+		return nil, mapErr(err)
 	}
-	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_FUTURE_WRITE | unix.F_SEAL_SEAL
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+	r.mem = mem
+	if err := r.seal(fd); err != nil {
 		unix.Munmap(mem)
-		unix.Close(fd)
-		return nil, os.NewSyscallError("fcntl(F_ADD_SEALS)", err)
+		r.discard(fd, path)
+		return nil, err
 	}
-	return &region{fd: fd, mem: mem}, nil
+	return r, nil
+}
+
+// openRegion maps an existing backing (restore): fd is taken over by the
+// region (closed on failure). path names the file for the file backend.
+func openRegion(fd int, path string) (*region, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fstat", err)
+	}
+	if st.Size < mapview.HeaderSize || st.Size > MaxRegionSize || st.Size%mapview.PageSize != 0 {
+		unix.Close(fd)
+		return nil, ErrCorrupt
+	}
+	mem, err := unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(fd)
+		return nil, mapErr(err)
+	}
+	r := &region{fd: fd, path: path, mem: mem}
+	if path != "" {
+		r.dir = filepath.Dir(path)
+	}
+	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil {
+		r.writable = seals&unix.F_SEAL_FUTURE_WRITE == 0
+	}
+	return r, nil
+}
+
+func (r *region) discard(fd int, path string) {
+	unix.Close(fd)
+	if path != "" {
+		os.Remove(path)
+	}
+}
+
+// readOnlyFD returns a new O_RDONLY descriptor of the backing, owned by
+// the caller: mappings made through it can never be made writable
+// (mprotect refuses, the file description has no write access).
+func (r *region) readOnlyFD() (int, error) {
+	p := r.path
+	if p == "" {
+		p = "/proc/self/fd/" + strconv.Itoa(r.fd)
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return fd, nil
+}
+
+// writableFD returns a new O_RDWR descriptor of the backing, owned by the
+// caller, for a writable client mapping (MMAPABLE arrays only; the
+// backing is not sealed against writes).
+func (r *region) writableFD() (int, error) {
+	fd, err := unix.FcntlInt(uintptr(r.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err)
+	}
+	return fd, nil
+}
+
+func (r *region) u32(off uint64) *uint32 { return (*uint32)(unsafe.Pointer(&r.mem[off])) }
+
+// move gives the region a fresh backing with the same contents, mapped at
+// the same address, and leaves the old backing as a retired snapshot
+// (header Retired = 1) for whoever still maps it. The caller guarantees
+// that nothing writes the region meanwhile (percpu.Pool.Quiesce plus the
+// map's own writers stopped). On failure the region is unchanged.
+func (r *region) move() error {
+	size := uint64(len(r.mem))
+	fd, path, err := newBacking(r.dir, r.name, size)
+	if err != nil {
+		return err
+	}
+	// Copy everything (the old header still says live), then retire the
+	// old backing and map the new one over the same address.
+	if n, err := unix.Pwrite(fd, r.mem, 0); err != nil || uint64(n) != size {
+		r.discard(fd, path)
+		if err == nil {
+			err = unix.EIO
+		}
+		return fmt.Errorf("maps: copying region for a move: %w", os.NewSyscallError("pwrite", err))
+	}
+	atomic.StoreUint32(r.u32(mapview.OffRetired), 1)
+	flags := unix.MAP_SHARED | unix.MAP_FIXED
+	if r.populate {
+		flags |= unix.MAP_POPULATE
+	}
+	addr := uintptr(unsafe.Pointer(unsafe.SliceData(r.mem)))
+	_, _, e := unix.Syscall6(unix.SYS_MMAP, addr, uintptr(size), unix.PROT_READ|unix.PROT_WRITE, uintptr(flags), uintptr(fd), 0)
+	if e != 0 {
+		atomic.StoreUint32(r.u32(mapview.OffRetired), 0)
+		r.discard(fd, path)
+		return mapErr(e)
+	}
+	// From here the daemon's mapping is the new backing.
+	atomic.StoreUint32(r.u32(mapview.OffRetired), 0)
+	atomic.AddUint32(r.u32(mapview.OffGeneration), 1)
+	if err := r.seal(fd); err != nil {
+		// The new backing works; it is only less sealed. Keep it.
+		_ = err
+	}
+	old, oldPath := r.fd, r.path
+	if oldPath != "" {
+		// The new file takes the old one's name; the old inode lives on
+		// in the mappings that hold it.
+		if err := os.Rename(path, oldPath); err != nil {
+			r.fd, r.path = fd, path
+			unix.Close(old)
+			os.Remove(oldPath)
+			return nil
+		}
+		path = oldPath
+	}
+	r.fd, r.path = fd, path
+	unix.Close(old)
+	return nil
 }
 
 // close unmaps and closes; callers guarantee nothing uses mem afterwards.
+// The file backend's file is removed.
 func (r *region) close() error {
 	err := unix.Munmap(r.mem)
 	r.mem = nil
@@ -54,6 +242,9 @@ func (r *region) close() error {
 		err = cerr
 	}
 	r.fd = -1
+	if r.path != "" {
+		os.Remove(r.path)
+	}
 	if err != nil {
 		return os.NewSyscallError("munmap/close", err)
 	}

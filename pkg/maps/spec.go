@@ -1,35 +1,77 @@
 package maps
 
 import (
+	"strconv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/errno"
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
 // Map types, kernel numbering (enum bpf_map_type).
 const (
-	TypeHash      uint32 = 1 // BPF_MAP_TYPE_HASH
-	TypeArray     uint32 = 2 // BPF_MAP_TYPE_ARRAY
-	TypeProgArray uint32 = 3 // BPF_MAP_TYPE_PROG_ARRAY
+	TypeHash           uint32 = 1  // BPF_MAP_TYPE_HASH
+	TypeArray          uint32 = 2  // BPF_MAP_TYPE_ARRAY
+	TypeProgArray      uint32 = 3  // BPF_MAP_TYPE_PROG_ARRAY
+	TypePerfEventArray uint32 = 4  // BPF_MAP_TYPE_PERF_EVENT_ARRAY
+	TypePercpuHash     uint32 = 5  // BPF_MAP_TYPE_PERCPU_HASH
+	TypePercpuArray    uint32 = 6  // BPF_MAP_TYPE_PERCPU_ARRAY
+	TypeLRUHash        uint32 = 9  // BPF_MAP_TYPE_LRU_HASH
+	TypeLRUPercpuHash  uint32 = 10 // BPF_MAP_TYPE_LRU_PERCPU_HASH
+	TypeLPMTrie        uint32 = 11 // BPF_MAP_TYPE_LPM_TRIE
+	TypeArrayOfMaps    uint32 = 12 // BPF_MAP_TYPE_ARRAY_OF_MAPS
+	TypeHashOfMaps     uint32 = 13 // BPF_MAP_TYPE_HASH_OF_MAPS
+	TypeDevmap         uint32 = 14 // BPF_MAP_TYPE_DEVMAP
+	TypeCPUMap         uint32 = 16 // BPF_MAP_TYPE_CPUMAP
+	TypeXSKMap         uint32 = 17 // BPF_MAP_TYPE_XSKMAP
+	TypeQueue          uint32 = 22 // BPF_MAP_TYPE_QUEUE
+	TypeStack          uint32 = 23 // BPF_MAP_TYPE_STACK
+	TypeDevmapHash     uint32 = 25 // BPF_MAP_TYPE_DEVMAP_HASH
+	TypeRingbuf        uint32 = 27 // BPF_MAP_TYPE_RINGBUF
+	TypeBloomFilter    uint32 = 30 // BPF_MAP_TYPE_BLOOM_FILTER
 )
+
+var typeNames = map[uint32]string{
+	TypeHash: "hash", TypeArray: "array", TypeProgArray: "prog_array",
+	TypePerfEventArray: "perf_event_array", TypePercpuHash: "percpu_hash",
+	TypePercpuArray: "percpu_array", TypeLRUHash: "lru_hash", TypeLRUPercpuHash: "lru_percpu_hash",
+	TypeLPMTrie: "lpm_trie", TypeArrayOfMaps: "array_of_maps", TypeHashOfMaps: "hash_of_maps",
+	TypeDevmap: "devmap", TypeCPUMap: "cpumap", TypeXSKMap: "xskmap", TypeQueue: "queue",
+	TypeStack: "stack", TypeDevmapHash: "devmap_hash", TypeRingbuf: "ringbuf",
+	TypeBloomFilter: "bloom_filter",
+}
+
+// TypeName returns bpftool's name of map type t ("percpu_hash"), or
+// "type(N)" for a type bpfd does not know.
+func TypeName(t uint32) string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return "type(" + strconv.FormatUint(uint64(t), 10) + ")"
+}
 
 // Create flags, kernel numbering (BPF_F_* in include/uapi/linux/bpf.h).
 const (
-	FlagNoPrealloc uint32 = 1 << 0 // BPF_F_NO_PREALLOC: hash only
-	FlagRdonly     uint32 = 1 << 3 // BPF_F_RDONLY: syscall side may only read
-	FlagWronly     uint32 = 1 << 4 // BPF_F_WRONLY: syscall side may only write
-	FlagRdonlyProg uint32 = 1 << 7 // BPF_F_RDONLY_PROG: programs may only read
-	FlagWronlyProg uint32 = 1 << 8 // BPF_F_WRONLY_PROG: programs may only write
+	FlagNoPrealloc    uint32 = 1 << 0  // BPF_F_NO_PREALLOC: hash (semantics unchanged), LPM trie (required)
+	FlagNoCommonLRU   uint32 = 1 << 1  // BPF_F_NO_COMMON_LRU: LRU hash, one LRU list per CPU
+	FlagNumaNode      uint32 = 1 << 2  // BPF_F_NUMA_NODE: Spec.NumaNode is meaningful
+	FlagRdonly        uint32 = 1 << 3  // BPF_F_RDONLY: syscall side may only read
+	FlagWronly        uint32 = 1 << 4  // BPF_F_WRONLY: syscall side may only write
+	FlagZeroSeed      uint32 = 1 << 6  // BPF_F_ZERO_SEED: hash and bloom filter seeds are 0
+	FlagRdonlyProg    uint32 = 1 << 7  // BPF_F_RDONLY_PROG: programs may only read
+	FlagWronlyProg    uint32 = 1 << 8  // BPF_F_WRONLY_PROG: programs may only write
+	FlagMmapable      uint32 = 1 << 10 // BPF_F_MMAPABLE: array values may be mapped writable
+	FlagPreserveElems uint32 = 1 << 11 // BPF_F_PRESERVE_ELEMS: perf event array entries outlive their fd
+	FlagInnerMap      uint32 = 1 << 12 // BPF_F_INNER_MAP: inner-map template of any max_entries
 )
 
-// Update flags, kernel numbering. BPF_F_LOCK is recognised only to be
-// refused: bpfd maps have no spin locks, and the kernel answers EINVAL for
-// BPF_F_LOCK on a map without one.
+// Update flags, kernel numbering.
 const (
 	UpdateAny     uint64 = 0      // BPF_ANY: create or replace
 	UpdateNoExist uint64 = 1      // BPF_NOEXIST: create only
 	UpdateExist   uint64 = 2      // BPF_EXIST: replace only
-	UpdateLock    uint64 = 1 << 2 // BPF_F_LOCK: always EINVAL here
+	UpdateLock    uint64 = 1 << 2 // BPF_F_LOCK: copy under the value's bpf_spin_lock
 )
 
 // Kernel limits reproduced by New.
@@ -46,22 +88,46 @@ const (
 	maxHashEntries = 1 << 28
 	// maxArrayValue: array value_size above INT_MAX is E2BIG.
 	maxArrayValue = 1<<31 - 1
+	// pcpuMinUnitSize is PCPU_MIN_UNIT_SIZE: the largest per-CPU value
+	// (rounded up to 8) is E2BIG above it.
+	pcpuMinUnitSize = 32 << 10
+	// nrCPUs is the kernel's NR_CPUS (CONFIG_NR_CPUS of distribution
+	// kernels): a CPU map larger than it is E2BIG.
+	nrCPUs = 8192
+	// lpmDataMax is LPM_DATA_SIZE_MAX: an LPM trie key holds a 4-byte
+	// prefix length and 1..256 bytes of data.
+	lpmDataMax = 256
+	// lpmNodeSize is sizeof(struct lpm_trie_node), for the value limit.
+	lpmNodeSize = 48
+	// maxQueueValue: a queue or stack value above KMALLOC_MAX_SIZE is E2BIG.
+	maxQueueValue = kmallocMax
 )
 
 // MaxRegionSize is the largest flat region New will create (16 GiB). A spec
 // needing more fails with ErrNoMemory, as the kernel's allocation would.
-// Per-uid quotas (package quota) normally refuse much earlier.
-const MaxRegionSize = 16 << 30
+// Per-uid quotas normally refuse much earlier.
+const MaxRegionSize = mapview.MaxRegionSize
 
 // Spec describes a map, in the kernel's bpf_attr terms. It is plain data:
 // nothing is allocated until New.
 type Spec struct {
-	Type       uint32 // TypeHash, TypeArray or TypeProgArray
+	Type       uint32 // Type*
 	KeySize    uint32
 	ValueSize  uint32
 	MaxEntries uint32
 	Flags      uint32 // Flag* bits
 	Name       string // at most NameLen-1 bytes of [A-Za-z0-9_.]
+	// MapExtra is bpf_attr.map_extra: for bloom filters the number of
+	// hash functions in its low 4 bits (0 means 5); must be 0 otherwise.
+	MapExtra uint64
+	// NumaNode is bpf_attr.numa_node, used with FlagNumaNode: it must name
+	// an online node (bpfd places nothing by node; the check is the
+	// kernel's).
+	NumaNode uint32
+	// Inner is the inner-map template of an ARRAY_OF_MAPS or HASH_OF_MAPS
+	// (the kernel's inner_map_fd): every map stored in it must be
+	// compatible (see Compatible). Nil for other types.
+	Inner *Spec
 }
 
 // Sentinel errors. Each satisfies errors.Is for itself and for the kernel
@@ -82,7 +148,9 @@ var (
 	ErrNoSpace      = errno.New(unix.ENOSPC, "maps: batch buffer too small for a bucket")
 	ErrBatchEnd     = errno.New(unix.ENOENT, "maps: no more elements")
 	ErrNotSupported = errno.New(ENOTSUPP, "maps: operation not supported by this map type")
+	ErrOpNotSupp    = errno.New(unix.EOPNOTSUPP, "maps: operation not supported on this map type")
 	ErrClosed       = errno.New(unix.EBADF, "maps: map is closed")
+	ErrCorrupt      = errno.New(unix.EUCLEAN, "maps: region is not a consistent map")
 )
 
 // ENOTSUPP is the kernel-internal errno 524 that bpf(2) nevertheless returns
@@ -90,13 +158,14 @@ var (
 // on an array). golang.org/x/sys does not define it.
 const ENOTSUPP = unix.Errno(524)
 
-// Validate checks s against the kernel's map_create rules for its type and
-// returns nil or the error New would return: ErrInvalid (EINVAL) for unknown
-// types, flags, contradictory flag pairs, zero sizes, array key size other
-// than 4, bad names; ErrTooBig (E2BIG) where the kernel says E2BIG;
-// ErrNoMemory (ENOMEM) above MaxRegionSize.
+// Validate checks s against the kernel's map_create rules for its type,
+// for the default pool's CPU count, and returns nil or the error New would
+// return: ErrInvalid (EINVAL) for unknown types, flags, contradictory flag
+// pairs, sizes the type does not allow, bad names; ErrTooBig (E2BIG) where
+// the kernel says E2BIG; ErrNotSupported (ENOTSUPP) for an LRU map without
+// preallocation; ErrNoMemory (ENOMEM) above MaxRegionSize.
 func (s Spec) Validate() error {
-	_, err := s.layout()
+	_, err := s.layout(defaultNCPU())
 	return err
 }
 
@@ -104,18 +173,26 @@ func (s Spec) Validate() error {
 // owner's quota (the size of its flat region), or the error Validate returns.
 // Callers charge the quota with it before New.
 func (s Spec) MemoryUsage() (uint64, error) {
-	l, err := s.layout()
-	return l.size, err
+	l, err := s.layout(defaultNCPU())
+	return l.Size, err
 }
 
-// layout describes the flat region of a map.
-type layout struct {
-	size     uint64 // region bytes, page aligned
-	nBuckets uint32 // hash: bucket count (power of two)
-	entOff   uint64 // hash: offset of entry 0
-	entSize  uint64 // hash: bytes per entry; array: bytes per value slot
-	keyOff   uint64 // hash: key offset within an entry
-	valOff   uint64 // hash: value offset within an entry
+// PerCPU reports whether s's values exist once per CPU (PERCPU_ARRAY,
+// PERCPU_HASH, LRU_PERCPU_HASH).
+func (s Spec) PerCPU() bool {
+	return s.Type == TypePercpuArray || s.Type == TypePercpuHash || s.Type == TypeLRUPercpuHash
+}
+
+// SyscallValueSize is the size of a value as lookup, update and the batch
+// commands exchange it: ValueSize, or for per-CPU maps one value per
+// possible CPU, each rounded up to 8 bytes, as the kernel's syscall side.
+// Queues, stacks and bloom filters exchange ValueSize bytes; types with
+// key size 0 still take a zero-length key.
+func (s Spec) SyscallValueSize() int {
+	if s.PerCPU() {
+		return int(roundUp8(uint64(s.ValueSize))) * defaultNCPU()
+	}
+	return int(s.ValueSize)
 }
 
 func validName(n string) bool {
@@ -141,61 +218,115 @@ const accessMask = FlagRdonly | FlagWronly | FlagRdonlyProg | FlagWronlyProg
 
 func roundUp8(n uint64) uint64 { return (n + 7) &^ 7 }
 
-func pageRound(n uint64) uint64 {
-	const pg = 4096
-	return (n + pg - 1) &^ (pg - 1)
+// implemented lists the types New can create.
+var implemented = map[uint32]bool{
+	TypeHash: true, TypeArray: true, TypeProgArray: true,
+	TypePercpuHash: true, TypePercpuArray: true,
 }
 
-func (s Spec) layout() (layout, error) {
-	var l layout
+// check applies the kernel's map_alloc_check rules for s's type.
+func (s Spec) check(ncpu int) error {
 	if !validName(s.Name) {
-		return l, ErrInvalid
+		return ErrInvalid
 	}
+	if s.MapExtra != 0 && s.Type != TypeBloomFilter {
+		return ErrInvalid
+	}
+	if s.Flags&FlagNumaNode != 0 && s.NumaNode != 0 {
+		// bpfd reports a single node, 0, like a non-NUMA machine.
+		return ErrInvalid
+	}
+	if s.Inner != nil && s.Type != TypeArrayOfMaps && s.Type != TypeHashOfMaps {
+		return ErrInvalid
+	}
+	numa := s.Flags&FlagNumaNode != 0
 	switch s.Type {
-	case TypeHash:
-		if s.Flags&^(FlagNoPrealloc|accessMask) != 0 || !accessOK(s.Flags) {
-			return l, ErrInvalid
+	case TypeHash, TypePercpuHash, TypeLRUHash, TypeLRUPercpuHash, TypeHashOfMaps:
+		percpu := s.Type == TypePercpuHash || s.Type == TypeLRUPercpuHash
+		lru := s.Type == TypeLRUHash || s.Type == TypeLRUPercpuHash
+		const mask = FlagNoPrealloc | FlagNoCommonLRU | FlagNumaNode | accessMask | FlagZeroSeed
+		if s.Flags&^mask != 0 || !accessOK(s.Flags) {
+			return ErrInvalid
+		}
+		if s.Type == TypeHashOfMaps {
+			if s.ValueSize != 4 || s.Flags&(FlagRdonlyProg|FlagWronlyProg) != 0 {
+				return ErrInvalid
+			}
+		}
+		if !lru && s.Flags&FlagNoCommonLRU != 0 {
+			return ErrInvalid
+		}
+		if lru && s.Flags&FlagNoPrealloc != 0 {
+			return ErrNotSupported
+		}
+		if numa && (percpu || s.Flags&FlagNoCommonLRU != 0) {
+			return ErrInvalid
 		}
 		if s.MaxEntries == 0 || s.KeySize == 0 || s.ValueSize == 0 {
-			return l, ErrInvalid
+			return ErrInvalid
 		}
 		if uint64(s.KeySize)+uint64(s.ValueSize) >= kmallocMax-htabElemSize {
-			return l, ErrTooBig
+			return ErrTooBig
 		}
-		if s.MaxEntries > maxHashEntries {
-			return l, ErrTooBig
+		if percpu && roundUp8(uint64(s.ValueSize)) > pcpuMinUnitSize {
+			return ErrTooBig
 		}
-		nb := uint32(1)
-		for nb < s.MaxEntries {
-			nb <<= 1
+		if s.maxEntries(ncpu) > maxHashEntries {
+			return ErrTooBig
 		}
-		l.nBuckets = nb
-		l.keyOff = 8 // next u32, hash u32
-		l.valOff = l.keyOff + roundUp8(uint64(s.KeySize))
-		l.entSize = l.valOff + roundUp8(uint64(s.ValueSize))
-		l.entOff = roundUp8(uint64(nb) * 4)
-		l.size = l.entOff + l.entSize*uint64(s.MaxEntries)
-	case TypeArray, TypeProgArray:
-		if s.Flags&^accessMask != 0 || !accessOK(s.Flags) {
-			return l, ErrInvalid
+	case TypeArray, TypePercpuArray, TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
+		const mask = FlagNumaNode | FlagMmapable | accessMask | FlagPreserveElems | FlagInnerMap
+		fd := s.Type != TypeArray && s.Type != TypePercpuArray
+		if fd && (s.ValueSize != 4 || s.Flags&(FlagRdonlyProg|FlagWronlyProg) != 0) {
+			return ErrInvalid
 		}
-		if s.Type == TypeProgArray && (s.ValueSize != 4 || s.Flags&(FlagRdonlyProg|FlagWronlyProg) != 0) {
-			return l, ErrInvalid
+		if s.MaxEntries == 0 || s.KeySize != 4 || s.ValueSize == 0 || s.Flags&^mask != 0 ||
+			!accessOK(s.Flags) || (s.Type == TypePercpuArray && numa) {
+			return ErrInvalid
 		}
-		if s.MaxEntries == 0 || s.KeySize != 4 || s.ValueSize == 0 {
-			return l, ErrInvalid
+		if s.Type != TypeArray && s.Flags&(FlagMmapable|FlagInnerMap) != 0 {
+			return ErrInvalid
+		}
+		if s.Type != TypePerfEventArray && s.Flags&FlagPreserveElems != 0 {
+			return ErrInvalid
 		}
 		if s.ValueSize > maxArrayValue {
-			return l, ErrTooBig
+			return ErrTooBig
 		}
-		l.entSize = roundUp8(uint64(s.ValueSize))
-		l.size = l.entSize * uint64(s.MaxEntries)
+		if s.Type == TypePercpuArray && roundUp8(uint64(s.ValueSize)) > pcpuMinUnitSize {
+			return ErrTooBig
+		}
 	default:
-		return l, ErrInvalid
+		return ErrInvalid
 	}
-	if l.size > MaxRegionSize {
+	return nil
+}
+
+// maxEntries is the max_entries the kernel records: an LRU map with one
+// list per CPU rounds it to a multiple of the CPU count.
+func (s Spec) maxEntries(ncpu int) uint32 {
+	if (s.Type == TypeLRUHash || s.Type == TypeLRUPercpuHash) && s.Flags&FlagNoCommonLRU != 0 {
+		n := uint64(ncpu)
+		m := (uint64(s.MaxEntries) + n - 1) / n * n
+		if m > 1<<32-1 {
+			m = uint64(s.MaxEntries) / n * n
+		}
+		return uint32(m)
+	}
+	return s.MaxEntries
+}
+
+// layout checks s and returns the geometry of its region for ncpu slots.
+func (s Spec) layout(ncpu int) (mapview.Layout, error) {
+	if err := s.check(ncpu); err != nil {
+		return mapview.Layout{}, err
+	}
+	if !implemented[s.Type] {
+		return mapview.Layout{}, ErrInvalid
+	}
+	l, err := mapview.Geometry(s.Type, s.KeySize, s.ValueSize, s.maxEntries(ncpu), s.Flags, ncpu)
+	if err != nil {
 		return l, ErrNoMemory
 	}
-	l.size = pageRound(l.size)
 	return l, nil
 }

@@ -261,7 +261,7 @@ var tableCases = []tableCase{
 // runSteps runs tc's steps on m, failing on the first disagreement.
 func runSteps(t *testing.T, m ops, tc tableCase) {
 	t.Helper()
-	ks, vs := int(tc.spec.KeySize), int(tc.spec.ValueSize)
+	ks, vs := int(tc.spec.KeySize), tc.spec.SyscallValueSize()
 	for i, s := range tc.steps {
 		var err error
 		out := make([]byte, vs)

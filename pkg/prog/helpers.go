@@ -98,7 +98,11 @@ func (t *StaticTask) Comm() [16]byte { return t.Name }
 type runCtx struct {
 	p    *Program // the running program; changes on tail calls
 	task Task
-	pkt  []byte // socket filters: the packet from the network header on
+	// cpu is the CPU slot the invocation holds (package percpu):
+	// per-CPU values are indexed by it, bpf_get_smp_processor_id
+	// returns it. Also the hint for the next invocation's slot.
+	cpu int
+	pkt []byte // socket filters: the packet from the network header on
 
 	frame      []byte  // socket filters: the packet buffer (LD_ABS, load_bytes_relative)
 	netOff     int     // socket filters: offset of the network header in frame
@@ -176,18 +180,22 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	rc := vm.Context.(*runCtx)
 	if sl.static >= 0 {
 		i := binary.NativeEndian.Uint32(key)
 		if i >= sl.maxEntries {
 			return 0, nil
 		}
-		return interp.StaticPointer(sl.static, uint32(uint64(i)*sl.stride)), nil
+		off := uint64(i) * sl.stride
+		if sl.percpu {
+			off += uint64(rc.cpu) * sl.valStride
+		}
+		return interp.StaticPointer(sl.static, uint32(off)), nil
 	}
-	v := ref.Map.ValueRef(key)
+	v := ref.Map.ProgLookup(rc.cpu, key)
 	if v == nil {
 		return 0, nil
 	}
-	rc := vm.Context.(*runCtx)
 	data := unsafe.SliceData(v)
 	e := &rc.values[(uintptr(unsafe.Pointer(data))>>3)%uintptr(len(rc.values))]
 	if e.data == data && e.gen == rc.gen && e.write == ref.Write {
@@ -214,7 +222,7 @@ func helperUpdate(vm *interp.VM, r1, r2, r3, r4, _ uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := ref.Map.ProgUpdate(key, val, r4); err != nil {
+	if err := ref.Map.ProgUpdateOn(vm.Context.(*runCtx).cpu, key, val, r4); err != nil {
 		return errRet(errnoOf(err)), nil
 	}
 	return 0, nil
@@ -229,7 +237,7 @@ func helperDelete(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := ref.Map.ProgDelete(key); err != nil {
+	if err := ref.Map.ProgDeleteOn(vm.Context.(*runCtx).cpu, key); err != nil {
 		return errRet(errnoOf(err)), nil
 	}
 	return 0, nil
@@ -251,10 +259,11 @@ func helperPrandom(*interp.VM, uint64, uint64, uint64, uint64, uint64) (uint64, 
 	return uint64(rand.Uint32()), nil
 }
 
-func helperSmpProcessorID(*interp.VM, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
-	var cpu uint32
-	unix.RawSyscall(unix.SYS_GETCPU, uintptr(unsafe.Pointer(&cpu)), 0, 0)
-	return uint64(cpu), nil
+// helperSmpProcessorID returns the CPU slot the invocation holds: no
+// other invocation runs on it meanwhile, as on a kernel CPU with
+// preemption disabled.
+func helperSmpProcessorID(vm *interp.VM, _, _, _, _, _ uint64) (uint64, error) {
+	return uint64(vm.Context.(*runCtx).cpu), nil
 }
 
 func helperTailCall(vm *interp.VM, _, r2, r3, _, _ uint64) (uint64, error) {

@@ -10,6 +10,7 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/errno"
 	"github.com/bpfd-project/bpfd/pkg/interp"
 	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/percpu"
 )
 
 // Limits.
@@ -76,6 +77,14 @@ type Env struct {
 	Programs func(id uint32) *Program
 	// Trace receives bpf_trace_printk output, already rate-limited.
 	Trace TraceFunc
+	// Pool is the CPU slot pool invocations run on (package percpu); nil
+	// means percpu.Default(). It must be the pool of the maps the
+	// program uses.
+	Pool *percpu.Pool
+	// Yield and Charge are passed to the verifier while Load verifies
+	// the program (see verifier.Env) and not kept afterwards.
+	Yield  func() error
+	Charge func(bytes int) error
 }
 
 // Program is a verified, loaded program. It is immutable and safe for
@@ -104,7 +113,9 @@ type mapSlot struct {
 	keySize, valueSize int
 	maxEntries         uint32
 	static             int    // static region of an array's values, or -1
-	stride             uint64 // array: bytes between values
+	stride             uint64 // array: bytes between elements
+	percpu             bool   // per-CPU array: add cpu*valStride
+	valStride          uint64 // per-CPU array: bytes between CPUs' values
 }
 
 // Type returns the program type.
@@ -185,10 +196,13 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 		refs:     refs,
 		trace:    newRateLimiter(),
 	}
+	var hooks Env
 	if env != nil {
 		p.env = *env
+		hooks = *env
+		p.env.Yield, p.env.Charge = nil, nil
 	}
-	vr, err := verify(spec, refs)
+	vr, err := verify(spec, refs, hooks.Yield, hooks.Charge)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +278,9 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		case 1: // BPF_PSEUDO_MAP_FD
 			v = mapPtrTag | uint64(imm)
 		case 2: // BPF_PSEUDO_MAP_VALUE
+			if p.refs[imm].Map.Spec().Type != maps.TypeArray {
+				return nil, nil, fmt.Errorf("%w: insn %d: direct value access needs an array map", ErrInvalid, pc)
+			}
 			s, ok := arrayRegion(int(imm))
 			if !ok {
 				return nil, nil, fmt.Errorf("%w: insn %d: direct value access needs an array map", ErrInvalid, pc)
@@ -303,6 +320,10 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		if st, ok := staticOf[i]; ok {
 			sl.static = st
 			_, sl.stride = r.Map.(*maps.Array).Values()
+			if sp.PerCPU() {
+				sl.percpu = true
+				sl.valStride = (uint64(sp.ValueSize) + 7) &^ 7
+			}
 		}
 		p.slots[i] = sl
 	}

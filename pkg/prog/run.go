@@ -75,6 +75,12 @@ type RunOptions struct {
 	// Task is "current" for the helpers that ask; nil means a task with
 	// every id zero.
 	Task Task
+	// Yield, when not nil, is called between repeats. It may block (the
+	// caller's scheduler, pkg/sched, runs other work meanwhile) and
+	// returns how long it did: that time counts neither in the run's
+	// Duration nor against MaxTestRunTime. A non-nil error stops the run
+	// and TestRun returns it (e.g. the client that asked has gone).
+	Yield func() (time.Duration, error)
 }
 
 // RunResult is a test run's output.
@@ -156,7 +162,8 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	vm := p.vm()
 	defer p.vms.Put(vm)
 	rc := vm.Context.(*runCtx)
-	*rc = runCtx{values: rc.values, gen: rc.gen}
+	rc.frame, rc.pkt, rc.xdp, rc.netOff, rc.macOff = nil, nil, xdpBuff{}, 0, -1
+	rc.sockCookie, rc.sockUID = 0, 0
 	defer func() {
 		rc.frame, rc.pkt, rc.task, rc.xdp = nil, nil, nil, xdpBuff{}
 		vm.SetPacket(nil, 0, 0, -1)
@@ -178,9 +185,21 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	}
 
 	var ret uint64
+	var waited time.Duration // in opts.Yield, left out of the run time
+	// Short runs check in with opts.Yield every 16 repeats, long ones
+	// (judged by the first) after each, so a slice ends close to its
+	// length either way without a clock read per short run.
+	stride := uint32(16)
 	start := time.Now()
 	for i := uint32(0); i < repeat; i++ {
-		if i&63 == 63 && time.Since(start) > MaxTestRunTime {
+		if i > 0 && opts.Yield != nil && i%stride == 0 {
+			w, err := opts.Yield()
+			if err != nil {
+				return nil, err
+			}
+			waited += w
+		}
+		if i&63 == 63 && time.Since(start)-waited > MaxTestRunTime {
 			return nil, ErrInterrupted
 		}
 		rc.p, rc.task = p, opts.Task
@@ -189,11 +208,15 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ret, err = vm.Run(p.code, r1); err != nil {
+		ret, err = p.runOnSlot(vm, rc, r1)
+		if err != nil {
 			return nil, err
 		}
+		if i == 0 && time.Since(start) > 20*time.Microsecond {
+			stride = 1
+		}
 	}
-	elapsed := time.Since(start)
+	elapsed := time.Since(start) - waited
 	res := &RunResult{Ret: ret, Duration: elapsed / time.Duration(repeat)}
 	le := binary.LittleEndian
 	switch p.typ {
@@ -477,7 +500,18 @@ func (p *Program) RunSeccomp(data *[SeccompDataSize]byte, task Task) (uint32, er
 	if err != nil {
 		return 0, err
 	}
-	ret, err := vm.Run(p.code, r1)
+	ret, err := p.runOnSlot(vm, rc, r1)
 	rc.task = nil
 	return uint32(ret), err
+}
+
+// runOnSlot runs one invocation holding a CPU slot of the program's pool
+// (see package percpu), starting from the slot the VM's last invocation
+// held.
+func (p *Program) runOnSlot(vm *interp.VM, rc *runCtx, r1 uint64) (uint64, error) {
+	pool := p.pool()
+	rc.cpu = pool.Acquire(rc.cpu)
+	ret, err := vm.Run(p.code, r1)
+	pool.Release(rc.cpu)
+	return ret, err
 }

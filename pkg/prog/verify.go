@@ -98,9 +98,10 @@ func gplCompatible(license string) bool {
 	return false
 }
 
-// verify runs the verifier over spec with the program's map access.
-func verify(spec *Spec, refs []MapRef) (*verified, error) {
-	env := &verifier.Env{Helpers: verifier.KernelHelpers()}
+// verify runs the verifier over spec with the program's map access; yield
+// and charge (may be nil) go to verifier.Env.
+func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) error) (*verified, error) {
+	env := &verifier.Env{Helpers: verifier.KernelHelpers(), Yield: yield, Charge: charge}
 	switch spec.Type {
 	case SocketFilter:
 		env.Context = skbContext

@@ -212,7 +212,28 @@ type Env struct {
 	// Verbose adds a trace of every processed instruction with register
 	// states to the log (like log_level 2). It slows verification down.
 	Verbose bool
+	// Yield, when not nil, is called every YieldEvery processed
+	// instructions. It may block: the caller's scheduler (pkg/sched)
+	// pauses a verification there to let other work run. A non-nil error
+	// stops verification and is returned as is (e.g. the client that
+	// asked has gone).
+	Yield func() error
+	// Charge, when not nil, is called each time the memory held by saved
+	// verifier states grows past another ChargeStep bytes (with the bytes
+	// newly held, a multiple of ChargeStep), so that the caller can
+	// account it to whoever asked for the verification. The sum charged is
+	// the high-water mark rounded up; it is never handed back during the
+	// call (the caller releases it when Verify returns). A non-nil error
+	// stops verification with ENOMEM, the error's text in the log.
+	Charge func(bytes int) error
 }
+
+// YieldEvery is how many processed instructions pass between calls of
+// Env.Yield.
+const YieldEvery = 512
+
+// ChargeStep is the granularity of Env.Charge.
+const ChargeStep = 1 << 20
 
 // CtxAccess is one instruction that accesses the context.
 type CtxAccess struct {

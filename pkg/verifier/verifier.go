@@ -33,11 +33,19 @@ func stateBytes(st *state) int {
 	return n
 }
 
-// account adds n bytes of saved state, failing past maxStateBytes.
+// account adds n bytes of saved state, failing past maxStateBytes, and
+// tells Env.Charge about each new ChargeStep of the high-water mark.
 func (v *verifier) account(st *state, n int) error {
 	v.stateBytes += n
 	if v.stateBytes > maxStateBytes {
 		return v.errf(st, st.pc, unix.E2BIG, "BPF program is too complex: %d bytes of verifier state after %d insns", v.stateBytes, v.processed)
+	}
+	if v.env.Charge != nil && v.stateBytes > v.charged {
+		step := (v.stateBytes - v.charged + ChargeStep - 1) / ChargeStep * ChargeStep
+		if err := v.env.Charge(step); err != nil {
+			return v.errf(st, st.pc, unix.ENOMEM, "BPF program needs more verifier memory than allowed: %d bytes of verifier state after %d insns: %v", v.stateBytes, v.processed, err)
+		}
+		v.charged += step
 	}
 	return nil
 }
@@ -75,6 +83,7 @@ type verifier struct {
 	trace       strings.Builder
 	reached     []bool // instructions some path executed
 	stateBytes  int    // memory held by pending states and checkpoints
+	charged     int    // bytes reported to Env.Charge
 	helpersUsed map[int32]bool
 	relevant    []regSets // per insn: live and relevant registers (relevance.go)
 	pruneMode   pruneMode // tests: what pruning may ignore
@@ -293,6 +302,11 @@ func (v *verifier) explore() error {
 			}
 		}
 		v.processed++
+		if v.env.Yield != nil && v.processed%YieldEvery == 0 {
+			if err := v.env.Yield(); err != nil {
+				return err
+			}
+		}
 		v.reached[st.pc] = true
 		if v.processed > v.maxInsns {
 			return v.errf(st, st.pc, unix.E2BIG, "BPF program is too large. Processed %d insn", v.processed)

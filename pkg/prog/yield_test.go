@@ -1,0 +1,81 @@
+package prog_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfd-project/bpfd/pkg/prog"
+)
+
+// TestRunYield: RunOptions.Yield is called between repeats (every 16 for
+// short runs), and the time it reports waiting is left out of the run's
+// duration.
+func TestRunYield(t *testing.T) {
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, License: "GPL",
+		Insns: marshalInsns(t, asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()})}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		repeat uint32
+		yields int
+	}{
+		{name: "one run", repeat: 1, yields: 0},
+		{name: "sixteen runs", repeat: 16, yields: 0},
+		{name: "many runs", repeat: 1000, yields: 1000 / 16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yields := 0
+			var waited time.Duration
+			opts := &prog.RunOptions{Data: make([]byte, 14), Repeat: tt.repeat, Yield: func() (time.Duration, error) {
+				yields++
+				t0 := time.Now()
+				time.Sleep(200 * time.Microsecond)
+				d := time.Since(t0)
+				waited += d
+				return d, nil
+			}}
+			start := time.Now()
+			res, err := p.TestRun(opts)
+			wall := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if yields != tt.yields {
+				t.Fatalf("Yield called %d times, want %d", yields, tt.yields)
+			}
+			// Arithmetic, not timing: the reported total cannot include
+			// what Yield said it waited.
+			if total := res.Duration * time.Duration(tt.repeat); total > wall-waited {
+				t.Fatalf("duration %v × %d exceeds wall %v − waited %v", res.Duration, tt.repeat, wall, waited)
+			}
+		})
+	}
+}
+
+// TestRunYieldStops: an error from RunOptions.Yield stops the run and is
+// returned.
+func TestRunYieldStops(t *testing.T) {
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, License: "GPL",
+		Insns: marshalInsns(t, asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()})}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := errors.New("client gone")
+	yields := 0
+	_, err = p.TestRun(&prog.RunOptions{Data: make([]byte, 14), Repeat: 1 << 20, Yield: func() (time.Duration, error) {
+		yields++
+		if yields == 3 {
+			return 0, gone
+		}
+		return 0, nil
+	}})
+	if err != gone || yields != 3 {
+		t.Fatalf("TestRun = %v after %d yields, want the Yield error after 3", err, yields)
+	}
+}

@@ -222,11 +222,26 @@ func TestLinkRewriteAndFaults(t *testing.T) {
 	c := s.dial(t)
 	// IPv4, no options: UDP dport at 36, payload at 42.
 	//   7500 and payload[0] == 'r': payload[0] = 'R', UDP checksum = 0, PASS
-	//   7502: bpf_loop(1<<23) whose callback runs 3 instructions: the
-	//         run exceeds the interpreter's budget and faults
+	//   7502: bpf_loop(70000) whose callback looks up its index in a
+	//         hash map of 70000 entries: each value found is one more
+	//         memory region of the run, and past the interpreter's
+	//         limit (prog.MaxRegions, 65536) the run faults
 	//   7504: XDP_REDIRECT
 	//   else: PASS
 	be16 := func(v uint16) int32 { return int32(bits.ReverseBytes16(v)) }
+	const entries = 70000
+	big, err := c.NewMap(MapSpec{Type: Hash, KeySize: 4, ValueSize: 1, MaxEntries: entries, Name: "big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	keys, values := make([]byte, 0, 4*entries), make([]byte, entries)
+	for i := range entries {
+		keys = binary.NativeEndian.AppendUint32(keys, uint32(i))
+	}
+	if n, err := big.BatchUpdate(keys, values, nil); err != nil || n != entries {
+		t.Fatalf("BatchUpdate: %d, %v", n, err)
+	}
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
 		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
@@ -242,7 +257,7 @@ func TestLinkRewriteAndFaults(t *testing.T) {
 		asm.StoreImm(asm.R2, 42, 'R', asm.Byte),
 		asm.StoreImm(asm.R2, 40, 0, asm.Half),
 		asm.Ja.Label("pass"),
-		asm.Mov.Imm(asm.R1, 1<<23).WithSymbol("fault"),
+		asm.Mov.Imm(asm.R1, entries).WithSymbol("fault"),
 		asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Dst: asm.R2, Src: asm.PseudoFunc, Constant: -1}.WithReference("cb"),
 		asm.Mov.Imm(asm.R3, 0),
 		asm.Mov.Imm(asm.R4, 0),
@@ -252,8 +267,12 @@ func TestLinkRewriteAndFaults(t *testing.T) {
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, 2).WithSymbol("pass"),
 		asm.Return(),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("cb"),
-		asm.Add.Imm(asm.R0, 0),
+		asm.StoreMem(asm.R10, -4, asm.R1, asm.Word).WithSymbol("cb"),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, big.FD()),
+		asm.FnMapLookupElem.Call(),
+		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
 	}
 	prog, err := c.LoadProgram(ProgramSpec{Type: XDP, Instructions: insns, License: "GPL", Name: "rewrite"})
@@ -274,7 +293,23 @@ func TestLinkRewriteAndFaults(t *testing.T) {
 	}
 	u2, u3, u4 := listenUDP(t, p.B, p.B4, 7502), listenUDP(t, p.B, p.B4, 7503), listenUDP(t, p.B, p.B4, 7504)
 	sendUDP(t, p.A, p.B4, 7502, "fault")
-	if got := received(u2, 2*time.Second); len(got) != 0 {
+	// The faulting run takes a while (70000 lookups; longer under -race
+	// on a loaded machine): wait for its verdict.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := l.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Errors == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fault counted: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := received(u2, 100*time.Millisecond); len(got) != 0 {
 		t.Errorf("a faulting run let %q through", got)
 	}
 	sendUDP(t, p.A, p.B4, 7503, "after the fault")

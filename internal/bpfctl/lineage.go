@@ -35,14 +35,16 @@ func (a *App) openOwner(op, pin string) (lineageOwner, error) {
 
 // lineageJSON is one node in `bpfctl lineage --json`.
 type lineageJSON struct {
-	ID      uint64 `json:"id"`
-	Parent  uint64 `json:"parent,omitempty"`
-	Kind    string `json:"kind"`
-	Mode    string `json:"mode"`
-	UID     uint32 `json:"uid"`
-	Live    bool   `json:"live"`
-	Handles int    `json:"handles,omitempty"`
-	Path    string `json:"path,omitempty"`
+	ID      uint64   `json:"id"`
+	Parent  uint64   `json:"parent,omitempty"`
+	Kind    string   `json:"kind"`
+	Mode    string   `json:"mode"`
+	UID     uint32   `json:"uid"`
+	Live    bool     `json:"live"`
+	Handles int      `json:"handles,omitempty"`
+	Path    string   `json:"path,omitempty"`
+	Uses    int      `json:"uses,omitempty"`
+	Objects []uint32 `json:"objects,omitempty"`
 }
 
 func (a *App) lineageCommand() *cobra.Command {
@@ -53,9 +55,12 @@ func (a *App) lineageCommand() *cobra.Command {
 have been made from the object's creating descriptor) and print the object's
 lineage as a tree: the creating descriptor at the root; below a descriptor,
 the descriptors reopened from it and the pins made through it; below a pin,
-the descriptors opened from it. A node marked dead (a closed descriptor, one
-of an earlier run of the daemon, an unlinked pin) is shown while something
-below it lives. Revoke a branch with 'bpfctl revoke PIN NODE'.`,
+the descriptors opened from it. USED BY lists the programs and links (#id)
+made through a node, and the program-array slots and seccomp attachments:
+revoking the node destroys them too. A node marked dead (a closed
+descriptor, one of an earlier run of the daemon, an unlinked pin) is shown
+while something below it lives. Revoke a branch with 'bpfctl revoke PIN
+NODE'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			obj, err := a.openOwner("lineage", args[0])
@@ -71,7 +76,7 @@ below it lives. Revoke a branch with 'bpfctl revoke PIN NODE'.`,
 				out := make([]lineageJSON, 0, len(nodes))
 				for _, n := range nodes {
 					out = append(out, lineageJSON{ID: n.ID, Parent: n.Parent, Kind: kindOf(n), Mode: n.Mode.String(),
-						UID: n.UID, Live: n.Live, Handles: n.Handles, Path: n.Path})
+						UID: n.UID, Live: n.Live, Handles: n.Handles, Path: n.Path, Uses: n.Uses, Objects: n.Objects})
 				}
 				a.printJSON(out)
 				return nil
@@ -104,7 +109,7 @@ func printLineage(w io.Writer, nodes []client.LineageNode) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tKIND\tMODE\tUID\tSTATE\tHANDLES\tPATH")
+	fmt.Fprintln(tw, "NODE\tKIND\tMODE\tUID\tSTATE\tHANDLES\tPATH\tUSED BY")
 	var walk func(n client.LineageNode, depth int)
 	walk = func(n client.LineageNode, depth int) {
 		state := "live"
@@ -115,8 +120,19 @@ func printLineage(w io.Writer, nodes []client.LineageNode) error {
 		if !n.Pin {
 			handles = strconv.Itoa(n.Handles)
 		}
-		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%d\t%s\t%s\t%s\n", strings.Repeat("  ", depth), n.ID, kindOf(n),
-			n.Mode, n.UID, state, handles, dash(n.Path))
+		usedBy := "-"
+		if n.Uses > 0 {
+			var ids []string
+			for _, id := range n.Objects {
+				ids = append(ids, "#"+strconv.FormatUint(uint64(id), 10))
+			}
+			if other := n.Uses - len(n.Objects); other > 0 {
+				ids = append(ids, strconv.Itoa(other)+" slot/attachment(s)")
+			}
+			usedBy = strings.Join(ids, ",")
+		}
+		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", strings.Repeat("  ", depth), n.ID, kindOf(n),
+			n.Mode, n.UID, state, handles, dash(n.Path), usedBy)
 		for _, ch := range children[n.ID] {
 			walk(ch, depth+1)
 		}

@@ -131,6 +131,34 @@ type stateProgMap struct {
 	Frozen  bool      `json:"frozen"`
 	Partial bool      `json:"partial,omitempty"`
 	Entries []byte    `json:"entries"`
+	// Uses and Nodes place the program in the map's lineage (see
+	// demux.PinnedProgMap).
+	Uses  []uint64    `json:"uses,omitempty"`
+	Nodes []stateNode `json:"nodes,omitempty"`
+}
+
+func toStateNodes(ns []demux.NodeRecord) []stateNode {
+	var out []stateNode
+	for _, n := range ns {
+		kind := wire.NodeDescriptor
+		if n.Pin {
+			kind = wire.NodePin
+		}
+		out = append(out, stateNode{ID: n.ID, Parent: n.Parent, Kind: kind, Mode: n.Mode.String(), UID: n.UID})
+	}
+	return out
+}
+
+func fromStateNodes(ns []stateNode) ([]demux.NodeRecord, bool) {
+	var out []demux.NodeRecord
+	for _, n := range ns {
+		mode, ok := wire.ParseMode(n.Mode)
+		if !ok || n.ID == 0 || n.Kind != wire.NodeDescriptor && n.Kind != wire.NodePin {
+			return nil, false
+		}
+		out = append(out, demux.NodeRecord{ID: n.ID, Parent: n.Parent, Pin: n.Kind == wire.NodePin, Mode: mode, UID: n.UID})
+	}
+	return out, true
 }
 
 func toStateSpec(s maps.Spec) stateSpec {
@@ -198,7 +226,8 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 		sort.Slice(sp.LineInfo, func(i, j int) bool { return sp.LineInfo[i].Insn < sp.LineInfo[j].Insn })
 		for _, pm := range pp.Maps {
 			sp.Maps = append(sp.Maps, stateProgMap{Key: pm.Key, Read: pm.Read, Write: pm.Write,
-				Spec: toStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries})
+				Spec: toStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries,
+				Uses: pm.Uses, Nodes: toStateNodes(pm.Nodes)})
 		}
 		m.Kind, m.Prog = "prog", sp
 	default:
@@ -225,13 +254,7 @@ func EncodePins(po *demux.PinnedObject) ([]byte, error) {
 		return nil, fmt.Errorf("bad state key %q", po.Key)
 	}
 	m := statePins{Key: po.Key, PinRoot: po.PinRoot, NextNode: po.NextNode, Nodes: []stateNode{}, Pins: []statePin{}}
-	for _, n := range po.Nodes {
-		kind := wire.NodeDescriptor
-		if n.Pin {
-			kind = wire.NodePin
-		}
-		m.Nodes = append(m.Nodes, stateNode{ID: n.ID, Parent: n.Parent, Kind: kind, Mode: n.Mode.String(), UID: n.UID})
-	}
+	m.Nodes = append(m.Nodes, toStateNodes(po.Nodes)...)
 	for _, p := range po.Pins {
 		m.Pins = append(m.Pins, statePin{Path: p.Path, Mode: p.Mode.String(), Node: p.Node, Parent: p.Parent,
 			Perm: uint32(p.Perm.Perm()), UID: p.UID, GID: p.GID, ACL: p.ACL, Ino: p.Ino})
@@ -285,13 +308,9 @@ func DecodePins(b []byte) (*demux.PinnedObject, error) {
 		return bad("pin root missing or not absolute")
 	}
 	po := &demux.PinnedObject{Key: m.Key, PinRoot: m.PinRoot, NextNode: m.NextNode}
-	for _, n := range m.Nodes {
-		mode, ok := wire.ParseMode(n.Mode)
-		if !ok || n.ID == 0 || n.Kind != wire.NodeDescriptor && n.Kind != wire.NodePin {
-			return bad("bad lineage node")
-		}
-		po.Nodes = append(po.Nodes, demux.NodeRecord{ID: n.ID, Parent: n.Parent, Pin: n.Kind == wire.NodePin,
-			Mode: mode, UID: n.UID})
+	var ok bool
+	if po.Nodes, ok = fromStateNodes(m.Nodes); !ok {
+		return bad("bad lineage node")
 	}
 	for _, p := range m.Pins {
 		rec, ok := decodePin(p)
@@ -378,8 +397,13 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 			if es == 0 || len(pm.Entries)%es != 0 || pm.Key != "" && !keyRE.MatchString(pm.Key) {
 				return bad("malformed map of a program record")
 			}
+			nodes, ok := fromStateNodes(pm.Nodes)
+			if !ok {
+				return bad("malformed lineage of a map of a program record")
+			}
 			pp.Maps = append(pp.Maps, demux.PinnedProgMap{Key: pm.Key, Read: pm.Read, Write: pm.Write,
-				Spec: fromStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries})
+				Spec: fromStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries,
+				Uses: pm.Uses, Nodes: nodes})
 		}
 		po = &demux.PinnedObject{Key: m.Key, Kind: wire.ObjProg, Owner: m.Owner, Prog: pp}
 	default:

@@ -315,7 +315,10 @@ func TestStateRoundTripProgram(t *testing.T) {
 			Maps: []demux.PinnedProgMap{
 				{Key: "00112233445566778899aabbccddeeff", Read: true, Write: true,
 					Spec:    maps.Spec{Type: maps.TypeHash, KeySize: 2, ValueSize: 1, MaxEntries: 256, Name: "ports"},
-					Entries: []byte{80, 0, 1}},
+					Entries: []byte{80, 0, 1}, Uses: []uint64{4},
+					Nodes: []demux.NodeRecord{{ID: 1, Mode: wire.ModeAll, UID: 1000},
+						{ID: 3, Parent: 1, Pin: true, Mode: wire.ModeAll, UID: 1000},
+						{ID: 4, Parent: 3, Mode: wire.ModeReadWrite | wire.ModeDestroy, UID: 1000}}},
 				{Read: true, Spec: maps.Spec{Type: maps.TypeArray, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "stats"},
 					Frozen: true, Entries: []byte{0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0}},
 			}},

@@ -71,6 +71,8 @@ type Conn struct {
 	byFD sync.Map
 
 	closed  atomic.Bool
+	down    atomic.Bool // set by fail: the connection is unusable
+	sent    uint64      // requests sent, guarded by sendMu (tests count round trips)
 	errMu   sync.Mutex
 	err     error // guarded by errMu: why the connection is unusable
 	version string
@@ -192,6 +194,7 @@ func (c *Conn) fail(err error) {
 		c.err = err
 	}
 	c.errMu.Unlock()
+	c.down.Store(true)
 	c.uc.Close()
 }
 
@@ -349,6 +352,7 @@ func (c *Conn) roundTrip(w *waiter, m *ref, fds []int) error {
 		return err
 	}
 	c.push(w)
+	c.sent++
 	err := c.sc.Send(w.msg, fds)
 	if err != nil {
 		// No reply can come for w: replies are in order and w is last.

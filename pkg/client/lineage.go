@@ -25,6 +25,13 @@ type LineageNode struct {
 	Live    bool
 	Handles int    // live handles on a descriptor, in all processes
 	Path    string // a live pin's path relative to the pin root
+	// Uses counts what was made through the node and keeps its
+	// authority: programs loaded with its map handles, links, program
+	// array slots and seccomp attachments made with its program handles.
+	// Objects are the ids of those programs and links. Revoking the node
+	// destroys them (and clears the slots, ends the attachments).
+	Uses    int
+	Objects []uint32
 }
 
 // lineage asks for r's object's lineage.
@@ -50,7 +57,7 @@ func (r *ref) lineage() ([]LineageNode, error) {
 			return nil, errProtocol
 		}
 		out = append(out, LineageNode{ID: n.ID, Parent: n.Parent, Pin: n.Kind == wire.NodePin, Mode: Mode(m),
-			UID: n.UID, Live: n.Live, Handles: n.Handles, Path: n.Path})
+			UID: n.UID, Live: n.Live, Handles: n.Handles, Path: n.Path, Uses: n.Uses, Objects: n.Objects})
 	}
 	return out, nil
 }

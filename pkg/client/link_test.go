@@ -404,7 +404,20 @@ func TestLinkCloseDetaches(t *testing.T) {
 	if err != nil {
 		t.Fatalf("queue not free after the link went: %v", err)
 	}
+	// A pinned link does not outlive the daemon: its pin file goes at
+	// shutdown (a restarted daemon could not bind the queue again).
+	if err := l2.Pin("lnk2", 0o600); err != nil {
+		t.Fatal(err)
+	}
 	l2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "pins", "lnk2")); !os.IsNotExist(err) {
+		t.Errorf("link pin after shutdown: %v", err)
+	}
 }
 
 // loadPassDrop loads a program of typ returning ret.

@@ -301,6 +301,8 @@ func runChild(role string) int {
 		err = childPortEditor()
 	case "nfqattach":
 		err = childNFQAttach()
+	case "mapreader":
+		err = childMapReader()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

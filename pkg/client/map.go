@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -65,6 +66,19 @@ const (
 	FlagRdonlyProg uint32 = 1 << 7
 	// FlagWronlyProg: programs may only write the map.
 	FlagWronlyProg uint32 = 1 << 8
+	// FlagNoCommonLRU: an LRU hash keeps one LRU list per CPU.
+	FlagNoCommonLRU uint32 = 1 << 1
+	// FlagNumaNode: MapSpec.NumaNode is meaningful.
+	FlagNumaNode uint32 = 1 << 2
+	// FlagZeroSeed: hash and bloom filter seeds are 0 (deterministic).
+	FlagZeroSeed uint32 = 1 << 6
+	// FlagMmapable: an array's values may also be mapped writable
+	// (Map.Mmap), as the kernel's BPF_F_MMAPABLE.
+	FlagMmapable uint32 = 1 << 10
+	// FlagPreserveElems: perf event array entries outlive their fd.
+	FlagPreserveElems uint32 = 1 << 11
+	// FlagInnerMap: an inner-map template of any max_entries.
+	FlagInnerMap uint32 = 1 << 12
 )
 
 // Update flags, as the kernel's BPF_ANY, BPF_NOEXIST and BPF_EXIST.
@@ -150,7 +164,8 @@ func mapInfo(o *wire.ObjInfo) MapInfo {
 // ErrClosed. A Map must be closed to release its handle and descriptor.
 type Map struct {
 	ref
-	info MapInfo // as of creation; Frozen may change
+	info MapInfo                     // as of creation; Frozen may change
+	shm  atomic.Pointer[sharedReads] // the shared-memory read path (mmap.go)
 }
 
 // newMap builds a Map from a reply carrying handle (Ret), the descriptor fd
@@ -291,7 +306,10 @@ func (m *Map) Mode() Mode { return m.info.Mode }
 // Close releases m's handle and closes its descriptor. The map itself lives
 // on while other descriptors or handles refer to it. A second Close
 // returns ErrClosed.
-func (m *Map) Close() error { return m.ref.close() }
+func (m *Map) Close() error {
+	m.closeShared()
+	return m.ref.close()
+}
 
 // close releases r's handle and closes its descriptor; ErrClosed the
 // second time.
@@ -351,6 +369,9 @@ func (m *Map) Lookup(key, value []byte) error {
 	if len(value) != m.ValueBufferSize() {
 		return errValueSize
 	}
+	if done, err := m.sharedLookup(key, value); done {
+		return err
+	}
 	return m.elem(wire.CmdMapLookupElem, 0, value, key)
 }
 
@@ -394,6 +415,9 @@ func (m *Map) Delete(key []byte) error {
 func (m *Map) NextKey(key, next []byte) error {
 	if key != nil && len(key) != int(m.info.KeySize) || len(next) != int(m.info.KeySize) {
 		return errKeySize
+	}
+	if done, err := m.sharedNextKey(key, next); done {
+		return err
 	}
 	return m.elem(wire.CmdMapGetNextKey, 0, next, key)
 }

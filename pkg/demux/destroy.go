@@ -116,6 +116,8 @@ func (c *conn) revokeNodes(hd *handle, revoke func(*registry, []*Object, *[]*Des
 		err = ps.dropPins(killed)
 	}
 	closeObjects(free)
+	// Revoked holders may have mapped the map's storage: cut them off.
+	c.srv.retireStorage(hd.obj)
 	return n, err
 }
 

@@ -85,6 +85,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.progAttach(a, data, fds)
 	case wire.CmdDestroy:
 		return c.destroy(a, data)
+	case wire.CmdMapStorage:
+		return c.mapStorage(a, data)
 	case wire.CmdRevokeNode:
 		return c.revokeNode(a, data)
 	case wire.CmdLineage:
@@ -339,7 +341,7 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 // descriptor — the root of its lineage — and a handle, both with mode
 // o.cap and the destroy right, and puts them in the reply. Under the same lock, extra (if not nil) runs first, e.g. to take
 // the references o holds; if anything fails o is closed.
-func (c *conn) install(o *Object, extra func()) (int64, error) {
+func (c *conn) install(o *Object, extra func() error) (int64, error) {
 	r := c.reg
 	r.mu.Lock()
 	if err := r.addObjectLocked(o, c.uid); err != nil {
@@ -348,11 +350,16 @@ func (c *conn) install(o *Object, extra func()) (int64, error) {
 		o.close()
 		return 0, err
 	}
+	var err error
 	if extra != nil {
-		extra()
+		err = extra()
 	}
 	mode := o.cap | wire.ModeDestroy
-	d, cfd, err := r.newDescLocked(o, mode, c.uid, nil)
+	var d *Descriptor
+	var cfd int
+	if err == nil {
+		d, cfd, err = r.newDescLocked(o, mode, c.uid, nil)
+	}
 	if err != nil {
 		o.refs = 1
 		free := r.unref(o, nil)

@@ -1,6 +1,8 @@
 package demux
 
 import (
+	"slices"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/pins"
@@ -72,6 +74,71 @@ type Descriptor struct {
 	parent   *Descriptor          // nil for the root
 	children []*Descriptor        // nodes derived from this one
 	handles  map[*handle]struct{} // descriptors: handles whose source this is
+	// uses are what keeps exercising the authority of this node beyond
+	// the handle it was made with (see use).
+	uses map[use]struct{}
+}
+
+// A use is authority a node granted that outlives the command: a program
+// loaded through a map handle of the node (it keeps reading or writing
+// the map), a link made through a program handle, a program-array slot
+// filled through a program handle, a seccomp attachment made through a
+// program handle. The node is not pruned while it has uses, and revoking
+// it ends them: the program or link is destroyed (its whole tree revoked,
+// with everything derived from it in turn), the slot cleared, the
+// attachment ended. So no authority outlives its source by being turned
+// into an object.
+type use struct {
+	obj   *Object     // a program (using the node's map) or a link (of the node's program)
+	array *Object     // a program array whose slot key holds the node's program
+	key   uint32      // the slot, with array
+	att   *attachment // a seccomp attachment of the node's program
+}
+
+// addUseLocked records u on d. r.mu must be held.
+func addUseLocked(d *Descriptor, u use) {
+	if d.uses == nil {
+		d.uses = map[use]struct{}{}
+	}
+	d.uses[u] = struct{}{}
+}
+
+// dropUseLocked forgets u on d (the use ended by itself) and prunes d if
+// nothing else keeps it. r.mu must be held.
+func (r *registry) dropUseLocked(d *Descriptor, u use) {
+	if d == nil {
+		return
+	}
+	delete(d.uses, u)
+	r.prune(d)
+}
+
+// addViaLocked records that object o (a program or a link) uses the
+// authority of node d. r.mu must be held.
+func addViaLocked(o *Object, d *Descriptor) {
+	for _, v := range o.via {
+		if v == d {
+			return
+		}
+	}
+	o.via = append(o.via, d)
+	addUseLocked(d, use{obj: o})
+}
+
+// endUsesLocked revokes what d's uses made (see use). r.mu must be held.
+func (r *registry) endUsesLocked(d *Descriptor, free []*Object, killed *[]*Descriptor) []*Object {
+	for u := range d.uses {
+		delete(d.uses, u)
+		switch {
+		case u.obj != nil:
+			free = r.revokeTreeLocked(u.obj, free, killed)
+		case u.array != nil:
+			free = r.clearSlotLocked(u.array, u.key, free)
+		case u.att != nil:
+			u.att.cancel()
+		}
+	}
+	return free
 }
 
 // linkLocked gives d an id (unless restored with one) and links it below
@@ -141,7 +208,7 @@ func (r *registry) killPinLocked(n *Descriptor, free []*Object) []*Object {
 // descendants stays linked, so revoking an ancestor still reaches them.
 // r.mu must be held.
 func (r *registry) prune(d *Descriptor) {
-	for d != nil && d.dead && len(d.children) == 0 && len(d.handles) == 0 {
+	for d != nil && d.dead && len(d.children) == 0 && len(d.handles) == 0 && len(d.uses) == 0 {
 		if d.obj.nodes[d.id] == d {
 			delete(d.obj.nodes, d.id)
 		}
@@ -178,6 +245,7 @@ func (r *registry) revokeLocked(d *Descriptor, free []*Object, killed *[]*Descri
 	for h := range d.handles {
 		free = r.releaseHandleLocked(h, free)
 	}
+	free = r.endUsesLocked(d, free, killed)
 	if d.kind == nodePin {
 		if !d.dead {
 			*killed = append(*killed, d)
@@ -187,7 +255,8 @@ func (r *registry) revokeLocked(d *Descriptor, free []*Object, killed *[]*Descri
 	return r.killDesc(d, free)
 }
 
-// revokeTreeLocked revokes every node of o (DESTROY). r.mu must be held.
+// revokeTreeLocked revokes every node of o (DESTROY, or o was made
+// through a node being revoked). r.mu must be held.
 func (r *registry) revokeTreeLocked(o *Object, free []*Object, killed *[]*Descriptor) []*Object {
 	for len(o.nodes) > 0 {
 		var root *Descriptor
@@ -213,7 +282,13 @@ func (r *registry) lineageLocked(o *Object) []wire.LineageNode {
 	var walk func(d *Descriptor)
 	walk = func(d *Descriptor) {
 		n := wire.LineageNode{ID: d.id, Kind: wire.NodeDescriptor, Mode: d.mode.String(), UID: d.uid,
-			Live: !d.dead, Handles: len(d.handles)}
+			Live: !d.dead, Handles: len(d.handles), Uses: len(d.uses)}
+		for u := range d.uses {
+			if u.obj != nil {
+				n.Objects = append(n.Objects, u.obj.id)
+			}
+		}
+		slices.Sort(n.Objects)
 		if d.parent != nil {
 			n.Parent = d.parent.id
 		}

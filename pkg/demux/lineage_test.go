@@ -550,3 +550,76 @@ func TestRestoreKeepsLastAttributes(t *testing.T) {
 		}
 	}
 }
+
+// refProg is a socket filter referencing map 0 (LD_IMM64 of a map) and
+// returning 0.
+func refProg() []byte {
+	return []byte{
+		0x18, 0x11, 0, 0, 0, 0, 0, 0, // r1 = map 0
+		0, 0, 0, 0, 0, 0, 0, 0,
+		0xb7, 0, 0, 0, 0, 0, 0, 0, // r0 = 0
+		0x95, 0, 0, 0, 0, 0, 0, 0, // exit
+	}
+}
+
+// TestRestoredProgramUses: a pinned program that was loaded through a
+// lent (reopened) map descriptor is restored hanging on that descriptor's
+// node in the map's lineage: after the restart the owner revokes the node
+// and the program is destroyed — its pin removed, its memory freed — while
+// the map and its owner's pin stay. LINEAGE shows the use.
+func TestRestoredProgramUses(t *testing.T) {
+	e, _ := startPinServer(t, "", nil)
+	spec := maps.Spec{Type: maps.TypeArray, KeySize: 4, ValueSize: 4, MaxEntries: 1, Name: "m"}
+	mapRec := &PinnedObject{Key: "00112233445566778899aabbccddeeff", Kind: wire.ObjMap, Spec: spec,
+		Nodes: []NodeRecord{{ID: 1, Mode: wire.ModeAll}},
+		Pins:  []PinRecord{{Path: "m", Mode: wire.ModeAll, Node: 2, Parent: 1, Perm: 0o600}}, NextNode: 4}
+	if _, err := e.srv.RestorePinned(mapRec); err != nil {
+		t.Fatal(err)
+	}
+	progRec := &PinnedObject{Key: "ffeeddccbbaa99887766554433221100", Kind: wire.ObjProg,
+		Prog: &PinnedProg{Type: 1, Name: "p", License: "GPL", Insns: refProg(),
+			Maps: []PinnedProgMap{{Key: mapRec.Key, Read: true, Spec: spec, Uses: []uint64{3},
+				Nodes: []NodeRecord{{ID: 1, Mode: wire.ModeAll}, {ID: 3, Parent: 1, Mode: wire.ModeRead}}}}},
+		Nodes: []NodeRecord{{ID: 1, Mode: wire.ModeAll}},
+		Pins:  []PinRecord{{Path: "p", Mode: wire.ModeAll, Node: 2, Parent: 1, Perm: 0o600}}, NextNode: 2}
+	if _, err := e.srv.RestorePinned(progRec); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, e.sock)
+	mr := c.get(filepath.Join(e.root, "m"), unix.O_RDWR, 0)
+	if mr.h.Errno != 0 {
+		t.Fatal(mr.errno())
+	}
+	mh := uint32(mr.h.Ret)
+	var used *wire.LineageNode
+	nodes := c.lineage(mh)
+	for i := range nodes {
+		if nodes[i].ID == 3 {
+			used = &nodes[i]
+		}
+	}
+	if used == nil || used.Live || used.Uses != 1 || len(used.Objects) != 1 {
+		t.Fatalf("lineage %+v: node 3 should be a dead descriptor used by the program", nodes)
+	}
+	if r := c.do(wire.CmdRevokeNode, revokeNodeAttr(mh, 3), nil); r.h.Errno != 0 {
+		t.Fatalf("REVOKE_NODE: %v", r.errno())
+	}
+	if _, err := os.Lstat(filepath.Join(e.root, "p")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the program's pin survived the revocation of the map node it used")
+	}
+	waitStats(t, e.srv, "the program freed", func(st Stats) bool { return st.Programs == 0 && st.Maps == 1 })
+	if r := c.do(wire.CmdMapLookupElem, elemAttr(mh, 0), u32(0)); r.h.Errno != 0 {
+		t.Fatalf("the map after the revocation: %v", r.errno())
+	}
+	// A record whose uses name no node of the map is refused.
+	bad := *progRec
+	bad.Key = "0123456789abcdef0123456789abcdef"
+	bp := *progRec.Prog
+	bp.Maps = []PinnedProgMap{{Key: mapRec.Key, Read: true, Spec: spec, Uses: []uint64{77}}}
+	bad.Prog = &bp
+	bad.Pins = []PinRecord{{Path: "p2", Mode: wire.ModeAll, Node: 2, Parent: 1, Perm: 0o600}}
+	if _, err := e.srv.RestorePinned(&bad); !errors.Is(err, ErrRestoreLineage) {
+		t.Fatalf("program record with an unknown use: %v", err)
+	}
+	waitStats(t, e.srv, "nothing left of the refused record", func(st Stats) bool { return st.Objects == 1 })
+}

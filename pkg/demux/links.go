@@ -163,7 +163,7 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	if p.Type() == prog.XDP {
 		l.copy = prog.XDPMaxLinear - ethHdrLen
 	}
-	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen}
+	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen, Spin: true}
 	if at.Flags&wire.LinkFlagFailOpen != 0 {
 		cfg.Flags |= nfqueue.FlagFailOpen
 	}
@@ -232,11 +232,18 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	}
 	ls.links[l] = struct{}{}
 	ls.mu.Unlock()
-	id, err := c.install(o, func() {
-		// Under the registry lock: the link holds its program.
+	id, err := c.install(o, func() error {
+		// Under the registry lock: the link holds its program, and
+		// hangs in the lineage of the program handle it was made with
+		// (revoking that destroys the link).
+		if hd.dead.Load() {
+			return ErrBadHandle
+		}
 		o.deps = []*Object{hd.obj}
 		hd.obj.refs++
 		hd.obj.progRefs++
+		addViaLocked(o, hd.src)
+		return nil
 	})
 	if err != nil {
 		// install closed o, which stopped the (not yet started) link.

@@ -91,11 +91,13 @@ func (s *Server) closePins() {
 	}
 	// Without a persister nothing outlives the daemon; program pins (a
 	// program cannot be recovered from its pin file) are removed rather
-	// than left naming nothing.
+	// than left naming nothing. Link pins are always removed: a link's
+	// queues were bound with its client's authority, which a restarted
+	// daemon does not have (links.go).
 	var remove []*pins.Pin
 	ps.mu.Lock()
 	for _, o := range objs {
-		if o.p == nil || s.cfg.Persister != nil {
+		if o.link == nil && (o.p == nil || s.cfg.Persister != nil) {
 			continue
 		}
 		if pd := ps.objs[o]; pd != nil {
@@ -145,8 +147,11 @@ func (c *conn) creds() (pins.Creds, error) {
 // pinContent is the informational content of a pin file.
 func pinContent(o *Object, mode wire.Mode) []byte {
 	kind := "map"
-	if o.kind != wire.ObjMap {
+	switch o.kind {
+	case wire.ObjProg:
 		kind = "prog"
+	case wire.ObjLink:
+		kind = "link"
 	}
 	s := fmt.Sprintf("type: %s\nid: %d\nname: %s\nmode: %s\nowner_uid: %d\n",
 		kind, o.id, wire.NameString(o.name), mode, o.owner)

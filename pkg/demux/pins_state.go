@@ -84,6 +84,12 @@ type PinnedProg struct {
 // be restored) the map is recreated from the snapshot here, for the
 // program alone. Program arrays come back empty (their slots named
 // programs of the previous run).
+//
+// Uses are the lineage nodes of the map the program got its access from
+// (the nodes of the handles it was loaded with), and Nodes those nodes and
+// their ancestors: the restored program hangs in the map's lineage where
+// it did, so revoking one of those nodes after a restart still destroys
+// it. A record without Uses (an older one) hangs it below the map's root.
 type PinnedProgMap struct {
 	Key         string
 	Read, Write bool
@@ -91,6 +97,8 @@ type PinnedProgMap struct {
 	Frozen      bool
 	Entries     []byte
 	Partial     bool
+	Uses        []uint64
+	Nodes       []NodeRecord
 }
 
 // PinRecord describes one pin file of a PinnedObject.
@@ -126,6 +134,9 @@ type Persister interface {
 
 // save snapshots o and hands it to the persister. saveMu must be held.
 func (ps *pinSet) save(o *Object) error {
+	if o.link != nil {
+		return nil // links are not persisted (closePins)
+	}
 	po, err := ps.snapshot(o)
 	if err != nil {
 		return err
@@ -164,6 +175,7 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 		for i, ref := range o.p.Maps() {
 			dep := o.deps[i]
 			pm := PinnedProgMap{Read: ref.Read, Write: ref.Write, Spec: dep.spec, Frozen: dep.m.Frozen()}
+			pm.Uses, pm.Nodes = ps.srv.reg.usesOf(o, dep)
 			ps.mu.Lock()
 			if pd := ps.objs[dep]; pd != nil {
 				pm.Key = pd.key
@@ -598,6 +610,13 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: mem, p: p}
 	copy(o.name[:], pp.Name)
 	r.mu.Lock()
+	for i, pm := range pp.Maps {
+		if err := checkUses(deps[i], pm); err != nil {
+			r.mu.Unlock()
+			dropFresh()
+			return nil, err
+		}
+	}
 	if err := r.reserveLocked(owner, mem); err != nil {
 		r.mu.Unlock()
 		dropFresh()
@@ -610,12 +629,111 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		return nil, err
 	}
 	o.deps = deps
-	for _, d := range deps {
+	for i, d := range deps {
 		d.refs++
 		d.progRefs++
+		r.restoreUsesLocked(o, d, pp.Maps[i])
 	}
 	r.mu.Unlock()
 	return o, nil
+}
+
+// usesOf returns the ids of the nodes of map m that program p uses, and
+// those nodes with their ancestors (see PinnedProgMap.Uses).
+func (r *registry) usesOf(p, m *Object) ([]uint64, []NodeRecord) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var uses []uint64
+	var nodes []NodeRecord
+	seen := map[uint64]bool{}
+	for _, v := range p.via {
+		if v.obj != m {
+			continue
+		}
+		uses = append(uses, v.id)
+		for a := v; a != nil && !seen[a.id]; a = a.parent {
+			seen[a.id] = true
+			nr := NodeRecord{ID: a.id, Pin: a.kind == nodePin, Mode: a.mode, UID: a.uid}
+			if a.parent != nil {
+				nr.Parent = a.parent.id
+			}
+			nodes = append(nodes, nr)
+		}
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	return uses, nodes
+}
+
+// checkUses validates the lineage of a program's map record against the
+// map m it is restored with: node ids not 0, parents older than their
+// children (so no cycles) and known, every use a node.
+func checkUses(m *Object, pm PinnedProgMap) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: map %q of the program: %s", ErrRestoreLineage, pm.Spec.Name, why)
+	}
+	known := map[uint64]bool{}
+	for id := range m.nodes {
+		known[id] = true
+	}
+	ids := append([]NodeRecord(nil), pm.Nodes...)
+	sort.Slice(ids, func(i, j int) bool { return ids[i].ID < ids[j].ID })
+	for _, nr := range ids {
+		if nr.ID == 0 || nr.Mode&^wire.ModeAll != 0 || nr.Parent >= nr.ID && nr.Parent != 0 ||
+			nr.Parent != 0 && !known[nr.Parent] {
+			return bad(fmt.Sprintf("bad node %d", nr.ID))
+		}
+		known[nr.ID] = true
+	}
+	for _, u := range pm.Uses {
+		if !known[u] {
+			return bad(fmt.Sprintf("use of unknown node %d", u))
+		}
+	}
+	return nil
+}
+
+// restoreUsesLocked hangs program p in map m's lineage as pm records
+// (checked by checkUses): missing nodes are added as dead stand-ins, never
+// wider than their parents. Without uses (an older record) p hangs below
+// m's root, which is made if m has none. r.mu must be held.
+func (r *registry) restoreUsesLocked(p, m *Object, pm PinnedProgMap) {
+	nodes := append([]NodeRecord(nil), pm.Nodes...)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	for _, nr := range nodes {
+		if m.nodes[nr.ID] != nil {
+			continue
+		}
+		kind := nodeDesc
+		if nr.Pin {
+			kind = nodePin
+		}
+		d := &Descriptor{id: nr.ID, kind: kind, obj: m, mode: nr.Mode, uid: nr.UID, dead: true, peer: -1}
+		var parent *Descriptor
+		if nr.Parent != 0 {
+			parent = m.nodes[nr.Parent]
+			d.mode &= parent.mode
+		} else {
+			d.mode &= m.cap | wire.ModeDestroy
+		}
+		r.linkLocked(d, parent)
+	}
+	uses := pm.Uses
+	if len(uses) == 0 {
+		var root *Descriptor
+		for _, d := range m.nodes {
+			if d.parent == nil && (root == nil || d.id < root.id) {
+				root = d
+			}
+		}
+		if root == nil {
+			root = &Descriptor{kind: nodeDesc, obj: m, mode: m.cap | wire.ModeDestroy, uid: m.owner, dead: true, peer: -1}
+			r.linkLocked(root, nil)
+		}
+		uses = []uint64{root.id}
+	}
+	for _, id := range uses {
+		addViaLocked(p, m.nodes[id])
+	}
 }
 
 // objectByKey returns the pinned object whose record is key, or nil.

@@ -65,16 +65,31 @@ func (r *registry) progByID(id uint32) *prog.Program {
 // clearSlotsLocked empties a program array's slots and drops the
 // references they held. r.mu must be held.
 func (r *registry) clearSlotsLocked(o *Object, free []*Object) []*Object {
-	var key [4]byte
-	for k, p := range o.slots {
-		delete(o.slots, k)
-		if o.m != nil {
-			binary.NativeEndian.PutUint32(key[:], k)
-			o.m.Delete(key[:])
-		}
-		free = r.unref(p, free)
+	for k := range o.slots {
+		free = r.clearSlotLocked(o, k, free)
 	}
 	return free
+}
+
+// clearSlotLocked empties slot k of program array o (if occupied), drops
+// the reference it held and the use it made of its program handle's node.
+// r.mu must be held.
+func (r *registry) clearSlotLocked(o *Object, k uint32, free []*Object) []*Object {
+	p := o.slots[k]
+	if p == nil {
+		return free
+	}
+	delete(o.slots, k)
+	if o.m != nil {
+		var key [4]byte
+		binary.NativeEndian.PutUint32(key[:], k)
+		o.m.Delete(key[:])
+	}
+	if v := o.slotVia[k]; v != nil {
+		delete(o.slotVia, k)
+		r.dropUseLocked(v, use{array: o, key: k})
+	}
+	return r.unref(p, free)
 }
 
 // progHandle returns the program behind handle id if its mode includes
@@ -126,6 +141,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 	// Resolve map handles into indexes of the program's map list.
 	var refs []prog.MapRef
 	var deps []*Object
+	var mapHandles []*handle
 	index := map[*Object]int{}
 	for pc := 0; pc+16 <= len(insns); pc += 8 {
 		ins := insns[pc : pc+8]
@@ -146,6 +162,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 			}
 			refs[i].Read = refs[i].Read || hd.mode&wire.ModeRead != 0
 			refs[i].Write = refs[i].Write || hd.mode&wire.ModeWrite != 0
+			mapHandles = append(mapHandles, hd)
 			binary.LittleEndian.PutUint32(ins[4:], uint32(i))
 		}
 		pc += 8
@@ -195,15 +212,27 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 			return 0, ErrMapRef
 		}
 	}
+
 	r.mu.Unlock()
 	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: mem, name: at.Name, p: p}
-	return c.install(o, func() {
-		// Under the registry lock: the program holds its maps.
+	return c.install(o, func() error {
+		// Under the registry lock: the program holds its maps, and
+		// hangs in the lineage of every map handle it was loaded with
+		// — unless one was revoked meanwhile.
+		for _, hd := range mapHandles {
+			if hd.dead.Load() {
+				return ErrMapRef
+			}
+		}
 		o.deps = deps
 		for _, d := range deps {
 			d.refs++
 			d.progRefs++
 		}
+		for _, hd := range mapHandles {
+			addViaLocked(o, hd.src)
+		}
+		return nil
 	})
 }
 
@@ -329,9 +358,8 @@ func (c *conn) progArrayElem(cmd wire.Cmd, hd *handle, at *wire.ElemAttr, data [
 		r.mu.Lock()
 		err := hd.obj.m.Delete(key)
 		var free []*Object
-		if p := hd.obj.slots[k]; err == nil && p != nil {
-			delete(hd.obj.slots, k)
-			free = r.unref(p, nil)
+		if err == nil {
+			free = r.clearSlotLocked(hd.obj, k, nil)
 		}
 		r.mu.Unlock()
 		closeObjects(free)
@@ -360,13 +388,24 @@ func (c *conn) progArrayElem(cmd wire.Cmd, hd *handle, at *wire.ElemAttr, data [
 	}
 	var free []*Object
 	if old := hd.obj.slots[k]; old != nil {
+		// Replaced: the update above already stored the new id.
+		delete(hd.obj.slots, k)
+		if v := hd.obj.slotVia[k]; v != nil {
+			delete(hd.obj.slotVia, k)
+			r.dropUseLocked(v, use{array: hd.obj, key: k})
+		}
 		free = r.unref(old, nil)
 	}
 	if hd.obj.slots == nil {
 		hd.obj.slots = map[uint32]*Object{}
+		hd.obj.slotVia = map[uint32]*Descriptor{}
 	}
 	hd.obj.slots[k] = ph.obj
 	ph.obj.refs++
+	// The slot keeps using the program handle's authority: revoking its
+	// node clears the slot.
+	hd.obj.slotVia[k] = ph.src
+	addUseLocked(ph.src, use{array: hd.obj, key: k})
 	r.mu.Unlock()
 	closeObjects(free)
 	return 0, nil

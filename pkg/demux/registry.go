@@ -43,6 +43,15 @@ type Object struct {
 	// program tail-calling through an array it references. Guarded by
 	// registry.mu.
 	slots map[uint32]*Object
+	// slotVia is, for each occupied slot, the lineage node of the
+	// program handle that filled it (a use of that node). Guarded by
+	// registry.mu.
+	slotVia map[uint32]*Descriptor
+	// via are the lineage nodes whose authority this object (a program,
+	// a link) was made with: the map handles' nodes of a program, the
+	// program handle's node of a link. Each holds a use (lineage.go);
+	// revoking one destroys this object. Guarded by registry.mu.
+	via []*Descriptor
 	// nodes is the object's authority tree (lineage.go): every linked
 	// node by id — live descriptors and pins, and dead ones that still
 	// have live descendants or handles. Guarded by registry.mu.
@@ -224,6 +233,10 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 	delete(r.objects, o.id)
 	r.unreserveLocked(o.owner, o.mem)
 	free = append(free, o)
+	for _, v := range o.via {
+		r.dropUseLocked(v, use{obj: o})
+	}
+	o.via = nil
 	for _, d := range o.deps {
 		d.progRefs--
 		free = r.unref(d, free)

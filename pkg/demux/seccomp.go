@@ -42,6 +42,10 @@ type attachment struct {
 	uid    uint32
 	l      *seccomp.Listener
 	cancel context.CancelFunc
+	// via is the lineage node of the program handle it was made with;
+	// it holds a use of it (revoking the node cancels the attachment).
+	// Guarded by registry.mu.
+	via *Descriptor
 
 	// task adapts the seccomp task to prog.Task; reused by the serving
 	// goroutine, so a notification allocates nothing.
@@ -131,6 +135,12 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 	}
 	r.usage(c.uid).descs++
 	hd.obj.refs++
+	// The attachment keeps using the program handle's authority:
+	// revoking its node ends the attachment.
+	at2.via = hd.src
+	ctx, cancel := context.WithCancel(context.Background())
+	at2.cancel = cancel
+	addUseLocked(hd.src, use{att: at2})
 	r.mu.Unlock()
 
 	att := &s.attach
@@ -146,8 +156,6 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 	att.lastID++
 	at2.id = att.lastID
 	att.byID[at2.id] = at2
-	ctx, cancel := context.WithCancel(context.Background())
-	at2.cancel = cancel
 	att.wg.Add(1)
 	att.n.Add(1)
 	att.mu.Unlock()
@@ -229,6 +237,8 @@ func (s *Server) endAttachment(at *attachment) {
 	r := s.reg
 	r.mu.Lock()
 	r.usage(at.uid).descs--
+	r.dropUseLocked(at.via, use{att: at})
+	at.via = nil
 	free := r.unref(at.obj, nil)
 	r.mu.Unlock()
 	closeObjects(free)

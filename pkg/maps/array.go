@@ -14,8 +14,9 @@ import (
 // as in the kernel. Safe for concurrent use; see the package doc.
 type Array struct {
 	base
-	percpu bool
-	view   *mapview.View
+	percpu   bool
+	mmapable bool
+	view     *mapview.View
 }
 
 var _ Map = (*Array)(nil)
@@ -48,9 +49,21 @@ func (a *Array) elem(i uint32) []byte {
 
 func (a *Array) seq(i uint32) *uint32 { return a.u32(a.l.SeqOff + 4*uint64(i)) }
 
-func (a *Array) lockElem(i uint32) { seqLock(a.seq(i)) }
+// lockElem and unlockElem hold element i's sequence counter, except in a
+// BPF_F_MMAPABLE array: clients may map its region writable, so the
+// daemon never waits on a word they can write (their writes and readers'
+// reads race as in the kernel).
+func (a *Array) lockElem(i uint32) {
+	if !a.mmapable {
+		seqLock(a.seq(i))
+	}
+}
 
-func (a *Array) unlockElem(i uint32) { seqUnlock(a.seq(i)) }
+func (a *Array) unlockElem(i uint32) {
+	if !a.mmapable {
+		seqUnlock(a.seq(i))
+	}
+}
 
 func (a *Array) initRegion() {}
 
@@ -70,13 +83,15 @@ func (a *Array) Lookup(key, value []byte) error {
 		return err
 	}
 	defer a.leave(s)
-	switch err := a.view.Lookup(key, value); err {
-	case nil:
-		return nil
-	case mapview.ErrNotFound:
+	i := index(key)
+	if i >= a.spec.MaxEntries {
 		return ErrKeyNotExist
 	}
-	i := index(key)
+	if !a.mmapable {
+		if a.view.Lookup(key, value) == nil {
+			return nil
+		}
+	}
 	a.lockElem(i)
 	a.read(i, value)
 	a.unlockElem(i)

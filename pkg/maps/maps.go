@@ -183,13 +183,16 @@ type Map interface {
 	// backing, owned by the caller, for read-only client mappings. It
 	// returns ErrClosed after Close.
 	ReadOnlyFD() (int, error)
-	// Retire moves the live storage to a fresh backing and leaves the old
-	// one a retired snapshot (see the package doc). It waits for every
-	// operation and program run in flight on the map's pool. ErrClosed
-	// after Close.
+	// Retire cuts off every mapping of the storage made from a
+	// descriptor handed out so far (ReadOnlyFD, WritableFD): it moves the
+	// live storage to a fresh backing and leaves the old one a retired
+	// snapshot (see the package doc), waiting for every operation and
+	// program run in flight on the map's pool. Without such descriptors
+	// it does nothing. ErrClosed after Close.
 	Retire() error
-	// Close unmaps the storage and closes the backing (removing its file
-	// with the file backend). It waits for operations in flight.
+	// Close marks the storage retired (for mappings that outlive the
+	// map), unmaps it and closes the backing (removing its file with the
+	// file backend). It waits for operations in flight.
 	// Idempotent; returns nil on the second call. No ValueRef slice may be
 	// used afterwards.
 	Close() error
@@ -322,7 +325,7 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		percpu := spec.Type == TypePercpuHash
 		m = &Hash{seed: seed, percpu: percpu, inPlace: percpu, view: view}
 	case TypeArray, TypePercpuArray:
-		m = &Array{percpu: spec.Type == TypePercpuArray, view: view}
+		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
 	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
 		m = &ProgArray{}
 	default:
@@ -353,6 +356,10 @@ type base struct {
 	// handed out (MMAPABLE arrays); Freeze then moves the storage first.
 	// Guarded by moveMu.
 	writableOut bool
+	// sharedOut is set when any descriptor of the backing was handed out
+	// since the last move: only then does Retire need to move. Guarded
+	// by moveMu.
+	sharedOut bool
 }
 
 func (b *base) b() *base            { return b }
@@ -381,7 +388,11 @@ func (b *base) ReadOnlyFD() (int, error) {
 	if b.closed.Load() {
 		return -1, ErrClosed
 	}
-	return b.reg.readOnlyFD()
+	fd, err := b.reg.readOnlyFD()
+	if err == nil {
+		b.sharedOut = true
+	}
+	return fd, err
 }
 
 // WritableFD returns a new read-write descriptor of the map's backing,
@@ -400,7 +411,7 @@ func (b *base) WritableFD() (int, error) {
 	}
 	fd, err := b.reg.writableFD()
 	if err == nil {
-		b.writableOut = true
+		b.writableOut, b.sharedOut = true, true
 	}
 	return fd, err
 }
@@ -418,6 +429,9 @@ func (b *base) Retire() error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	if !b.sharedOut {
+		return nil
+	}
 	return b.moveLocked()
 }
 
@@ -428,7 +442,7 @@ func (b *base) moveLocked() error {
 	if err := b.reg.move(); err != nil {
 		return err
 	}
-	b.writableOut = false
+	b.writableOut, b.sharedOut = false, false
 	return nil
 }
 
@@ -441,6 +455,8 @@ func (b *base) Close() error {
 	}
 	// Operations that took a slot before closed was set finish first.
 	b.pool.Quiesce()()
+	// Mappings of the backing that outlive the map see it is gone.
+	atomic.StoreUint32(b.u32(mapview.OffRetired), 1)
 	err := b.reg.close()
 	b.mem = nil
 	return err

@@ -229,6 +229,11 @@ func TestRetireUnderLoad(t *testing.T) {
 		for p := progress.Load(); progress.Load() < p+50; {
 			runtime.Gosched()
 		}
+		fd, err := m.ReadOnlyFD() // a reader: Retire has something to cut off
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
 		if err := m.Retire(); err != nil {
 			t.Fatal(err)
 		}

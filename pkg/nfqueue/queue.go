@@ -46,6 +46,10 @@ type Config struct {
 	// Batch is how many datagrams one Receive may return (recvmmsg);
 	// 0 means 64.
 	Batch int
+	// Spin makes Receive poll an empty socket for a few tens of
+	// microseconds before waiting on the runtime poller: more
+	// throughput under load, a little CPU after each burst.
+	Spin bool
 	// ReadBuffer is the socket's receive buffer in bytes; 0 means 8 MiB
 	// (SO_RCVBUFFORCE when privileged, else SO_RCVBUF capped by
 	// net.core.rmem_max).
@@ -79,6 +83,7 @@ type Queue struct {
 	n       int   // datagrams in the last Receive
 	rerr    error // error of the last recvmmsg
 	rtime   time.Duration
+	spin    bool // poll an empty socket for spinFor before parking
 	readFn  func(fd uintptr) bool
 
 	closed atomic.Bool
@@ -158,6 +163,7 @@ func Open(fd int, queue uint16, cfg *Config) (*Queue, error) {
 		q.hdrs[i].hdr.SetIovlen(1)
 	}
 	q.readFn = q.recv
+	q.spin = c.Spin
 	if err := q.configure(); err != nil {
 		q.Close()
 		return nil, err
@@ -264,8 +270,15 @@ func (q *Queue) PortID() uint32 { return q.portid }
 // Config returns the configuration in effect (defaults filled in).
 func (q *Queue) Config() Config { return q.cfg }
 
-// recv is the RawConn read callback: one recvmmsg, without blocking.
+// spinFor is how long Receive keeps polling an empty socket before it
+// parks on the runtime poller: under load the next packet is usually
+// microseconds away, and a poller wake-up costs more than that.
+const spinFor = 50 * time.Microsecond
+
+// recv is the RawConn read callback: one recvmmsg, without blocking; on
+// an empty socket it polls again for up to spinFor.
 func (q *Queue) recv(fd uintptr) bool {
+	var spinStart time.Time
 	for {
 		t := time.Now()
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&q.hdrs[0])),
@@ -278,6 +291,14 @@ func (q *Queue) recv(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if q.spin {
+				if spinStart.IsZero() {
+					spinStart = t
+				}
+				if t.Sub(spinStart) < spinFor {
+					continue
+				}
+			}
 			return false
 		case unix.ENOBUFS:
 			// The kernel could not deliver some packets (counted in

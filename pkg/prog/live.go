@@ -40,7 +40,9 @@ type SkbMeta struct {
 }
 
 // Runner runs one program on live packets, one packet at a time. It owns
-// its interpreter state and context buffer, so a run allocates nothing.
+// its interpreter state and context buffer, so a run allocates nothing;
+// each run holds a CPU slot of the program's pool (package percpu), as
+// every invocation does.
 // Not safe for concurrent use: give each worker its own.
 type Runner struct {
 	p   *Program
@@ -89,7 +91,7 @@ func (r *Runner) RunXDP(frame []byte, m *XDPMeta) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return r.vm.Run(r.p.code, r1)
+	return r.p.runOnSlot(r.vm, r.rc, r1)
 }
 
 // RunSocketFilter runs a socket filter on pkt, the packet from its
@@ -123,7 +125,7 @@ func (r *Runner) RunSocketFilter(pkt []byte, m *SkbMeta) (uint64, error) {
 		r.rc.pkt, r.rc.frame = nil, nil
 		return 0, err
 	}
-	ret, err := r.vm.Run(r.p.code, r1)
+	ret, err := r.p.runOnSlot(r.vm, r.rc, r1)
 	r.rc.pkt, r.rc.frame = nil, nil
 	r.vm.SetPacket(nil, 0, 0, -1)
 	return ret, err

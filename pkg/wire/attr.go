@@ -381,6 +381,8 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return PinMkdirAttrSize, true
 	case CmdLinkCreate, CmdLinkDetach, CmdLinkInfo, CmdLinkList:
 		return linkAttrSize(cmd), true
+	case CmdMapStorage:
+		return MapStorageAttrSize, true
 	}
 	return 0, false
 }

@@ -65,4 +65,10 @@ type LineageNode struct {
 	Handles int `json:"handles,omitempty"`
 	// Path is a live pin's path relative to the pin root.
 	Path string `json:"path,omitempty"`
+	// Uses counts what was made through the node and keeps using its
+	// authority (programs loaded with its map handles, links, slots and
+	// seccomp attachments made with its program handles); Objects are
+	// the ids of those programs and links. Revoking the node ends them.
+	Uses    int      `json:"uses,omitempty"`
+	Objects []uint32 `json:"objects,omitempty"`
 }

@@ -149,6 +149,18 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 		}
 		for i := range insns {
+			if sym, weak := ksymName(&insns[i]); sym != "" {
+				// A kernel address: nothing a userspace daemon can
+				// give a program. A weak extern reads 0, as libbpf
+				// gives for a symbol the kernel lacks; a strong one
+				// cannot load.
+				if !weak || insns[i].OpCode != asm.LoadImmOp(asm.DWord) {
+					return nil, fmt.Errorf("bpfd: program %s: %w: instruction %d reads kernel symbol %s (__ksym)", name, ErrNotSupported, i, sym)
+				}
+				insns[i].Constant = 0
+				insns[i].Src = 0
+				continue
+			}
 			ref := insns[i].Reference()
 			if !insns[i].IsLoadFromMap() {
 				continue
@@ -192,8 +204,8 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 	// Program arrays whose contents name programs (libbpf's
 	// __array(values, ...) initialisers).
 	for name, ms := range spec.Maps {
-		if ms.Type != ebpf.ProgramArray || coll.borrowed[name] {
-			continue
+		if ms.Type != ebpf.ProgramArray || coll.borrowed[name] || coll.Maps[name] == nil {
+			continue // not created: no loaded program uses it
 		}
 		for _, kv := range ms.Contents {
 			pname, ok := kv.Value.(string)

@@ -328,37 +328,64 @@ func putKconfig(dst []byte, t btf.Type, val string) error {
 	return fmt.Errorf("%w: extern of type %T", ErrInvalid, t)
 }
 
-// kconfigOffset returns the offset in .kconfig of the extern an
-// instruction reads. cilium/ebpf's ELF reader marks such an instruction
-// (LD_IMM64 of a map value with no map reference) with metadata whose
-// key and value types are unexported (ebpf.kconfigMetaKey,
-// *ebpf.kconfigMeta{Map, Offset}); this reads the Offset field through
-// reflection. It reports false when the instruction carries no such
-// metadata (or a cilium/ebpf whose layout differs).
-func kconfigOffset(ins *asm.Instruction) (off uint32, ok bool) {
+// ciliumMeta returns the value of the instruction metadata cilium/ebpf's
+// ELF reader attached under an unexported key whose value has type
+// typeName ("*ebpf.kconfigMeta"), walking asm.Metadata's list through
+// reflection (the keys cannot be named outside cilium/ebpf). It returns
+// an invalid Value when there is none (or a cilium/ebpf whose layout
+// differs).
+func ciliumMeta(ins *asm.Instruction, typeName string) (found reflect.Value) {
 	defer func() {
 		if recover() != nil {
-			off, ok = 0, false
+			found = reflect.Value{}
 		}
 	}()
 	md := reflect.ValueOf(&ins.Metadata).Elem()
 	if md.Kind() != reflect.Struct || md.NumField() != 1 {
-		return 0, false
+		return reflect.Value{}
 	}
 	for e := md.Field(0); e.Kind() == reflect.Pointer && !e.IsNil(); e = e.Elem().FieldByName("next") {
 		v := e.Elem().FieldByName("value")
 		if v.Kind() != reflect.Interface || v.IsNil() {
 			continue
 		}
-		v = v.Elem()
-		if v.Kind() != reflect.Pointer || v.IsNil() || v.Type().String() != "*ebpf.kconfigMeta" {
-			continue
+		if v = v.Elem(); v.Kind() == reflect.Pointer && !v.IsNil() && v.Type().String() == typeName {
+			return v.Elem()
 		}
-		f := v.Elem().FieldByName("Offset")
-		if f.Kind() != reflect.Uint32 {
-			return 0, false
-		}
-		return uint32(f.Uint()), true
 	}
-	return 0, false
+	return reflect.Value{}
+}
+
+// kconfigOffset returns the offset in .kconfig of the __kconfig extern
+// an instruction reads (cilium/ebpf's *ebpf.kconfigMeta{Map, Offset}).
+func kconfigOffset(ins *asm.Instruction) (uint32, bool) {
+	m := ciliumMeta(ins, "*ebpf.kconfigMeta")
+	if !m.IsValid() {
+		return 0, false
+	}
+	f := m.FieldByName("Offset")
+	if f.Kind() != reflect.Uint32 {
+		return 0, false
+	}
+	return uint32(f.Uint()), true
+}
+
+// ksymName returns the kernel symbol an instruction's __ksym extern
+// names (cilium/ebpf's *ebpf.ksymMeta{Binding, Name}), or "", and
+// whether the extern is weak.
+func ksymName(ins *asm.Instruction) (string, bool) {
+	m := ciliumMeta(ins, "*ebpf.ksymMeta")
+	if !m.IsValid() {
+		return "", false
+	}
+	weak := false
+	if b := m.FieldByName("Binding"); b.CanInt() {
+		weak = b.Int() == 2 // elf.STB_WEAK
+	} else if b.CanUint() {
+		weak = b.Uint() == 2
+	}
+	if f := m.FieldByName("Name"); f.Kind() == reflect.String {
+		return f.String(), weak
+	}
+	return "?", weak
 }

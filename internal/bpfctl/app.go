@@ -63,12 +63,16 @@ type App struct {
 
 	// EUID, if not nil, replaces os.Geteuid for choosing default sockets.
 	EUID *int
+	// Time formats times shown by show commands (unix seconds); nil:
+	// local time, ISO 8601. (Tests make it deterministic.)
+	Time func(unixSec int64) string
 
 	socket  string
 	json    bool
 	pretty  bool
 	version bool
 	conn    *client.Conn
+	keep    []io.Closer // objects held until the command ends
 }
 
 // Run executes the command line args and returns the exit code. Errors
@@ -78,6 +82,10 @@ func (a *App) Run(args []string) int {
 	root := a.rootCommand()
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()
+	for _, o := range a.keep {
+		o.Close()
+	}
+	a.keep = nil
 	if a.conn != nil {
 		a.conn.Close()
 		a.conn = nil

@@ -4,9 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bpfd-project/bpfd/pkg/client"
 )
 
 // Shell completion (bpfctl completion bash|zsh|fish|powershell): commands,
@@ -18,12 +21,12 @@ import (
 // pinArgs says which commands take a pin as their first argument, and of
 // what kind ("map", "prog", "" for either, "dir" for directories).
 var pinArgs = map[string]string{
-	"bpfctl map show": "map", "bpfctl map info": "map", "bpfctl map lookup": "map",
+	"bpfctl map show": "map", "bpfctl map lookup": "map",
 	"bpfctl map update": "map", "bpfctl map delete": "map", "bpfctl map getnext": "map",
 	"bpfctl map dump": "map", "bpfctl map freeze": "map",
-	"bpfctl prog show": "prog", "bpfctl prog info": "prog", "bpfctl prog dump": "prog",
+	"bpfctl prog show": "prog", "bpfctl prog dump": "prog",
 	"bpfctl prog run": "prog",
-	"bpfctl reopen":   "", "bpfctl destroy": "", "bpfctl pin ls": "dir",
+	"bpfctl reopen":   "", "bpfctl destroy": "", "bpfctl pin ls": "dir", "bpfctl link show": "link",
 }
 
 // pinFlags are flags whose value is a pin (possibly "[NAME=]PIN[:mode]"),
@@ -48,8 +51,18 @@ func (a *App) addCompletions(root *cobra.Command) {
 		path := c.CommandPath()
 		if kind, ok := pinArgs[path]; ok && c.ValidArgsFunction == nil {
 			words := elemWords[path]
+			show := c.Name() == "show"
 			c.ValidArgsFunction = func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 				switch {
+				case show && len(args) == 1 && (args[0] == "id" || args[0] == "name"):
+					return a.completeObjects(kind, args[0], toComplete), cobra.ShellCompDirectiveNoFileComp
+				case show && len(args) == 1 && args[0] == "pinned":
+					return a.completePins(toComplete, kind)
+				case show && len(args) > 0:
+					return nil, cobra.ShellCompDirectiveNoFileComp
+				case show && len(args) == 0:
+					pins, dir := a.completePins(toComplete, kind)
+					return append(prefixed([]string{"id", "name", "pinned"}, toComplete), pins...), dir
 				case len(args) == 0:
 					return a.completePins(toComplete, kind)
 				case len(args) > 0 && args[len(args)-1] == "pinned":
@@ -138,4 +151,32 @@ func (a *App) completePins(toComplete, kind string) ([]cobra.Completion, cobra.S
 		none |= cobra.ShellCompDirectiveNoSpace
 	}
 	return out, none
+}
+
+// completeObjects lists the ids ("id") or names ("name") of the objects
+// of kind the caller may see, with the other as description.
+func (a *App) completeObjects(kind, what, toComplete string) []cobra.Completion {
+	c, err := a.dial()
+	if err != nil {
+		return nil
+	}
+	recs, err := c.Objects(client.ObjectFilter{Kind: kind})
+	if err != nil {
+		return nil
+	}
+	var out []cobra.Completion
+	seen := map[string]bool{}
+	for _, r := range recs {
+		id := strconv.FormatUint(uint64(r.ID), 10)
+		w, desc := id, r.Name
+		if what == "name" {
+			w, desc = r.Name, "id "+id
+		}
+		if w == "" || seen[w] || !strings.HasPrefix(w, toComplete) {
+			continue
+		}
+		seen[w] = true
+		out = append(out, cobra.CompletionWithDesc(w, desc))
+	}
+	return out
 }

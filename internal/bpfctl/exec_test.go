@@ -47,6 +47,10 @@ func runChild(role string) int {
 		}
 		fmt.Printf("ok [%s]\n", strings.Join(names, " "))
 		return 0
+	case holdRole:
+		return childHold(false)
+	case sockHoldRole:
+		return childHold(true)
 	case "kill":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}

@@ -169,6 +169,33 @@ var goldenCases = []struct {
 		},
 	},
 	{
+		name: "listing",
+		steps: [][]string{
+			{"map", "show"},
+			{"-j", "map", "show"},
+			{"map", "create", "hash", "--key-size", "4", "--value-size", "8", "--max-entries", "4", "--name", "ports", "--pin", "ports"},
+			{"prog", "load", "$TESTDATA/../../../testdata/bpf/counter.bpf.o", "--pin-dir", "counter"},
+			{"reopen", "ports", "--mode", "r", "--pin", "ports.ro"},
+			{"prog", "run", "counter/count_proto", "--data-hex", udpFrame, "--repeat", "5"},
+			{"map", "show"},
+			{"-j", "map", "show"},
+			{"map", "show", "id", "2"},
+			{"map", "show", "name", "ports"},
+			{"-j", "map", "show", "name", "by_proto"},
+			{"map", "show", "pinned", "ports.ro"},
+			{"prog", "show"},
+			{"-j", "prog", "show", "id", "3"},
+			{"link", "show"},
+			{"-j", "link", "show"},
+			{"map", "show", "id", "99"},
+			{"map", "show", "id", "x"},
+			{"map", "show", "name", "nosuch"},
+			{"prog", "show", "id", "1"},
+			{"map", "show", "counter/count_proto"},
+			{"map", "show", "id"},
+		},
+	},
+	{
 		name: "status",
 		steps: [][]string{
 			{"status"},
@@ -249,6 +276,11 @@ var (
 	reUID      = regexp.MustCompile(`("(?:owner_)?uid": ?|"gid": ?|owner_uid )\d+`)
 	reStatusID = regexp.MustCompile(`(?m)^\d+(\s+\d+/)`)
 	reSpaces   = regexp.MustCompile(` {2,}`)
+	reLoader   = regexp.MustCompile(`(loader \S+\()\d+\)`)
+	reLoaderJS = regexp.MustCompile(`("loader":\{"pid":)\d+`)
+	reTextUID  = regexp.MustCompile(`(TIME  uid )\d+`)
+	reRunTime  = regexp.MustCompile(`(run_time_ns"?:? ?)\d+`)
+	reTimes    = regexp.MustCompile(`("(?:created_at|loaded_at|attached_at)": ?)\d+`)
 	reNodeUID  = regexp.MustCompile(`(?m)^(\s*\d+\s+(?:descriptor|pin)\s+\S+\s+)\d+`)
 )
 
@@ -259,6 +291,11 @@ func normalize(s, dir string) string {
 	s = reDuration.ReplaceAllString(s, "${1}${2}D")
 	s = reStarted.ReplaceAllString(s, "${1}${2}T")
 	s = reUID.ReplaceAllString(s, "${1}UID")
+	s = reLoader.ReplaceAllString(s, "${1}PID)")
+	s = reLoaderJS.ReplaceAllString(s, "${1}PID")
+	s = reTextUID.ReplaceAllString(s, "${1}UID")
+	s = reRunTime.ReplaceAllString(s, "${1}N")
+	s = reTimes.ReplaceAllString(s, "${1}T")
 	s = reNodeUID.ReplaceAllString(s, "${1}UID")
 	if reStatusID.MatchString(s) {
 		s = reStatusID.ReplaceAllString(s, "UID${1}")
@@ -282,7 +319,8 @@ func TestGolden(t *testing.T) {
 					a = strings.ReplaceAll(a, "$DIR", d.dir)
 					args[i] = strings.ReplaceAll(a, "$TESTDATA", testdata)
 				}
-				if slices.Contains(step, "status") || slices.Contains(step, "lineage") {
+				if slices.Contains(step, "status") || slices.Contains(step, "show") || slices.Contains(step, "info") ||
+					slices.Contains(step, "lineage") {
 					d.settle(t)
 				}
 				r := d.run(t, args...)

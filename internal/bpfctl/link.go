@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -153,17 +154,24 @@ func (a *App) linkCommand() *cobra.Command {
 
 func (a *App) linkShowCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "show [PIN]",
-		Short: "Show a pinned link, or every link of yours (every link as root), with counters",
-		Args:  cobra.MaximumNArgs(1),
+		Use:   "show [PIN | pinned PIN | id N]",
+		Short: "Show a link, or every link of yours (every link as root), with counters, pins and holders",
+		Args:  cobra.MaximumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ref, err := parseObjRef("link", args)
+			if err != nil {
+				return err
+			}
+			if ref.name != "" {
+				return usagef("links have no names: name one as PIN, pinned PIN or id N")
+			}
 			c, err := a.dial()
 			if err != nil {
 				return err
 			}
 			var list []client.LinkInfo
-			if len(args) == 1 {
-				l, err := c.OpenPinnedLink(args[0], client.ModeRead)
+			if ref.pin != "" {
+				l, err := c.OpenPinnedLink(ref.pin, client.ModeRead)
 				if err != nil {
 					return fail("show", kRead, false, err)
 				}
@@ -172,25 +180,41 @@ func (a *App) linkShowCommand() *cobra.Command {
 				if err != nil {
 					return fail("show", kRead, false, err)
 				}
-				if a.json {
-					a.printJSON(li)
-					return nil
-				}
 				list = append(list, li)
 			} else {
 				if list, err = c.Links(); err != nil {
 					return fail("show", kRead, false, err)
 				}
-				if a.json {
-					if list == nil {
-						list = []client.LinkInfo{}
+				if ref.id != 0 {
+					list = slices.DeleteFunc(list, func(li client.LinkInfo) bool { return li.ID != ref.id })
+					if len(list) == 0 {
+						return &cliError{code: ExitFailed, msg: fmt.Sprintf("show: no link with id %d (ENOENT)", ref.id), errno: unix.ENOENT,
+							hint: "'bpfctl link show' lists those you may see: your uid's and those you hold (root: all)"}
 					}
-					a.printJSON(list)
-					return nil
 				}
 			}
-			for _, li := range list {
-				a.printLink(&li)
+			extra := a.linkRecords(c)
+			out := make([]linkShowJSON, len(list))
+			for i := range list {
+				out[i].LinkInfo = list[i]
+				if r, ok := extra[list[i].ID]; ok {
+					out[i].Pinned, out[i].Pids, out[i].OtherPids = orEmpty(r.Pinned), orEmpty(r.Pids), r.OtherPids
+				} else {
+					out[i].Pinned, out[i].Pids = []string{}, []client.PidRecord{}
+				}
+			}
+			if a.json {
+				if ref.all {
+					a.printJSON(out)
+				} else {
+					a.printJSON(out[0])
+				}
+				return nil
+			}
+			for i := range out {
+				a.printLink(&out[i].LinkInfo)
+				r := extra[out[i].ID]
+				a.printHolders(&r, "")
 			}
 			return nil
 		},

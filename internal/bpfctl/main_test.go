@@ -132,7 +132,8 @@ func (d *daemon) run(t *testing.T, args ...string) result {
 	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
 		Getenv: func(string) string { return "" },
 		Owner:  func(uid, gid uint32) string { return "OWNER" },
-		Uptime: func(client.Status) string { return "UPTIME" }}
+		Uptime: func(client.Status) string { return "UPTIME" },
+		Time:   func(int64) string { return "TIME" }}
 	code := a.Run(append([]string{"--socket", d.socket}, args...))
 	return result{code, out.String(), errb.String()}
 }

@@ -110,7 +110,7 @@ func (a *App) mapCommand() *cobra.Command {
 		Use:   "map",
 		Short: "Create, inspect and edit maps",
 	}
-	cmd.AddCommand(a.mapCreateCommand(), a.mapShowCommand("show"), a.mapShowCommand("info"),
+	cmd.AddCommand(a.mapCreateCommand(), a.showCommand("map"),
 		a.mapLookupCommand(), a.mapUpdateCommand(), a.mapDeleteCommand(), a.mapGetNextCommand(),
 		a.mapDumpCommand(), a.mapFreezeCommand())
 	return cmd
@@ -189,73 +189,6 @@ PATH with permission bits --file-mode. The pin is what keeps the map alive.`,
 		cmd.MarkFlagRequired(n)
 	}
 	return cmd
-}
-
-// mapInfoJSON is bpftool's "map show" JSON plus bpfd's descriptor mode and
-// owner.
-type mapInfoJSON struct {
-	ID           uint32 `json:"id"`
-	Type         string `json:"type"`
-	Name         string `json:"name"`
-	Flags        uint32 `json:"flags"`
-	BytesKey     uint32 `json:"bytes_key"`
-	BytesValue   uint32 `json:"bytes_value"`
-	MaxEntries   uint32 `json:"max_entries"`
-	BytesMemlock uint64 `json:"bytes_memlock"`
-	Frozen       int    `json:"frozen"`
-	Mode         string `json:"mode"`
-	OwnerUID     uint32 `json:"owner_uid"`
-}
-
-func (a *App) mapShowCommand(use string) *cobra.Command {
-	return &cobra.Command{
-		Use:   use + " PIN",
-		Short: "Show a pinned map's type, sizes, flags, memory and owner",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			// Info needs read access; fall back to a write-only open
-			// for write-only pins.
-			m, err := a.openMap("show", args[0], client.ModeRead)
-			var ce *cliError
-			if errors.As(err, &ce) && (ce.errno == unix.EACCES || ce.errno == unix.EPERM) {
-				if m2, err2 := a.openMap("show", args[0], client.ModeWrite); err2 == nil {
-					m, err = m2, nil
-				}
-			}
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			info, err := m.Info()
-			if err != nil {
-				return fail("show", kRead, false, err)
-			}
-			frozen := 0
-			if info.Frozen {
-				frozen = 1
-			}
-			if a.json {
-				a.printJSON(mapInfoJSON{ID: info.ID, Type: mapTypeName(info.Type), Name: info.Name,
-					Flags: info.Flags, BytesKey: info.KeySize, BytesValue: info.ValueSize,
-					MaxEntries: info.MaxEntries, BytesMemlock: info.MemoryUsage, Frozen: frozen,
-					Mode: info.Mode.String(), OwnerUID: info.OwnerUID})
-				return nil
-			}
-			a.printf("%d: %s  ", info.ID, mapTypeName(info.Type))
-			if info.Name != "" {
-				a.printf("name %s  ", info.Name)
-			}
-			a.printf("flags %#x\n", info.Flags)
-			a.printf("\tkey %dB  value %dB  max_entries %d  memlock %dB\n",
-				info.KeySize, info.ValueSize, info.MaxEntries, info.MemoryUsage)
-			a.printf("\tmode %s  owner_uid %d", info.Mode, info.OwnerUID)
-			if info.Frozen {
-				a.printf("  frozen")
-			}
-			a.printf("\n")
-			return nil
-		},
-	}
 }
 
 // elemCommand builds a map element command: the pin, then bpftool-style

@@ -42,7 +42,7 @@ func (a *App) progCommand() *cobra.Command {
 		Use:   "prog",
 		Short: "Load, inspect and run programs",
 	}
-	cmd.AddCommand(a.progLoadCommand(), a.progShowCommand("show"), a.progShowCommand("info"),
+	cmd.AddCommand(a.progLoadCommand(), a.showCommand("prog"),
 		a.progDumpCommand(), a.progRunCommand(), a.progAttachCommand())
 	return cmd
 }
@@ -370,50 +370,6 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// progInfoJSON is bpftool's "prog show" JSON, reduced to what bpfd has,
-// plus the descriptor's mode and the owner.
-type progInfoJSON struct {
-	ID           uint32 `json:"id"`
-	Type         string `json:"type"`
-	Name         string `json:"name"`
-	Tag          string `json:"tag"`
-	Insns        int    `json:"insns"`
-	BytesXlated  int    `json:"bytes_xlated"`
-	BytesMemlock uint64 `json:"bytes_memlock"`
-	Mode         string `json:"mode"`
-	OwnerUID     uint32 `json:"owner_uid"`
-}
-
-func (a *App) progShowCommand(use string) *cobra.Command {
-	return &cobra.Command{
-		Use:   use + " PIN",
-		Short: "Show a pinned program's type, name, tag, size and owner",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := a.openProg("show", args[0], false)
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			info, err := p.Info()
-			if err != nil {
-				return fail("show", kRead, false, err)
-			}
-			tag := hex.EncodeToString(info.Tag[:])
-			if a.json {
-				a.printJSON(progInfoJSON{ID: info.ID, Type: info.Type.String(), Name: info.Name, Tag: tag,
-					Insns: info.InsnCount, BytesXlated: info.InsnCount * 8, BytesMemlock: info.MemoryUsage,
-					Mode: info.Mode.String(), OwnerUID: info.OwnerUID})
-				return nil
-			}
-			a.printf("%d: %s  name %s  tag %s\n", info.ID, info.Type, info.Name, tag)
-			a.printf("\txlated %dB  insns %d  memlock %dB\n", info.InsnCount*8, info.InsnCount, info.MemoryUsage)
-			a.printf("\tmode %s  owner_uid %d\n", info.Mode, info.OwnerUID)
-			return nil
-		},
-	}
 }
 
 // dumpLine is one instruction of prog dump's JSON.

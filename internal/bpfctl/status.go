@@ -21,7 +21,7 @@ type statusJSON struct {
 func (a *App) statusCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the daemon's version, objects, memory, connections and quotas",
+		Short: "Show the daemon's version, objects, memory, connections, quotas and seccomp attachments",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.dial()
@@ -59,16 +59,28 @@ func (a *App) statusCommand() *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			if len(st.UIDs) == 0 {
+			if len(st.UIDs) > 0 {
+				a.printf("\n")
+				tw = tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "UID\tOBJECTS\tMAP MEMORY\tDESCRIPTORS\tCONNECTIONS")
+				for _, u := range st.UIDs {
+					fmt.Fprintf(tw, "%d\t%d/%d\t%s/%s\t%d/%d\t%d/%d\n", u.UID, u.Objects, u.Quota.Objects,
+						sizeString(u.MapMemory), sizeString(u.Quota.MapMemory), u.Descriptors, u.Quota.Descriptors,
+						u.Connections, u.Quota.Conns)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			if len(st.Seccomp) == 0 {
 				return nil
 			}
 			a.printf("\n")
 			tw = tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "UID\tOBJECTS\tMAP MEMORY\tDESCRIPTORS\tCONNECTIONS")
-			for _, u := range st.UIDs {
-				fmt.Fprintf(tw, "%d\t%d/%d\t%s/%s\t%d/%d\t%d/%d\n", u.UID, u.Objects, u.Quota.Objects,
-					sizeString(u.MapMemory), sizeString(u.Quota.MapMemory), u.Descriptors, u.Quota.Descriptors,
-					u.Connections, u.Quota.Conns)
+			fmt.Fprintln(tw, "SECCOMP\tPROG\tATTACHED BY\tROUTED\tALLOWED\tDENIED\tKILLED")
+			for _, sa := range st.Seccomp {
+				fmt.Fprintf(tw, "%d\t%d %s\t%s(%d) uid %d\t%d\t%d\t%s\t%d\n", sa.ID, sa.ProgID, sa.ProgName, sa.Comm, sa.PID, sa.UID,
+					sa.Routed, sa.Allowed, deniedString(sa.Denied), sa.Killed)
 			}
 			return tw.Flush()
 		},

@@ -148,7 +148,7 @@ func TestHintsNameOwnFlags(t *testing.T) {
 func TestCompletePins(t *testing.T) {
 	d := startDaemon(t)
 	d.mustRun(t, "pin", "mkdir", "--parents", "net/sub")
-	d.mustRun(t, "map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--pin", "net/allow")
+	d.mustRun(t, "map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "1", "--name", "allow", "--pin", "net/allow")
 	d.mustRun(t, "map", "create", "array", "--key-size", "4", "--value-size", "8", "--max-entries", "1", "--pin", "nets")
 	d.mustRun(t, "prog", "load", "--type", "socket_filter", "--asm", "testdata/count.s", "--map", "0=nets", "--pin", "net/filter")
 	tests := []struct {
@@ -165,6 +165,10 @@ func TestCompletePins(t *testing.T) {
 		{name: "prog after pinned", args: []string{"map", "update", "nets", "key", "0", "value", "pinned", "net/f"}, want: "net/filter\n:4\n"},
 		{name: "exec flag with a name", args: []string{"exec", "--map", "x=net/a"}, want: "x=net/allow\n:4\n"},
 		{name: "seccomp filter", args: []string{"seccomp", "exec", "--filter", "net/"}, want: "net/filter\nnet/sub/\n:6\n"},
+		{name: "show keywords and pins", args: []string{"map", "show", "n"}, want: "name\nnet/\nnets\n:6\n"},
+		{name: "map ids", args: []string{"map", "show", "id", ""}, want: "1\tallow\n2\n:4\n"},
+		{name: "map names", args: []string{"map", "show", "name", "a"}, want: "allow\tid 1\n:4\n"},
+		{name: "prog ids", args: []string{"prog", "show", "id", ""}, want: "3\tcount\n:4\n"},
 		{name: "map types", args: []string{"map", "create", "p"}, want: "prog_array\n:4\n"},
 		{name: "syscalls", args: []string{"seccomp", "exec", "--syscalls", "openat,sock"}, want: "openat,socket\nopenat,socketpair\n:6\n"},
 	}

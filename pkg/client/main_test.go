@@ -303,6 +303,8 @@ func runChild(role string) int {
 		err = childNFQAttach()
 	case "mapreader":
 		err = childMapReader()
+	case "lister":
+		err = childLister()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -26,6 +26,27 @@ type Status struct {
 	// before it gives way to another uid's (seconds).
 	BulkSlots int     `json:"bulk_slots"`
 	BulkSlice float64 `json:"bulk_slice_seconds"`
+	// Seccomp are the caller's uid's seccomp attachments (every one for
+	// uid 0) with their decision counters.
+	Seccomp []SeccompAttachment `json:"seccomp,omitempty"`
+}
+
+// SeccompAttachment is a seccomp attachment (a filtered process tree whose
+// routed syscalls a program decides) and its decisions.
+type SeccompAttachment struct {
+	ID         uint32            `json:"id"`
+	ProgID     uint32            `json:"prog_id"`
+	ProgName   string            `json:"prog_name"`
+	UID        uint32            `json:"uid"`
+	PID        int32             `json:"pid"`  // the client that attached it
+	Comm       string            `json:"comm"` // its comm then
+	AttachedAt time.Time         `json:"attached_at"`
+	Routed     uint64            `json:"routed"`  // syscalls decided
+	Allowed    uint64            `json:"allowed"` // SECCOMP_RET_ALLOW and LOG
+	Denied     map[string]uint64 `json:"denied"`  // SECCOMP_RET_ERRNO, by errno name
+	Killed     uint64            `json:"killed"`  // any other action
+	Faults     uint64            `json:"faults"`  // program faults (denied with EPERM)
+	RunTime    time.Duration     `json:"run_time_ns"`
 }
 
 // UIDStatus is one uid's consumption and quota.

@@ -184,10 +184,12 @@ func (c *conn) resetReply() {
 // handle executes one request and sends its reply; false if the
 // connection is broken. Every fd in fds is closed before it returns.
 func (c *conn) handle(msg []byte, fds []int) bool {
+	t0 := time.Now()
 	c.resetReply()
 	ret, err := c.exec(msg, fds)
 	scmrights.CloseAll(fds)
 	ok := c.send(ret, err)
+	c.srv.reqs.request(msg, err, time.Since(t0))
 	for _, fd := range c.sfds[:c.nsfd] {
 		unix.Close(fd)
 	}

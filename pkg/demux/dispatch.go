@@ -91,6 +91,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.revokeNode(a, data)
 	case wire.CmdLineage:
 		return c.lineage(a, data)
+	case wire.CmdObjList:
+		return c.objList(a, data)
 	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
 		return c.linkCmd(h.Cmd, a, data, fds)
 	}
@@ -342,6 +344,7 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 // o.cap and the destroy right, and puts them in the reply. Under the same lock, extra (if not nil) runs first, e.g. to take
 // the references o holds; if anything fails o is closed.
 func (c *conn) install(o *Object, extra func() error) (int64, error) {
+	c.noteCreator(o)
 	r := c.reg
 	r.mu.Lock()
 	if err := r.addObjectLocked(o, c.uid); err != nil {
@@ -541,7 +544,9 @@ func (c *conn) status(data []byte) (int64, error) {
 	if len(data) != 0 {
 		return 0, ErrInvalid
 	}
-	b, err := json.Marshal(c.srv.Stats())
+	st := c.srv.Stats()
+	st.Seccomp = c.srv.seccompFor(c.uid)
+	b, err := json.Marshal(st)
 	if err != nil {
 		return 0, err
 	}

@@ -63,6 +63,7 @@ type Descriptor struct {
 
 	cookie uint64 // descriptors made in this run; 0 otherwise
 	peer   int    // descriptors: the daemon's end; -1 once closed
+	ino    uint64 // descriptors: the client end's inode, to find holder processes (list.go)
 
 	// pin is a pin node's file in the store; nil for a pin of an earlier
 	// run that was not restored.

@@ -593,6 +593,7 @@ func (lq *linkQueue) decide(p *nfqueue.Packet) uint64 {
 		ret, err = lq.run.RunSocketFilter(p.Payload, &meta)
 		runNs = time.Since(t)
 	}
+	lq.l.prog.RecordRuns(1, runNs) // prog show's run_cnt and run_time_ns (stats.go)
 	verdict := nfqueue.Drop
 	var payload []byte
 	switch {

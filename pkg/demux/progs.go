@@ -174,6 +174,11 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 		&prog.Env{Programs: c.reg.progByID, Trace: c.srv.trace})
 	if err != nil {
 		var ve *verifier.Error
+		if errors.As(err, &ve) {
+			c.srv.log.Info("program refused by the verifier", zap.Int32("pid", c.pid), zap.String("comm", c.comm()),
+				zap.Uint32("uid", c.uid), zap.String("prog", name), zap.Stringer("type", prog.Type(at.ProgType)),
+				zap.String("errno", unix.ErrnoName(errnoOf(err))), zap.Int("insn", ve.PC), zap.String("reason", ve.Msg))
+		}
 		if errors.As(err, &ve) && at.LogSize > 0 {
 			log := ve.Log
 			if len(log) > int(at.LogSize) {
@@ -283,6 +288,8 @@ func (c *conn) progTestRun(a, data []byte) (int64, error) {
 		c.srv.log.Warn("test run faulted", zap.String("prog", hd.obj.p.Name()), zap.Error(err))
 		return 0, ErrRunFault
 	}
+	repeat := uint64(max(at.Repeat, 1))
+	hd.obj.RecordRuns(repeat, res.Duration*time.Duration(repeat))
 	// Like the kernel: data out larger than the caller's buffer is cut
 	// and the call fails with ENOSPC after copying what fits.
 	var rerr error

@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -60,6 +61,9 @@ type Object struct {
 	// within the object's life, across restarts too. Guarded by
 	// registry.mu.
 	lastNode uint64
+
+	// stats: run statistics and creation audit (stats.go).
+	stats objStats
 }
 
 // ID returns the object's daemon-wide id.
@@ -288,6 +292,9 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	r.lastID++
 	o.id = r.lastID
 	o.owner = uid
+	if o.stats.loadedAt.IsZero() {
+		o.stats.loadedAt = time.Now()
+	}
 	r.objects[o.id] = o
 	return nil
 }
@@ -344,6 +351,10 @@ func (r *registry) newDescLocked(o *Object, mode wire.Mode, uid uint32, parent *
 	}
 	d := &Descriptor{kind: nodeDesc, cookie: cookie, obj: o, mode: mode, uid: uid, peer: peer,
 		handles: map[*handle]struct{}{}}
+	var st unix.Stat_t
+	if unix.Fstat(client, &st) == nil {
+		d.ino = st.Ino
+	}
 	r.linkLocked(d, parent)
 	r.descs[cookie] = d
 	r.usage(uid).descs++

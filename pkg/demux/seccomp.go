@@ -62,7 +62,9 @@ type attachment struct {
 	data *[seccomp.SizeofData]byte
 	ret  uint32
 	err  error
-	took time.Duration
+	took time.Duration // how long the last decision took, in either lane
+	// stats counts decisions (stats.go).
+	stats seccompStats
 }
 
 // seccompTask is "current" for a seccomp program: the notifying task.
@@ -121,6 +123,7 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 	}
 	s := c.srv
 	at2 := &attachment{obj: hd.obj, uid: c.uid, l: l}
+	at2.stats.attachedAt, at2.stats.pid, at2.stats.comm = time.Now(), c.pid, c.comm()
 	r := c.reg
 	r.mu.Lock()
 	if hd.dead.Load() {
@@ -179,6 +182,7 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 	err := at.l.Serve(ctx, func(n *seccomp.Notif, t *seccomp.Task) seccomp.Verdict {
 		at.task.t = t
 		ret, err := s.decide(at, (*[seccomp.SizeofData]byte)(n.DataBytes()))
+		took := at.took // measured by decide: run statistics cost no clock read
 		at.task.t = nil
 		if err != nil {
 			// A verified program does not fault; if one does, fail
@@ -188,9 +192,12 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 				s.log.Warn("seccomp program faulted; syscall denied with EPERM",
 					zap.String("prog", p.Name()), zap.Uint32("pid", n.PID), zap.Error(err))
 			}
+			s.decided(at, n.Data.NR, n.PID, seccomp.Deny(unix.EPERM), true, took)
 			return seccomp.Deny(unix.EPERM)
 		}
-		return seccomp.VerdictFromRet(ret)
+		v := seccomp.VerdictFromRet(ret)
+		s.decided(at, n.Data.NR, n.PID, v, false, took)
+		return v
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Warn("seccomp listener failed", zap.Uint32("attachment", at.id), zap.Error(err))
@@ -210,7 +217,7 @@ func (s *Server) decide(at *attachment, data *[seccomp.SizeofData]byte) (uint32,
 	if !at.heavy {
 		t0 := time.Now()
 		ret, err := at.obj.p.RunSeccomp(data, &at.task)
-		if time.Since(t0) > slice {
+		if at.took = time.Since(t0); at.took > slice {
 			at.heavy = true
 		}
 		return ret, err

@@ -27,6 +27,7 @@ type Server struct {
 
 	attach  attachments // seccomp listeners being served
 	links   linkSet     // links deciding netfilter queues (links.go)
+	reqs    reqStats    // request counters (reqstats.go)
 	started time.Time
 	// sched runs the bulk lane (verification, test runs, large batches,
 	// expensive seccomp programs) on a bounded number of slots, fairly
@@ -246,6 +247,9 @@ type Stats struct {
 	// gives way to another uid's (seconds).
 	BulkSlots int     `json:"bulk_slots"`
 	BulkSlice float64 `json:"bulk_slice_seconds"`
+	// Seccomp are the seccomp attachments and their decision counters
+	// (CmdStatus: the caller's uid's; uid 0: all). Stats leaves it nil.
+	Seccomp []SeccompStat `json:"seccomp,omitempty"`
 }
 
 // UIDStats is one uid's consumption and quota.

@@ -383,6 +383,8 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return linkAttrSize(cmd), true
 	case CmdMapStorage:
 		return MapStorageAttrSize, true
+	case CmdObjList:
+		return ListAttrSize, true
 	}
 	return 0, false
 }

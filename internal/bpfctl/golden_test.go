@@ -274,6 +274,8 @@ var (
 	reDuration = regexp.MustCompile(`(duration: )\S+|("duration":)\d+`)
 	reStarted  = regexp.MustCompile(`("started": ?)"[^"]*"|("uptime_seconds": ?)[0-9.e+-]+`)
 	reUID      = regexp.MustCompile(`("(?:owner_)?uid": ?|"gid": ?|owner_uid )\d+`)
+	// The daemon's own memory charges depend on its internal sizes.
+	reMemory   = regexp.MustCompile(`("memory": ?)\d+`)
 	reStatusID = regexp.MustCompile(`(?m)^\d+(\s+\d+/)`)
 	reSpaces   = regexp.MustCompile(` {2,}`)
 	reLoader   = regexp.MustCompile(`(loader \S+\()\d+\)`)
@@ -291,6 +293,7 @@ func normalize(s, dir string) string {
 	s = reDuration.ReplaceAllString(s, "${1}${2}D")
 	s = reStarted.ReplaceAllString(s, "${1}${2}T")
 	s = reUID.ReplaceAllString(s, "${1}UID")
+	s = reMemory.ReplaceAllString(s, "${1}M")
 	s = reLoader.ReplaceAllString(s, "${1}PID)")
 	s = reLoaderJS.ReplaceAllString(s, "${1}PID")
 	s = reTextUID.ReplaceAllString(s, "${1}UID")

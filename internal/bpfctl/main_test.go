@@ -99,7 +99,8 @@ func startDaemon(t *testing.T) *daemon {
 	d := &daemon{dir: dir, socket: filepath.Join(dir, "bpfd.sock"), pinRoot: filepath.Join(dir, "pins")}
 	srv, err := demux.NewServer(&demux.Config{Logger: zap.NewNop(), PinRoot: d.pinRoot, Version: "test",
 		DefaultQuota: testQuota, RootQuota: testQuota,
-		Sched: sched.Config{Slots: 1}}) // the machine's CPU count would show in status
+		// The machine's CPU count and memory would show in status.
+		Sched: sched.Config{Slots: 1}, MaxMemory: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}

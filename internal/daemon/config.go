@@ -15,7 +15,8 @@ import (
 // Each key is a flag name; its environment variable is BPFD_ followed by
 // the name in upper case with '-' as '_' (socket → BPFD_SOCKET, pin-root →
 // BPFD_PIN_ROOT).
-var configKeys = []string{"socket", "pin-root", "state-dir", "log-level", "log-format"}
+var configKeys = []string{"socket", "pin-root", "state-dir", "log-level", "log-format",
+	"max-memory", "memory-quota", "map-memory-quota", "bulk-slots"}
 
 // ConfigKeys returns the keys of the config file (the flag names of the
 // settings).

@@ -13,6 +13,13 @@
 //	                    ~/.local/state/bpfd otherwise)
 //	--log-level LEVEL   debug, info, warn, error (default info)
 //	--log-format FMT    json or console (default console)
+//	--max-memory SIZE   cap on the memory held for all clients (default:
+//	                    half of the machine's or the cgroup's memory)
+//	--memory-quota SIZE per-uid cap on the memory held for it (default 320MiB;
+//	                    root 4.5GiB)
+//	--map-memory-quota SIZE per-uid cap on map and program storage (default
+//	                    256MiB; root 4GiB)
+//	--bulk-slots N      verifications and test runs at once (default: CPUs−1)
 //	--config FILE       key = value file (env BPFD_CONFIG)
 //	--version           print the version and exit
 //
@@ -26,11 +33,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +52,7 @@ import (
 	"github.com/bpfd-project/bpfd/internal/defaults"
 	"github.com/bpfd-project/bpfd/internal/version"
 	"github.com/bpfd-project/bpfd/pkg/demux"
+	"github.com/bpfd-project/bpfd/pkg/sched"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -72,6 +84,76 @@ type Options struct {
 	LogFormat string
 	Config    string // the config file read, if any
 	Version   bool
+	// Resource limits (docs/security.md); empty or zero means the
+	// default. Sizes are bytes with an optional K, M, G or T suffix
+	// (binary: 1K = 1024), as ParseSize reads them.
+	MaxMemory      string // demux.Config.MaxMemory
+	MemoryQuota    string // demux.Config.DefaultQuota.Memory (uids other than root)
+	MapMemoryQuota string // demux.Config.DefaultQuota.MapMemory
+	BulkSlots      string // demux.Config.Sched.Slots
+}
+
+// Limits are the resource limits of Options, parsed.
+type Limits struct {
+	MaxMemory, MemoryQuota, MapMemoryQuota uint64
+	BulkSlots                              int
+}
+
+// ParseSize reads a size: a decimal number of bytes with an optional
+// suffix K, M, G or T (powers of 1024; "KiB", "MB" and the like are
+// accepted as the same). Empty is 0.
+func ParseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, nil
+	}
+	u := strings.ToUpper(t)
+	u = strings.TrimSuffix(strings.TrimSuffix(u, "B"), "I")
+	shift := 0
+	if n := len(u); n > 0 {
+		switch u[n-1] {
+		case 'K':
+			shift = 10
+		case 'M':
+			shift = 20
+		case 'G':
+			shift = 30
+		case 'T':
+			shift = 40
+		}
+		if shift != 0 {
+			u = u[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(u), 10, 64)
+	if err != nil || v > math.MaxUint64>>shift {
+		return 0, fmt.Errorf("bad size %q (want bytes, or a number with K, M, G or T)", s)
+	}
+	return v << shift, nil
+}
+
+// Limits parses the resource limits of o.
+func (o *Options) Limits() (Limits, error) {
+	var l Limits
+	var err error
+	for _, f := range []struct {
+		name string
+		s    string
+		v    *uint64
+	}{{"--max-memory", o.MaxMemory, &l.MaxMemory}, {"--memory-quota", o.MemoryQuota, &l.MemoryQuota},
+		{"--map-memory-quota", o.MapMemoryQuota, &l.MapMemoryQuota}} {
+		if *f.v, err = ParseSize(f.s); err != nil {
+			return l, fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	if o.BulkSlots != "" {
+		n, err := strconv.Atoi(o.BulkSlots)
+		if err != nil || n < 0 {
+			return l, fmt.Errorf("--bulk-slots: want a number ≥ 0, not %q", o.BulkSlots)
+		}
+		l.BulkSlots = n
+	}
+	return l, nil
 }
 
 // ErrNoRuntimeDir: not root, no --socket or BPFD_SOCKET, XDG_RUNTIME_DIR
@@ -139,6 +221,9 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if _, err := zapcore.ParseLevel(o.LogLevel); err != nil {
 		return o, fmt.Errorf("--log-level: %w", err)
 	}
+	if _, err := o.Limits(); err != nil {
+		return o, err
+	}
 	if o.Version {
 		return o, nil
 	}
@@ -165,12 +250,17 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
 	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
-		"log-level": &o.LogLevel, "log-format": &o.LogFormat}
+		"log-level": &o.LogLevel, "log-format": &o.LogFormat, "max-memory": &o.MaxMemory,
+		"memory-quota": &o.MemoryQuota, "map-memory-quota": &o.MapMemoryQuota, "bulk-slots": &o.BulkSlots}
 	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
 	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
 	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
 	fs.StringVar(&o.LogLevel, "log-level", "", "log level: debug, info, warn, error (env BPFD_LOG_LEVEL; default info)")
 	fs.StringVar(&o.LogFormat, "log-format", "", "log format: json or console (env BPFD_LOG_FORMAT; default console)")
+	fs.StringVar(&o.MaxMemory, "max-memory", "", "cap on the memory held for all clients, e.g. 8G (env BPFD_MAX_MEMORY; default half of the machine's or cgroup's memory)")
+	fs.StringVar(&o.MemoryQuota, "memory-quota", "", "per-uid cap on the memory held for it (env BPFD_MEMORY_QUOTA; default 320M, root 4.5G)")
+	fs.StringVar(&o.MapMemoryQuota, "map-memory-quota", "", "per-uid cap on map and program storage (env BPFD_MAP_MEMORY_QUOTA; default 256M, root 4G)")
+	fs.StringVar(&o.BulkSlots, "bulk-slots", "", "verifications and test runs at once (env BPFD_BULK_SLOTS; default CPUs-1, at least 1)")
 	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	return fs, vals
@@ -287,8 +377,19 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return ExitError
 	}
 	defer state.Close()
-	srv, err := demux.NewServer(&demux.Config{Logger: log, Version: version.Version,
-		PinRoot: pinRoot, Persister: state})
+	lim, _ := o.Limits() // checked by ParseOptions
+	cfg := &demux.Config{Logger: log, Version: version.Version, PinRoot: pinRoot, Persister: state,
+		MaxMemory: lim.MaxMemory, DefaultQuota: demux.Quota{Memory: lim.MemoryQuota, MapMemory: lim.MapMemoryQuota},
+		Sched: sched.Config{Slots: lim.BulkSlots}}
+	if cfg.MaxMemory == 0 {
+		cfg.MaxMemory = demux.DefaultMaxMemory()
+	}
+	// The Go runtime collects harder as its own memory nears the cap
+	// (unless the operator set GOMEMLIMIT).
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(min(cfg.MaxMemory, math.MaxInt64)))
+	}
+	srv, err := demux.NewServer(cfg)
 	if err != nil {
 		log.Error("cannot start server", zap.Error(err))
 		return ExitError
@@ -305,6 +406,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		addr = ln.Addr().String()
 	}
 	log.Info("bpfd serving", zap.String("socket", addr), zap.Bool("socket_activated", activated),
+		zap.Uint64("max_memory", cfg.MaxMemory), zap.Int("bulk_slots", srv.Stats().BulkSlots),
 		zap.String("pin_root", srv.PinRoot()), zap.String("state_dir", state.Dir()),
 		zap.String("version", version.Version), zap.Int("pid", os.Getpid()))
 	served := make(chan error, 1)

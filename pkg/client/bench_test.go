@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"go.uber.org/zap"
+
+	"github.com/bpfd-project/bpfd/pkg/demux"
 
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
@@ -404,9 +407,19 @@ func startDaemonChild(b *testing.B) string {
 	return path
 }
 
-// childDaemon serves on $BPFD_CLIENT_TEST_SOCKET until stdin closes.
+// childDaemon serves on $BPFD_CLIENT_TEST_SOCKET until stdin closes;
+// $BPFD_CLIENT_TEST_MEMQUOTA ("MEMORY,MAPMEMORY") sets the default quota's
+// memory limits.
 func childDaemon() error {
-	s, err := serve(os.Getenv(socketEnvTest))
+	cfg := &demux.Config{Logger: zap.NewNop()}
+	if q := os.Getenv(memQuotaEnv); q != "" {
+		var mem, mapMem uint64
+		if _, err := fmt.Sscanf(q, "%d,%d", &mem, &mapMem); err != nil {
+			return fmt.Errorf("%s=%q: %w", memQuotaEnv, q, err)
+		}
+		cfg.DefaultQuota = demux.Quota{Memory: mem, MapMemory: mapMem}
+	}
+	s, err := serveWith(os.Getenv(socketEnvTest), cfg)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -323,5 +324,71 @@ func TestLinkRewriteAndFaults(t *testing.T) {
 	st := waitPackets(t, l, 5)
 	if st.Packets != 5 || st.Rewritten != 1 || st.Errors != 1 || st.Redirect != 1 || st.Pass != 3 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestLinkDetachSettlesQueued: packets still queued when a link is
+// detached get the fail verdict: accepted with FailOpen, dropped without.
+// A slow program (bpf_loop of 2^18 empty iterations, then XDP_DROP) keeps
+// packets waiting while the test detaches.
+func TestLinkDetachSettlesQueued(t *testing.T) {
+	p := netnstest.NewPair(t, "lds")
+	p.B.IPT(t, false, "-A", "INPUT", "-p", "udp", "--dport", "7700", "-j", "NFQUEUE", "--queue-num", "13")
+	s := startServer(t)
+	c := s.dial(t)
+	slow, err := c.LoadProgram(ProgramSpec{Type: XDP, License: "GPL", Name: "slow", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R1, 1<<18),
+		asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Dst: asm.R2, Src: asm.PseudoFunc, Constant: -1}.WithReference("cb"),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnLoop.Call(),
+		asm.Mov.Imm(asm.R0, 1), // XDP_DROP
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("cb"),
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	u := listenUDP(t, p.B, p.B4, 7700)
+	var sender *net.UDPConn
+	if err := p.A.Do(func() (err error) {
+		sender, err = net.DialUDP("udp", nil, &net.UDPAddr{IP: p.B4, Port: 7700})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	for _, failOpen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fail-open=%v", failOpen), func(t *testing.T) {
+			l, err := slow.AttachNFQueue(13, &NFQueueOptions{NetNS: p.B.FD(), FailOpen: failOpen})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			const n = 20
+			for i := range n {
+				sender.Write([]byte(fmt.Sprint(i)))
+			}
+			waitPackets(t, l, 1)
+			// Detach does not wait for the program to decide the rest
+			// of its batch (st.Packets < n below).
+			if err := l.Detach(); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := l.Stats()
+			got := len(received(u, 300*time.Millisecond))
+			t.Logf("decided %d (dropped by the program), %d arrived", st.Packets, got)
+			if st.Pass != 0 || st.Drop != st.Packets || st.Packets == n {
+				t.Fatalf("stats %+v", st)
+			}
+			if failOpen && uint64(got) != n-st.Packets {
+				t.Errorf("fail-open detach: %d arrived, want the %d not yet decided", got, n-st.Packets)
+			}
+			if !failOpen && got != 0 {
+				t.Errorf("fail-closed detach: %d arrived, want none", got)
+			}
+		})
 	}
 }

@@ -297,6 +297,8 @@ func runChild(role string) int {
 		err = childSyscallLatency()
 	case "flooder":
 		err = childFlooder()
+	case "amplifier":
+		err = childAmplifier()
 	case "porteditor":
 		err = childPortEditor()
 	case "nfqattach":

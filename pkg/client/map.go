@@ -31,6 +31,15 @@ const (
 	PercpuArray   MapType = 6  // BPF_MAP_TYPE_PERCPU_ARRAY
 	LRUHash       MapType = 9  // BPF_MAP_TYPE_LRU_HASH
 	LRUPercpuHash MapType = 10 // BPF_MAP_TYPE_LRU_PERCPU_HASH
+	// Queue and Stack have no keys (KeySize 0, key nil): Update pushes
+	// (UpdateExist overwrites the oldest element when full), Lookup
+	// peeks, LookupAndDelete pops.
+	Queue MapType = 22 // BPF_MAP_TYPE_QUEUE
+	Stack MapType = 23 // BPF_MAP_TYPE_STACK
+	// BloomFilter has no keys: Update adds a value; Lookup tests the value
+	// it is given (nil: maybe present; ErrKeyNotExist: absent) and
+	// writes nothing.
+	BloomFilter MapType = 30 // BPF_MAP_TYPE_BLOOM_FILTER
 )
 
 // String returns the kernel's name for t without the prefix, e.g. "Hash".
@@ -50,6 +59,12 @@ func (t MapType) String() string {
 		return "LRUHash"
 	case LRUPercpuHash:
 		return "LRUCPUHash"
+	case Queue:
+		return "Queue"
+	case Stack:
+		return "Stack"
+	case BloomFilter:
+		return "BloomFilter"
 	}
 	return "MapType(" + itoa(uint64(t)) + ")"
 }
@@ -368,6 +383,9 @@ func (m *Map) Lookup(key, value []byte) error {
 	}
 	if len(value) != m.ValueBufferSize() {
 		return errValueSize
+	}
+	if m.info.Type == BloomFilter {
+		return m.elem(wire.CmdMapLookupElem, 0, nil, value)
 	}
 	if done, err := m.sharedLookup(key, value); done {
 		return err

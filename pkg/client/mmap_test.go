@@ -38,6 +38,8 @@ func TestSharedReads(t *testing.T) {
 		{Type: Array, KeySize: 4, ValueSize: 20, MaxEntries: 16},
 		{Type: PercpuHash, KeySize: 4, ValueSize: 4, MaxEntries: 8},
 		{Type: PercpuArray, KeySize: 4, ValueSize: 8, MaxEntries: 8},
+		{Type: LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 64},
+		{Type: LRUPercpuHash, KeySize: 8, ValueSize: 4, MaxEntries: 16, Flags: FlagNoCommonLRU},
 	}
 	for _, spec := range specs {
 		t.Run(spec.Type.String(), func(t *testing.T) {

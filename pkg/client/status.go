@@ -26,6 +26,13 @@ type Status struct {
 	// before it gives way to another uid's (seconds).
 	BulkSlots int     `json:"bulk_slots"`
 	BulkSlice float64 `json:"bulk_slice_seconds"`
+	// Memory is every byte the daemon holds for clients (bytes);
+	// MaxMemory its cap (beyond: ErrNoMemory); ReplyMemfds the reply
+	// memfds handed out that are still open somewhere (each charged to
+	// its uid until the last copy is closed).
+	Memory      uint64 `json:"memory"`
+	MaxMemory   uint64 `json:"max_memory"`
+	ReplyMemfds int    `json:"reply_memfds"`
 	// Seccomp are the caller's uid's seccomp attachments (every one for
 	// uid 0) with their decision counters.
 	Seccomp []SeccompAttachment `json:"seccomp,omitempty"`
@@ -57,8 +64,12 @@ type UIDStatus struct {
 	Descriptors int    `json:"descriptors"`
 	Connections int    `json:"connections"`
 	Quota       Quota  `json:"quota"`
+	// Memory is every byte the daemon holds for the uid: map memory,
+	// descriptors, connections, requests in flight, reply memfds still
+	// open (bytes; beyond Quota.Memory: ErrNoMemory).
+	Memory uint64 `json:"memory"`
 	// BulkCPU is the CPU time (seconds) the uid's bulk-lane work used
-	// while it was last active; BulkRunning and BulkWaiting are its
+	// since the daemon started; BulkRunning and BulkWaiting are its
 	// turns holding and waiting for a slot.
 	BulkCPU     float64 `json:"bulk_cpu_seconds,omitempty"`
 	BulkRunning int     `json:"bulk_running,omitempty"`
@@ -67,7 +78,8 @@ type UIDStatus struct {
 
 // Quota is what one uid may hold at once.
 type Quota struct {
-	MapMemory   uint64 `json:"map_memory"`  // bytes of map storage (beyond: ErrNoMemory)
+	MapMemory   uint64 `json:"map_memory"`  // bytes of maps and programs (beyond: ErrNoMemory)
+	Memory      uint64 `json:"memory"`      // every byte the daemon holds for the uid (beyond: ErrNoMemory)
 	Objects     int    `json:"objects"`     // live objects (beyond: ErrNoSpace)
 	Descriptors int    `json:"descriptors"` // open descriptors (beyond: ErrNoSpace)
 	Conns       int    `json:"conns"`       // simultaneous connections

@@ -115,6 +115,9 @@ func (s *Server) load(c *conn, uid uint32, spec *prog.Spec, env *prog.Env) (*pro
 			return ErrPeerGone
 		}
 		e := *env
+		if c != nil {
+			e.Charge = func(n int) error { return c.chargeReq(uint64(n)) }
+		}
 		e.Yield = func() error {
 			if c == nil {
 				t.Yield()

@@ -11,9 +11,17 @@ import (
 // Quota is what one uid may hold at once. A zero field means "use the
 // default" when the Quota comes from Config (see Config.quotaFor).
 type Quota struct {
-	// MapMemory caps the bytes of map storage (maps.Map.MemoryUsage) the
-	// uid's objects occupy. Exceeding it: ENOMEM.
+	// MapMemory caps the bytes of object storage the uid's objects
+	// occupy: maps (maps.Map.MemoryUsage) and programs (instructions,
+	// decoded code, line info, kept verifier log). Exceeding it: ENOMEM.
 	MapMemory uint64 `json:"map_memory"`
+	// Memory caps every byte the daemon holds for the uid: object
+	// storage, descriptors, connections (buffers, handle tables),
+	// requests and replies in flight, reply memfds until the last copy
+	// anywhere is closed, verifier state. Exceeding it: ENOMEM. Zero
+	// (in a Config quota): MapMemory plus the default's headroom
+	// (Memory − MapMemory of the package default).
+	Memory uint64 `json:"memory"`
 	// Objects caps the number of live objects the uid owns. Exceeding it:
 	// ENOSPC.
 	Objects int `json:"objects"`
@@ -30,9 +38,9 @@ type Quota struct {
 var (
 	// DefaultQuota applies to every uid without an entry in Config.Quotas,
 	// except root.
-	DefaultQuota = Quota{MapMemory: 256 << 20, Objects: 1024, Descriptors: 4096, Conns: 256}
+	DefaultQuota = Quota{MapMemory: 256 << 20, Memory: 320 << 20, Objects: 1024, Descriptors: 4096, Conns: 256}
 	// DefaultRootQuota applies to uid 0 without an entry in Config.Quotas.
-	DefaultRootQuota = Quota{MapMemory: 4 << 30, Objects: 65536, Descriptors: 32768, Conns: 4096}
+	DefaultRootQuota = Quota{MapMemory: 4 << 30, Memory: 4<<30 + 512<<20, Objects: 65536, Descriptors: 32768, Conns: 4096}
 )
 
 // Default daemon-wide limits.
@@ -67,6 +75,11 @@ type Config struct {
 	MaxHandles int
 	// MaxConns caps connections daemon-wide.
 	MaxConns int
+	// MaxMemory caps the memory the daemon holds for all uids together
+	// (the sum of what Quota.Memory counts): past it, requests that need
+	// more fail with ENOMEM and new connections are closed, before the
+	// kernel's OOM killer has a reason to act. Zero: DefaultMaxMemory().
+	MaxMemory uint64
 	// MaxDescriptors caps live descriptors daemon-wide (ENOSPC beyond). It
 	// is lowered to leave room under RLIMIT_NOFILE.
 	MaxDescriptors int
@@ -89,8 +102,16 @@ type Config struct {
 }
 
 func fill(q, def Quota) Quota {
+	if q.Memory == 0 {
+		if q.MapMemory == 0 {
+			q.Memory = def.Memory
+		} else {
+			// The default's headroom above object storage.
+			q.Memory = q.MapMemory + (def.Memory - min(def.Memory, def.MapMemory))
+		}
+	}
 	if q.MapMemory == 0 {
-		q.MapMemory = def.MapMemory
+		q.MapMemory = min(def.MapMemory, q.Memory)
 	}
 	if q.Objects == 0 {
 		q.Objects = def.Objects

@@ -36,7 +36,7 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		}
 		mfd := fds[len(fds)-1]
 		fds = fds[:len(fds)-1]
-		data, err = mapMemfd(mfd, h.DataLen)
+		data, err = c.mapMemfd(mfd, h.DataLen)
 		if err != nil {
 			return 0, err
 		}
@@ -142,10 +142,20 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	ks, vs := int(hd.obj.spec.KeySize), hd.obj.spec.SyscallValueSize()
 	switch cmd {
 	case wire.CmdMapLookupElem:
+		if hd.obj.spec.Type == maps.TypeBloomFilter {
+			// The value to test is the input; nothing comes back.
+			if len(data) != vs {
+				return 0, ErrDataLen
+			}
+			return 0, m.Lookup(nil, data)
+		}
 		if len(data) != ks {
 			return 0, ErrDataLen
 		}
 		v := c.alloc(vs)
+		if v == nil {
+			return 0, c.allocErr
+		}
 		if err := m.Lookup(data, v); err != nil {
 			c.resetReply()
 			return 0, err
@@ -170,6 +180,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 			return 0, ErrDataLen
 		}
 		next := c.alloc(ks)
+		if next == nil {
+			return 0, c.allocErr
+		}
 		if err := m.NextKey(key, next); err != nil {
 			c.resetReply()
 			return 0, err
@@ -179,6 +192,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 			return 0, ErrDataLen
 		}
 		v := c.alloc(vs)
+		if v == nil {
+			return 0, c.allocErr
+		}
 		if err := m.LookupAndDelete(data, v); err != nil {
 			c.resetReply()
 			return 0, err
@@ -263,6 +279,9 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	b.HasInBatch = at.HasInBatch == 1
 	b.InBatch = at.InBatch
 	out := c.alloc(int(wire.BatchCursorSize + n*(ks+vs)))
+	if out == nil {
+		return 0, c.allocErr
+	}
 	b.Keys = out[wire.BatchCursorSize : wire.BatchCursorSize+n*ks]
 	b.Values = out[wire.BatchCursorSize+n*ks:]
 	if cmd == wire.CmdMapLookupBatch {

@@ -548,6 +548,12 @@ func (lq *linkQueue) batch(n int, recvNs time.Duration) {
 					c.nlErrors.Add(1)
 					continue
 				}
+				if lq.l.detached.Load() {
+					// Detached mid-batch: what is not decided yet is
+					// still waiting, and gets the fail verdict.
+					lq.add(lq.pk.ID, lq.failVerdict())
+					continue
+				}
 				progNs += lq.decide(&lq.pk)
 			}
 		}
@@ -786,14 +792,19 @@ func (lq *linkQueue) flowHash(p *nfqueue.Packet) uint32 {
 	return uint32(h>>32^h) | 1
 }
 
+// failVerdict is the verdict of packets a detached link did not decide.
+func (lq *linkQueue) failVerdict() uint32 {
+	if lq.l.flags&wire.LinkFlagFailOpen != 0 {
+		return nfqueue.Accept
+	}
+	return nfqueue.Drop
+}
+
 // drain settles the packets still queued when the link stops: accepted
 // when fail-open, dropped otherwise, then the socket is closed (the
 // kernel drops anything that arrives in between).
 func (lq *linkQueue) drain() {
-	v := nfqueue.Drop
-	if lq.l.flags&wire.LinkFlagFailOpen != 0 {
-		v = nfqueue.Accept
-	}
+	v := lq.failVerdict()
 	lq.q.SetNonblockingDrain()
 	for {
 		n, err := lq.q.Receive()

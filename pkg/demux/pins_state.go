@@ -606,7 +606,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		dropFresh()
 		return nil, err
 	}
-	mem := progMemory(len(pp.Insns) / 8)
+	mem := progMemory(p)
 	o := &Object{kind: wire.ObjProg, cap: wire.ModeReadWrite, mem: mem, p: p}
 	copy(o.name[:], pp.Name)
 	r.mu.Lock()

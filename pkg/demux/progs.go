@@ -29,9 +29,16 @@ var (
 	ErrRunFault    = errno.New(unix.EFAULT, "demux: program faulted during the test run")
 )
 
-// progMemory is what a loaded program is charged: its instructions in both
-// raw and decoded form.
-func progMemory(insns int) uint64 { return uint64(insns) * (8 + 16) }
+// progMemory is what a loaded program is charged as object storage: its
+// instructions in raw (kept for dumps) and decoded form, its line info,
+// the verifier log it keeps, and a fixed part (memory.go).
+func progMemory(p *prog.Program) uint64 {
+	n := uint64(len(p.Insns())/8)*progInsnCost + uint64(len(p.Log())) + progFixedCost
+	for _, l := range p.LineInfo() {
+		n += uint64(len(l)) + 32
+	}
+	return n
+}
 
 // progTag is the kernel's legacy program tag: the first 8 bytes of the
 // SHA-1 of the instructions with the immediates of map loads zeroed.
@@ -168,6 +175,11 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 		pc += 8
 	}
 
+	// The verifier's tables and log, charged for the time of the load
+	// (its saved states are charged as it reports them).
+	if err := c.chargeReq(verifyFixed + uint64(at.InsnCount)*verifyPerInsn); err != nil {
+		return 0, err
+	}
 	name := wire.NameString(at.Name)
 	p, err := c.srv.load(c, c.uid, &prog.Spec{Type: prog.Type(at.ProgType), Insns: insns, Maps: refs,
 		License: license, Name: name, LineInfo: lines, LogLevel: at.LogLevel, AttachType: at.ExpectedAttachType},
@@ -184,7 +196,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 			if len(log) > int(at.LogSize) {
 				log = log[:at.LogSize]
 			}
-			copy(c.alloc(len(log)), log)
+			copy(c.tryAlloc(len(log)), log)
 		}
 		return 0, err
 	}
@@ -193,10 +205,10 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 		if len(log) > int(at.LogSize) {
 			log = log[:at.LogSize]
 		}
-		defer func() { copy(c.alloc(len(log)), log) }()
+		defer func() { copy(c.tryAlloc(len(log)), log) }()
 	}
 
-	mem := progMemory(int(at.InsnCount))
+	mem := progMemory(p)
 	r := c.reg
 	r.mu.Lock()
 	if err := r.reserveLocked(c.uid, mem); err != nil {
@@ -264,6 +276,10 @@ func (c *conn) progTestRun(a, data []byte) (int64, error) {
 	}
 	hd, err := c.progHandle(at.Handle, wire.ModeRead)
 	if err != nil {
+		return 0, err
+	}
+	// The run's copies of the packet and context, and its result.
+	if err := c.chargeReq(2*uint64(len(data)) + 1024); err != nil {
 		return 0, err
 	}
 	opts := prog.RunOptions{Repeat: at.Repeat, Task: c.task()}

@@ -119,21 +119,29 @@ type handle struct {
 
 // usage is one uid's current consumption. Guarded by registry.mu.
 type usage struct {
-	mem     uint64
+	mem     uint64 // object storage (maps, programs): Quota.MapMemory
 	objects int
 	descs   int
 	conns   int
+	// transient is the memory held for the uid besides objects and
+	// descriptors: connections, requests and replies in flight, reply
+	// memfds not yet freed, verifier state (memory.go). mem + transient
+	// + descs*descCost is checked against Quota.Memory.
+	transient uint64
 }
 
 // registry holds every object and descriptor of the daemon.
 type registry struct {
 	cfg *Config
 
-	mu       sync.Mutex
-	objects  map[uint32]*Object     // guarded by mu
-	descs    map[uint64]*Descriptor // by cookie; guarded by mu
-	uids     map[uint32]*usage      // guarded by mu
-	lastID   uint32                 // guarded by mu
+	mu      sync.Mutex
+	objects map[uint32]*Object     // guarded by mu
+	descs   map[uint64]*Descriptor // by cookie; guarded by mu
+	uids    map[uint32]*usage      // guarded by mu
+	// total is the mem and transient bytes of every uid, checked with
+	// the descriptors' cost against Config.MaxMemory; guarded by mu.
+	total    uint64
+	lastID   uint32 // guarded by mu
 	maxDescs int
 	closed   bool // guarded by mu
 
@@ -271,8 +279,12 @@ func (r *registry) reserveLocked(uid uint32, mem uint64) error {
 	if u.mem+mem > q.MapMemory || u.mem+mem < u.mem {
 		return ErrQuotaMemory
 	}
+	if err := r.memCheckLocked(u, q, mem); err != nil {
+		return err
+	}
 	u.objects++
 	u.mem += mem
+	r.total += mem
 	return nil
 }
 
@@ -280,6 +292,7 @@ func (r *registry) unreserveLocked(uid uint32, mem uint64) {
 	u := r.usage(uid)
 	u.objects--
 	u.mem -= mem
+	r.total -= mem
 }
 
 // addObjectLocked gives o (already reserved for uid) an id and registers
@@ -302,10 +315,11 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 // descCheck checks that uid may hold one more descriptor. r.mu must be
 // held.
 func (r *registry) descCheck(uid uint32) error {
-	if len(r.descs) >= r.maxDescs || r.usage(uid).descs+1 > r.cfg.quotaFor(uid).Descriptors {
+	u, q := r.usage(uid), r.cfg.quotaFor(uid)
+	if len(r.descs) >= r.maxDescs || u.descs+1 > q.Descriptors {
 		return ErrQuotaDescs
 	}
-	return nil
+	return r.memCheckLocked(u, q, descCost)
 }
 
 // newDescLocked makes a descriptor for (o, mode) charged to uid as a child

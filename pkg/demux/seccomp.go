@@ -136,6 +136,11 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 		l.Close()
 		return 0, err
 	}
+	if err := r.chargeLocked(c.uid, attachCost); err != nil {
+		r.mu.Unlock()
+		l.Close()
+		return 0, err
+	}
 	r.usage(c.uid).descs++
 	hd.obj.refs++
 	// The attachment keeps using the program handle's authority:
@@ -244,6 +249,7 @@ func (s *Server) endAttachment(at *attachment) {
 	r := s.reg
 	r.mu.Lock()
 	r.usage(at.uid).descs--
+	r.unchargeLocked(at.uid, attachCost)
 	r.dropUseLocked(at.via, use{att: at})
 	at.via = nil
 	free := r.unref(at.obj, nil)

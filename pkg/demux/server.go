@@ -33,6 +33,10 @@ type Server struct {
 	// expensive seccomp programs) on a bounded number of slots, fairly
 	// per uid; see bulk.go.
 	sched *sched.Scheduler
+	// bigBufs lends big buffers to long requests and replies; memfds
+	// keeps reply memfds charged until they are freed (memory.go).
+	bigBufs bufPool
+	memfds  *memfdTracker
 
 	mu       sync.Mutex
 	lns      map[*net.UnixListener]struct{} // guarded by mu
@@ -67,6 +71,9 @@ func NewServer(cfg *Config) (*Server, error) {
 	if c.MaxDescriptors <= 0 {
 		c.MaxDescriptors = DefaultMaxDescriptors
 	}
+	if c.MaxMemory == 0 {
+		c.MaxMemory = DefaultMaxMemory()
+	}
 	// Leave room under RLIMIT_NOFILE for connections, memfds and the
 	// runtime: descriptors never take the last quarter.
 	var rl unix.Rlimit
@@ -85,7 +92,9 @@ func NewServer(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s.reg = reg
+	s.memfds = newMemfdTracker(s.log, reg)
 	if err := s.openPins(); err != nil {
+		s.memfds.close()
 		reg.close()
 		return nil, err
 	}
@@ -155,13 +164,21 @@ func (s *Server) startConn(nc *net.UnixConn) {
 	s.reg.mu.Lock()
 	u := s.reg.usage(c.uid)
 	over := len(s.conns) >= s.cfg.MaxConns || u.conns >= s.cfg.quotaFor(c.uid).Conns
+	var merr error
 	if !over {
-		u.conns++
+		// The connection's own memory is charged while it lives.
+		if merr = s.reg.chargeLocked(c.uid, connCost); merr == nil {
+			u.conns++
+		}
 	}
 	s.reg.mu.Unlock()
-	if over {
+	if over || merr != nil {
 		s.mu.Unlock()
-		s.log.Warn("connection refused: too many connections", zap.Uint32("uid", c.uid), zap.Int32("pid", c.pid))
+		why := "too many connections"
+		if merr != nil {
+			why = merr.Error()
+		}
+		s.log.Warn("connection refused: "+why, zap.Uint32("uid", c.uid), zap.Int32("pid", c.pid))
 		nc.Close()
 		return
 	}
@@ -177,6 +194,7 @@ func (s *Server) startConn(nc *net.UnixConn) {
 		s.mu.Unlock()
 		s.reg.mu.Lock()
 		s.reg.usage(c.uid).conns--
+		s.reg.unchargeLocked(c.uid, connCost)
 		s.reg.mu.Unlock()
 		s.nconns.Add(-1)
 	}()
@@ -223,6 +241,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.closeAttachments()
 	s.sched.Close()
 	s.closePins()
+	s.memfds.close()
 	s.reg.close()
 	return err
 }
@@ -247,6 +266,13 @@ type Stats struct {
 	// gives way to another uid's (seconds).
 	BulkSlots int     `json:"bulk_slots"`
 	BulkSlice float64 `json:"bulk_slice_seconds"`
+	// Memory is every byte charged to any uid (what Quota.Memory counts,
+	// summed); MaxMemory the daemon-wide cap on it (Config.MaxMemory).
+	Memory    uint64 `json:"memory"`
+	MaxMemory uint64 `json:"max_memory"`
+	// ReplyMemfds are the reply memfds handed out and not yet freed
+	// everywhere (still charged to their uid).
+	ReplyMemfds int `json:"reply_memfds"`
 	// Seccomp are the seccomp attachments and their decision counters
 	// (CmdStatus: the caller's uid's; uid 0: all). Stats leaves it nil.
 	Seccomp []SeccompStat `json:"seccomp,omitempty"`
@@ -260,10 +286,13 @@ type UIDStats struct {
 	Descriptors int    `json:"descriptors"`
 	Connections int    `json:"connections"`
 	Quota       Quota  `json:"quota"`
+	// Memory is every byte charged to the uid (Quota.Memory counts it):
+	// MapMemory, its descriptors, connections, requests in flight and
+	// reply memfds not yet freed.
+	Memory uint64 `json:"memory"`
 	// BulkCPU is the CPU time the uid's bulk-lane turns used (seconds,
-	// since the uid last became active there: idle uids are forgotten);
-	// BulkRunning and BulkWaiting are its turns holding and waiting for a
-	// slot.
+	// since the daemon started); BulkRunning and BulkWaiting are its
+	// turns holding and waiting for a slot.
 	BulkCPU     float64 `json:"bulk_cpu_seconds,omitempty"`
 	BulkRunning int     `json:"bulk_running,omitempty"`
 	BulkWaiting int     `json:"bulk_waiting,omitempty"`
@@ -281,11 +310,14 @@ func (s *Server) Stats() Stats {
 	st.Uptime = time.Since(s.started).Seconds()
 	st.BulkSlots, st.BulkSlice = s.sched.Slots(), s.sched.Slice().Seconds()
 	flows := s.sched.Stats()
+	st.ReplyMemfds, _ = s.memfds.outstanding()
+	st.MaxMemory = s.cfg.MaxMemory
 	r := s.reg
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.Objects = len(r.objects)
 	st.Descriptors = len(r.descs)
+	st.Memory = r.total + uint64(len(r.descs))*descCost
 	for _, o := range r.objects {
 		switch o.kind {
 		case wire.ObjMap:
@@ -302,7 +334,8 @@ func (s *Server) Stats() Stats {
 		}
 		byUID[uid] = len(st.UIDs)
 		st.UIDs = append(st.UIDs, UIDStats{UID: uid, Objects: u.objects, MapMemory: u.mem,
-			Descriptors: u.descs, Connections: u.conns, Quota: s.cfg.quotaFor(uid)})
+			Descriptors: u.descs, Connections: u.conns, Quota: s.cfg.quotaFor(uid),
+			Memory: u.mem + u.transient + uint64(u.descs)*descCost})
 	}
 	for _, f := range flows {
 		i, ok := byUID[f.UID]

@@ -127,6 +127,8 @@ func FuzzOpen(f *testing.F) {
 		{Type: TypeHash, KeySize: 4, ValueSize: 8, MaxEntries: 8},
 		{Type: TypePercpuHash, KeySize: 4, ValueSize: 4, MaxEntries: 4},
 		{Type: TypeArray, KeySize: 4, ValueSize: 8, MaxEntries: 4},
+		{Type: TypeLRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 8},
+		{Type: TypeLRUPercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 8, Flags: FlagNoCommonLRU},
 	}
 	var templates [][]byte
 	for _, s := range specs {

@@ -32,6 +32,7 @@ type Hash struct {
 	seed    uint64
 	percpu  bool
 	inPlace bool // update existing values in place (per-CPU hash, hash of maps)
+	lru     *lru // LRU hash maps; nil otherwise
 	view    *mapview.View
 }
 
@@ -107,8 +108,12 @@ func (h *Hash) lookupEntry(key []byte) uint32 {
 	return e
 }
 
-// initRegion gives each slot its spare entry.
+// initRegion gives each slot its spare entry, or builds the LRU lists.
 func (h *Hash) initRegion() {
+	if h.lru != nil {
+		h.lru.init()
+		return
+	}
 	if h.inPlace {
 		return
 	}
@@ -215,6 +220,9 @@ func checkUpdateFlags(flags uint64) error {
 // update stores key/value on behalf of CPU slot cpu (see fill for
 // allCPUs); the caller checked flags and sizes.
 func (h *Hash) update(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
+	if h.lru != nil {
+		return h.lruUpdate(cpu, key, value, flags, allCPUs)
+	}
 	hv := mapview.Hash(h.seed, key)
 	b := h.bucketOf(hv)
 	h.lockBucket(b)
@@ -285,8 +293,76 @@ func (h *Hash) remove(cpu int, key, value []byte) error {
 	}
 	h.unlink(b, e, prev)
 	h.unlockBucket(b)
-	h.pushFree(cpu, e)
+	h.free(cpu, e)
 	return nil
+}
+
+// free returns unlinked entry e to the LRU or to slot cpu's free list.
+func (h *Hash) free(cpu int, e uint32) {
+	if h.lru != nil {
+		h.lru.push(e)
+		return
+	}
+	h.pushFree(cpu, e)
+}
+
+// lruUpdate is htab_lru_map_update_elem and
+// __htab_lru_percpu_map_update_elem: the new element's node comes from
+// the LRU before the bucket is locked (which may evict another element),
+// even when the flags then refuse the update, as in the kernel.
+func (h *Hash) lruUpdate(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
+	if flags > UpdateExist {
+		return ErrInvalidFlags
+	}
+	hv := mapview.Hash(h.seed, key)
+	var n uint32
+	if !h.percpu || flags != UpdateExist {
+		if n = h.lru.pop(cpu, hv); n == 0 {
+			return ErrNoMemory
+		}
+		copy(h.keyOf(n), key)
+		if !h.percpu {
+			h.writeValue(n, value, cpu, allCPUs, true)
+		}
+	}
+	b := h.bucketOf(hv)
+	h.lockBucket(b)
+	e, prev := h.find(b, hv, key)
+	var err error
+	switch {
+	case e != 0 && flags == UpdateNoExist:
+		err = ErrKeyExist
+	case e == 0 && flags == UpdateExist:
+		err = ErrKeyNotExist
+	case h.percpu && e != 0:
+		h.lru.setRef(e)
+		h.writeValue(e, value, cpu, allCPUs, false)
+	case h.percpu:
+		h.writeValue(n, value, cpu, allCPUs, true)
+		h.store(h.ent(n), h.load(b+4))
+		h.store(b+4, n)
+		n = 0
+	default:
+		h.store(h.ent(n), h.load(b+4))
+		h.store(b+4, n)
+		if e != 0 {
+			h.lru.setRef(n)
+			if prev == 0 {
+				prev = n
+			}
+			h.store(h.ent(prev), h.load(h.ent(e)))
+		}
+	}
+	h.unlockBucket(b)
+	switch {
+	case err != nil || h.percpu:
+		if n != 0 {
+			h.lru.push(n)
+		}
+	case e != 0:
+		h.lru.push(e)
+	}
+	return err
 }
 
 func (h *Hash) checkKV(key, value []byte, vs int) error {
@@ -349,6 +425,9 @@ func (h *Hash) ProgLookup(cpu int, key []byte) []byte {
 	if e == 0 {
 		return nil
 	}
+	if h.lru != nil {
+		h.lru.setRef(e)
+	}
 	return h.valOf(e, cpu)
 }
 
@@ -359,6 +438,9 @@ func (h *Hash) ProgFind(cpu int, key []byte) (uint64, bool) {
 	e := h.lookupEntry(key)
 	if e == 0 {
 		return 0, false
+	}
+	if h.lru != nil {
+		h.lru.setRef(e)
 	}
 	return h.ent(e) + h.l.ValOff + uint64(cpu)*h.l.ValStride - h.l.EntOff, true
 }
@@ -552,7 +634,7 @@ func (h *Hash) lookupBatch(bt *Batch, del bool) error {
 			h.unlockBucket(b)
 			for e := freed; e != 0; {
 				n := h.load(h.ent(e))
-				h.pushFree(s, e)
+				h.free(s, e)
 				e = n
 			}
 		}

@@ -321,13 +321,26 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 	}
 	var m impl
 	switch spec.Type {
-	case TypeHash, TypePercpuHash:
-		percpu := spec.Type == TypePercpuHash
-		m = &Hash{seed: seed, percpu: percpu, inPlace: percpu, view: view}
+	case TypeHash, TypePercpuHash, TypeLRUHash, TypeLRUPercpuHash:
+		percpu := spec.Type == TypePercpuHash || spec.Type == TypeLRUPercpuHash
+		h := &Hash{seed: seed, percpu: percpu, inPlace: percpu, view: view}
+		m = h
+		if spec.Type == TypeLRUHash || spec.Type == TypeLRUPercpuHash {
+			h.inPlace = true // no spare entries: the LRU supplies nodes
+			defer func() { h.lru = newLRU(h) }()
+		}
 	case TypeArray, TypePercpuArray:
 		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
 	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
 		m = &ProgArray{}
+	case TypeQueue, TypeStack:
+		m = &Queue{stack: spec.Type == TypeStack}
+	case TypeBloomFilter:
+		k := uint32(spec.MapExtra & 0xf)
+		if k == 0 {
+			k = 5
+		}
+		m = &Bloom{nhash: k, seed: uint32(seed), mask: l.BloomMask}
 	default:
 		return nil, ErrInvalid
 	}

@@ -22,6 +22,9 @@ type Repair struct {
 	// Duplicates counts older copies of a key found after a newer one in
 	// the same chain (a replacing update was interrupted) and removed.
 	Duplicates int
+	// Rebuilt counts LRU list sets rebuilt from the table because they
+	// were inconsistent (LRU order is lost; contents are kept).
+	Rebuilt int
 }
 
 // Open makes a live map of an existing region: fd is a read-write
@@ -149,6 +152,9 @@ func (h *Hash) validateInto(rep *Repair) error {
 	// where[e]: 0 unseen, 1 in a chain, 2 free, 3 spare.
 	where := make([]uint8, nents+1)
 	usable := func(e uint32) bool { return e >= 1 && e <= nents && (e <= bump || e > max) }
+	if h.lru != nil {
+		usable = func(e uint32) bool { return e >= 1 && e <= nents }
+	}
 	for bi := uint32(0); bi < h.l.NBuckets; bi++ {
 		b := h.l.BucketOff + 8*uint64(bi)
 		unlockSeqRepair(h.u32(b), rep)
@@ -185,6 +191,14 @@ func (h *Hash) validateInto(rep *Repair) error {
 			}
 			e = next
 		}
+	}
+	if h.lru != nil {
+		inChain := make([]bool, nents+1)
+		for e := range where {
+			inChain[e] = where[e] == 1
+		}
+		h.lru.validate(inChain, rep)
+		return nil
 	}
 	for c := 0; c < h.l.NCPU; c++ {
 		st := h.slotOff(c)

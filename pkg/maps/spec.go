@@ -222,6 +222,8 @@ func roundUp8(n uint64) uint64 { return (n + 7) &^ 7 }
 var implemented = map[uint32]bool{
 	TypeHash: true, TypeArray: true, TypeProgArray: true,
 	TypePercpuHash: true, TypePercpuArray: true,
+	TypeLRUHash: true, TypeLRUPercpuHash: true,
+	TypeQueue: true, TypeStack: true, TypeBloomFilter: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.
@@ -296,6 +298,19 @@ func (s Spec) check(ncpu int) error {
 		if s.Type == TypePercpuArray && roundUp8(uint64(s.ValueSize)) > pcpuMinUnitSize {
 			return ErrTooBig
 		}
+	case TypeQueue, TypeStack:
+		if s.MaxEntries == 0 || s.KeySize != 0 || s.ValueSize == 0 ||
+			s.Flags&^(FlagNumaNode|accessMask) != 0 || !accessOK(s.Flags) {
+			return ErrInvalid
+		}
+		if s.ValueSize > maxQueueValue {
+			return ErrTooBig
+		}
+	case TypeBloomFilter:
+		if s.KeySize != 0 || s.ValueSize == 0 || s.MaxEntries == 0 ||
+			s.Flags&^(FlagNumaNode|FlagZeroSeed|accessMask) != 0 || !accessOK(s.Flags) || s.MapExtra&^0xf != 0 {
+			return ErrInvalid
+		}
 	default:
 		return ErrInvalid
 	}
@@ -324,7 +339,7 @@ func (s Spec) layout(ncpu int) (mapview.Layout, error) {
 	if !implemented[s.Type] {
 		return mapview.Layout{}, ErrInvalid
 	}
-	l, err := mapview.Geometry(s.Type, s.KeySize, s.ValueSize, s.maxEntries(ncpu), s.Flags, ncpu)
+	l, err := mapview.Geometry(s.Type, s.KeySize, s.ValueSize, s.maxEntries(ncpu), s.Flags, s.MapExtra, ncpu)
 	if err != nil {
 		return l, ErrNoMemory
 	}

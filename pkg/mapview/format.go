@@ -95,6 +95,10 @@ const (
 	// OffBump (hash family): entries ever handed out from the never-used
 	// tail; entries with index > bump are untouched.
 	OffBump = OffState
+	// Queue and stack: a lock word, then the head and tail indices.
+	OffQueueLock = OffState
+	OffQueueHead = OffState + 4
+	OffQueueTail = OffState + 8
 )
 
 // Layout is the geometry of a region: where everything is, derived from
@@ -136,8 +140,15 @@ type Layout struct {
 	ValStride uint64
 	// PerCPU is true when every value exists once per CPU slot.
 	PerCPU bool
-	// Family is FamilyArray, FamilyHash or FamilyOther.
+	// Family is FamilyArray, FamilyHash, FamilyQueue, FamilyBloom or
+	// FamilyOther.
 	Family int
+
+	// Queue, stack and bloom filter: their data (elements, bits) at
+	// DataOff, DataSize bytes. BloomMask is the bloom filter's bit mask.
+	DataOff   uint64
+	DataSize  uint64
+	BloomMask uint32
 }
 
 // Geometry families.
@@ -145,7 +156,35 @@ const (
 	FamilyOther = iota
 	FamilyArray
 	FamilyHash
+	FamilyQueue
+	FamilyBloom
 )
+
+// BloomBits returns the bit array size (in bits, as a uint64 since it may
+// be 2^32) and mask of a bloom filter with max_entries entries and the
+// hash-function count in map_extra (0 means 5), as the kernel computes
+// them: max_entries * k * 7/5 rounded up to a power of two, at least 64.
+func BloomBits(maxEntries uint32, extra uint64) (uint64, uint32) {
+	k := uint32(extra & 0xf)
+	if k == 0 {
+		k = 5
+	}
+	nb := uint64(maxEntries) * uint64(k)
+	if nb > 1<<32-1 || (nb/5)*7 > 1<<32-1 || (nb/5)*7 > 1<<31 {
+		return 1 << 32, 1<<32 - 1
+	}
+	n := (nb / 5) * 7
+	if n <= 64 {
+		n = 64
+	} else {
+		p := uint64(1)
+		for p < n {
+			p <<= 1
+		}
+		n = p
+	}
+	return n, uint32(n - 1)
+}
 
 // ErrGeometry: the parameters describe no region this version can lay out
 // (unknown type, sizes out of range, region too large).
@@ -164,7 +203,7 @@ func mulOK(a, b uint64) (uint64, bool) {
 // type); the kernel's creation rules are package maps' job. Types outside
 // the array and hash families get FamilyOther and only a header page here;
 // their owners extend the layout.
-func Geometry(typ, keySize, valueSize, maxEntries, flags uint32, ncpu int) (Layout, error) {
+func Geometry(typ, keySize, valueSize, maxEntries, flags uint32, extra uint64, ncpu int) (Layout, error) {
 	var l Layout
 	if ncpu < 1 || ncpu > MaxCPUs || maxEntries == 0 {
 		return l, ErrGeometry
@@ -233,6 +272,31 @@ func Geometry(typ, keySize, valueSize, maxEntries, flags uint32, ncpu int) (Layo
 			return l, ErrGeometry
 		}
 		l.Size = roundUp(l.EntOff+ents, PageSize)
+	case TypeQueue, TypeStack:
+		// (max_entries+1) values, unpadded, as the kernel's elements[];
+		// head and tail at OffQueueHead/OffQueueTail.
+		if keySize != 0 || valueSize == 0 || valueSize > MaxElemSize {
+			return l, ErrGeometry
+		}
+		l.Family = FamilyQueue
+		l.DataOff = OffData
+		n, ok := mulOK(uint64(maxEntries)+1, uint64(valueSize))
+		if !ok {
+			return l, ErrGeometry
+		}
+		l.DataSize = n
+		l.Size = roundUp(l.DataOff+n, PageSize)
+	case TypeBloomFilter:
+		// The bit array of the kernel's bloom filter (bloom_map_alloc).
+		if keySize != 0 || valueSize == 0 || extra&^0xf != 0 {
+			return l, ErrGeometry
+		}
+		l.Family = FamilyBloom
+		bits, mask := BloomBits(maxEntries, extra)
+		l.BloomMask = mask
+		l.DataOff = OffData
+		l.DataSize = roundUp((bits+7)/8, 8)
+		l.Size = roundUp(l.DataOff+l.DataSize, PageSize)
 	default:
 		l.Family = FamilyOther
 		l.Size = HeaderSize
@@ -304,7 +368,7 @@ func ParseHeader(mem []byte) (Header, Layout, error) {
 	if h.NCPU == 0 || h.NCPU > MaxCPUs {
 		return h, Layout{}, ErrHeader
 	}
-	l, err := Geometry(h.Type, h.KeySize, h.ValueSize, h.MaxEntries, h.Flags, int(h.NCPU))
+	l, err := Geometry(h.Type, h.KeySize, h.ValueSize, h.MaxEntries, h.Flags, h.MapExtra, int(h.NCPU))
 	if err != nil {
 		return h, l, err
 	}

@@ -20,14 +20,17 @@ import (
 type Conn struct {
 	rc syscall.RawConn
 
-	rmu   sync.Mutex // guards the r* fields
-	rfn   func(fd uintptr) bool
-	rb    []byte
-	roob  []byte
-	rn    int
-	roobn int
-	rflg  int
-	rerr  error
+	rmu    sync.Mutex // guards the r* fields
+	rfn    func(fd uintptr) bool
+	rsfn   func(fd uintptr) bool // doReadSpill
+	rb     []byte
+	roob   []byte
+	rspill Spill
+	rbig   []byte // the spill buffer taken for the current read, or nil
+	rn     int
+	roobn  int
+	rflg   int
+	rerr   error
 
 	wmu  sync.Mutex // guards the w* fields
 	wfn  func(fd uintptr) bool
@@ -45,12 +48,27 @@ func NewConn(c syscall.Conn) (*Conn, error) {
 	}
 	cn := &Conn{rc: rc, woob: make([]byte, OOBSize(MaxSendFDs))}
 	cn.rfn = cn.doRead
+	cn.rsfn = cn.doReadSpill
 	cn.wfn = cn.doWrite
 	return cn, nil
 }
 
 func (c *Conn) doRead(fd uintptr) bool {
 	c.rn, c.roobn, c.rflg, c.rerr = recvmsg(int(fd), c.rb, c.roob)
+	return c.rerr != unix.EAGAIN
+}
+
+// doReadSpill is doRead for RecvSpill: the spill buffer is taken only now
+// that the socket is readable, and given back unless the message reached
+// it.
+func (c *Conn) doReadSpill(fd uintptr) bool {
+	big := c.rspill.Get()
+	c.rn, c.roobn, c.rflg, c.rerr = recvmsg2(int(fd), c.rb, spillTail(big, len(c.rb)), c.roob)
+	if c.rerr == nil && c.rn > len(c.rb) {
+		c.rbig = big
+	} else {
+		c.rspill.Put(big)
+	}
 	return c.rerr != unix.EAGAIN
 }
 
@@ -79,6 +97,53 @@ func (c *Conn) Recv(b, oob []byte, fds []int) (n int, fdsOut []int, flags int, e
 	}
 	fdsOut, err = ParseRights(oob[:c.roobn], fds, c.rflg)
 	return c.rn, fdsOut, c.rflg, err
+}
+
+// Spill lends RecvSpill the buffer a message longer than the caller's
+// small one continues in. Get must return a buffer at least as long as
+// that small one; Put takes back a buffer Get returned.
+type Spill interface {
+	Get() []byte
+	Put([]byte)
+}
+
+// RecvSpill is Recv for callers that keep a small buffer per connection
+// and lend a big one only to the messages that need it: the message is
+// read into b and, past len(b), into the buffer spill.Get returns, from
+// its offset len(b) on. Get is called only once the socket is readable
+// (never while Recv waits) and the buffer goes back to Put at once unless
+// the message reached it. The message is returned as msg: b[:n], or, for
+// a longer one, the spill buffer's first n bytes (RecvSpill copies b's
+// part there); then spilled is true and the caller owns the spill buffer
+// until it gives it back with spill.Put. Failures are Recv's (a message
+// longer than the spill buffer: ErrTrunc, nothing spilled).
+func (c *Conn) RecvSpill(b []byte, spill Spill, oob []byte, fds []int) (msg []byte, spilled bool, fdsOut []int, flags int, err error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rb, c.roob, c.rspill = b, oob, spill
+	c.rerr = nil
+	err = c.rc.Read(c.rsfn)
+	big := c.rbig
+	c.rb, c.roob, c.rspill, c.rbig = nil, nil, nil, nil
+	if err == nil && c.rerr != nil {
+		err = os.NewSyscallError("recvmsg", c.rerr)
+	}
+	if err != nil {
+		if big != nil {
+			spill.Put(big)
+		}
+		return nil, false, fds[:0], 0, err
+	}
+	fdsOut, err = ParseRights(oob[:c.roobn], fds, c.rflg)
+	if big == nil {
+		return b[:c.rn], false, fdsOut, c.rflg, err
+	}
+	if err != nil {
+		spill.Put(big)
+		return b[:len(b)], false, fdsOut, c.rflg, err
+	}
+	copy(big, b)
+	return big[:c.rn], true, fdsOut, c.rflg, nil
 }
 
 // Send is Sendmsg on c's socket: it sends b as one message with fds

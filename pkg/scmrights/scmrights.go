@@ -14,11 +14,13 @@
 //
 //	Sendmsg(fd int, b []byte, fds []int) error
 //	Recvmsg(fd int, b, oob []byte, fds []int) (n int, fdsOut []int, flags int, err error)
+//	RecvmsgSpill(fd int, b, big, oob []byte, fds []int) (msg []byte, spilled bool, fdsOut []int, flags int, err error)
 //	OOBSize(maxFDs int) int
 //	PeerCred(fd int) (unix.Ucred, error)
 //	PeerPidfd(fd int) (int, error)
 //	Cookie(fd int) (uint64, error)
 //	NewConn(c syscall.Conn) (*Conn, error) // *net.UnixConn, integrated with Go's poller
+//	(*Conn).RecvSpill(b []byte, spill Spill, oob []byte, fds []int) // a big buffer lent only to long messages
 //	SendConn(c syscall.Conn, b []byte, fds ...int) error
 //	RecvConn(c syscall.Conn, b []byte, maxFDs int) (n int, fds []int, err error)
 //
@@ -136,6 +138,60 @@ func recvmsg(fd int, b, oob []byte) (n, oobn, flags int, err error) {
 		return 0, 0, 0, e
 	}
 	return int(r), int(msg.Controllen), int(msg.Flags), nil
+}
+
+// recvmsg2 is recvmsg with two iovecs: b1, then b2.
+func recvmsg2(fd int, b1, b2, oob []byte) (n, oobn, flags int, err error) {
+	if len(b2) == 0 {
+		return recvmsg(fd, b1, oob)
+	}
+	var iov [2]unix.Iovec
+	var msg unix.Msghdr
+	var dummy [1]byte
+	if len(b1) > 0 {
+		iov[0].Base = &b1[0]
+	} else {
+		iov[0].Base = &dummy[0]
+	}
+	iov[0].SetLen(len(b1))
+	iov[1].Base = &b2[0]
+	iov[1].SetLen(len(b2))
+	msg.Iov = &iov[0]
+	msg.Iovlen = 2
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_CMSG_CLOEXEC)
+	if e != 0 {
+		return 0, 0, 0, e
+	}
+	return int(r), int(msg.Controllen), int(msg.Flags), nil
+}
+
+// spillTail is the part of a spill buffer past the small buffer's length.
+func spillTail(big []byte, small int) []byte {
+	if len(big) <= small {
+		return nil
+	}
+	return big[small:]
+}
+
+// RecvmsgSpill is Recvmsg with Conn.RecvSpill's buffers: the message goes
+// into b and, past len(b), into big[len(b):]; msg is b[:n] or, for a longer
+// message, big[:n] (b's part copied there). big is the caller's and is
+// never retained. Failures are Recvmsg's.
+func RecvmsgSpill(fd int, b, big, oob []byte, fds []int) (msg []byte, spilled bool, fdsOut []int, flags int, err error) {
+	n, oobn, flags, err := recvmsg2(fd, b, spillTail(big, len(b)), oob)
+	if err != nil {
+		return nil, false, fds[:0], 0, os.NewSyscallError("recvmsg", err)
+	}
+	fdsOut, err = ParseRights(oob[:oobn], fds, flags)
+	if err != nil || n <= len(b) {
+		return b[:min(n, len(b))], false, fdsOut, flags, err
+	}
+	copy(big, b)
+	return big[:n], true, fdsOut, flags, nil
 }
 
 // Sendmsg sends b as one message on the socket fd with fds attached as

@@ -89,8 +89,9 @@ func execEnv(env []string, socket string, names []string) []string {
 
 func (a *App) execCommand() *cobra.Command {
 	var specs []fdSpec
+	var bpf bpfOptions
 	cmd := &cobra.Command{
-		Use:   "exec [--map [NAME=]PIN[:r|w|rw]]... [--prog [NAME=]PIN[:r|w|rw]]... -- CMD [ARGS...]",
+		Use:   "exec [--bpf] [--map [NAME=]PIN[:r|w|rw]]... [--prog [NAME=]PIN[:r|w|rw]]... -- CMD [ARGS...]",
 		Short: "Run a command with descriptors of pinned objects",
 		Long: `Open each pin with the access asked for (r when none is given; never more
 than the pin grants) and run CMD with the descriptors open as fds 3, 4, ...
@@ -101,16 +102,33 @@ in Go, client.InheritedDescriptors() and Conn.ImportInherited(name).
 
 bpfctl exits with CMD's exit status (128+N if a signal N killed it), 127 if
 CMD was not found, 126 if it could not be started. SIGTERM and SIGHUP are
-passed on to CMD; SIGINT and SIGQUIT from the terminal reach CMD directly.`,
-		Example: "  bpfctl exec --map ports:r --map cfg=config/main:rw -- ./agent --verbose",
-		Args:    cobra.MinimumNArgs(1),
+passed on to CMD; SIGINT and SIGQUIT from the terminal reach CMD directly.
+
+With --bpf, CMD's own bpf(2) calls are answered by bpfd: unmodified tools
+(bpftool, libbpf and cilium/ebpf programs, static binaries too) run as any
+user. Paths under --bpffs (default /sys/fs/bpf) are pins under the daemon's
+pin root. bpfctl supervises CMD through seccomp user notification as an
+ordinary bpfd client: CMD can do exactly what a client holding the same
+descriptors could. bpfctl then waits until every process started from CMD
+has exited. See docs/emulation.md.`,
+		Example: "  bpfctl exec --map ports:r --map cfg=config/main:rw -- ./agent --verbose\n" +
+			"  bpfctl exec --bpf -- bpftool map create /sys/fs/bpf/counts type hash key 4 value 8 entries 64 name counts\n" +
+			"  bpfctl exec --bpf --map ports:r -- ./my-libbpf-app",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() > 0 {
 				return usagef("exec: put the command after --")
 			}
+			if bpf.enabled {
+				return a.runExecBPF(specs, args, &bpf)
+			}
+			if cmd.Flags().Changed("bpffs") || bpf.only || bpf.trace {
+				return usagef("exec: --bpffs, --bpf-only and --bpf-trace go with --bpf")
+			}
 			return a.runExec(specs, args, func(c *exec.Cmd) (*exec.Cmd, error) { return c, c.Start() })
 		},
 	}
+	bpf.flags(cmd.Flags())
 	cmd.Flags().Var(fdSpecs{&specs, false}, "map", "map pin to pass, with access r, w or rw (repeatable)")
 	cmd.Flags().Var(fdSpecs{&specs, true}, "prog", "program pin to pass, with access r, w or rw (repeatable)")
 	cmd.Flags().SetInterspersed(false)

@@ -40,6 +40,10 @@ const (
 	// it is given (nil: maybe present; ErrKeyNotExist: absent) and
 	// writes nothing.
 	BloomFilter MapType = 30 // BPF_MAP_TYPE_BLOOM_FILTER
+	// LPMTrie keys are a uint32 prefix length (native endian) then the
+	// data; Lookup finds the longest matching prefix. Needs
+	// FlagNoPrealloc, as the kernel.
+	LPMTrie MapType = 11 // BPF_MAP_TYPE_LPM_TRIE
 )
 
 // String returns the kernel's name for t without the prefix, e.g. "Hash".
@@ -65,6 +69,8 @@ func (t MapType) String() string {
 		return "Stack"
 	case BloomFilter:
 		return "BloomFilter"
+	case LPMTrie:
+		return "LPMTrie"
 	}
 	return "MapType(" + itoa(uint64(t)) + ")"
 }

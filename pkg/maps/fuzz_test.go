@@ -129,6 +129,8 @@ func FuzzOpen(f *testing.F) {
 		{Type: TypeArray, KeySize: 4, ValueSize: 8, MaxEntries: 4},
 		{Type: TypeLRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 8},
 		{Type: TypeLRUPercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 8, Flags: FlagNoCommonLRU},
+		{Type: TypeLPMTrie, KeySize: 8, ValueSize: 4, MaxEntries: 8, Flags: FlagNoPrealloc},
+		{Type: TypeQueue, ValueSize: 4, MaxEntries: 4},
 	}
 	var templates [][]byte
 	for _, s := range specs {
@@ -137,7 +139,14 @@ func FuzzOpen(f *testing.F) {
 			f.Fatal(err)
 		}
 		for i := uint32(0); i < s.MaxEntries; i += 2 {
-			m.Update(k32(i), make([]byte, s.SyscallValueSize()), 0)
+			key := k32(i)
+			switch s.Type {
+			case TypeLPMTrie:
+				key = lpmKey(8+i, byte(i), 1, 2, 3)
+			case TypeQueue:
+				key = nil
+			}
+			m.Update(key, make([]byte, s.SyscallValueSize()), 0)
 		}
 		m.Delete(k32(2))
 		b := make([]byte, m.MemoryUsage())
@@ -178,11 +187,16 @@ func FuzzOpen(f *testing.F) {
 		v := make([]byte, s.SyscallValueSize())
 		next := make([]byte, s.KeySize)
 		for i := uint32(0); i < 12; i++ {
-			m.Lookup(k32(i), v)
-			m.Update(k32(i), v, UpdateAny)
-			m.NextKey(k32(i), next)
+			key := make([]byte, s.KeySize)
+			if len(key) >= 4 {
+				ne.PutUint32(key, i)
+			}
+			m.Lookup(key, v)
+			m.Update(key, v, UpdateAny)
+			m.NextKey(key, next)
+			m.LookupAndDelete(key, v)
 			if i%3 == 0 {
-				m.Delete(k32(i))
+				m.Delete(key)
 			}
 		}
 		var key []byte

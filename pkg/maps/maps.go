@@ -335,6 +335,9 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		m = &ProgArray{}
 	case TypeQueue, TypeStack:
 		m = &Queue{stack: spec.Type == TypeStack}
+	case TypeLPMTrie:
+		ds := spec.KeySize - 4
+		m = &LPMTrie{dataSize: ds, maxPrefix: ds * 8, stack: make([]uint32, 0, ds*8+2), keyBuf: make([]byte, spec.KeySize)}
 	case TypeBloomFilter:
 		k := uint32(spec.MapExtra & 0xf)
 		if k == 0 {

@@ -97,8 +97,8 @@ const (
 	// lpmDataMax is LPM_DATA_SIZE_MAX: an LPM trie key holds a 4-byte
 	// prefix length and 1..256 bytes of data.
 	lpmDataMax = 256
-	// lpmNodeSize is sizeof(struct lpm_trie_node), for the value limit.
-	lpmNodeSize = 48
+	// lpmNodeSize is sizeof(struct lpm_trie_node) (two child pointers, prefixlen, flags), for the value limit.
+	lpmNodeSize = 24
 	// maxQueueValue: a queue or stack value above KMALLOC_MAX_SIZE is E2BIG.
 	maxQueueValue = kmallocMax
 )
@@ -224,6 +224,7 @@ var implemented = map[uint32]bool{
 	TypePercpuHash: true, TypePercpuArray: true,
 	TypeLRUHash: true, TypeLRUPercpuHash: true,
 	TypeQueue: true, TypeStack: true, TypeBloomFilter: true,
+	TypeLPMTrie: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.
@@ -305,6 +306,12 @@ func (s Spec) check(ncpu int) error {
 		}
 		if s.ValueSize > maxQueueValue {
 			return ErrTooBig
+		}
+	case TypeLPMTrie:
+		if s.MaxEntries == 0 || s.Flags&FlagNoPrealloc == 0 || s.Flags&^(FlagNoPrealloc|FlagNumaNode|accessMask) != 0 ||
+			!accessOK(s.Flags) || s.KeySize < 4+1 || s.KeySize > 4+lpmDataMax ||
+			s.ValueSize < 1 || s.ValueSize > kmallocMax-lpmDataMax-lpmNodeSize {
+			return ErrInvalid
 		}
 	case TypeBloomFilter:
 		if s.KeySize != 0 || s.ValueSize == 0 || s.MaxEntries == 0 ||

@@ -99,6 +99,15 @@ const (
 	OffQueueLock = OffState
 	OffQueueHead = OffState + 4
 	OffQueueTail = OffState + 8
+	// LPM trie: a lock word, a sequence counter (odd while a writer
+	// changes the trie), the root node (index+1), the number of real
+	// entries, the bump index and the free list of the node pool.
+	OffTrieLock    = OffState
+	OffTrieSeq     = OffState + 4
+	OffTrieRoot    = OffState + 8
+	OffTrieEntries = OffState + 12
+	OffTrieBump    = OffState + 16
+	OffTrieFree    = OffState + 20
 )
 
 // Layout is the geometry of a region: where everything is, derived from
@@ -158,6 +167,7 @@ const (
 	FamilyHash
 	FamilyQueue
 	FamilyBloom
+	FamilyTrie
 )
 
 // BloomBits returns the bit array size (in bits, as a uint64 since it may
@@ -286,6 +296,29 @@ func Geometry(typ, keySize, valueSize, maxEntries, flags uint32, extra uint64, n
 		}
 		l.DataSize = n
 		l.Size = roundUp(l.DataOff+n, PageSize)
+	case TypeLPMTrie:
+		// A node pool: 2*max_entries+2 nodes (every real node, every
+		// intermediate one, and the two an update allocates before it
+		// frees), each [child0 u32][child1 u32][prefixlen u32][flags
+		// u32][data padded to 8][value padded to 8]; links are node
+		// indices + 1. Root, counts and the free list at OffTrie*.
+		if keySize < 5 || keySize > 4+256 || valueSize == 0 || uint64(valueSize) > MaxElemSize {
+			return l, ErrGeometry
+		}
+		l.Family = FamilyTrie
+		l.KeyOff = 16
+		l.ValOff = l.KeyOff + roundUp(uint64(keySize-4), 8)
+		l.EntSize = l.ValOff + l.ValStride
+		if uint64(maxEntries)*2+2 > 1<<32-1 {
+			return l, ErrGeometry
+		}
+		l.NEnts = maxEntries*2 + 2
+		l.EntOff = OffData
+		n, ok := mulOK(l.EntSize, uint64(l.NEnts))
+		if !ok {
+			return l, ErrGeometry
+		}
+		l.Size = roundUp(l.EntOff+n, PageSize)
 	case TypeBloomFilter:
 		// The bit array of the kernel's bloom filter (bloom_map_alloc).
 		if keySize != 0 || valueSize == 0 || extra&^0xf != 0 {

@@ -25,10 +25,13 @@ type Server struct {
 	reg  *registry
 	pins *pinSet // nil when Config.PinRoot is empty
 
-	attach  attachments // seccomp listeners being served
-	links   linkSet     // links deciding netfilter queues (links.go)
-	reqs    reqStats    // request counters (reqstats.go)
-	started time.Time
+	attach attachments // seccomp listeners being served
+	links  linkSet     // links deciding netfilter queues (links.go)
+	reqs   reqStats    // request counters (reqstats.go)
+	// seccompTotal counts every seccomp decision (stats.go); its
+	// identity fields are unused.
+	seccompTotal seccompStats
+	started      time.Time
 	// sched runs the bulk lane (verification, test runs, large batches,
 	// expensive seccomp programs) on a bounded number of slots, fairly
 	// per uid; see bulk.go.

@@ -256,6 +256,7 @@ type Stats struct {
 	Maps        int        `json:"maps"`
 	Connections int        `json:"connections"`
 	Descriptors int        `json:"descriptors"`
+	Pins        int        `json:"pins"` // live pins (each also counts as one of its maker's descriptors)
 	Handles     int64      `json:"handles"`
 	MapMemory   uint64     `json:"map_memory"`
 	UIDs        []UIDStats `json:"uids,omitempty"`
@@ -320,7 +321,8 @@ func (s *Server) Stats() Stats {
 	defer r.mu.Unlock()
 	st.Objects = len(r.objects)
 	st.Descriptors = len(r.descs)
-	st.Memory = r.total + uint64(len(r.descs))*descCost
+	st.Pins = r.pins
+	st.Memory = r.total + uint64(len(r.descs)+r.pins)*descCost
 	for _, o := range r.objects {
 		switch o.kind {
 		case wire.ObjMap:

@@ -1,7 +1,6 @@
 package bpfemu
 
 import (
-
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/mapview"
@@ -147,4 +146,3 @@ func (c *call) viewNextKey(o *object, key, next []byte) (done bool, err error) {
 	}
 	return false, nil
 }
-

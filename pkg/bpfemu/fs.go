@@ -297,7 +297,7 @@ func (c *call) ownFD(abs string, wantInfo bool) (*object, int32, error) {
 }
 
 // objLink is what readlink of /proc/PID/fd/N says for a kernel bpf object
-// (anon_inode_getfd names).
+// (anon_inode_getfd names; links are "bpf_link").
 func objLink(t wire.ObjType) string {
 	switch t {
 	case wire.ObjMap:
@@ -305,7 +305,7 @@ func objLink(t wire.ObjType) string {
 	case wire.ObjProg:
 		return "anon_inode:bpf-prog"
 	}
-	return "anon_inode:bpf-link"
+	return "anon_inode:bpf_link"
 }
 
 // openProc answers the open of /proc/.../fdinfo/N for a bpfd descriptor

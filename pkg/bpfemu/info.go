@@ -90,6 +90,8 @@ func (c *call) objInfo(a *bpfAttr) (int64, error) {
 		return c.mapInfo(o, uinfo, ulen)
 	case wire.ObjProg:
 		return c.progInfo(o, uinfo, ulen)
+	case wire.ObjLink:
+		return c.linkInfo(o, uinfo, ulen)
 	}
 	return 0, unix.EINVAL
 }

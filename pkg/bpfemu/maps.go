@@ -19,11 +19,16 @@ const (
 	mapPerCPUArray        = 6
 	mapLRUHash            = 9
 	mapLRUPerCPUHash      = 10
+	mapLPMTrie            = 11
 	mapArrayOfMaps        = 12
 	mapHashOfMaps         = 13
 	mapPerCPUCgroupStore  = 21
+	mapQueue              = 22
+	mapStack              = 23
 	mapBloomFilter        = 30
 	mapTypeKnownUpperEdge = 64
+
+	mapFNoPrealloc = 1 // BPF_F_NO_PREALLOC
 )
 
 // syscallValueSize is bpf_map_value_size: what a syscall-side value is

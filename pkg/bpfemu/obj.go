@@ -242,7 +242,7 @@ func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 		}
 		return c.openPinned(kind, id, rd, wr)
 	}
-	mode := o.info.Mode
+	mode := o.info.Mode.Data() // REOPEN never passes on the destroy right
 	if o.info.ObjType == wire.ObjMap {
 		mode = 0
 		if rd {

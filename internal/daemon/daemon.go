@@ -84,6 +84,9 @@ type Options struct {
 	LogFormat string
 	Config    string // the config file read, if any
 	Version   bool
+	// Metrics is where the Prometheus endpoint listens ("unix:PATH" or a
+	// loopback host:port); empty: no endpoint.
+	Metrics string
 	// Resource limits (docs/security.md); empty or zero means the
 	// default. Sizes are bytes with an optional K, M, G or T suffix
 	// (binary: 1K = 1024), as ParseSize reads them.
@@ -251,7 +254,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
 	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
 		"log-level": &o.LogLevel, "log-format": &o.LogFormat, "max-memory": &o.MaxMemory,
-		"memory-quota": &o.MemoryQuota, "map-memory-quota": &o.MapMemoryQuota, "bulk-slots": &o.BulkSlots}
+		"memory-quota": &o.MemoryQuota, "map-memory-quota": &o.MapMemoryQuota, "bulk-slots": &o.BulkSlots, "metrics": &o.Metrics}
 	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
 	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
 	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
@@ -261,6 +264,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs.StringVar(&o.MemoryQuota, "memory-quota", "", "per-uid cap on the memory held for it (env BPFD_MEMORY_QUOTA; default 320M, root 4.5G)")
 	fs.StringVar(&o.MapMemoryQuota, "map-memory-quota", "", "per-uid cap on map and program storage (env BPFD_MAP_MEMORY_QUOTA; default 256M, root 4G)")
 	fs.StringVar(&o.BulkSlots, "bulk-slots", "", "verifications and test runs at once (env BPFD_BULK_SLOTS; default CPUs-1, at least 1)")
+	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at unix:PATH or a loopback host:port, path /metrics (env BPFD_METRICS; default off)")
 	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
 	return fs, vals
@@ -399,6 +403,16 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		log.Error("cannot listen", zap.String("socket", o.Socket), zap.Error(err))
 		srv.Shutdown(context.Background())
 		return ExitError
+	}
+	if o.Metrics != "" {
+		stopMetrics, err := startMetrics(log, srv, o.Metrics)
+		if err != nil {
+			log.Error("cannot serve metrics", zap.String("metrics", o.Metrics), zap.Error(err))
+			ln.Close()
+			srv.Shutdown(context.Background())
+			return ExitError
+		}
+		defer stopMetrics()
 	}
 	restore(log, srv, state)
 	addr := o.Socket

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/internal/netnstest"
+	"github.com/bpfd-project/bpfd/pkg/nfqueue"
 )
 
 // capture is an AF_PACKET socket on B's veth end: it sees each frame as
@@ -370,6 +371,30 @@ func TestLinkDetachSettlesQueued(t *testing.T) {
 			const n = 20
 			for i := range n {
 				sender.Write([]byte(fmt.Sprint(i)))
+			}
+			// Every datagram is in the queue (decided, or waiting in the
+			// kernel for a verdict) before detaching: on a loaded machine
+			// the stack may still hold some in its backlog.
+			// The kernel numbers queued packets 1, 2, ... per queue
+			// instance (id_sequence in its statistics).
+			kst, err := nfqueue.OpenStats(p.B.FD())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer kst.Close()
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				ks, err := kst.Read(13)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ks.IDSequence >= n {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("datagrams never all queued: %+v", ks)
+				}
+				time.Sleep(time.Millisecond)
 			}
 			waitPackets(t, l, 1)
 			// Detach does not wait for the program to decide the rest

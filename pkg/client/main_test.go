@@ -295,6 +295,8 @@ func runChild(role string) int {
 		err = childSockProbe()
 	case "latency":
 		err = childSyscallLatency()
+	case "attacker":
+		err = childAttacker()
 	case "flooder":
 		err = childFlooder()
 	case "amplifier":

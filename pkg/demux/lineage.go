@@ -162,11 +162,21 @@ func (r *registry) linkLocked(d *Descriptor, parent *Descriptor) {
 	}
 }
 
-// newPinNodeLocked links the new pin node n below the descriptor src and
-// takes the pin's reference on the object. r.mu must be held.
+// newPinNodeLocked links the new pin node n below the descriptor src,
+// takes the pin's reference on the object and charges the pin to its
+// maker's descriptors (the daemon holds an fd for it). r.mu must be held.
 func (r *registry) newPinNodeLocked(n *Descriptor, src *Descriptor) {
 	r.linkLocked(n, src)
+	r.chargePinLocked(n)
+}
+
+// chargePinLocked makes n a live pin: a reference on the object, one of
+// its maker's descriptors. r.mu must be held.
+func (r *registry) chargePinLocked(n *Descriptor) {
+	n.dead = false
 	n.obj.refs++
+	r.usage(n.uid).descs++
+	r.pins++
 }
 
 // killDesc closes d's peer end, marks d dead and drops its reference;
@@ -199,6 +209,8 @@ func (r *registry) killPinLocked(n *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	n.dead = true
+	r.usage(n.uid).descs--
+	r.pins--
 	free = r.unref(n.obj, free)
 	r.prune(n)
 	return free

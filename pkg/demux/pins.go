@@ -230,6 +230,12 @@ func (ps *pinSet) pin(hd *handle, path string, perm os.FileMode, cr pins.Creds) 
 		ps.store.Remove(p)
 		return ErrBadHandle
 	}
+	if err := r.descCheck(cr.UID); err != nil {
+		r.mu.Unlock()
+		ps.mu.Unlock()
+		ps.store.Remove(p)
+		return err
+	}
 	r.newPinNodeLocked(n, hd.src)
 	r.mu.Unlock()
 	pd := ps.objs[o]

@@ -444,8 +444,7 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	ps.mu.Lock()
 	r.mu.Lock()
 	for _, n := range got {
-		n.dead = false
-		o.refs++
+		r.chargePinLocked(n)
 	}
 	for _, id := range ids {
 		r.prune(nodes[id])

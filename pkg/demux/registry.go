@@ -142,6 +142,7 @@ type registry struct {
 	// the descriptors' cost against Config.MaxMemory; guarded by mu.
 	total    uint64
 	lastID   uint32 // guarded by mu
+	pins     int    // live pin nodes (each costs an fd, as a descriptor); guarded by mu
 	maxDescs int
 	closed   bool // guarded by mu
 
@@ -312,11 +313,11 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	return nil
 }
 
-// descCheck checks that uid may hold one more descriptor. r.mu must be
-// held.
+// descCheck checks that uid may hold one more descriptor (or pin: each
+// costs the daemon an fd). r.mu must be held.
 func (r *registry) descCheck(uid uint32) error {
 	u, q := r.usage(uid), r.cfg.quotaFor(uid)
-	if len(r.descs) >= r.maxDescs || u.descs+1 > q.Descriptors {
+	if len(r.descs)+r.pins >= r.maxDescs || u.descs+1 > q.Descriptors {
 		return ErrQuotaDescs
 	}
 	return r.memCheckLocked(u, q, descCost)

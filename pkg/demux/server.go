@@ -25,10 +25,13 @@ type Server struct {
 	reg  *registry
 	pins *pinSet // nil when Config.PinRoot is empty
 
-	attach  attachments // seccomp listeners being served
-	links   linkSet     // links deciding netfilter queues (links.go)
-	reqs    reqStats    // request counters (reqstats.go)
-	started time.Time
+	attach attachments // seccomp listeners being served
+	links  linkSet     // links deciding netfilter queues (links.go)
+	reqs   reqStats    // request counters (reqstats.go)
+	// seccompTotal counts every seccomp decision (stats.go); its
+	// identity fields are unused.
+	seccompTotal seccompStats
+	started      time.Time
 	// sched runs the bulk lane (verification, test runs, large batches,
 	// expensive seccomp programs) on a bounded number of slots, fairly
 	// per uid; see bulk.go.
@@ -253,6 +256,7 @@ type Stats struct {
 	Maps        int        `json:"maps"`
 	Connections int        `json:"connections"`
 	Descriptors int        `json:"descriptors"`
+	Pins        int        `json:"pins"` // live pins (each also counts as one of its maker's descriptors)
 	Handles     int64      `json:"handles"`
 	MapMemory   uint64     `json:"map_memory"`
 	UIDs        []UIDStats `json:"uids,omitempty"`
@@ -317,7 +321,8 @@ func (s *Server) Stats() Stats {
 	defer r.mu.Unlock()
 	st.Objects = len(r.objects)
 	st.Descriptors = len(r.descs)
-	st.Memory = r.total + uint64(len(r.descs))*descCost
+	st.Pins = r.pins
+	st.Memory = r.total + uint64(len(r.descs)+r.pins)*descCost
 	for _, o := range r.objects {
 		switch o.kind {
 		case wire.ObjMap:

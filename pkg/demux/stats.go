@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/seccomp"
+	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // Observability of objects and seccomp attachments: what bpftool's
@@ -135,6 +136,7 @@ func (st *seccompStats) count(v seccomp.Verdict, fault bool, d time.Duration) {
 // info (rate-limited) with the task's pid and comm and the program.
 func (s *Server) decided(at *attachment, nr int32, pid uint32, v seccomp.Verdict, fault bool, d time.Duration) {
 	at.stats.count(v, fault, d)
+	s.seccompTotal.count(v, fault, d)
 	at.obj.RecordRuns(1, d)
 	if v.Action == seccomp.ActionAllow {
 		return
@@ -207,19 +209,7 @@ func (a *attachment) stat() SeccompStat {
 	out := SeccompStat{ID: a.id, ProgID: a.obj.id, ProgName: a.obj.p.Name(), UID: a.uid, PID: st.pid, Comm: st.comm,
 		AttachedAt: st.attachedAt, Routed: st.routed.Load(), Allowed: st.allowed.Load(), Killed: st.killed.Load(),
 		Faults: st.faults.Load(), RunTime: time.Duration(st.runNs.Load())}
-	for e := range st.denied {
-		if n := st.denied[e].Load(); n > 0 {
-			if out.denied == nil {
-				out.denied, out.Denied = map[unix.Errno]uint64{}, map[string]uint64{}
-			}
-			out.denied[unix.Errno(e)] = n
-			name := unix.ErrnoName(unix.Errno(e))
-			if name == "" || e == maxCountedErrno {
-				name = "errno" + strconv.Itoa(e)
-			}
-			out.Denied[name] = n
-		}
-	}
+	fillDenied(&out, st)
 	return out
 }
 
@@ -265,5 +255,61 @@ func (s *Server) seccompFor(uid uint32) []SeccompStat {
 			out = append(out, st)
 		}
 	}
+	return out
+}
+
+// SeccompTotals returns the decisions of every seccomp attachment since
+// the server started, ended ones included (identity fields empty).
+func (s *Server) SeccompTotals() SeccompStat {
+	st := &s.seccompTotal
+	out := SeccompStat{Routed: st.routed.Load(), Allowed: st.allowed.Load(), Killed: st.killed.Load(),
+		Faults: st.faults.Load(), RunTime: time.Duration(st.runNs.Load())}
+	fillDenied(&out, st)
+	return out
+}
+
+func fillDenied(out *SeccompStat, st *seccompStats) {
+	for e := range st.denied {
+		if n := st.denied[e].Load(); n > 0 {
+			if out.denied == nil {
+				out.denied, out.Denied = map[unix.Errno]uint64{}, map[string]uint64{}
+			}
+			out.denied[unix.Errno(e)] = n
+			name := unix.ErrnoName(unix.Errno(e))
+			if name == "" || e == maxCountedErrno {
+				name = "errno" + strconv.Itoa(e)
+			}
+			out.Denied[name] = n
+		}
+	}
+}
+
+// ObjectsByKind counts the live objects by kind ("map", "prog", "link",
+// "btf").
+func (s *Server) ObjectsByKind() map[string]int {
+	out := map[string]int{"map": 0, "prog": 0, "link": 0, "btf": 0}
+	s.reg.mu.Lock()
+	for _, o := range s.reg.objects {
+		out[objKindName(o.kind)]++
+	}
+	s.reg.mu.Unlock()
+	return out
+}
+
+// LinkInfos returns every live link with its counters, by id (for metrics;
+// LINK_LIST answers clients).
+func (s *Server) LinkInfos() []wire.LinkInfo {
+	ls := &s.links
+	ls.mu.Lock()
+	list := make([]*link, 0, len(ls.links))
+	for l := range ls.links {
+		list = append(list, l)
+	}
+	ls.mu.Unlock()
+	out := make([]wire.LinkInfo, 0, len(list))
+	for _, l := range list {
+		out = append(out, l.info())
+	}
+	sortByID(out, func(li wire.LinkInfo) uint32 { return li.ID })
 	return out
 }

@@ -41,7 +41,28 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// Fail on leaked fds (sockets, namespaces, stats files).
+	if a, b, err := os.Pipe(); err == nil { // the runtime poller's fds in the baseline
+		a.Close()
+		b.Close()
+	}
+	before := countFDs()
+	code := m.Run()
+	if code == 0 {
+		if after := countFDs(); after > before {
+			fmt.Fprintf(os.Stderr, "FAIL: leaked fds: %d open before the tests, %d after\n", before, after)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func countFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		panic(err)
+	}
+	return len(ents)
 }
 
 // udpListen opens a UDP socket in ns on port, v6 or not.

@@ -290,6 +290,13 @@ func (v *verifier) callHelper(st *state, in insn) error {
 	if ac.release != 0 {
 		v.releaseRef(st, ac.release)
 	}
+	if proto.ChangesPacket {
+		st.forEachReg(func(r *reg) {
+			if r.typ.isPkt() || r.typ == ptrToPacketEnd {
+				*r = unknownScalar()
+			}
+		})
+	}
 	if v.helpersUsed == nil {
 		v.helpersUsed = map[int32]bool{}
 	}

@@ -162,12 +162,6 @@ func MapHelpers() map[int32]*HelperProto {
 	}
 }
 
-// RedirectHelper returns the prototype of bpf_redirect(ifindex, flags)
-// (23), for the program types that may redirect (XDP).
-func RedirectHelper() *HelperProto {
-	return &HelperProto{Name: "redirect", Args: [5]ArgType{ArgAnything, ArgAnything}}
-}
-
 // acquireRef is a reference a path holds: a ring buffer record reserved
 // at insn and not yet submitted or discarded.
 type acquireRef struct {

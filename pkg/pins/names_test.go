@@ -220,14 +220,16 @@ func TestNameMovesAndRenames(t *testing.T) {
 	if got, _, err := s.Resolve(openFD(t, filepath.Join(s.Root(), "d/b"), unix.O_RDONLY)); got != p || err != nil {
 		t.Fatalf("Resolve after rename = %v, %v", got, err)
 	}
-	// Its directory moved out of the root: no event reaches the file; the
-	// next presentation finds the name gone and unpins.
+	// Its directory moved out of the root: no event of its own reaches
+	// the file; the next presentation finds the name gone and unpins (a
+	// late event of the rename above may have noticed first: then the
+	// pin is already forgotten).
 	held := openFD(t, filepath.Join(s.Root(), "d/b"), unix.O_RDONLY)
 	if err := os.Rename(filepath.Join(s.Root(), "d"), filepath.Join(base, "d")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Resolve(openFD(t, filepath.Join(base, "d/b"), unix.O_RDONLY)); !errors.Is(err, ErrUnpinned) {
-		t.Fatalf("Resolve of a pin moved out of the root: %v, want ErrUnpinned", err)
+	if _, _, err := s.Resolve(openFD(t, filepath.Join(base, "d/b"), unix.O_RDONLY)); !errors.Is(err, ErrUnpinned) && !errors.Is(err, ErrNotPin) {
+		t.Fatalf("Resolve of a pin moved out of the root: %v, want ErrUnpinned (or ErrNotPin)", err)
 	}
 	ev.wait(t, "unpin of the moved pin", func(e *events) bool { return len(e.unpinned) == 1 })
 	if _, _, err := s.Resolve(held); !errors.Is(err, ErrNotPin) {

@@ -160,6 +160,7 @@ func (r *registry) linkLocked(d *Descriptor, parent *Descriptor) {
 	if parent != nil {
 		parent.children = append(parent.children, d)
 	}
+	r.persistNode(d)
 }
 
 // newPinNodeLocked links the new pin node n below the descriptor src,
@@ -188,6 +189,7 @@ func (r *registry) killDesc(d *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	d.dead = true
+	r.persistDead(d)
 	if d.peer >= 0 {
 		unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, d.peer, nil)
 		unix.Close(d.peer)
@@ -209,6 +211,7 @@ func (r *registry) killPinLocked(n *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	n.dead = true
+	r.persistDead(n)
 	r.usage(n.uid).descs--
 	r.pins--
 	free = r.unref(n.obj, free)
@@ -224,6 +227,7 @@ func (r *registry) prune(d *Descriptor) {
 	for d != nil && d.dead && len(d.children) == 0 && len(d.handles) == 0 && len(d.uses) == 0 {
 		if d.obj.nodes[d.id] == d {
 			delete(d.obj.nodes, d.id)
+			r.persistDrop(d)
 		}
 		p := d.parent
 		if p == nil {

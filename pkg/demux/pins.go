@@ -240,11 +240,16 @@ func (ps *pinSet) pin(hd *handle, path string, perm os.FileMode, cr pins.Creds) 
 	r.mu.Unlock()
 	pd := ps.objs[o]
 	if pd == nil {
-		key, kerr := newPinKey()
-		if kerr != nil {
-			ps.mu.Unlock()
-			ps.undo(n, nil)
-			return kerr
+		// The object's own key names its records, so that a restart
+		// finds its storage and journal entry under the same name.
+		key := o.key
+		if key == "" {
+			var kerr error
+			if key, kerr = newPinKey(); kerr != nil {
+				ps.mu.Unlock()
+				ps.undo(n, nil)
+				return kerr
+			}
 		}
 		pd = &pinned{key: key}
 		ps.objs[o] = pd

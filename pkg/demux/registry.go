@@ -19,6 +19,7 @@ import (
 // registry's mutex. Safe for concurrent use.
 type Object struct {
 	id    uint32
+	key   string // 32 hex digits naming the object's records across restarts (persist.go)
 	kind  wire.ObjType
 	owner uint32    // uid charged for it
 	cap   wire.Mode // cap on every descriptor's and handle's mode
@@ -146,6 +147,10 @@ type registry struct {
 	maxDescs int
 	closed   bool // guarded by mu
 
+	// persist journals the registry's changes (persist.go); nil when
+	// nothing outlives the process.
+	persist *persister
+
 	handles atomic.Int64 // live handles, for Stats
 	epfd    int
 	wakefd  int // eventfd that stops the watcher
@@ -244,6 +249,7 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 		return free
 	}
 	delete(r.objects, o.id)
+	r.persistGone(o)
 	r.unreserveLocked(o.owner, o.mem)
 	free = append(free, o)
 	for _, v := range o.via {
@@ -306,6 +312,9 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	r.lastID++
 	o.id = r.lastID
 	o.owner = uid
+	if o.key == "" {
+		o.key = newObjectKey()
+	}
 	if o.stats.loadedAt.IsZero() {
 		o.stats.loadedAt = time.Now()
 	}

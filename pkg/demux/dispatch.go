@@ -142,6 +142,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	if isProgArray(hd) && (cmd == wire.CmdMapUpdateElem || cmd == wire.CmdMapDeleteElem) {
 		return c.progArrayElem(cmd, hd, &at, data)
 	}
+	if isMapInMap(hd) && (cmd == wire.CmdMapUpdateElem || cmd == wire.CmdMapDeleteElem) {
+		return c.mapInMapElem(cmd, hd, &at, data)
+	}
 	m := hd.obj.m
 	ks, vs := int(hd.obj.spec.KeySize), hd.obj.spec.SyscallValueSize()
 	switch cmd {
@@ -239,7 +242,7 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	if at.Flags != 0 && (cmd == wire.CmdMapLookupBatch || cmd == wire.CmdMapLookupAndDeleteBatch) {
 		return 0, ErrInvalid
 	}
-	if isProgArray(hd) && need != wire.ModeRead {
+	if isFDMap(hd) && need != wire.ModeRead {
 		return 0, ErrProgArrayOp
 	}
 	m := hd.obj.m
@@ -322,8 +325,10 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	if c.nhandles >= c.srv.cfg.MaxHandles {
 		return 0, ErrTooManyHandles
 	}
-	spec := maps.Spec{Type: at.MapType, KeySize: at.KeySize, ValueSize: at.ValueSize,
-		MaxEntries: at.MaxEntries, Flags: at.MapFlags, Name: wire.NameString(at.Name)}
+	spec, err := c.mapCreateSpec(&at)
+	if err != nil {
+		return 0, err
+	}
 	mem, err := spec.MemoryUsage()
 	if err != nil {
 		return 0, err

@@ -14,13 +14,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfd-project/bpfd/pkg/state/statetest"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // When BPFD_TEST_DAEMON is set the test binary is the daemon: Run with the
 // rest of the arguments.
 func TestMain(m *testing.M) {
+	if os.Getenv("BPFD_TEST_HOLDER") == "1" {
+		os.Exit(holderMain())
+	}
 	if os.Getenv("BPFD_TEST_DAEMON") == "1" {
+		statetest.ChildListenPID() // the fake service manager's LISTEN_PID
 		args := os.Args[1:]
 		for i, a := range args {
 			if a == "--" {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfd-project/bpfd/pkg/client"
 	"github.com/bpfd-project/bpfd/pkg/state/statetest"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -21,8 +22,13 @@ import (
 // When BPFD_TEST_DAEMON is set the test binary is the daemon: Run with the
 // rest of the arguments.
 func TestMain(m *testing.M) {
+	// The test binary is also the seccomp shim of StartSeccomp.
+	client.SeccompShimMain()
 	if os.Getenv("BPFD_TEST_HOLDER") == "1" {
 		os.Exit(holderMain())
+	}
+	if os.Getenv("BPFD_TEST_SYSCALLER") == "1" {
+		os.Exit(syscallerMain())
 	}
 	if os.Getenv("BPFD_TEST_DAEMON") == "1" {
 		statetest.ChildListenPID() // the fake service manager's LISTEN_PID

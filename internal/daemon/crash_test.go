@@ -230,13 +230,13 @@ type crashRound struct {
 
 // roundResult is what the writers of a round left in flight.
 type roundResult struct {
-	queuePending  *[]byte // a push in flight (value) ...
-	queuePop      bool    // ... or a pop
-	stackPending  *[]byte
-	stackPop      bool
-	bloomPending  []byte
-	slotPending   map[uint32]string // slot -> program pin ("" = delete)
-	runPending    bool
+	queuePending *[]byte // a push in flight (value) ...
+	queuePop     bool    // ... or a pop
+	stackPending *[]byte
+	stackPop     bool
+	bloomPending []byte
+	slotPending  map[uint32]string // slot -> program pin ("" = delete)
+	runPending   bool
 }
 
 const crashWriters = 3

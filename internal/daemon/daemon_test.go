@@ -22,8 +22,12 @@ import (
 // When BPFD_TEST_DAEMON is set the test binary is the daemon: Run with the
 // rest of the arguments.
 func TestMain(m *testing.M) {
-	// The test binary is also the seccomp shim of StartSeccomp.
+	// The test binary is also the seccomp shim and a client (caps_test.go,
+	// upgrade_test.go, fdstore_test.go).
 	client.SeccompShimMain()
+	if role := os.Getenv(clientRoleEnv); role != "" {
+		os.Exit(runClientRole(role))
+	}
 	if os.Getenv("BPFD_TEST_HOLDER") == "1" {
 		os.Exit(holderMain())
 	}

@@ -301,6 +301,8 @@ func runChild(role string) int {
 		err = childFlooder()
 	case "amplifier":
 		err = childAmplifier()
+	case "uringprobe":
+		err = childUringProbe()
 	case "porteditor":
 		err = childPortEditor()
 	case "nfqattach":

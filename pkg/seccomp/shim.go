@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -47,10 +49,45 @@ var (
 
 // shimConfig travels from StartFiltered to the shim over the config pipe.
 type shimConfig struct {
-	Path     string   `json:"path"`
-	Args     []string `json:"args"`
-	Syscalls []uint32 `json:"syscalls"`
-	All      bool     `json:"all"`
+	Path                 string   `json:"path"`
+	Args                 []string `json:"args"`
+	Syscalls             []uint32 `json:"syscalls"`
+	All                  bool     `json:"all"`
+	AllowIOUring         bool     `json:"allow_io_uring,omitempty"`
+	AllowNestedListeners bool     `json:"allow_nested_listeners,omitempty"`
+	AllowPtrace          bool     `json:"allow_ptrace,omitempty"`
+	// Cred, when set, is what the shim becomes right before execve,
+	// after the parent took the listener (so the parent needs no ptrace
+	// privilege over a process of another user).
+	Cred *shimCred `json:"cred,omitempty"`
+}
+
+// shimCred is the command's syscall.Credential.
+type shimCred struct {
+	UID         uint32   `json:"uid"`
+	GID         uint32   `json:"gid"`
+	Groups      []uint32 `json:"groups"`
+	NoSetGroups bool     `json:"no_set_groups"`
+}
+
+// become switches the calling thread (the one that execs) to cred.
+func (c *shimCred) become() error {
+	if !c.NoSetGroups {
+		var p unsafe.Pointer
+		if len(c.Groups) > 0 {
+			p = unsafe.Pointer(&c.Groups[0])
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(c.Groups)), uintptr(p), 0); e != 0 {
+			return os.NewSyscallError("setgroups", e)
+		}
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(c.GID), uintptr(c.GID), uintptr(c.GID)); e != 0 {
+		return os.NewSyscallError("setresgid", e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(c.UID), uintptr(c.UID), uintptr(c.UID)); e != 0 {
+		return os.NewSyscallError("setresuid", e)
+	}
+	return nil
 }
 
 // ShimMain turns this process into a shim if StartFiltered started it as one,
@@ -108,11 +145,27 @@ func runShim(v string) int {
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return fail("decode config: %v", err)
 	}
+	// no_new_privs, the Landlock domain and the filter are per thread
+	// until TSYNC; the thread that sets them up is the one that execs,
+	// so the command inherits all three.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fail("prctl(PR_SET_NO_NEW_PRIVS): %v", err)
+	}
+	policy := &Policy{Syscalls: cfg.Syscalls, All: cfg.All, AllowIOUring: cfg.AllowIOUring,
+		AllowNestedListeners: cfg.AllowNestedListeners}
+	if !cfg.AllowPtrace {
+		if err := containPtrace(); errors.Is(err, ErrNoLandlock) {
+			policy.DenyPtrace = true
+		} else if err != nil {
+			return fail("contain ptrace: %v", err)
+		}
+	}
 	if _, err := unix.Write(statusFD, []byte{statusInstalling}); err != nil {
 		return shimExit
 	}
 	// From here on, routed syscalls block until the supervisor answers.
-	if _, err := Install(cfg.Syscalls, cfg.All); err != nil {
+	if _, err := InstallPolicy(policy); err != nil {
 		return fail("install filter: %v", err)
 	}
 	var b [1]byte
@@ -126,17 +179,44 @@ func runShim(v string) int {
 		}
 		break
 	}
+	if cfg.Cred != nil {
+		// On this thread, the one that execs: the command gets these
+		// ids; the shim's other threads end with the exec.
+		if err := cfg.Cred.become(); err != nil {
+			return fail("set credentials: %v", err)
+		}
+	}
 	err = syscall.Exec(cfg.Path, cfg.Args, os.Environ())
 	return fail("exec %s: %v", cfg.Path, err)
 }
 
-// ExecConfig says how StartFiltered filters a command. Plain data.
+// ExecConfig says how StartFiltered filters a command. Plain data. The
+// command runs with no_new_privs (setuid and file-capability bits do not
+// apply), under the filter of Policy (io_uring and nested listeners
+// refused unless allowed here), and — unless AllowPtrace — in a Landlock
+// domain of its own, so that it cannot ptrace processes outside its own
+// descendants (docs/security.md, "Routes around a seccomp policy").
 type ExecConfig struct {
 	// Syscalls are the x86_64 numbers routed to the listener (see
 	// ParseSyscalls); ignored if All.
 	Syscalls []uint32
 	// All routes every syscall.
 	All bool
+	// AllowIOUring and AllowNestedListeners open those routes (see
+	// Policy): the command's io_uring operations and syscalls it notifies
+	// to a listener of its own then bypass the policy.
+	AllowIOUring         bool
+	AllowNestedListeners bool
+	// AllowPtrace leaves the command able to ptrace (and read or write
+	// the memory of) any process its credentials allow, including
+	// unfiltered siblings, which it could then make run any syscall. By
+	// default the shim puts it in a Landlock domain of its own (no file
+	// access changes), so it may trace only its own descendants, which
+	// are filtered too; on kernels without Landlock the filter refuses
+	// ptrace, process_vm_readv/writev and pidfd_getfd instead
+	// (Policy.DenyPtrace; writes to /proc/PID/mem then stay possible
+	// where the kernel's own checks allow them).
+	AllowPtrace bool
 	// Shim is the argv of the shim: a binary whose main calls ShimMain
 	// first; Shim[0] is the path executed. Nil means the running binary
 	// ("/proc/self/exe").
@@ -196,10 +276,12 @@ func (p *Process) Release() error {
 // the shim (pidfd_getfd), and returns with the shim stopped before execve.
 //
 // The caller owns listenerFD (O_CLOEXEC): hand it to the supervisor (e.g.
-// NewListener, or over SCM_RIGHTS), then call proc.Release. Needs ptrace
-// access to the child (PTRACE_MODE_ATTACH_REALCREDS: same uid, or
-// CAP_SYS_PTRACE when SysProcAttr changes credentials). target itself is not
-// started and cannot be reused.
+// NewListener, or over SCM_RIGHTS), then call proc.Release. The listener
+// is taken from the shim, a child of the caller running with the caller's
+// credentials, so no privilege is needed for that (ptrace access to one's
+// own child); SysProcAttr.Credential (which needs CAP_SETUID/CAP_SETGID,
+// as for any exec.Cmd) is applied by the shim itself right before execve.
+// target itself is not started and cannot be reused.
 //
 // On failure no process is left running; errors are BuildFilter's, os/exec's,
 // ErrShim (with the shim's message), ErrTimeout, or the syscall error.
@@ -213,7 +295,7 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 	if cfg == nil {
 		cfg = &ExecConfig{}
 	}
-	if _, err := BuildFilter(cfg.Syscalls, cfg.All); err != nil {
+	if _, err := BuildPolicy(&Policy{Syscalls: cfg.Syscalls, All: cfg.All}); err != nil {
 		return nil, -1, err
 	}
 	shimArgv := cfg.Shim
@@ -228,7 +310,19 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 	if len(args) == 0 {
 		args = []string{target.Path}
 	}
-	rawCfg, err := json.Marshal(shimConfig{Path: target.Path, Args: args, Syscalls: cfg.Syscalls, All: cfg.All})
+	// Credentials are the shim's to apply, after the listener is taken.
+	spa := target.SysProcAttr
+	var cred *shimCred
+	if spa != nil && spa.Credential != nil {
+		c := spa.Credential
+		cred = &shimCred{UID: c.Uid, GID: c.Gid, Groups: c.Groups, NoSetGroups: c.NoSetGroups}
+		cp := *spa
+		cp.Credential = nil
+		spa = &cp
+	}
+	rawCfg, err := json.Marshal(shimConfig{Path: target.Path, Args: args, Syscalls: cfg.Syscalls, All: cfg.All,
+		AllowIOUring: cfg.AllowIOUring, AllowNestedListeners: cfg.AllowNestedListeners, AllowPtrace: cfg.AllowPtrace,
+		Cred: cred})
 	if err != nil {
 		return nil, -1, err
 	}
@@ -276,7 +370,7 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 		Stdout:      target.Stdout,
 		Stderr:      target.Stderr,
 		ExtraFiles:  append(append([]*os.File(nil), target.ExtraFiles...), cfgR, goR, stW),
-		SysProcAttr: target.SysProcAttr,
+		SysProcAttr: spa,
 	}
 	if err := shim.Start(); err != nil {
 		return nil, -1, err

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -202,7 +203,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	for ; rounds < 3 || time.Now().Before(deadline); rounds++ {
 		st := &crashRound{t: t, sock: sock, rng: rand.New(rand.NewSource(rng.Int63())), kvs: kvs, next: &nextVal}
 		// The writers run; the daemon dies at a random moment.
-		killAt := time.Duration(10+rng.Intn(250)) * time.Millisecond
+		killAt := time.Duration(rng.Intn(250)) * time.Millisecond
 		res := st.run(killAt, cmd, &queue, &stack, bloom, slots, &runs)
 		cmd.Wait()
 		cmd, errb = startDaemon(t, sock, pins, state)
@@ -249,6 +250,7 @@ func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]
 	res := &roundResult{slotPending: map[uint32]string{}}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	var acks atomic.Int64 // acknowledged operations of every writer
 	for w := 0; w < crashWriters; w++ {
 		c, err := client.DialWith(r.sock, &client.DialConfig{NoReconnect: true})
 		if err != nil {
@@ -321,6 +323,7 @@ func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]
 					delete(km.pending, string(k))
 				}
 				km.mu.Unlock()
+				acks.Add(1)
 			}
 		}(w)
 	}
@@ -424,8 +427,12 @@ func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]
 			if err != nil {
 				return
 			}
+			acks.Add(1)
 		}
 	}()
+	// The kill comes at a random moment once the writers are under way
+	// (on a loaded machine they may take a while to start).
+	waitUntil(t, time.Minute, "the writers to start", func() bool { return acks.Load() >= 2*(crashWriters+1) })
 	time.Sleep(killAt)
 	cmd.Process.Signal(syscall.SIGKILL)
 	wg.Wait()

@@ -166,7 +166,7 @@ func TestFDStoreKeepsDescriptors(t *testing.T) {
 			acked.Store(n)
 		}
 	}()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, time.Minute, "the writer to start", func() bool { return acked.Load() >= 20 })
 	stored := sd.Store()
 	var names []string
 	for _, s := range stored {
@@ -187,7 +187,9 @@ func TestFDStoreKeepsDescriptors(t *testing.T) {
 	if got := rest(); got != "EACCES" {
 		t.Fatalf("routed syscall made while the daemon was down, after its restart: %q\n%s", got, errb.String())
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The writer rides through the crash: it goes on after the restart.
+	atRestart := acked.Load()
+	waitUntil(t, time.Minute, "the writer to go on after the restart", func() bool { return acked.Load() >= atRestart+20 })
 	stop.Store(true)
 	wg.Wait()
 	for _, err := range failures {

@@ -294,8 +294,17 @@ func TestSIGTERM(t *testing.T) {
 			t.Fatalf("reply %d: %+v %v", i, h, err)
 		}
 	}
+	// Then the goodbye (the daemon stops for good: do not reconnect), and
+	// the end of the connection.
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no goodbye after the in-flight replies: %v", err)
+	}
+	if h, _, err := wire.ParseReply(buf[:n]); err != nil || h.Flags&wire.ReplyFlagGoodbye == 0 || h.Errno != uint32(syscall.ESHUTDOWN) {
+		t.Fatalf("want a goodbye after the in-flight replies, got %+v %v", h, err)
+	}
 	if n, err := c.Read(buf); err == nil && n > 0 {
-		t.Fatalf("unexpected extra reply")
+		t.Fatalf("unexpected message after the goodbye")
 	}
 	err = cmd.Wait()
 	if err != nil {

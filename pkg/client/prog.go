@@ -63,6 +63,11 @@ type ProgramSpec struct {
 	// LogSize caps the verifier log returned, in bytes (0:
 	// DefaultLogSize).
 	LogSize int
+	// AttachType is the kernel's expected_attach_type (cilium/ebpf's
+	// ProgramSpec.AttachType): for XDP, ebpf.AttachXDPDevMap or
+	// ebpf.AttachXDPCPUMap marks a program for a device or CPU map,
+	// which cannot be test run (EINVAL, as in the kernel). 0: none.
+	AttachType uint32
 }
 
 // ProgramInfo describes a program as seen through one descriptor.
@@ -186,7 +191,7 @@ func (c *Conn) LoadProgram(spec ProgramSpec) (*Program, error) {
 	}
 	a := wire.ProgLoadAttr{ProgType: uint32(spec.Type), InsnCount: uint32(len(raw) / 8),
 		LicenseLen: uint32(len(spec.License)), LineInfoLen: uint32(len(lines)),
-		LogLevel: spec.LogLevel, LogSize: uint32(logSize)}
+		LogLevel: spec.LogLevel, LogSize: uint32(logSize), ExpectedAttachType: spec.AttachType}
 	copy(a.Name[:], spec.Name)
 	var ab [wire.ProgLoadAttrSize]byte
 	w := getWaiter()

@@ -159,8 +159,8 @@ type registry struct {
 	// programs to resolve without taking mu (mapinmap.go).
 	innerMaps sync.Map
 	epfd      int
-	wakefd  int // eventfd that stops the watcher
-	done    chan struct{}
+	wakefd    int // eventfd that stops the watcher
+	done      chan struct{}
 }
 
 const wakeToken = 0 // cookies are never 0

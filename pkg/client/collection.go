@@ -94,12 +94,16 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 		}
 		coll.Maps[name], coll.borrowed[name] = m, true
 	}
+	// The object's type information, for the maps' keys and values and
+	// the programs (best effort: without it everything still loads).
+	types := c.collectionBTF(spec)
+	defer types.close()
 	for _, name := range sortedKeys(spec.Maps) {
 		if coll.borrowed[name] {
 			continue
 		}
 		ms := spec.Maps[name]
-		m, err := c.newSpecMap(name, ms)
+		m, err := c.newSpecMap(name, ms, types)
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
 		}
@@ -132,7 +136,8 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 				return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 			}
 		}
-		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name)})
+		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name),
+			BTF: types.btfObj()})
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 		}
@@ -170,14 +175,16 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 }
 
 // newSpecMap creates one map of an ELF object with its contents.
-func (c *Conn) newSpecMap(name string, ms *ebpf.MapSpec) (*Map, error) {
+func (c *Conn) newSpecMap(name string, ms *ebpf.MapSpec, types *collTypes) (*Map, error) {
 	switch ms.Type {
 	case ebpf.Hash, ebpf.Array, ebpf.ProgramArray:
 	default:
 		return nil, fmt.Errorf("%w: map type %v", ErrNotSupported, ms.Type)
 	}
-	m, err := c.NewMap(MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
-		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)})
+	mspec := MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
+		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)}
+	types.forMap(&mspec, ms)
+	m, err := c.NewMap(mspec)
 	if err != nil {
 		return nil, err
 	}

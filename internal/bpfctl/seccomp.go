@@ -62,6 +62,7 @@ func (a *App) seccompExecCommand() *cobra.Command {
 		syscalls  string
 		all       bool
 		specs     []fdSpec
+		open      client.SeccompOptions // the --allow-* routes
 	)
 	cmd := &cobra.Command{
 		Use:   "exec --filter PIN (--syscalls NAME,...|--all) [--map [NAME=]PIN[:r|w|rw]]... [--prog [NAME=]PIN[:r|w|rw]]... -- CMD [ARGS...]",
@@ -72,6 +73,12 @@ by running the pinned Seccomp program --filter, opened here with read access,
 on the syscall's struct seccomp_data: allow, an errno, or kill. Syscalls not
 chosen never leave the kernel; --all routes every syscall (slow). Filters see
 syscall numbers and integer arguments; memory behind pointers is out of reach.
+
+Routes around a policy stay closed: io_uring (its operations never pass a
+filter) fails with EPERM, a seccomp listener of CMD's own is refused, and CMD
+cannot ptrace processes outside its own descendants (a Landlock domain).
+--allow-io-uring, --allow-nested-listeners and --allow-ptrace open them; see
+docs/security.md for what each exposes.
 
 --map and --prog pass descriptors to CMD exactly as bpfctl exec does. bpfctl
 exits with CMD's status, 127 if CMD was not found and 126 if it could not be
@@ -93,7 +100,8 @@ started, as bpfctl exec.`,
 			if (syscalls == "") == !all {
 				return usagef("seccomp exec: give either --syscalls or --all")
 			}
-			opts := &client.SeccompOptions{All: all}
+			opts := &client.SeccompOptions{All: all, AllowIOUring: open.AllowIOUring,
+				AllowNestedListeners: open.AllowNestedListeners, AllowPtrace: open.AllowPtrace}
 			if syscalls != "" {
 				var err error
 				if opts.Syscalls, err = parseSyscallList(syscalls); err != nil {
@@ -129,6 +137,9 @@ started, as bpfctl exec.`,
 	cmd.Flags().StringVar(&filterPin, "filter", "", "pin of the Seccomp program that decides the routed syscalls")
 	cmd.Flags().StringVar(&syscalls, "syscalls", "", "syscalls to route, e.g. openat,connect,socket or numbers")
 	cmd.Flags().BoolVar(&all, "all", false, "route every syscall")
+	cmd.Flags().BoolVar(&open.AllowIOUring, "allow-io-uring", false, "let CMD use io_uring, whose operations bypass the policy")
+	cmd.Flags().BoolVar(&open.AllowNestedListeners, "allow-nested-listeners", false, "let CMD install seccomp filters with a listener of its own")
+	cmd.Flags().BoolVar(&open.AllowPtrace, "allow-ptrace", false, "let CMD ptrace processes outside its own descendants")
 	cmd.Flags().Var(fdSpecs{&specs, false}, "map", "map pin to pass, with access r, w or rw (repeatable)")
 	cmd.Flags().Var(fdSpecs{&specs, true}, "prog", "program pin to pass, with access r, w or rw (repeatable)")
 	cmd.Flags().SetInterspersed(false)

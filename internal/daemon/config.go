@@ -16,6 +16,7 @@ import (
 // the name in upper case with '-' as '_' (socket → BPFD_SOCKET, pin-root →
 // BPFD_PIN_ROOT).
 var configKeys = []string{"socket", "pin-root", "state-dir", "log-level", "log-format",
+	"runtime-dir", "flush-interval", "fd-store",
 	"max-memory", "memory-quota", "map-memory-quota", "bulk-slots", "metrics"}
 
 // ConfigKeys returns the keys of the config file (the flag names of the

@@ -39,7 +39,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,7 +52,6 @@ import (
 	"github.com/bpfd-project/bpfd/internal/version"
 	"github.com/bpfd-project/bpfd/pkg/demux"
 	"github.com/bpfd-project/bpfd/pkg/sched"
-	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // Exit codes of Run.
@@ -84,6 +82,17 @@ type Options struct {
 	LogFormat string
 	Config    string // the config file read, if any
 	Version   bool
+	// RuntimeDir holds map storage and the registry's journal (tmpfs);
+	// default: "runtime" next to the pin root.
+	RuntimeDir string
+	// FlushInterval is how often pinned objects are saved to StateDir
+	// (0: only when pinned and at shutdown).
+	FlushInterval time.Duration
+	// FDStore is the unit's FileDescriptorStoreMax (0: do not use
+	// systemd's fd store; default $FDSTORE, which systemd ≥ 254 sets).
+	FDStore int
+
+	flushRaw, fdStoreRaw string // as given, parsed into the fields above
 	// Metrics is where the Prometheus endpoint listens ("unix:PATH" or a
 	// loopback host:port); empty: no endpoint.
 	Metrics string
@@ -224,6 +233,9 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if _, err := zapcore.ParseLevel(o.LogLevel); err != nil {
 		return o, fmt.Errorf("--log-level: %w", err)
 	}
+	if err := o.parseLifetime(getenv); err != nil {
+		return o, err
+	}
 	if _, err := o.Limits(); err != nil {
 		return o, err
 	}
@@ -244,6 +256,13 @@ func ParseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 			return o, err
 		}
 		*d.v = p
+	}
+	if o.RuntimeDir == "" {
+		pr, err := filepath.Abs(o.PinRoot)
+		if err != nil {
+			return o, err
+		}
+		o.RuntimeDir = DefaultRuntimeDir(pr)
 	}
 	return o, nil
 }
@@ -267,6 +286,12 @@ func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at unix:PATH or a loopback host:port, path /metrics (env BPFD_METRICS; default off)")
 	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	fs.StringVar(&o.RuntimeDir, "runtime-dir", "", "map storage and the registry's journal, on tmpfs (env BPFD_RUNTIME_DIR; default: runtime next to the pin root)")
+	vals["runtime-dir"] = &o.RuntimeDir
+	fs.StringVar(&o.flushRaw, "flush-interval", "", "how often pinned objects are saved to the state directory, e.g. 30s; 0: only when pinned and at shutdown (env BPFD_FLUSH_INTERVAL; default 1m)")
+	vals["flush-interval"] = &o.flushRaw
+	fs.StringVar(&o.fdStoreRaw, "fd-store", "", "keep descriptors in systemd's fd store: the unit's FileDescriptorStoreMax, 0 for off (env BPFD_FD_STORE; default $FDSTORE, set by systemd 254 and later)")
+	vals["fd-store"] = &o.fdStoreRaw
 	return fs, vals
 }
 
@@ -339,7 +364,7 @@ func Listen(path string) (*net.UnixListener, error) {
 // and output streams.
 //
 // Start-up: it restores the pinned objects saved in the state directory,
-// takes the listening socket from socket activation (ActivationListener)
+// takes the listening socket from an upgrade or socket activation
 // or binds its own (Listen), serves, and then tells the service manager
 // READY=1 (sd_notify, when NOTIFY_SOCKET is set), pinging WATCHDOG=1 at
 // half of WATCHDOG_USEC. Shutdown: STOPPING=1, in-flight requests are
@@ -381,10 +406,19 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return ExitError
 	}
 	defer state.Close()
+	lt, err := openLifetime(log, getenv, o.RuntimeDir, o.FDStore)
+	if err != nil {
+		log.Error("cannot open the runtime directory", zap.String("dir", o.RuntimeDir), zap.Error(err))
+		fmt.Fprintf(stderr, "bpfd: %v\n", err)
+		return ExitError
+	}
+	defer lt.close()
+	lt.notifier = notifier
 	lim, _ := o.Limits() // checked by ParseOptions
 	cfg := &demux.Config{Logger: log, Version: version.Version, PinRoot: pinRoot, Persister: state,
 		MaxMemory: lim.MaxMemory, DefaultQuota: demux.Quota{Memory: lim.MemoryQuota, MapMemory: lim.MapMemoryQuota},
-		Sched: sched.Config{Slots: lim.BulkSlots}}
+		Sched:      sched.Config{Slots: lim.BulkSlots},
+		RuntimeDir: lt.rt.Dir(), FDStore: lt.store, Upgrade: lt.upgrade}
 	if cfg.MaxMemory == 0 {
 		cfg.MaxMemory = demux.DefaultMaxMemory()
 	}
@@ -398,12 +432,15 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		log.Error("cannot start server", zap.Error(err))
 		return ExitError
 	}
-	ln, activated, err := listen(getenv, o.Socket)
+	lt.srv = srv
+	ln, activated, err := lt.listener(o.Socket)
 	if err != nil {
 		log.Error("cannot listen", zap.String("socket", o.Socket), zap.Error(err))
 		srv.Shutdown(context.Background())
 		return ExitError
 	}
+	lt.activated = activated
+	upgraded := lt.handed != nil
 	if o.Metrics != "" {
 		stopMetrics, err := startMetrics(log, srv, o.Metrics)
 		if err != nil {
@@ -414,7 +451,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		defer stopMetrics()
 	}
-	restore(log, srv, state)
+	lt.restore(srv, state)
 	addr := o.Socket
 	if activated {
 		addr = ln.Addr().String()
@@ -422,6 +459,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	log.Info("bpfd serving", zap.String("socket", addr), zap.Bool("socket_activated", activated),
 		zap.Uint64("max_memory", cfg.MaxMemory), zap.Int("bulk_slots", srv.Stats().BulkSlots),
 		zap.String("pin_root", srv.PinRoot()), zap.String("state_dir", state.Dir()),
+		zap.String("runtime_dir", lt.rt.Dir()), zap.Bool("upgraded", upgraded), zap.Bool("fd_store", lt.store != nil),
 		zap.String("version", version.Version), zap.Int("pid", os.Getpid()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -430,6 +468,22 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
+	go lt.flush(wctx, srv, o.FlushInterval)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-hup:
+				if err := lt.upgrade(); err != nil {
+					log.Error("upgrade failed; serving on", zap.Error(err))
+				}
+			}
+		}
+	}()
 	if iv, err := WatchdogInterval(getenv, os.Getpid()); err == nil && notifier != nil {
 		go notifier.watchdog(wctx, iv, func() bool { srv.Stats(); return true },
 			func(err error) { log.Warn("watchdog ping failed", zap.Error(err)) })
@@ -462,42 +516,4 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	log.Info("bpfd stopped")
 	return code
-}
-
-// listen returns the socket-activated listener, or binds path.
-func listen(getenv func(string) string, path string) (*net.UnixListener, bool, error) {
-	ln, err := ActivationListener(getenv, os.Getpid())
-	if err != nil {
-		return nil, false, err
-	}
-	if ln != nil {
-		return ln, true, nil
-	}
-	ln, err = Listen(path)
-	return ln, false, err
-}
-
-// restore recreates the pinned objects saved in state. Failures are
-// logged; the files stay for an operator to inspect.
-func restore(log *zap.Logger, srv *demux.Server, state *StateDir) {
-	objs, errs := state.Load()
-	for _, err := range errs {
-		log.Error("cannot read saved pinned object", zap.Error(err))
-	}
-	// Maps first: a program's record names the restored maps it shares
-	// with their own pins.
-	sort.SliceStable(objs, func(i, j int) bool { return objs[i].Kind == wire.ObjMap && objs[j].Kind != wire.ObjMap })
-	for _, po := range objs {
-		if po.Partial {
-			log.Warn("saved map has no contents (BPF_F_WRONLY hash maps cannot be dumped)", zap.String("key", po.Key))
-		}
-		if _, err := srv.RestorePinned(po); err != nil {
-			name := po.Spec.Name
-			if po.Prog != nil {
-				name = po.Prog.Name
-			}
-			log.Error("cannot restore pinned object", zap.String("key", po.Key),
-				zap.String("name", name), zap.Error(err))
-		}
-	}
 }

@@ -86,15 +86,18 @@ type stateBTF struct {
 }
 
 type stateMeta struct {
-	Kind    string     `json:"kind"`
-	Key     string     `json:"key"`
-	Owner   uint32     `json:"owner_uid"`
-	Spec    stateSpec  `json:"spec"`
-	Frozen  bool       `json:"frozen"`
-	Partial bool       `json:"partial,omitempty"`
-	Pins    []statePin `json:"pins,omitempty"` // version 1 only
-	Prog    *stateProg `json:"prog,omitempty"`
-	BTF     *stateBTF  `json:"btf,omitempty"` // a map's type information
+	Kind    string    `json:"kind"`
+	Key     string    `json:"key"`
+	Owner   uint32    `json:"owner_uid"`
+	Spec    stateSpec `json:"spec"`
+	Frozen  bool      `json:"frozen"`
+	Partial bool      `json:"partial,omitempty"`
+	// Region is the map's region file in the runtime directory (the
+	// live storage, after a restart in the same boot).
+	Region string     `json:"region,omitempty"`
+	Pins   []statePin `json:"pins,omitempty"` // version 1 only
+	Prog   *stateProg `json:"prog,omitempty"`
+	BTF    *stateBTF  `json:"btf,omitempty"` // a map's type information
 }
 
 // statePins is the JSON part of a pins file.
@@ -138,6 +141,7 @@ type stateProgMap struct {
 	Frozen  bool      `json:"frozen"`
 	Partial bool      `json:"partial,omitempty"`
 	Entries []byte    `json:"entries"`
+	Region  string    `json:"region,omitempty"`
 	// Uses and Nodes place the program in the map's lineage (see
 	// demux.PinnedProgMap).
 	Uses  []uint64    `json:"uses,omitempty"`
@@ -170,12 +174,12 @@ func fromStateNodes(ns []stateNode) ([]demux.NodeRecord, bool) {
 
 func toStateSpec(s maps.Spec) stateSpec {
 	return stateSpec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name}
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
 }
 
 func fromStateSpec(s stateSpec) maps.Spec {
 	return maps.Spec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name}
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
 }
 
 type stateSpec struct {
@@ -185,6 +189,7 @@ type stateSpec struct {
 	MaxEntries uint32 `json:"max_entries"`
 	Flags      uint32 `json:"flags"`
 	Name       string `json:"name"`
+	MapExtra   uint64 `json:"map_extra,omitempty"`
 }
 
 type statePin struct {
@@ -222,11 +227,15 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 	es := 1
 	switch {
 	case po.Kind == wire.ObjMap:
-		es = int(po.Spec.KeySize) + int(po.Spec.ValueSize)
+		// Values in the syscall layout: one per possible CPU for
+		// per-CPU maps.
+		ks, vs := maps.DumpSizes(po.Spec)
+		es = ks + vs
 		if es == 0 || len(po.Entries)%es != 0 {
 			return nil, errors.New("entries are not whole key/value pairs")
 		}
 		m.Kind, m.Frozen, m.Partial, m.Spec = "map", po.Frozen, po.Partial, toStateSpec(po.Spec)
+		m.Region = po.Region
 		if b := po.BTF; b != nil {
 			m.BTF = &stateBTF{Raw: b.Raw, KeyTypeID: b.KeyTypeID, ValueTypeID: b.ValueTypeID}
 		}
@@ -240,7 +249,7 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 		for _, pm := range pp.Maps {
 			sp.Maps = append(sp.Maps, stateProgMap{Key: pm.Key, Read: pm.Read, Write: pm.Write,
 				Spec: toStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries,
-				Uses: pm.Uses, Nodes: toStateNodes(pm.Nodes)})
+				Region: pm.Region, Uses: pm.Uses, Nodes: toStateNodes(pm.Nodes)})
 		}
 		m.Kind, m.Prog = "prog", sp
 	default:
@@ -387,12 +396,16 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 	var po *demux.PinnedObject
 	switch m.Kind {
 	case "map":
-		es := uint64(m.Spec.KeySize) + uint64(m.Spec.ValueSize)
+		ks, vs := maps.DumpSizes(fromStateSpec(m.Spec))
+		es := uint64(ks) + uint64(vs)
 		if es == 0 || count > uint64(len(rest)) || count*es != uint64(len(rest)) {
 			return bad("entry count does not match the data")
 		}
+		if m.Region != "" && !maps.IsRegionFile(m.Region) {
+			return bad("bad region file name")
+		}
 		po = &demux.PinnedObject{Key: m.Key, Kind: wire.ObjMap, Owner: m.Owner, Frozen: m.Frozen, Partial: m.Partial,
-			Spec: fromStateSpec(m.Spec), Entries: rest}
+			Spec: fromStateSpec(m.Spec), Entries: rest, Region: m.Region}
 		if b := m.BTF; b != nil {
 			if len(b.Raw) == 0 {
 				return bad("empty BTF")
@@ -412,8 +425,10 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 			}
 		}
 		for _, pm := range sp.Maps {
-			es := int(pm.Spec.KeySize) + int(pm.Spec.ValueSize)
-			if es == 0 || len(pm.Entries)%es != 0 || pm.Key != "" && !keyRE.MatchString(pm.Key) {
+			ks, vs := maps.DumpSizes(fromStateSpec(pm.Spec))
+			es := ks + vs
+			if es == 0 || len(pm.Entries)%es != 0 || pm.Key != "" && !keyRE.MatchString(pm.Key) ||
+				pm.Region != "" && !maps.IsRegionFile(pm.Region) {
 				return bad("malformed map of a program record")
 			}
 			nodes, ok := fromStateNodes(pm.Nodes)
@@ -422,7 +437,7 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 			}
 			pp.Maps = append(pp.Maps, demux.PinnedProgMap{Key: pm.Key, Read: pm.Read, Write: pm.Write,
 				Spec: fromStateSpec(pm.Spec), Frozen: pm.Frozen, Partial: pm.Partial, Entries: pm.Entries,
-				Uses: pm.Uses, Nodes: nodes})
+				Uses: pm.Uses, Nodes: nodes, Region: pm.Region})
 		}
 		po = &demux.PinnedObject{Key: m.Key, Kind: wire.ObjProg, Owner: m.Owner, Prog: pp}
 	default:

@@ -64,6 +64,12 @@ func (c *call) bpf() (int64, error) {
 		return c.getFDByID(cmd, a)
 	case cmdEnableStats:
 		return c.enableStats(a)
+	case cmdProgAttach:
+		return c.progAttach(a)
+	case cmdLinkCreate:
+		return c.linkCreate(a)
+	case cmdLinkDetach:
+		return c.linkDetach(a)
 	}
 	// Unknown commands, and commands for kernel objects bpfd has no
 	// counterpart of (raw tracepoints, task fd queries, iterators,

@@ -83,14 +83,20 @@
 //     root are pins of bpfd; the supervisor opens pin files itself, as the
 //     same user, so the kernel checks their permissions;
 //   - BPF_OBJ_GET_INFO_BY_FD for maps (struct bpf_map_info) and programs
-//     (struct bpf_prog_info with map ids, tags and the xlated instructions);
+//     (struct bpf_prog_info with map ids, tags, run statistics, load time
+//     and GPL flag from bpfd's listing, and the xlated instructions);
 //   - BPF_{MAP,PROG,BTF,LINK}_GET_NEXT_ID and _GET_FD_BY_ID over the
 //     objects the traced processes hold (a new descriptor with at most the
-//     access theirs carries);
-//   - BPF_ENABLE_STATS: a placeholder fd, as on a kernel with the stats on.
+//     access theirs carries) and the user's pinned objects (opened through
+//     a pin, as BPF_OBJ_GET would);
+//   - BPF_ENABLE_STATS: a placeholder fd, as on a kernel with the stats on;
+//   - BPF_PROG_ATTACH to a seccomp listener and BPF_LINK_CREATE to
+//     netfilter queues, bpfd's attach points, in a bpf(2) form of bpfd's
+//     own (attach types 0x1000 and 0x1001, links.go), BPF_LINK_DETACH,
+//     and OBJ_GET_INFO_BY_FD of links (type, id, program id).
 //
-// Every other command (raw tracepoints, iterators, tokens, BTF until bpfd
-// has BTF objects, ...) is EINVAL, the answer of a kernel without it, so
+// Kernel attach types, and every other command (raw tracepoints,
+// iterators, tokens, BTF until bpfd has BTF objects, ...) are EINVAL, the answer of a kernel without it, so
 // that the feature probes of libbpf and cilium/ebpf choose their
 // fallbacks.
 //
@@ -116,8 +122,9 @@
 //   - Visibility: the kernel lists every object in the system to
 //     CAP_SYS_ADMIN and nothing to others; the emulation lists, and opens
 //     by id, the objects the traced processes hold descriptors of, with at
-//     most their access (EPERM for more). A freed object leaves the list
-//     within a collection period.
+//     most their access (EPERM for more), and the user's objects that have
+//     a pin the user may open. A freed object leaves the list within a
+//     collection period.
 //   - Timing of frees: an object closed by the process is freed when the
 //     supervisor next collects (CollectInterval), not at close(2).
 //   - Descriptors are sockets: fstat shows S_IFSOCK and fstatfs sockfs;
@@ -128,10 +135,11 @@
 //     before Linux 5.5), so libraries keep global data in plain arrays;
 //     a ring buffer can be created and written by programs, but a
 //     consumer's mmap of it fails (ENODEV).
-//   - Program metadata bpfd does not keep (load time, GPL compatibility)
-//     is known for programs this supervisor loaded; others report zero.
-//     There is no JIT: jited_prog_len and the JIT symbols are zero, and
-//     verified_insns, run_time_ns and run_cnt are zero.
+//   - There is no JIT: jited_prog_len and the JIT symbols are zero, and
+//     so is verified_insns.
+//   - Lookups and next-key calls are served from the map's storage mapped
+//     into the supervisor (view.go): they see what a concurrent program
+//     wrote as a kernel lookup would, without a round trip to bpfd.
 //   - BPF_ENABLE_STATS returns a placeholder fd; nothing is switched.
 //   - Pin files read as their informational text (the kernel refuses to
 //     open a pin of an object without BTF); the preload iterators of a

@@ -551,3 +551,33 @@ func TestGarbageCalls(t *testing.T) {
 	}
 	e.settled(t)
 }
+
+// TestBpftoolLists: bpftool's listings (map show, prog show with no
+// argument: GET_NEXT_ID, GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, fdinfo) show
+// the user's pinned objects under emulation, with their pins (-f).
+func TestBpftoolLists(t *testing.T) {
+	e := newEnv(t)
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		t.Skip("needs Debian's bpftool (.ci/run installs it)")
+	}
+	script := strings.NewReplacer("OBJ", e.obj).Replace(`
+bpftool map create /sys/fs/bpf/listed type array key 4 value 8 entries 2 name listed || exit 1
+bpftool prog load OBJ /sys/fs/bpf/listed_prog || exit 1
+bpftool -f map show
+bpftool -f prog show
+bpftool -j map show
+`)
+	r := e.emulated(t, "/bin/sh", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	for _, want := range []string{"array  name listed", "pinned /sys/fs/bpf/listed", "socket_filter  name count_proto",
+		"pinned /sys/fs/bpf/listed_prog", `"name":"listed"`} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("listing lacks %q:\n%s\n%s", want, r.out, r.errOut)
+		}
+	}
+	os.Remove(filepath.Join(e.d.PinRoot, "listed"))
+	os.Remove(filepath.Join(e.d.PinRoot, "listed_prog"))
+	e.settled(t)
+}

@@ -297,7 +297,7 @@ func (c *call) ownFD(abs string, wantInfo bool) (*object, int32, error) {
 }
 
 // objLink is what readlink of /proc/PID/fd/N says for a kernel bpf object
-// (anon_inode_getfd names).
+// (anon_inode_getfd names; links are "bpf_link").
 func objLink(t wire.ObjType) string {
 	switch t {
 	case wire.ObjMap:
@@ -305,7 +305,7 @@ func objLink(t wire.ObjType) string {
 	case wire.ObjProg:
 		return "anon_inode:bpf-prog"
 	}
-	return "anon_inode:bpf-link"
+	return "anon_inode:bpf_link"
 }
 
 // openProc answers the open of /proc/.../fdinfo/N for a bpfd descriptor
@@ -436,8 +436,9 @@ func (c *call) fdinfo(o *object, fd int32) ([]byte, error) {
 			info.Type, info.KeySize, info.ValueSize, info.MaxEntries, info.Flags&^(bpfFRdonly|bpfFWronly),
 			0, info.MemoryUsage, info.ID, info.Frozen)
 	case wire.ObjProg:
-		fmt.Fprintf(&b, "prog_type:\t%d\nprog_jited:\t0\nprog_tag:\t%x\nmemlock:\t%d\nprog_id:\t%d\nrun_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t0\nverified_insns:\t%d\n",
-			info.Type, info.Tag[:], info.MemoryUsage, info.ID, info.InsnCount)
+		rec, _ := c.record(wire.ObjProg, info.ID)
+		fmt.Fprintf(&b, "prog_type:\t%d\nprog_jited:\t0\nprog_tag:\t%x\nmemlock:\t%d\nprog_id:\t%d\nrun_time_ns:\t%d\nrun_cnt:\t%d\nrecursion_misses:\t0\nverified_insns:\t%d\n",
+			info.Type, info.Tag[:], info.MemoryUsage, info.ID, rec.RunTimeNs, rec.RunCount, info.InsnCount)
 	}
 	return b.Bytes(), nil
 }

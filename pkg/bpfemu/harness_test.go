@@ -155,3 +155,6 @@ func requireKernelBPF(t testing.TB) {
 	}
 	unix.Close(fd)
 }
+
+// unsafePointer is unsafe.Pointer for test helpers that pass addresses.
+func unsafePointer(p *byte) unsafe.Pointer { return unsafe.Pointer(p) }

@@ -90,6 +90,8 @@ func (c *call) objInfo(a *bpfAttr) (int64, error) {
 		return c.mapInfo(o, uinfo, ulen)
 	case wire.ObjProg:
 		return c.progInfo(o, uinfo, ulen)
+	case wire.ObjLink:
+		return c.linkInfo(o, uinfo, ulen)
 	}
 	return 0, unix.EINVAL
 }
@@ -161,9 +163,18 @@ func (c *call) progInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 	le.PutUint32(info[piType:], o.info.Type)
 	put32(piID, o.info.ID)
 	copy(info[piTag:piTag+bpfTagSize], o.info.Tag[:])
+	// What bpfd's listing says (load time, license, run statistics, map
+	// ids), else what this supervisor saw when it loaded the program.
 	var meta progMeta
 	if v, ok := c.s.progMeta.Load(o.info.ID); ok {
 		meta = v.(progMeta)
+	}
+	rec, haveRec := c.record(wire.ObjProg, o.info.ID)
+	if haveRec {
+		meta.gpl = rec.GPL
+		if t := bootTimeOf(rec.LoadedAt); t != 0 {
+			meta.loadTime = t
+		}
 	}
 	le.PutUint64(info[piLoadTime:], meta.loadTime)
 	put32(piCreatedByUID, o.info.OwnerUID)
@@ -190,6 +201,9 @@ func (c *call) progInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 
 	// What a dump (read access) tells: the instructions and map ids.
 	insns, mapIDs := c.s.progDump(o)
+	if haveRec && len(rec.MapIDs) > 0 {
+		mapIDs = rec.MapIDs
+	}
 	ulenMaps := u32(piNrMapIDs)
 	put32(piNrMapIDs, uint32(len(mapIDs)))
 	if k := min(int(ulenMaps), len(mapIDs)); k > 0 {
@@ -201,8 +215,8 @@ func (c *call) progInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 			return 0, err
 		}
 	}
-	le.PutUint64(info[piRunTimeNS:], 0)
-	le.PutUint64(info[piRunCnt:], 0)
+	le.PutUint64(info[piRunTimeNS:], rec.RunTimeNs)
+	le.PutUint64(info[piRunCnt:], rec.RunCount)
 	put32(piVerifiedInsns, 0)
 
 	ulenX := u32(piXlatedProgLen)
@@ -216,7 +230,7 @@ func (c *call) progInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 	put32(piJitedProgLen, 0)
 	put32(piNrJitedKsyms, 0)
 	put32(piNrJitedFuncLens, 0)
-	put32(piBTFID, 0)
+	put32(piBTFID, rec.BTFID)
 	put32(piNrFuncInfo, 0)
 	put32(piNrLineInfo, 0)
 	put32(piNrJitedLineInfo, 0)

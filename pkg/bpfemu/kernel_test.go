@@ -281,6 +281,71 @@ func (s *scenario) run() {
 	batch("percpu hash lookup batch", cmdMapLookupBatch, pch, nil, pcur, pk, pvals, 4, 0)
 	s.logf("  keys %x values %x", pk[:4], pvals[:8*slots])
 
+	// LRU hash: the least recently used element makes room.
+	lru := s.mapCreate("lru hash", mapLRUHash, 4, 8, 4, 0)
+	for i := uint32(0); i < 10; i++ {
+		s.elem(fmt.Sprintf("lru update %d", i), cmdMapUpdateElem, lru, le32(i), le64(uint64(i)), 0)
+	}
+	s.elem("lru lookup 9 (the newest)", cmdMapLookupElem, lru, le32(9), out, 0)
+	s.logf("  value %x", out)
+	s.elem("lru lookup 0 (evicted)", cmdMapLookupElem, lru, le32(0), out, 0)
+	s.elem("lru update noexist 9", cmdMapUpdateElem, lru, le32(9), le64(1), 1)
+
+	// LPM trie: longest prefix match on {prefixlen u32, data[4]}.
+	lpm := s.mapCreate("lpm trie", mapLPMTrie, 8, 4, 8, mapFNoPrealloc)
+	s.mapCreate("lpm trie preallocated", mapLPMTrie, 8, 4, 8, 0)
+	pfx := func(bits uint32, a, b, c, d byte) []byte {
+		k := s.buf(8)
+		put32(k, 0, bits)
+		k[4], k[5], k[6], k[7] = a, b, c, d
+		return k
+	}
+	s.elem("lpm update 10/8", cmdMapUpdateElem, lpm, pfx(8, 10, 0, 0, 0), le32(8), 0)
+	s.elem("lpm update 10.1/16", cmdMapUpdateElem, lpm, pfx(16, 10, 1, 0, 0), le32(16), 0)
+	s.elem("lpm update /33", cmdMapUpdateElem, lpm, pfx(33, 10, 1, 0, 0), le32(1), 0)
+	for _, k := range [][]byte{pfx(32, 10, 1, 2, 3), pfx(32, 10, 2, 3, 4), pfx(32, 11, 0, 0, 1), pfx(12, 10, 1, 0, 0)} {
+		out4 := s.buf(4)
+		s.elem(fmt.Sprintf("lpm lookup %d/%d", k[4], get32(k, 0)), cmdMapLookupElem, lpm, k, out4, 0)
+		s.logf("  value %x", out4)
+	}
+	nk := s.buf(8)
+	s.elem("lpm next key of NULL", cmdMapGetNextKey, lpm, nil, nk, 0)
+	s.logf("  next %x", nk)
+	s.elem("lpm delete 10/8", cmdMapDeleteElem, lpm, pfx(8, 10, 0, 0, 0), nil, 0)
+	s.elem("lpm delete 10/8 again", cmdMapDeleteElem, lpm, pfx(8, 10, 0, 0, 0), nil, 0)
+
+	// Queue and stack: no keys; push, peek, pop.
+	for _, qs := range []struct {
+		name string
+		typ  uint32
+	}{{"queue", mapQueue}, {"stack", mapStack}} {
+		q := s.mapCreate(qs.name, qs.typ, 0, 4, 3, 0)
+		s.mapCreate(qs.name+" with a key", qs.typ, 4, 4, 3, 0)
+		for i := uint32(1); i <= 4; i++ {
+			s.elem(fmt.Sprintf("%s push %d", qs.name, i), cmdMapUpdateElem, q, nil, le32(i), 0)
+		}
+		s.elem(qs.name+" push 5 over the oldest", cmdMapUpdateElem, q, nil, le32(5), 2)
+		s.elem(qs.name+" push with a key", cmdMapUpdateElem, q, le32(1), le32(6), 0)
+		o4 := s.buf(4)
+		s.elem(qs.name+" peek", cmdMapLookupElem, q, nil, o4, 0)
+		s.logf("  value %x", o4)
+		for i := 0; i < 4; i++ {
+			s.elem(qs.name+" pop", cmdMapLookupAndDeleteElem, q, nil, o4, 0)
+			s.logf("  value %x", o4)
+		}
+		s.elem(qs.name+" delete", cmdMapDeleteElem, q, nil, nil, 0)
+		s.elem(qs.name+" next key", cmdMapGetNextKey, q, nil, s.buf(4), 0)
+	}
+
+	// Bloom filter: the value is the lookup's input.
+	bf := s.mapCreate("bloom filter", mapBloomFilter, 0, 4, 64, 0)
+	for _, v := range []uint32{0xdead, 0xbeef} {
+		s.elem(fmt.Sprintf("bloom push %#x", v), cmdMapUpdateElem, bf, nil, le32(v), 0)
+	}
+	s.elem("bloom lookup 0xdead", cmdMapLookupElem, bf, nil, le32(0xdead), 0)
+	s.elem("bloom lookup 0x1234567", cmdMapLookupElem, bf, nil, le32(0x1234567), 0)
+	s.elem("bloom delete", cmdMapDeleteElem, bf, nil, nil, 0)
+
 	// Freeze.
 	a = s.attr()
 	put32(a, elMapFD, uint32(arr))

@@ -19,11 +19,16 @@ const (
 	mapPerCPUArray        = 6
 	mapLRUHash            = 9
 	mapLRUPerCPUHash      = 10
+	mapLPMTrie            = 11
 	mapArrayOfMaps        = 12
 	mapHashOfMaps         = 13
 	mapPerCPUCgroupStore  = 21
+	mapQueue              = 22
+	mapStack              = 23
 	mapBloomFilter        = 30
 	mapTypeKnownUpperEdge = 64
+
+	mapFNoPrealloc = 1 // BPF_F_NO_PREALLOC
 )
 
 // syscallValueSize is bpf_map_value_size: what a syscall-side value is
@@ -226,11 +231,23 @@ func (c *call) mapElem(cmd uint64, a *bpfAttr) (int64, error) {
 		} else {
 			key = nil
 		}
-		r, err := c.do(wcmd, attr, nil, c.scratch2(ks), key)
+		next := c.scratch2(ks)
+		if done, err := c.viewNextKey(o, key, next); done {
+			if err != nil {
+				return 0, err
+			}
+			return 0, c.write(a.u64(elValue), next)
+		}
+		r, err := c.do(wcmd, attr, nil, next, key)
 		return c.elemOut(r, err, a.u64(elValue), ks)
 	case cmdMapUpdateElem:
-		if err := c.readKey(a.u64(elKey), key); err != nil {
-			return 0, err
+		// The key unchecked: the value's read right after checks both.
+		if ks > 0 {
+			if err := c.readAttr(a.u64(elKey), key); err != nil {
+				return 0, err
+			}
+		} else if a.u64(elKey) != 0 {
+			return 0, unix.EINVAL
 		}
 		if err := c.read(a.u64(elValue), value); err != nil {
 			return 0, err
@@ -252,6 +269,21 @@ func (c *call) mapElem(cmd uint64, a *bpfAttr) (int64, error) {
 	// Lookup, lookup-and-delete.
 	if err := c.readKey(a.u64(elKey), key); err != nil {
 		return 0, err
+	}
+	if cmd == cmdMapLookupElem && o.info.Type == mapBloomFilter {
+		// The value is the input: does the filter maybe hold it?
+		if err := c.read(a.u64(elValue), value); err != nil {
+			return 0, err
+		}
+		return c.simple(wcmd, attr, value)
+	}
+	if cmd == cmdMapLookupElem && flags == 0 {
+		if done, err := c.viewLookup(o, key, value); done {
+			if err != nil {
+				return 0, err
+			}
+			return 0, c.write(a.u64(elValue), value)
+		}
 	}
 	r, err := c.do(wcmd, attr, nil, value, key)
 	return c.elemOut(r, err, a.u64(elValue), vs)

@@ -1,7 +1,6 @@
 package bpfemu
 
 import (
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -163,8 +162,10 @@ func idKind(cmd uint64) wire.ObjType {
 		return wire.ObjProg
 	case cmdMapGetNextID, cmdMapGetFDByID:
 		return wire.ObjMap
+	case cmdLinkGetNextID, cmdLinkGetFDByID:
+		return wire.ObjLink
 	}
-	return 0 // BTF and links: none yet
+	return wire.ObjBTF
 }
 
 // listingFresh bounds how stale the object table may be when a process
@@ -172,10 +173,12 @@ func idKind(cmd uint64) wire.ObjType {
 const listingFresh = 100 * time.Millisecond
 
 // getNextID answers BPF_{PROG,MAP,BTF,LINK}_GET_NEXT_ID over the objects
-// the caller may see: those the traced processes hold descriptors of (the
-// supervisor's table, collected first so that closed ones are gone). The
-// kernel lists every object in the system to CAP_SYS_ADMIN only; a bpfd
-// client sees what it holds.
+// the caller may see and open: those the traced processes hold
+// descriptors of (the supervisor's table, collected first so that closed
+// ones are gone), and those of the user's objects (as bpfd lists them)
+// that have a pin. The kernel lists every object in the system to
+// CAP_SYS_ADMIN only; a bpfd client reaches what it holds and what it
+// can open.
 func (c *call) getNextID(cmd uint64, a *bpfAttr) (int64, error) {
 	start := a.u32(idStartID)
 	if !a.zeroFrom(idNextEnd) || start >= 1<<31-1 {
@@ -186,25 +189,36 @@ func (c *call) getNextID(cmd uint64, a *bpfAttr) (int64, error) {
 		s.collect()
 		s.listed.Store(time.Now().UnixNano())
 	}
-	ids := make([]uint32, 0, 8)
-	for id := range s.objects(idKind(cmd)) {
-		if id > start {
-			ids = append(ids, id)
+	kind := idKind(cmd)
+	next := uint32(0)
+	consider := func(id uint32) {
+		if id > start && (next == 0 || id < next) {
+			next = id
 		}
 	}
-	if len(ids) == 0 {
+	for id := range s.objects(kind) {
+		consider(id)
+	}
+	if kind != 0 {
+		for _, r := range c.list(kind, 0) {
+			if len(r.Pinned) > 0 {
+				consider(r.ID)
+			}
+		}
+	}
+	if next == 0 {
 		return 0, unix.ENOENT
 	}
-	return 0, c.writeAttr32(idNextID, slices.Min(ids))
+	return 0, c.writeAttr32(idNextID, next)
 }
 
 func (s *Supervisor) lastListing() time.Time { return time.Unix(0, s.listed.Load()) }
 
 // getFDByID answers BPF_{PROG,MAP,BTF,LINK}_GET_FD_BY_ID for the objects
-// getNextID lists: a new descriptor (REOPEN of the supervisor's handle)
-// with the access asked for, which must be within what the processes'
-// descriptor grants (EPERM otherwise: the kernel would need
-// CAP_SYS_ADMIN), installed in the task. ENOENT for other ids.
+// getNextID lists: a new descriptor with the access asked for, made from
+// the traced processes' own descriptor (REOPEN: never more than it
+// grants, EPERM otherwise, where the kernel would need CAP_SYS_ADMIN), or
+// else through a pin the user may open; ENOENT for other ids.
 func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 	end := 4
 	if cmd == cmdMapGetFDByID || cmd == cmdBTFGetFDByID {
@@ -219,11 +233,16 @@ func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 		return 0, e
 	}
 	s := c.s
-	o := s.objects(idKind(cmd))[a.u32(idStartID)]
+	kind := idKind(cmd)
+	id := a.u32(idStartID)
+	o := s.objects(kind)[id]
 	if o == nil {
-		return 0, unix.ENOENT
+		if kind == 0 || id == 0 {
+			return 0, unix.ENOENT
+		}
+		return c.openPinned(kind, id, rd, wr)
 	}
-	mode := o.info.Mode
+	mode := o.info.Mode.Data() // REOPEN never passes on the destroy right
 	if o.info.ObjType == wire.ObjMap {
 		mode = 0
 		if rd {

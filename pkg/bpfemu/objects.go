@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -30,6 +31,11 @@ type object struct {
 	dumped bool
 	xlated []byte
 	mapIDs []uint32
+
+	// A map's storage mapped for reads (view.go); retired mappings wait
+	// for the object to go (guarded by table.mu).
+	view    atomic.Pointer[mapState]
+	retired [][]byte
 }
 
 // fdKey names an fd number in one task's fd table.
@@ -268,6 +274,7 @@ func (s *Supervisor) newObject(fd int, handle uint32, data []byte) (*object, err
 
 // drop releases an object's handle and closes its descriptor copy.
 func (s *Supervisor) drop(o *object) {
+	unmapViews(o)
 	s.releaseHandle(o.handle)
 	if o.fd >= 0 {
 		unix.Close(o.fd)

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/asm"
 	"go.uber.org/zap"
@@ -303,5 +304,58 @@ func TestSeccompHeavyProgram(t *testing.T) {
 	}
 	if cpu <= 0 {
 		t.Fatalf("no decision of the expensive program ran in the bulk lane: %+v", s.srv.Stats().UIDs)
+	}
+}
+
+// childUringProbe prints what io_uring_setup answers.
+func childUringProbe() error {
+	var params [120]byte
+	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&params[0])), 0)
+	if e != 0 {
+		fmt.Println("io_uring_setup " + unix.ErrnoName(e))
+		return nil
+	}
+	unix.Close(int(fd))
+	fmt.Println("io_uring_setup ok")
+	return nil
+}
+
+// TestSeccompIOUringOption: StartSeccomp closes the io_uring route by
+// default (io_uring_setup fails with EPERM even though the policy does not
+// route it) and AllowIOUring opens it.
+func TestSeccompIOUringOption(t *testing.T) {
+	s := startServer(t)
+	c := s.dial(t)
+	p, err := c.LoadProgram(ProgramSpec{Type: Seccomp, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm32(asm.R0, 0x7fff0000), // SECCOMP_RET_ALLOW
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, tt := range []struct {
+		name string
+		opts SeccompOptions
+		want string
+	}{
+		{name: "default", opts: SeccompOptions{Syscalls: []string{"socket"}}, want: "io_uring_setup EPERM"},
+		{name: "allowed", opts: SeccompOptions{Syscalls: []string{"socket"}, AllowIOUring: true}, want: "io_uring_setup ok"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := sameUserChild(t, "uringprobe", nil)
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			run, err := p.StartSeccomp(cmd, &tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := run.Wait(); err != nil {
+				t.Fatalf("child: %v\n%s", err, out.String())
+			}
+			if got := strings.TrimSpace(out.String()); got != tt.want {
+				t.Fatalf("child saw %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

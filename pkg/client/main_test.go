@@ -295,10 +295,14 @@ func runChild(role string) int {
 		err = childSockProbe()
 	case "latency":
 		err = childSyscallLatency()
+	case "attacker":
+		err = childAttacker()
 	case "flooder":
 		err = childFlooder()
 	case "amplifier":
 		err = childAmplifier()
+	case "uringprobe":
+		err = childUringProbe()
 	case "porteditor":
 		err = childPortEditor()
 	case "nfqattach":

@@ -161,6 +161,7 @@ func (c *Conn) LoadProgram(spec ProgramSpec) (*Program, error) {
 		return nil, errName
 	}
 	insns := append(asm.Instructions(nil), spec.Instructions...)
+	setAtomicImm(insns)
 	var buf bytes.Buffer
 	if err := insns.Marshal(&buf, binary.LittleEndian); err != nil {
 		return nil, fmt.Errorf("bpfd: marshal instructions: %w", err)

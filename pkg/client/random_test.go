@@ -43,6 +43,9 @@ func TestRandomProgramsThroughDaemon(t *testing.T) {
 		// cmpxchg (see pkg/interp's TestKernelKnownBugs); the program
 		// means the same to both sides.
 		insns = progen.ZeroExtendCmpXchg(insns)
+		// Both sides get the atomic operations meant (cilium/ebpf's
+		// Marshal would turn them all into plain adds for the kernel).
+		setAtomicImm(insns)
 		data := append(make([]byte, 14), input...)
 		data[12] = 0x88 // an EtherType the kernel's skb test run does not parse
 		kp, kerr := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL",

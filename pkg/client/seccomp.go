@@ -47,6 +47,21 @@ type SeccompOptions struct {
 	// Shim is the argv of the shim binary (see SeccompShimMain); nil means
 	// the running binary.
 	Shim []string
+	// Routes around the policy stay closed unless opened here
+	// (docs/security.md, "Routes around a seccomp policy").
+	// AllowIOUring lets the command use io_uring, whose operations (open,
+	// socket, connect, read, write...) never pass the filter; by default
+	// io_uring_setup, io_uring_enter and io_uring_register fail with EPERM.
+	AllowIOUring bool
+	// AllowNestedListeners lets the command install seccomp filters with a
+	// listener of its own, which could answer its own routed syscalls once
+	// bpfd's listener is gone; by default that fails with EPERM.
+	AllowNestedListeners bool
+	// AllowPtrace lets the command ptrace, and read or write the memory
+	// of, processes outside its own descendants (unfiltered siblings it
+	// could make run any syscall); by default it runs in a Landlock domain
+	// of its own that forbids that.
+	AllowPtrace bool
 }
 
 // SeccompShimMain must be called first thing in main by a binary that
@@ -68,7 +83,8 @@ func (p *Program) StartSeccomp(cmd *exec.Cmd, opts *SeccompOptions) (*exec.Cmd, 
 	if opts == nil {
 		opts = &SeccompOptions{}
 	}
-	cfg := &seccomp.ExecConfig{All: opts.All, Shim: opts.Shim}
+	cfg := &seccomp.ExecConfig{All: opts.All, Shim: opts.Shim, AllowIOUring: opts.AllowIOUring,
+		AllowNestedListeners: opts.AllowNestedListeners, AllowPtrace: opts.AllowPtrace}
 	if !opts.All {
 		if len(opts.Syscalls) == 0 {
 			return nil, invalid("bpfd: StartSeccomp: no syscalls to route (set Syscalls or All)")

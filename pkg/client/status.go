@@ -13,6 +13,7 @@ type Status struct {
 	Maps        int         `json:"maps"`
 	Connections int         `json:"connections"`
 	Descriptors int         `json:"descriptors"`
+	Pins        int         `json:"pins"` // live pins; each also counts as one of its maker's descriptors
 	Handles     int64       `json:"handles"`
 	MapMemory   uint64      `json:"map_memory"` // bytes
 	UIDs        []UIDStatus `json:"uids,omitempty"`

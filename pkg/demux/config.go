@@ -6,6 +6,7 @@ import (
 
 	"github.com/bpfd-project/bpfd/pkg/errno"
 	"github.com/bpfd-project/bpfd/pkg/sched"
+	"github.com/bpfd-project/bpfd/pkg/state"
 )
 
 // Quota is what one uid may hold at once. A zero field means "use the
@@ -94,6 +95,23 @@ type Config struct {
 	// GOMAXPROCS−1, at least 1) and the slice after which one gives way
 	// to another uid's. The zero value means the defaults.
 	Sched sched.Config
+	// RuntimeDir, if not empty, is where map storage lives — one region
+	// file per map, mapped MAP_SHARED, so that a crash of the daemon
+	// loses no store — and where the registry's journal is kept (package
+	// state). Put it on tmpfs (/run): it must outlive the process, not
+	// the machine. The daemon needs write access; it makes no directory.
+	// Empty: memfd storage, nothing survives the process but what
+	// Persister saves.
+	RuntimeDir string
+	// FDStore, if not nil, keeps the daemon's ends of descriptors,
+	// seccomp listeners and netfilter queue sockets in systemd's fd
+	// store, so that they survive a crash (needs RuntimeDir for the
+	// journal that says what they are).
+	FDStore *state.FDStore
+	// Upgrade, if not nil, is what CmdDaemonUpgrade runs (on a goroutine
+	// of its own): the daemon's Handoff, exec of the new binary and, if
+	// that fails, Resume. Nil: CmdDaemonUpgrade answers EOPNOTSUPP.
+	Upgrade func() error
 	// Persister, if not nil, durably records pinned objects (see
 	// Persister): synchronously when a pin is made or removed, and for
 	// every pinned object at Shutdown. Nil: pins last as long as the

@@ -73,6 +73,9 @@ type conn struct {
 	lastPeerCheck time.Time
 
 	stopping chan struct{}
+	// deferredErr is the outcome of this connection's CmdDaemonUpgrade
+	// when it failed before the handoff began. Guarded by Server.ho.mu.
+	deferredErr error
 }
 
 // replyBuf is where a reply too large for wbuf is built: a borrowed big
@@ -140,6 +143,9 @@ func (c *conn) serve() {
 		msg, spilled, fds, _, err := c.sc.RecvSpill(c.rbuf, &c.srv.bigBufs, c.oob, c.fds)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if c.srv.park(c) {
+					continue // an upgrade that did not happen
+				}
 				c.drain()
 				return
 			}
@@ -244,6 +250,12 @@ func (c *conn) handle(msg []byte, fds []int) bool {
 	if c.spilled != nil {
 		c.srv.bigBufs.Put(c.spilled)
 		c.spilled = nil
+	}
+	if err == errDeferredReply {
+		c.releaseReplyBuf()
+		c.endRequest()
+		c.srv.waitDeferred(c)
+		return true
 	}
 	if c.allocErr != nil {
 		c.releaseReplyBuf()

@@ -44,7 +44,7 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 			defer unix.Munmap(data)
 		}
 	}
-	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdObjGet && h.Cmd != wire.CmdProgAttach && h.Cmd != wire.CmdLinkCreate && len(fds) != 0 {
+	if h.Cmd != wire.CmdImport && h.Cmd != wire.CmdImportAt && h.Cmd != wire.CmdObjGet && h.Cmd != wire.CmdProgAttach && h.Cmd != wire.CmdLinkCreate && len(fds) != 0 {
 		return 0, ErrFDs
 	}
 	switch h.Cmd {
@@ -99,6 +99,10 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.btfGet(a, data)
 	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
 		return c.linkCmd(h.Cmd, a, data, fds)
+	case wire.CmdDaemonUpgrade:
+		return c.daemonUpgrade(data)
+	case wire.CmdImportAt:
+		return c.importAt(a, data, fds)
 	}
 	return 0, ErrUnknownCmd
 }
@@ -351,7 +355,7 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	}
 	r.mu.Unlock()
 
-	m, err := maps.New(spec)
+	m, err := c.srv.newMap(spec)
 	if err != nil {
 		r.mu.Lock()
 		r.unreserveLocked(c.uid, mem)
@@ -394,6 +398,7 @@ func (c *conn) install(o *Object, extra func() error) (int64, error) {
 	var d *Descriptor
 	var cfd int
 	if err == nil {
+		r.persistObject(o)
 		d, cfd, err = r.newDescLocked(o, mode, c.uid, nil)
 	}
 	if err != nil {

@@ -160,13 +160,24 @@ func (r *registry) linkLocked(d *Descriptor, parent *Descriptor) {
 	if parent != nil {
 		parent.children = append(parent.children, d)
 	}
+	r.persistNode(d)
 }
 
-// newPinNodeLocked links the new pin node n below the descriptor src and
-// takes the pin's reference on the object. r.mu must be held.
+// newPinNodeLocked links the new pin node n below the descriptor src,
+// takes the pin's reference on the object and charges the pin to its
+// maker's descriptors (the daemon holds an fd for it). r.mu must be held.
 func (r *registry) newPinNodeLocked(n *Descriptor, src *Descriptor) {
 	r.linkLocked(n, src)
+	r.chargePinLocked(n)
+}
+
+// chargePinLocked makes n a live pin: a reference on the object, one of
+// its maker's descriptors. r.mu must be held.
+func (r *registry) chargePinLocked(n *Descriptor) {
+	n.dead = false
 	n.obj.refs++
+	r.usage(n.uid).descs++
+	r.pins++
 }
 
 // killDesc closes d's peer end, marks d dead and drops its reference;
@@ -178,6 +189,7 @@ func (r *registry) killDesc(d *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	d.dead = true
+	r.persistDead(d)
 	if d.peer >= 0 {
 		unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, d.peer, nil)
 		unix.Close(d.peer)
@@ -199,6 +211,9 @@ func (r *registry) killPinLocked(n *Descriptor, free []*Object) []*Object {
 		return free
 	}
 	n.dead = true
+	r.persistDead(n)
+	r.usage(n.uid).descs--
+	r.pins--
 	free = r.unref(n.obj, free)
 	r.prune(n)
 	return free
@@ -212,6 +227,7 @@ func (r *registry) prune(d *Descriptor) {
 	for d != nil && d.dead && len(d.children) == 0 && len(d.handles) == 0 && len(d.uses) == 0 {
 		if d.obj.nodes[d.id] == d {
 			delete(d.obj.nodes, d.id)
+			r.persistDrop(d)
 		}
 		p := d.parent
 		if p == nil {

@@ -1,8 +1,10 @@
 package demux
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -622,4 +624,46 @@ func TestRestoredProgramUses(t *testing.T) {
 		t.Fatalf("program record with an unknown use: %v", err)
 	}
 	waitStats(t, e.srv, "nothing left of the refused record", func(st Stats) bool { return st.Objects == 1 })
+}
+
+// TestPinsChargeDescriptors: each pin costs the daemon an fd, so it counts
+// as one of its maker's descriptors: a uid cannot hold the daemon's fds
+// beyond its quota by pinning a descriptor it was lent again and again.
+func TestPinsChargeDescriptors(t *testing.T) {
+	base := traversableDir(t)
+	q := Quota{Descriptors: 3}
+	srv, err := NewServer(&Config{PinRoot: filepath.Join(base, "pins"), DefaultQuota: q, RootQuota: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(base, "s.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	c := dial(t, sock)
+	h, _ := c.createMap(maps.TypeArray, 4, 4, 1, 0) // descriptor 1
+	for _, p := range []string{"a", "b"} {          // descriptors 2, 3
+		if e := c.pin(h, 0o600, p); e != 0 {
+			t.Fatalf("pin %s: %v", p, e)
+		}
+	}
+	if e := c.pin(h, 0o600, "c"); e != unix.ENOSPC {
+		t.Fatalf("pin beyond the descriptor quota: %v, want ENOSPC", e)
+	}
+	if _, err := os.Lstat(filepath.Join(base, "pins", "c")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("refused pin left its file")
+	}
+	if st := srv.Stats(); st.Pins != 2 || len(st.UIDs) != 1 || st.UIDs[0].Descriptors != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := os.Remove(filepath.Join(base, "pins", "a")); err != nil {
+		t.Fatal(err)
+	}
+	waitStats(t, srv, "the unpinned pin uncharged", func(st Stats) bool { return st.Pins == 1 })
+	if e := c.pin(h, 0o600, "c"); e != 0 {
+		t.Fatalf("pin after an unpin: %v", e)
+	}
 }

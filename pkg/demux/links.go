@@ -157,47 +157,28 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	}
 	l := &link{srv: c.srv, prog: hd.obj, uid: c.uid, first: uint16(at.QueueFirst), flags: at.Flags,
 		created: time.Now()}
-	// Copy what the program can read: an XDP program addresses the
-	// linear part of its frame, a socket filter the whole packet.
-	l.copy = nfqueue.MaxCopyRange
-	if p.Type() == prog.XDP {
-		l.copy = prog.XDPMaxLinear - ethHdrLen
-	}
-	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: at.MaxLen, Spin: true}
-	if at.Flags&wire.LinkFlagFailOpen != 0 {
-		cfg.Flags |= nfqueue.FlagFailOpen
-	}
-	// Batches of about 1 MiB of buffers.
-	cfg.Batch = max(8, min(64, (1<<20)/(int(l.copy)+1024)))
-	var mem uint64
 	fail := func(err error) (int64, error) {
 		for _, lq := range l.queues {
 			lq.close()
 		}
 		return 0, err
 	}
-	for i, fd := range fds {
+	dups := make([]int, 0, len(fds))
+	for _, fd := range fds {
 		// The received fds are closed after the request; keep
 		// duplicates.
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			return fail(ErrQuotaDescs)
+			for _, d := range dups {
+				unix.Close(d)
+			}
+			return 0, ErrQuotaDescs
 		}
-		q, err := nfqueue.Open(dup, uint16(at.QueueFirst)+uint16(i), cfg)
-		if err != nil {
-			return fail(err)
-		}
-		lq := &linkQueue{l: l, q: q, run: p.NewRunner(), xdp: p.Type() == prog.XDP, seed: maphash.MakeSeed(),
-			out: make([]byte, 0, 256<<10)}
-		if lq.xdp {
-			lq.frame = make([]byte, 64+int(l.copy)) // room for a bridge L2 header
-		}
-		if st, err := nfqueue.OpenStats(q.NetNS()); err == nil {
-			lq.st = st
-		}
-		lq.macs = newMacCache(q.NetNS())
-		l.queues = append(l.queues, lq)
-		mem += uint64(q.Config().Batch)*uint64(int(l.copy)+1024) + uint64(cap(lq.out)) + uint64(len(lq.frame))
+		dups = append(dups, dup)
+	}
+	mem, err := l.openQueues(dups, at.MaxLen)
+	if err != nil {
+		return fail(err)
 	}
 	r := c.reg
 	r.mu.Lock()
@@ -256,6 +237,48 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	c.srv.log.Debug("link attached", zap.Uint32("link", o.id), zap.Uint32("prog", hd.obj.id),
 		zap.Uint16("queue", l.first), zap.Int("queues", len(l.queues)), zap.Uint32("uid", c.uid))
 	return id, nil
+}
+
+// openQueues configures the queue sockets fds (taken over: closed on
+// failure, and every one of them whatever happens) for l, first queue
+// first, and returns the bytes of buffers they cost. On failure the
+// queues opened so far stay in l.queues for the caller to close.
+func (l *link) openQueues(fds []int, maxLen uint32) (uint64, error) {
+	p := l.prog.p
+	// Copy what the program can read: an XDP program addresses the
+	// linear part of its frame, a socket filter the whole packet.
+	l.copy = nfqueue.MaxCopyRange
+	if p.Type() == prog.XDP {
+		l.copy = prog.XDPMaxLinear - ethHdrLen
+	}
+	cfg := &nfqueue.Config{CopyRange: l.copy, Flags: nfqueue.FlagGSO, MaxLen: maxLen, Spin: true}
+	if l.flags&wire.LinkFlagFailOpen != 0 {
+		cfg.Flags |= nfqueue.FlagFailOpen
+	}
+	// Batches of about 1 MiB of buffers.
+	cfg.Batch = max(8, min(64, (1<<20)/(int(l.copy)+1024)))
+	var mem uint64
+	for i, fd := range fds {
+		q, err := nfqueue.Open(fd, l.first+uint16(i), cfg)
+		if err != nil {
+			for _, rest := range fds[i+1:] {
+				unix.Close(rest)
+			}
+			return 0, err
+		}
+		lq := &linkQueue{l: l, q: q, run: p.NewRunner(), xdp: p.Type() == prog.XDP, seed: maphash.MakeSeed(),
+			out: make([]byte, 0, 256<<10)}
+		if lq.xdp {
+			lq.frame = make([]byte, 64+int(l.copy)) // room for a bridge L2 header
+		}
+		if st, err := nfqueue.OpenStats(q.NetNS()); err == nil {
+			lq.st = st
+		}
+		lq.macs = newMacCache(q.NetNS())
+		l.queues = append(l.queues, lq)
+		mem += uint64(q.Config().Batch)*uint64(int(l.copy)+1024) + uint64(cap(lq.out)) + uint64(len(lq.frame))
+	}
+	return mem, nil
 }
 
 // linkCmd dispatches the link commands.
@@ -512,6 +535,9 @@ func (lq *linkQueue) work() {
 				return
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if lq.l.srv.ho.isActive() {
+					return // an upgrade: the queue goes to the next process
+				}
 				lq.q.Rearm()
 				continue
 			}

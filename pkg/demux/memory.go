@@ -107,7 +107,7 @@ func (r *registry) memCheckLocked(u *usage, q Quota, n uint64) error {
 	if used+n > q.Memory || used+n < used {
 		return ErrMemoryQuota
 	}
-	global := r.total + uint64(len(r.descs))*descCost
+	global := r.total + uint64(len(r.descs)+r.pins)*descCost
 	if global+n > r.cfg.MaxMemory || global+n < global {
 		return ErrDaemonMemory
 	}

@@ -230,15 +230,26 @@ func (ps *pinSet) pin(hd *handle, path string, perm os.FileMode, cr pins.Creds) 
 		ps.store.Remove(p)
 		return ErrBadHandle
 	}
+	if err := r.descCheck(cr.UID); err != nil {
+		r.mu.Unlock()
+		ps.mu.Unlock()
+		ps.store.Remove(p)
+		return err
+	}
 	r.newPinNodeLocked(n, hd.src)
 	r.mu.Unlock()
 	pd := ps.objs[o]
 	if pd == nil {
-		key, kerr := newPinKey()
-		if kerr != nil {
-			ps.mu.Unlock()
-			ps.undo(n, nil)
-			return kerr
+		// The object's own key names its records, so that a restart
+		// finds its storage and journal entry under the same name.
+		key := o.key
+		if key == "" {
+			var kerr error
+			if key, kerr = newPinKey(); kerr != nil {
+				ps.mu.Unlock()
+				ps.undo(n, nil)
+				return kerr
+			}
 		}
 		pd = &pinned{key: key}
 		ps.objs[o] = pd

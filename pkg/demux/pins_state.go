@@ -53,6 +53,11 @@ type PinnedObject struct {
 	PinRoot string
 	// Prog is a pinned program (Kind wire.ObjProg).
 	Prog *PinnedProg
+	// Region is the base name of the map's region file in the runtime
+	// directory (Config.RuntimeDir): after a restart in the same boot
+	// the map is that file, with every store made before the crash;
+	// Entries are for a restart after a reboot.
+	Region string
 	// BTF is a map's type information, if it was created with some.
 	BTF *PinnedBTF
 }
@@ -106,6 +111,8 @@ type PinnedProgMap struct {
 	Partial     bool
 	Uses        []uint64
 	Nodes       []NodeRecord
+	// Region is the map's region file (see PinnedObject.Region).
+	Region string
 }
 
 // PinRecord describes one pin file of a PinnedObject.
@@ -163,6 +170,9 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 		return nil, err
 	}
 	po.Kind, po.Owner, po.Spec = o.kind, o.owner, o.spec
+	if o.m != nil {
+		po.Region = regionName(o.m)
+	}
 	if o.m != nil && o.spec.Type == maps.TypeProgArray {
 		// Slots name programs of this run: a program array comes back
 		// empty, as one a pinned program uses.
@@ -182,7 +192,8 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 		// o.deps is fixed while o lives, and o lives while pinned.
 		for i, ref := range o.p.Maps() {
 			dep := o.deps[i]
-			pm := PinnedProgMap{Read: ref.Read, Write: ref.Write, Spec: dep.spec, Frozen: dep.m.Frozen()}
+			pm := PinnedProgMap{Read: ref.Read, Write: ref.Write, Spec: dep.spec, Frozen: dep.m.Frozen(),
+				Region: regionName(dep.m)}
 			pm.Uses, pm.Nodes = ps.srv.reg.usesOf(o, dep)
 			ps.mu.Lock()
 			if pd := ps.objs[dep]; pd != nil {
@@ -268,65 +279,18 @@ func (ps *pinSet) snapshotPins(o *Object) (*PinnedObject, error) {
 	return po, nil
 }
 
-// dumpMap returns m's entries as key ‖ value pairs, and true if they could
-// not be read (a BPF_F_WRONLY hash).
+// dumpMap returns m's entries as key ‖ value pairs (values in the
+// syscall layout), read from storage (maps.Dump): BPF_F_RDONLY and
+// BPF_F_WRONLY maps alike. The bool is always false (it said, before
+// dumps came from storage, that a BPF_F_WRONLY map could not be read).
 func dumpMap(m maps.Map, spec maps.Spec) ([]byte, bool, error) {
-	ks, vs := int(spec.KeySize), spec.SyscallValueSize()
-	if spec.Type == maps.TypeArray {
-		// Program side (ValueRef) reads whatever the syscall caps say.
-		var out []byte
-		var key [4]byte
-		for i := uint32(0); i < spec.MaxEntries; i++ {
-			le32(key[:], i)
-			v := m.ValueRef(key[:])
-			if v == nil {
-				return nil, false, maps.ErrClosed
-			}
-			if allZero(v) {
-				continue
-			}
-			out = append(out, key[:]...)
-			out = append(out, v...)
-		}
-		return out, false, nil
-	}
-	if spec.Flags&maps.FlagWronly != 0 {
-		return nil, true, nil
-	}
-	n := spec.MaxEntries
-	keys := make([]byte, int(n)*ks)
-	vals := make([]byte, int(n)*vs)
 	var out []byte
-	b := maps.Batch{Keys: keys, Values: vals}
-	for {
-		b.Count = n
-		err := m.LookupBatch(&b)
-		for i := 0; i < int(b.Count); i++ {
-			out = append(out, keys[i*ks:(i+1)*ks]...)
-			out = append(out, vals[i*vs:(i+1)*vs]...)
-		}
-		if errors.Is(err, maps.ErrBatchEnd) {
-			return out, false, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		if b.Count == 0 {
-			return out, false, nil // defensive: no progress
-		}
-		b.InBatch, b.HasInBatch = b.OutBatch, true
-	}
-}
-
-func le32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	err := maps.Dump(m, func(k, v []byte) error {
+		out = append(out, k...)
+		out = append(out, v...)
+		return nil
+	})
+	return out, false, err
 }
 
 // Restore errors.
@@ -355,7 +319,13 @@ var (
 // (invalid spec, entries of the wrong size). After a successful restore
 // the record is saved again (new inodes, new paths). Call it before
 // serving; it is safe for concurrent use.
-func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
+func (s *Server) RestorePinned(po *PinnedObject) (int, error) { return s.restorePinned(po, nil) }
+
+// restorePinned is RestorePinned; into, if not nil, is the object po
+// describes, already restored from the runtime state (the journal, or an
+// upgrade's handoff) with its lineage: only po's pins are restored into
+// it, on the nodes it has with the same ids, and a failure leaves it be.
+func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 	ps := s.pins
 	if ps == nil {
 		return 0, ErrPinsDisabled
@@ -366,13 +336,14 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	if err := checkLineage(po); err != nil {
 		return 0, err
 	}
-	var o *Object
+	o := into
 	var err error
 	switch {
+	case o != nil:
 	case po.Kind == wire.ObjMap && po.Spec.Type == maps.TypeProgArray:
-		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, nil)
+		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, nil, po.Region)
 	case po.Kind == wire.ObjMap:
-		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries)
+		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries, po.Region)
 		if err == nil && po.BTF != nil {
 			if berr := s.restoreBTF(o, po.Owner, po.BTF); berr != nil {
 				// The map comes back; its type information does not.
@@ -393,7 +364,25 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	// The tree, every node dead until its pin is restored.
 	nodes := map[uint64]*Descriptor{}
 	parents := map[uint64]uint64{}
+	if into != nil {
+		// Nodes the runtime state has are the same nodes.
+		r.mu.Lock()
+		for _, nr := range po.Nodes {
+			if d := o.nodes[nr.ID]; d != nil {
+				nodes[nr.ID] = d
+			}
+		}
+		for _, pr := range po.Pins {
+			if d := o.nodes[pr.Node]; d != nil && d.kind == nodePin && d.dead {
+				nodes[pr.Node] = d
+			}
+		}
+		r.mu.Unlock()
+	}
 	for _, nr := range po.Nodes {
+		if nodes[nr.ID] != nil {
+			continue
+		}
 		kind := nodeDesc
 		if nr.Pin {
 			kind = nodePin
@@ -402,11 +391,13 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 		parents[nr.ID] = nr.Parent
 	}
 	for _, pr := range po.Pins {
-		nodes[pr.Node] = &Descriptor{id: pr.Node, kind: nodePin, obj: o, mode: pr.Mode, uid: pr.UID, dead: true, peer: -1}
+		if nodes[pr.Node] == nil {
+			nodes[pr.Node] = &Descriptor{id: pr.Node, kind: nodePin, obj: o, mode: pr.Mode, uid: pr.UID, dead: true, peer: -1}
+		}
 		parents[pr.Node] = pr.Parent
 	}
 	r.mu.Lock()
-	o.lastNode = po.NextNode
+	o.lastNode = max(o.lastNode, po.NextNode)
 	// Parents first (ids grow down the tree, but do not rely on it).
 	var link func(id uint64) *Descriptor
 	link = func(id uint64) *Descriptor {
@@ -435,6 +426,9 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	r.mu.Unlock()
 
 	fail := func(err error) (int, error) {
+		if into != nil {
+			return 0, err
+		}
 		r.mu.Lock()
 		o.nodes, o.refs = nil, o.refs+1
 		free := r.unref(o, nil)
@@ -461,8 +455,7 @@ func (s *Server) RestorePinned(po *PinnedObject) (int, error) {
 	ps.mu.Lock()
 	r.mu.Lock()
 	for _, n := range got {
-		n.dead = false
-		o.refs++
+		r.chargePinLocked(n)
 	}
 	for _, id := range ids {
 		r.prune(nodes[id])
@@ -529,9 +522,12 @@ func kindName(k wire.ObjType) string {
 
 // restoreMap recreates a map charged to owner with its contents, and
 // registers it with no references (the caller adds them, or drops it
-// with unref).
-func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte) (*Object, error) {
-	ks, vs := int(spec.KeySize), spec.SyscallValueSize()
+// with unref). After a restart in the same boot the map is its region
+// file (region, in the runtime directory) when that is still there and
+// consistent: every store made before the daemon went down is in it;
+// otherwise it is made anew from entries and frozen.
+func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte, region string) (*Object, error) {
+	ks, vs := maps.DumpSizes(spec)
 	if ks+vs == 0 || len(entries)%(ks+vs) != 0 {
 		return nil, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
 	}
@@ -551,21 +547,24 @@ func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries [
 	if err != nil {
 		return nil, err
 	}
-	m, err := maps.New(spec)
-	if err != nil {
-		unreserve()
-		return nil, err
-	}
-	for off := 0; off < len(entries); off += ks + vs {
-		// Frozen and BPF_F_RDONLY maps are written too.
-		if err := maps.RestoreElem(m, entries[off:off+ks], entries[off+ks:off+ks+vs]); err != nil {
-			m.Close()
+	m := s.openRuntimeRegion(spec, region)
+	if m == nil {
+		m, err = s.newMap(spec)
+		if err != nil {
 			unreserve()
-			return nil, fmt.Errorf("restoring entry: %w", err)
+			return nil, err
 		}
-	}
-	if frozen {
-		m.Freeze()
+		for off := 0; off < len(entries); off += ks + vs {
+			// Frozen and BPF_F_RDONLY maps are written too.
+			if err := maps.RestoreElem(m, entries[off:off+ks], entries[off+ks:off+ks+vs]); err != nil {
+				m.Close()
+				unreserve()
+				return nil, fmt.Errorf("restoring entry: %w", err)
+			}
+		}
+		if frozen {
+			m.Freeze()
+		}
 	}
 	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, m: m, spec: spec}
 	copy(o.name[:], spec.Name)
@@ -606,7 +605,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		o := s.pins.objectByKey(pm.Key)
 		if o == nil || o.m == nil || o.spec != pm.Spec {
 			var err error
-			if o, err = s.restoreMap(owner, pm.Spec, pm.Frozen, pm.Entries); err != nil {
+			if o, err = s.restoreMap(owner, pm.Spec, pm.Frozen, pm.Entries, pm.Region); err != nil {
 				dropFresh()
 				return nil, fmt.Errorf("map %q of the program: %w", pm.Spec.Name, err)
 			}
@@ -790,6 +789,11 @@ func (ps *pinSet) restorePin(n *Descriptor, rec PinRecord) (*pins.Pin, error) {
 	}
 	if !errors.Is(err, unix.ENOENT) {
 		return nil, err
+	}
+	if p := ps.srv.reg.persist; p != nil && p.sameBoot {
+		// The pin root is this boot's: the file was unlinked while the
+		// daemon was down, which unpins.
+		return nil, fmt.Errorf("pin file %s was removed while the daemon was down: unpinned", rec.Path)
 	}
 	cr := pins.Creds{UID: rec.UID, GID: rec.GID}
 	content := pinContent(o, n.mode)

@@ -96,6 +96,7 @@ func (r *registry) clearSlotLocked(o *Object, k uint32, free []*Object) []*Objec
 		delete(o.slotVia, k)
 		r.dropUseLocked(v, use{array: o, key: k})
 	}
+	r.persistSlot(o, k)
 	return r.unref(p, free)
 }
 
@@ -433,6 +434,7 @@ func (c *conn) progArrayElem(cmd wire.Cmd, hd *handle, at *wire.ElemAttr, data [
 	// node clears the slot.
 	hd.obj.slotVia[k] = ph.src
 	addUseLocked(ph.src, use{array: hd.obj, key: k})
+	r.persistSlot(hd.obj, k)
 	r.mu.Unlock()
 	closeObjects(free)
 	return 0, nil

@@ -19,6 +19,7 @@ import (
 // registry's mutex. Safe for concurrent use.
 type Object struct {
 	id    uint32
+	key   string // 32 hex digits naming the object's records across restarts (persist.go)
 	kind  wire.ObjType
 	owner uint32    // uid charged for it
 	cap   wire.Mode // cap on every descriptor's and handle's mode
@@ -146,8 +147,13 @@ type registry struct {
 	// the descriptors' cost against Config.MaxMemory; guarded by mu.
 	total    uint64
 	lastID   uint32 // guarded by mu
+	pins     int    // live pin nodes (each costs an fd, as a descriptor); guarded by mu
 	maxDescs int
 	closed   bool // guarded by mu
+
+	// persist journals the registry's changes (persist.go); nil when
+	// nothing outlives the process.
+	persist *persister
 
 	handles atomic.Int64 // live handles, for Stats
 	epfd    int
@@ -247,6 +253,7 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 		return free
 	}
 	delete(r.objects, o.id)
+	r.persistGone(o)
 	r.unreserveLocked(o.owner, o.mem)
 	free = append(free, o)
 	for _, v := range o.via {
@@ -313,6 +320,9 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	r.lastID++
 	o.id = r.lastID
 	o.owner = uid
+	if o.key == "" {
+		o.key = newObjectKey()
+	}
 	if o.stats.loadedAt.IsZero() {
 		o.stats.loadedAt = time.Now()
 	}
@@ -320,11 +330,11 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	return nil
 }
 
-// descCheck checks that uid may hold one more descriptor. r.mu must be
-// held.
+// descCheck checks that uid may hold one more descriptor (or pin: each
+// costs the daemon an fd). r.mu must be held.
 func (r *registry) descCheck(uid uint32) error {
 	u, q := r.usage(uid), r.cfg.quotaFor(uid)
-	if len(r.descs) >= r.maxDescs || u.descs+1 > q.Descriptors {
+	if len(r.descs)+r.pins >= r.maxDescs || u.descs+1 > q.Descriptors {
 		return ErrQuotaDescs
 	}
 	return r.memCheckLocked(u, q, descCost)

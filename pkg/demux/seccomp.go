@@ -167,6 +167,7 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 	att.wg.Add(1)
 	att.n.Add(1)
 	att.mu.Unlock()
+	s.persistAttach(at2, true)
 	go s.serveSeccomp(ctx, at2)
 	s.log.Debug("seccomp attached", zap.Uint32("attachment", at2.id), zap.Uint32("prog", hd.obj.id),
 		zap.Uint32("uid", c.uid))
@@ -204,6 +205,9 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 		s.decided(at, n.Data.NR, n.PID, v, false, took)
 		return v
 	})
+	if errors.Is(err, context.Canceled) && s.parkAttachment(at) {
+		return // an upgrade: the listener goes to the next process
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Warn("seccomp listener failed", zap.Uint32("attachment", at.id), zap.Error(err))
 	}
@@ -241,11 +245,15 @@ func (s *Server) endAttachment(at *attachment) {
 	at.l.Close()
 	att := &s.attach
 	att.mu.Lock()
-	if att.byID[at.id] == at {
+	registered := att.byID[at.id] == at
+	if registered {
 		delete(att.byID, at.id)
 		att.n.Add(-1)
 	}
 	att.mu.Unlock()
+	if registered {
+		s.persistAttach(at, false)
+	}
 	r := s.reg
 	r.mu.Lock()
 	r.usage(at.uid).descs--

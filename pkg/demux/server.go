@@ -26,6 +26,7 @@ type Server struct {
 	pins *pinSet // nil when Config.PinRoot is empty
 
 	attach attachments // seccomp listeners being served
+	ho     handoff     // a planned upgrade under way (handoff.go)
 	links  linkSet     // links deciding netfilter queues (links.go)
 	reqs   reqStats    // request counters (reqstats.go)
 	// seccompTotal counts every seccomp decision (stats.go); its
@@ -129,6 +130,9 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
+			if s.parkListener(ln) {
+				continue // an upgrade that did not happen
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.EMFILE) ||
 				errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) ||
@@ -158,6 +162,15 @@ func (s *Server) startConn(nc *net.UnixConn) {
 		nc.Close()
 		return
 	}
+	s.admitConn(c, false)
+}
+
+// admitConn counts c against its uid's and the daemon's connection
+// limits (unless taken over: a connection the previous process had
+// admitted is admitted whatever the limits are now) and serves it on a
+// goroutine of its own.
+func (s *Server) admitConn(c *conn, takenOver bool) {
+	nc := c.nc
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -166,11 +179,16 @@ func (s *Server) startConn(nc *net.UnixConn) {
 	}
 	s.reg.mu.Lock()
 	u := s.reg.usage(c.uid)
-	over := len(s.conns) >= s.cfg.MaxConns || u.conns >= s.cfg.quotaFor(c.uid).Conns
+	over := !takenOver && (len(s.conns) >= s.cfg.MaxConns || u.conns >= s.cfg.quotaFor(c.uid).Conns)
 	var merr error
 	if !over {
-		// The connection's own memory is charged while it lives.
-		if merr = s.reg.chargeLocked(c.uid, connCost); merr == nil {
+		// The connection's own memory is charged while it lives (one
+		// taken over from the previous process whatever the quota).
+		if takenOver {
+			u.transient += connCost
+			s.reg.total += connCost
+			u.conns++
+		} else if merr = s.reg.chargeLocked(c.uid, connCost); merr == nil {
 			u.conns++
 		}
 	}
@@ -256,6 +274,7 @@ type Stats struct {
 	Maps        int        `json:"maps"`
 	Connections int        `json:"connections"`
 	Descriptors int        `json:"descriptors"`
+	Pins        int        `json:"pins"` // live pins (each also counts as one of its maker's descriptors)
 	Handles     int64      `json:"handles"`
 	MapMemory   uint64     `json:"map_memory"`
 	UIDs        []UIDStats `json:"uids,omitempty"`
@@ -269,6 +288,9 @@ type Stats struct {
 	// gives way to another uid's (seconds).
 	BulkSlots int     `json:"bulk_slots"`
 	BulkSlice float64 `json:"bulk_slice_seconds"`
+	// Persistence says where map storage and the registry's journal live
+	// and how they fare (persist.go).
+	Persistence JournalStats `json:"persistence"`
 	// Memory is every byte charged to any uid (what Quota.Memory counts,
 	// summed); MaxMemory the daemon-wide cap on it (Config.MaxMemory).
 	Memory    uint64 `json:"memory"`
@@ -312,6 +334,7 @@ func (s *Server) Stats() Stats {
 	st.Started = s.started
 	st.Uptime = time.Since(s.started).Seconds()
 	st.BulkSlots, st.BulkSlice = s.sched.Slots(), s.sched.Slice().Seconds()
+	st.Persistence = s.persistStats()
 	flows := s.sched.Stats()
 	st.ReplyMemfds, _ = s.memfds.outstanding()
 	st.MaxMemory = s.cfg.MaxMemory
@@ -320,7 +343,8 @@ func (s *Server) Stats() Stats {
 	defer r.mu.Unlock()
 	st.Objects = len(r.objects)
 	st.Descriptors = len(r.descs)
-	st.Memory = r.total + uint64(len(r.descs))*descCost
+	st.Pins = r.pins
+	st.Memory = r.total + uint64(len(r.descs)+r.pins)*descCost
 	for _, o := range r.objects {
 		switch o.kind {
 		case wire.ObjMap:

@@ -591,7 +591,11 @@ func (l *lru) validate(inChain []bool, rep *Repair) {
 			}
 			seen[n] = true
 			t := l.typ(n)
-			if t != lr.typ || (l.percpu || lr.lo == 0) && l.cpu(n) != lr.cpu && t != lruFree {
+			// A node on a local free list keeps the cpu of wherever it
+			// was last (popFreeToLocal moves it without setting one, as
+			// the kernel's __bpf_lru_node_move_to_free): only pending
+			// nodes' cpus name their list.
+			if t != lr.typ || (l.percpu || lr.lo == 0) && l.cpu(n) != lr.cpu && t != lruFree && t != lruLocalFree {
 				ok = false
 				break
 			}

@@ -70,13 +70,12 @@ func Open(fd int, path string, cfg *Config) (Map, Repair, error) {
 	if want != l || spec.maxEntries(pool.N()) != spec.MaxEntries {
 		return fail("geometry does not match its parameters")
 	}
-	if path == "" {
-		// A memfd regained: its seals stay as they were.
-		r.name = spec.Name
-	} else {
-		r.name = spec.Name
-	}
+	r.name = spec.Name
 	r.populate = spec.Flags&FlagNoPrealloc == 0
+	// Writable client mappings only for what New allows them (a file
+	// carries no seals to say so; a memfd sealed against future writes
+	// can give none whatever its type).
+	r.writable = r.writable && spec.Type == TypeArray && spec.Flags&FlagMmapable != 0
 	m, err := build(spec, l, r, pool, h.Seed)
 	if err != nil {
 		return fail("%v", err)

@@ -55,7 +55,19 @@ func newBacking(dir, name string, size uint64) (int, string, error) {
 	if err != nil {
 		return -1, "", &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	// Allocate every page now: a file on a full tmpfs must fail here
+	// (ENOMEM, like the kernel's preallocation), never with SIGBUS at a
+	// later store. Only a filesystem that cannot preallocate gets a
+	// sparse file.
 	if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil {
+		if !errNoFallocate(err) {
+			unix.Close(fd)
+			os.Remove(path)
+			if err == unix.ENOSPC || err == unix.ENOMEM || err == unix.EDQUOT {
+				return -1, "", ErrNoMemory
+			}
+			return -1, "", os.NewSyscallError("fallocate", err)
+		}
 		if err := unix.Ftruncate(fd, int64(size)); err != nil {
 			unix.Close(fd)
 			os.Remove(path)
@@ -136,7 +148,9 @@ func openRegion(fd int, path string) (*region, error) {
 	if path != "" {
 		r.dir = filepath.Dir(path)
 	}
-	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil {
+	if path != "" {
+		r.writable = true // files carry no seals; Open narrows by type
+	} else if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil {
 		r.writable = seals&unix.F_SEAL_FUTURE_WRITE == 0
 	}
 	return r, nil

@@ -391,3 +391,25 @@ func (q *Queue) Close() error {
 	}
 	return nil
 }
+
+// Dup returns a new close-on-exec descriptor of the queue's socket,
+// owned by the caller, for keeping the binding alive beyond this process
+// (systemd's fd store, a daemon upgrade): Open on it configures the same
+// queue again. ErrClosed after Close.
+func (q *Queue) Dup() (int, error) {
+	if q.closed.Load() {
+		return -1, ErrClosed
+	}
+	dup := -1
+	var derr error
+	err := q.rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", derr)
+	}
+	return dup, nil
+}

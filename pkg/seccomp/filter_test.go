@@ -120,10 +120,13 @@ func runCBPF(t *testing.T, prog []unix.SockFilter, data []byte) uint32 {
 		switch in.Code {
 		case bpfLdWAbs:
 			a = binary.LittleEndian.Uint32(data[in.K:])
-		case bpfJeqK, bpfJgeK:
+		case bpfJeqK, bpfJgeK, bpfJsetK:
 			cond := a == in.K
-			if in.Code == bpfJgeK {
+			switch in.Code {
+			case bpfJgeK:
 				cond = a >= in.K
+			case bpfJsetK:
+				cond = a&in.K != 0
 			}
 			if cond {
 				pc += int(in.Jt)
@@ -151,12 +154,16 @@ func TestBuildFilter(t *testing.T) {
 	for nr := uint32(0); nr < 400; nr += 2 {
 		many = append(many, nr)
 	}
+	const eperm = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+	const i386 = 0x40000003 // AUDIT_ARCH_I386: int 0x80, sysenter, 32-bit syscall
 	tests := []struct {
 		name     string
 		syscalls []uint32
 		all      bool
+		policy   Policy // its Syscalls and All are the fields above
 		arch     uint32
 		nr       uint32
+		args     [2]uint64
 		want     uint32
 	}{
 		{name: "routed socket", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_SOCKET, want: notify},
@@ -173,10 +180,39 @@ func TestBuildFilter(t *testing.T) {
 		{name: "many routed last", syscalls: many, arch: unix.AUDIT_ARCH_X86_64, nr: 398, want: notify},
 		{name: "many not routed", syscalls: many, arch: unix.AUDIT_ARCH_X86_64, nr: 399, want: allow},
 		{name: "many not routed high", syscalls: many, arch: unix.AUDIT_ARCH_X86_64, nr: 450, want: allow},
+		{name: "i386 socketcall", syscalls: routed, arch: i386, nr: 102, want: kill},
+		{name: "io_uring_setup refused", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_IO_URING_SETUP, want: eperm},
+		{name: "io_uring_enter refused even in all", all: true, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_IO_URING_ENTER, want: eperm},
+		{name: "io_uring_register refused", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_IO_URING_REGISTER, want: eperm},
+		{name: "io_uring allowed", syscalls: routed, policy: Policy{AllowIOUring: true}, arch: unix.AUDIT_ARCH_X86_64,
+			nr: unix.SYS_IO_URING_SETUP, want: allow},
+		{name: "io_uring allowed and routed", all: true, policy: Policy{AllowIOUring: true}, arch: unix.AUDIT_ARCH_X86_64,
+			nr: unix.SYS_IO_URING_SETUP, want: notify},
+		{name: "seccomp with a new listener refused", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_SECCOMP,
+			args: [2]uint64{unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_TSYNC}, want: eperm},
+		{name: "seccomp listener flag in the high word ignored", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_SECCOMP,
+			args: [2]uint64{unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER << 32}, want: allow},
+		{name: "seccomp filter without a listener", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_SECCOMP,
+			args: [2]uint64{unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC}, want: allow},
+		{name: "seccomp other operation", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_SECCOMP,
+			args: [2]uint64{unix.SECCOMP_GET_ACTION_AVAIL, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER}, want: allow},
+		{name: "seccomp without a listener routed in all", all: true, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_SECCOMP,
+			args: [2]uint64{unix.SECCOMP_SET_MODE_FILTER, 0}, want: notify},
+		{name: "seccomp listener allowed", syscalls: routed, policy: Policy{AllowNestedListeners: true}, arch: unix.AUDIT_ARCH_X86_64,
+			nr: unix.SYS_SECCOMP, args: [2]uint64{unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER}, want: allow},
+		{name: "ptrace allowed by default", syscalls: routed, arch: unix.AUDIT_ARCH_X86_64, nr: unix.SYS_PTRACE, want: allow},
+		{name: "ptrace denied without Landlock", syscalls: routed, policy: Policy{DenyPtrace: true}, arch: unix.AUDIT_ARCH_X86_64,
+			nr: unix.SYS_PTRACE, want: eperm},
+		{name: "process_vm_writev denied without Landlock", all: true, policy: Policy{DenyPtrace: true}, arch: unix.AUDIT_ARCH_X86_64,
+			nr: unix.SYS_PROCESS_VM_WRITEV, want: eperm},
+		{name: "pidfd_getfd denied without Landlock", syscalls: routed, policy: Policy{DenyPtrace: true}, arch: unix.AUDIT_ARCH_X86_64,
+			nr: unix.SYS_PIDFD_GETFD, want: eperm},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prog, err := BuildFilter(tt.syscalls, tt.all)
+			p := tt.policy
+			p.Syscalls, p.All = tt.syscalls, tt.all
+			prog, err := BuildPolicy(&p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,6 +222,7 @@ func TestBuildFilter(t *testing.T) {
 			var n Notif
 			n.Data.NR = int32(tt.nr)
 			n.Data.Arch = tt.arch
+			n.Data.Args[0], n.Data.Args[1] = tt.args[0], tt.args[1]
 			if got := runCBPF(t, prog, n.DataBytes()); got != tt.want {
 				t.Fatalf("filter returned %#x, want %#x", got, tt.want)
 			}

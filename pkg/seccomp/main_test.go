@@ -78,6 +78,9 @@ func runRole(role string) int {
 	case "bench":
 		return benchChild()
 	}
+	if fn, ok := escapeRoles[role]; ok {
+		return fn()
+	}
 	fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
 	return 2
 }

@@ -428,3 +428,19 @@ func (l *Listener) Serve(ctx context.Context, decide func(n *Notif, task *Task) 
 		}
 	}
 }
+
+// Dup returns a new close-on-exec descriptor of the listener, owned by
+// the caller, for keeping the filter's listener alive beyond this
+// process (systemd's fd store, a daemon upgrade). ErrClosed after Close.
+func (l *Listener) Dup() (int, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed.Load() {
+		return -1, ErrClosed
+	}
+	fd, err := unix.FcntlInt(uintptr(l.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl(F_DUPFD_CLOEXEC)", err)
+	}
+	return fd, nil
+}

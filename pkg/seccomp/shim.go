@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,10 +48,13 @@ var (
 
 // shimConfig travels from StartFiltered to the shim over the config pipe.
 type shimConfig struct {
-	Path     string   `json:"path"`
-	Args     []string `json:"args"`
-	Syscalls []uint32 `json:"syscalls"`
-	All      bool     `json:"all"`
+	Path                 string   `json:"path"`
+	Args                 []string `json:"args"`
+	Syscalls             []uint32 `json:"syscalls"`
+	All                  bool     `json:"all"`
+	AllowIOUring         bool     `json:"allow_io_uring,omitempty"`
+	AllowNestedListeners bool     `json:"allow_nested_listeners,omitempty"`
+	AllowPtrace          bool     `json:"allow_ptrace,omitempty"`
 }
 
 // ShimMain turns this process into a shim if StartFiltered started it as one,
@@ -108,11 +112,27 @@ func runShim(v string) int {
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return fail("decode config: %v", err)
 	}
+	// no_new_privs, the Landlock domain and the filter are per thread
+	// until TSYNC; the thread that sets them up is the one that execs,
+	// so the command inherits all three.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fail("prctl(PR_SET_NO_NEW_PRIVS): %v", err)
+	}
+	policy := &Policy{Syscalls: cfg.Syscalls, All: cfg.All, AllowIOUring: cfg.AllowIOUring,
+		AllowNestedListeners: cfg.AllowNestedListeners}
+	if !cfg.AllowPtrace {
+		if err := containPtrace(); errors.Is(err, ErrNoLandlock) {
+			policy.DenyPtrace = true
+		} else if err != nil {
+			return fail("contain ptrace: %v", err)
+		}
+	}
 	if _, err := unix.Write(statusFD, []byte{statusInstalling}); err != nil {
 		return shimExit
 	}
 	// From here on, routed syscalls block until the supervisor answers.
-	if _, err := Install(cfg.Syscalls, cfg.All); err != nil {
+	if _, err := InstallPolicy(policy); err != nil {
 		return fail("install filter: %v", err)
 	}
 	var b [1]byte
@@ -130,13 +150,33 @@ func runShim(v string) int {
 	return fail("exec %s: %v", cfg.Path, err)
 }
 
-// ExecConfig says how StartFiltered filters a command. Plain data.
+// ExecConfig says how StartFiltered filters a command. Plain data. The
+// command runs with no_new_privs (setuid and file-capability bits do not
+// apply), under the filter of Policy (io_uring and nested listeners
+// refused unless allowed here), and — unless AllowPtrace — in a Landlock
+// domain of its own, so that it cannot ptrace processes outside its own
+// descendants (docs/security.md, "Routes around a seccomp policy").
 type ExecConfig struct {
 	// Syscalls are the x86_64 numbers routed to the listener (see
 	// ParseSyscalls); ignored if All.
 	Syscalls []uint32
 	// All routes every syscall.
 	All bool
+	// AllowIOUring and AllowNestedListeners open those routes (see
+	// Policy): the command's io_uring operations and syscalls it notifies
+	// to a listener of its own then bypass the policy.
+	AllowIOUring         bool
+	AllowNestedListeners bool
+	// AllowPtrace leaves the command able to ptrace (and read or write
+	// the memory of) any process its credentials allow, including
+	// unfiltered siblings, which it could then make run any syscall. By
+	// default the shim puts it in a Landlock domain of its own (no file
+	// access changes), so it may trace only its own descendants, which
+	// are filtered too; on kernels without Landlock the filter refuses
+	// ptrace, process_vm_readv/writev and pidfd_getfd instead
+	// (Policy.DenyPtrace; writes to /proc/PID/mem then stay possible
+	// where the kernel's own checks allow them).
+	AllowPtrace bool
 	// Shim is the argv of the shim: a binary whose main calls ShimMain
 	// first; Shim[0] is the path executed. Nil means the running binary
 	// ("/proc/self/exe").
@@ -213,7 +253,7 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 	if cfg == nil {
 		cfg = &ExecConfig{}
 	}
-	if _, err := BuildFilter(cfg.Syscalls, cfg.All); err != nil {
+	if _, err := BuildPolicy(&Policy{Syscalls: cfg.Syscalls, All: cfg.All}); err != nil {
 		return nil, -1, err
 	}
 	shimArgv := cfg.Shim
@@ -228,7 +268,8 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 	if len(args) == 0 {
 		args = []string{target.Path}
 	}
-	rawCfg, err := json.Marshal(shimConfig{Path: target.Path, Args: args, Syscalls: cfg.Syscalls, All: cfg.All})
+	rawCfg, err := json.Marshal(shimConfig{Path: target.Path, Args: args, Syscalls: cfg.Syscalls, All: cfg.All,
+		AllowIOUring: cfg.AllowIOUring, AllowNestedListeners: cfg.AllowNestedListeners, AllowPtrace: cfg.AllowPtrace})
 	if err != nil {
 		return nil, -1, err
 	}

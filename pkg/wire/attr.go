@@ -420,8 +420,10 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return ImportAttrSize, true
 	case CmdHello:
 		return HelloAttrSize, true
-	case CmdStatus:
+	case CmdStatus, CmdDaemonUpgrade:
 		return 0, true
+	case CmdImportAt:
+		return ImportAtAttrSize, true
 	case CmdProgLoad:
 		return ProgLoadAttrSize, true
 	case CmdProgTestRun:

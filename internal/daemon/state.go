@@ -120,12 +120,13 @@ type stateNode struct {
 
 // stateProg is a program record (kind "prog").
 type stateProg struct {
-	Type     uint32         `json:"type"`
-	Name     string         `json:"name"`
-	License  string         `json:"license"`
-	Insns    []byte         `json:"insns"`
-	LineInfo []stateLine    `json:"line_info,omitempty"`
-	Maps     []stateProgMap `json:"maps"`
+	Type       uint32         `json:"type"`
+	AttachType uint32         `json:"attach_type,omitempty"`
+	Name       string         `json:"name"`
+	License    string         `json:"license"`
+	Insns      []byte         `json:"insns"`
+	LineInfo   []stateLine    `json:"line_info,omitempty"`
+	Maps       []stateProgMap `json:"maps"`
 }
 
 type stateLine struct {
@@ -241,7 +242,7 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 		}
 	case po.Kind == wire.ObjProg && po.Prog != nil && len(po.Entries) == 0:
 		pp := po.Prog
-		sp := &stateProg{Type: pp.Type, Name: pp.Name, License: pp.License, Insns: pp.Insns, Maps: []stateProgMap{}}
+		sp := &stateProg{Type: pp.Type, AttachType: pp.AttachType, Name: pp.Name, License: pp.License, Insns: pp.Insns, Maps: []stateProgMap{}}
 		for insn, line := range pp.LineInfo {
 			sp.LineInfo = append(sp.LineInfo, stateLine{Insn: insn, Line: line})
 		}
@@ -417,7 +418,7 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 		if sp == nil || count != 0 || len(rest) != 0 || len(sp.Insns) == 0 || len(sp.Insns)%8 != 0 {
 			return bad("malformed program record")
 		}
-		pp := &demux.PinnedProg{Type: sp.Type, Name: sp.Name, License: sp.License, Insns: sp.Insns}
+		pp := &demux.PinnedProg{Type: sp.Type, AttachType: sp.AttachType, Name: sp.Name, License: sp.License, Insns: sp.Insns}
 		if len(sp.LineInfo) > 0 {
 			pp.LineInfo = make(map[int]string, len(sp.LineInfo))
 			for _, l := range sp.LineInfo {

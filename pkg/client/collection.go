@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 )
 
 // Collection is the maps and programs of one ELF object, by name.
@@ -27,8 +28,14 @@ type CollectionOptions struct {
 	// makes a program that writes the map fail to load with EACCES). The
 	// collection lists them in Maps but does not close them.
 	MapReplacements map[string]*Map
-	// Programs, if not empty, are the only programs loaded.
+	// Programs, if not empty, are the only programs loaded, and only the
+	// maps they use are created (as cilium/ebpf's LoadAndAssign): parts
+	// of the object bpfd lacks do not stop the load.
 	Programs []string
+	// KernelTypes, if not nil, is the BTF CO-RE relocations are applied
+	// against instead of the host kernel's /sys/kernel/btf/vmlinux (as
+	// cilium/ebpf's ProgramOptions.KernelTypes).
+	KernelTypes *btf.Spec
 }
 
 // Close closes every map and program of the collection (the objects live
@@ -94,41 +101,96 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 		}
 		coll.Maps[name], coll.borrowed[name] = m, true
 	}
-	// The object's type information, for the maps' keys and values and
-	// the programs (best effort: without it everything still loads).
-	types := c.collectionBTF(spec)
-	defer types.close()
-	for _, name := range sortedKeys(spec.Maps) {
-		if coll.borrowed[name] {
-			continue
-		}
-		ms := spec.Maps[name]
-		m, err := c.newSpecMap(name, ms, types)
-		if err != nil {
-			return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
-		}
-		coll.Maps[name] = m
-	}
 	names := opts.Programs
 	if len(names) == 0 {
 		names = sortedKeys(spec.Programs)
 	}
+	// With a program subset, only the maps those programs use are
+	// created, as cilium/ebpf's LoadAndAssign does: maps of types bpfd
+	// lacks in other parts of the object do not stop the load.
+	wanted := map[string]bool{}
+	kconfig := kconfigSection(spec)
 	for _, name := range names {
 		ps, ok := spec.Programs[name]
 		if !ok {
 			return nil, fmt.Errorf("bpfd: no program %s in the object", name)
 		}
+		for i := range ps.Instructions {
+			if ref := ps.Instructions[i].Reference(); ref != "" && ps.Instructions[i].IsLoadFromMap() {
+				wanted[ref] = true
+			}
+		}
+	}
+	// The object's type information, for the maps' keys and values and
+	// the programs (best effort: without it everything still loads).
+	types := c.collectionBTF(spec)
+	defer types.close()
+	for _, name := range sortedKeys(spec.Maps) {
+		if coll.borrowed[name] || len(opts.Programs) > 0 && !wanted[name] {
+			continue
+		}
+		ms := spec.Maps[name]
+		m, err := c.newSpecMap(spec, name, ms, types)
+		if err != nil {
+			return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
+		}
+		coll.Maps[name] = m
+	}
+	var kconfigMap *Map
+	defer func() {
+		if kconfigMap != nil {
+			kconfigMap.Close() // the programs hold it
+		}
+	}()
+	for _, name := range names {
+		ps := spec.Programs[name]
 		typ, err := programType(ps)
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 		}
 		insns := append(asm.Instructions(nil), ps.Instructions...)
+		if err := applyCORE(insns, opts.KernelTypes); err != nil {
+			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
+		}
 		for i := range insns {
+			if sym, weak := ksymName(&insns[i]); sym != "" {
+				// A kernel address: nothing a userspace daemon can
+				// give a program. A weak extern reads 0, as libbpf
+				// gives for a symbol the kernel lacks; a strong one
+				// cannot load.
+				if !weak || insns[i].OpCode != asm.LoadImmOp(asm.DWord) {
+					return nil, fmt.Errorf("bpfd: program %s: %w: instruction %d reads kernel symbol %s (__ksym)", name, ErrNotSupported, i, sym)
+				}
+				insns[i].Constant = 0
+				insns[i].Src = 0
+				continue
+			}
 			ref := insns[i].Reference()
-			if ref == "" || !insns[i].IsLoadFromMap() {
+			if !insns[i].IsLoadFromMap() {
+				continue
+			}
+			off, isKconfig := uint32(0), false
+			if ref == "" && insns[i].Src == asm.PseudoMapValue && kconfig != nil {
+				off, isKconfig = kconfigOffset(&insns[i])
+			}
+			if ref == "" && !isKconfig {
 				continue
 			}
 			m, ok := coll.Maps[ref]
+			if isKconfig {
+				// An extern __kconfig read: a load from the .kconfig
+				// map bpfd fills as libbpf does.
+				if kconfigMap == nil {
+					if kconfigMap, err = c.newKconfigMap(kconfig); err != nil {
+						return nil, fmt.Errorf("bpfd: program %s: .kconfig: %w", name, err)
+					}
+				}
+				if err := insns[i].AssociateMap(kconfigMap); err != nil {
+					return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
+				}
+				insns[i].Constant = int64(uint64(off) << 32)
+				continue
+			}
 			if !ok {
 				return nil, fmt.Errorf("bpfd: program %s references missing map %s", name, ref)
 			}
@@ -137,7 +199,7 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 			}
 		}
 		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name),
-			BTF: types.btfObj()})
+			AttachType: uint32(ps.AttachType), BTF: types.btfObj()})
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 		}
@@ -146,8 +208,8 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 	// Program arrays whose contents name programs (libbpf's
 	// __array(values, ...) initialisers).
 	for name, ms := range spec.Maps {
-		if ms.Type != ebpf.ProgramArray || coll.borrowed[name] {
-			continue
+		if ms.Type != ebpf.ProgramArray || coll.borrowed[name] || coll.Maps[name] == nil {
+			continue // not created: no loaded program uses it
 		}
 		for _, kv := range ms.Contents {
 			pname, ok := kv.Value.(string)
@@ -174,12 +236,38 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 	return coll, nil
 }
 
-// newSpecMap creates one map of an ELF object with its contents.
-func (c *Conn) newSpecMap(name string, ms *ebpf.MapSpec, types *collTypes) (*Map, error) {
-	switch ms.Type {
-	case ebpf.Hash, ebpf.Array, ebpf.ProgramArray:
-	default:
-		return nil, fmt.Errorf("%w: map type %v", ErrNotSupported, ms.Type)
+// newKconfigMap creates the read-only .kconfig map of an object's
+// __kconfig externs, with their values (kconfigValues), frozen.
+func (c *Conn) newKconfigMap(ds *btf.Datasec) (*Map, error) {
+	data, err := kconfigValues(ds)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.NewMap(MapSpec{Type: Array, KeySize: 4, ValueSize: ds.Size, MaxEntries: 1, Flags: FlagRdonlyProg, Name: ".kconfig"})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Update(make([]byte, 4), data, UpdateAny); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if err := m.Freeze(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// newSpecMap creates one map of an ELF object with its contents (for a
+// data section, with spec's VariableSpec values written over them).
+func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSpec, types *collTypes) (*Map, error) {
+	data, isData, err := applyVariables(spec, name, ms)
+	if err != nil {
+		return nil, err
+	}
+	if isData {
+		ms = ms.Copy()
+		ms.Contents = []ebpf.MapKV{{Key: uint32(0), Value: data}}
 	}
 	mspec := MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
 		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)}

@@ -67,6 +67,11 @@ type ProgramSpec struct {
 	// kernel's prog_btf_fd); the program reports its id (ProgramInfo.BTFID)
 	// and keeps it alive.
 	BTF *BTF
+	// AttachType is the kernel's expected_attach_type (cilium/ebpf's
+	// ProgramSpec.AttachType): for XDP, ebpf.AttachXDPDevMap or
+	// ebpf.AttachXDPCPUMap marks a program for a device or CPU map,
+	// which cannot be test run (EINVAL, as in the kernel). 0: none.
+	AttachType uint32
 }
 
 // ProgramInfo describes a program as seen through one descriptor.
@@ -191,7 +196,7 @@ func (c *Conn) LoadProgram(spec ProgramSpec) (*Program, error) {
 	}
 	a := wire.ProgLoadAttr{ProgType: uint32(spec.Type), InsnCount: uint32(len(raw) / 8),
 		LicenseLen: uint32(len(spec.License)), LineInfoLen: uint32(len(lines)),
-		LogLevel: spec.LogLevel, LogSize: uint32(logSize)}
+		LogLevel: spec.LogLevel, LogSize: uint32(logSize), ExpectedAttachType: spec.AttachType}
 	copy(a.Name[:], spec.Name)
 	if spec.BTF != nil {
 		a.BTFHandle = spec.BTF.handle

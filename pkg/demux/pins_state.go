@@ -87,6 +87,8 @@ type PinnedProg struct {
 	Insns    []byte
 	LineInfo map[int]string
 	Maps     []PinnedProgMap
+	// AttachType is the program's expected attach type (0: none).
+	AttachType uint32
 }
 
 // PinnedProgMap is one map a pinned program uses, with the access the
@@ -187,7 +189,7 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 		}
 	}
 	if o.p != nil {
-		pp := &PinnedProg{Type: uint32(o.p.Type()), Name: o.p.Name(), License: o.p.License(),
+		pp := &PinnedProg{Type: uint32(o.p.Type()), AttachType: o.p.AttachType(), Name: o.p.Name(), License: o.p.License(),
 			Insns: o.p.Insns(), LineInfo: o.p.LineInfo()}
 		// o.deps is fixed while o lives, and o lives while pinned.
 		for i, ref := range o.p.Maps() {
@@ -615,7 +617,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		refs = append(refs, prog.MapRef{Map: o.m, Read: pm.Read, Write: pm.Write, Name: pm.Spec.Name})
 	}
 	p, err := s.load(nil, owner, &prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
-		Name: pp.Name, LineInfo: pp.LineInfo}, &prog.Env{Programs: r.progByID, Trace: s.trace})
+		Name: pp.Name, LineInfo: pp.LineInfo, AttachType: pp.AttachType}, &prog.Env{Programs: r.progByID, Trace: s.trace})
 	if err != nil {
 		dropFresh()
 		return nil, err

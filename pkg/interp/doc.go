@@ -39,7 +39,11 @@
 // to 32 bits for 32-bit operations), shift amounts are masked, signed
 // INT_MIN/-1 yields INT_MIN and INT_MIN%-1 yields 0, exactly as RFC 9669
 // specifies. Memory is little-endian. Legacy packet access (BPF_ABS/BPF_IND)
-// and the kernel-only extensions (kfunc calls, load-acquire/store-release,
+// is accepted when Config.LegacyPacket is set and follows the Linux
+// kernel's socket-filter semantics (VM.SetPacket): big-endian, offsets
+// relative to skb->data or, through SKFNetOff/SKFLLOff, to the network or
+// MAC header, and a load outside the packet ends the frame with r0 = 0.
+// The kernel-only extensions (kfunc calls, load-acquire/store-release,
 // may_goto) are rejected at Load.
 //
 // # Concurrency

@@ -630,6 +630,30 @@ func (vm *VM) exec(p *Program, pc, base int, args *[5]uint64) (uint64, error) {
 			}
 			regs[0] = cmpxchg64(b, regs[0], regs[in.src&15])
 
+		case opLdAbsB, opLdAbsH, opLdAbsW, opLdIndB, opLdIndH, opLdIndW:
+			k := in.imm
+			if in.op >= opLdIndB {
+				// The kernel adds in 64 bits, then passes an int.
+				k = int64(regs[in.src&15] + uint64(in.imm))
+			}
+			size := [...]int{1, 2, 4}[(in.op-opLdAbsB)%3]
+			v, ok := vm.ldPacket(int32(k), size)
+			if ok {
+				regs[0] = v
+				break
+			}
+			// Out of the packet: r0 = 0 and exit, as the kernel's
+			// rewrite (w0 ^= w0; exit) does.
+			regs[0] = 0
+			if frame == base {
+				vm.left = budget
+				return 0, nil
+			}
+			frame--
+			f := &vm.frames[frame]
+			pc, regs[6], regs[7], regs[8], regs[9] = f.ret, f.r6, f.r7, f.r8, f.r9
+			regs[10] = stackTop(frame)
+
 		case opFallOff:
 			ferr = &Fault{Code: FaultFallOff, PC: pc - 1}
 			goto out

@@ -64,6 +64,11 @@ type Config struct {
 	// StaticRegions are addressable by every run of the program through
 	// StaticPointer(i, off); their memory is shared by concurrent runs.
 	StaticRegions []Region
+	// LegacyPacket accepts the legacy packet loads BPF_LD | BPF_ABS and
+	// BPF_LD | BPF_IND (8, 16 and 32 bits; socket filters). They read
+	// the packet given to VM.SetPacket, with the kernel's semantics (see
+	// SetPacket); without it they are rejected at Load.
+	LegacyPacket bool
 	// AllowPseudoImm64 accepts LD_IMM64 with a non-zero src field and
 	// treats its 64-bit immediate literally. By default such instructions
 	// are rejected: a program layer resolves pseudo forms (map fds, map
@@ -402,8 +407,27 @@ func (d *decoder) decode(pc int) (int, error) {
 		return 0, nil
 
 	case clsLD:
+		if mode := code & 0xe0; (mode == modeABS || mode == modeIND) && code&0x18 != sizeDW {
+			if !d.cfg.LegacyPacket {
+				return 0, d.errf(pc, "opcode %#02x: legacy packet access is not enabled", code)
+			}
+			if err := zero(fDst, fOff); err != nil {
+				return 0, err
+			}
+			if mode == modeABS {
+				if err := zero(fSrc); err != nil {
+					return 0, err
+				}
+			}
+			ops := [4]uint8{opLdAbsW, opLdAbsH, opLdAbsB}
+			if mode == modeIND {
+				ops = [4]uint8{opLdIndW, opLdIndH, opLdIndB}
+			}
+			out.op = ops[(code>>3)&3]
+			return 0, nil
+		}
 		if code != clsLD|modeIMM|sizeDW {
-			return 0, d.errf(pc, "opcode %#02x: only LD_IMM64 is supported in the LD class", code)
+			return 0, d.errf(pc, "opcode %#02x: only LD_IMM64 and legacy packet loads are supported in the LD class", code)
 		}
 		if err := writesDst(); err != nil {
 			return 0, err

@@ -49,6 +49,8 @@ const (
 	sizeDW = 0x18
 
 	modeIMM    = 0x00
+	modeABS    = 0x20
+	modeIND    = 0x40
 	modeMEM    = 0x60
 	modeMEMSX  = 0x80
 	modeATOMIC = 0xc0
@@ -235,6 +237,15 @@ const (
 	opAtomFetchXor64
 	opXchg64
 	opCmpxchg64
+
+	// Legacy packet access (BPF_LD | BPF_ABS/BPF_IND): r0 = big-endian
+	// packet bytes at imm (ABS) or src + imm (IND); see VM.SetPacket.
+	opLdAbsB
+	opLdAbsH
+	opLdAbsW
+	opLdIndB
+	opLdIndH
+	opLdIndW
 
 	numOps
 )

@@ -92,6 +92,12 @@ type VM struct {
 	tailCalls int
 	left      uint64 // budget left when the last run stopped
 	running   bool
+
+	// Legacy packet access (SetPacket).
+	pkt     []byte
+	pktData int // offset of skb->data in pkt
+	pktNet  int // offset of the network header in pkt
+	pktMac  int // offset of the MAC header in pkt, -1 if none
 }
 
 // NewVM returns a VM; cfg may be nil.
@@ -199,6 +205,53 @@ func (vm *VM) MemAccess(ptr uint64, size int, acc Access) ([]byte, error) {
 		return nil, nil // acc 0 on a region with no access: bounds only
 	}
 	return buf[o : o+uint64(size) : o+uint64(size)], nil
+}
+
+// Offsets of the kernel's ancillary packet areas for legacy packet loads
+// (linux/filter.h): an offset at or above SKFNetOff is relative to the
+// network header, one at or above SKFLLOff to the link-layer (MAC) header.
+const (
+	SKFNetOff = -0x100000
+	SKFLLOff  = -0x200000
+)
+
+// SetPacket gives the legacy packet loads (Config.LegacyPacket) of the
+// next runs their packet: pkt holds it from its first byte, data is the
+// offset of what the program sees as its start (skb->data), net and mac
+// the offsets of the network and MAC headers (mac -1: none). As in the
+// kernel, a load at offset k >= 0 reads pkt[data+k:], SKFNetOff+j reads
+// pkt[net+j:], SKFLLOff+j reads pkt[mac+j:]; values are big-endian and
+// zero-extended; a load any byte of which is outside pkt ends the current
+// frame with r0 = 0, as the kernel's rewrite of these instructions does.
+// The VM keeps pkt until the next SetPacket; nil forgets it.
+func (vm *VM) SetPacket(pkt []byte, data, net, mac int) {
+	vm.pkt, vm.pktData, vm.pktNet, vm.pktMac = pkt, data, net, mac
+}
+
+// ldPacket is a legacy packet load of size bytes at offset k.
+func (vm *VM) ldPacket(k int32, size int) (uint64, bool) {
+	var at int
+	switch {
+	case k >= 0:
+		at = vm.pktData + int(k)
+	case k >= SKFNetOff:
+		at = vm.pktNet + int(k-SKFNetOff)
+	case k >= SKFLLOff && vm.pktMac >= 0:
+		at = vm.pktMac + int(k-SKFLLOff)
+	default:
+		return 0, false
+	}
+	if at < 0 || at+size > len(vm.pkt) {
+		return 0, false
+	}
+	b := vm.pkt[at : at+size]
+	switch size {
+	case 1:
+		return uint64(b[0]), true
+	case 2:
+		return uint64(b[0])<<8 | uint64(b[1]), true
+	}
+	return uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3]), true
 }
 
 // TailCall asks the VM to continue, once the calling helper returns, at the

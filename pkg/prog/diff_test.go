@@ -106,7 +106,7 @@ func compareRun(t *testing.T, name string, p *prog.Program, kp *ebpf.Program, pk
 		t.Errorf("%s: bpfd returned %#x, kernel %#x", name, uint32(res.Ret), kret)
 	}
 	if !bytes.Equal(res.DataOut, kopts.DataOut) {
-		t.Errorf("%s: data out differs:\nbpfd   %x\nkernel %x", name, res.DataOut, kopts.DataOut)
+		t.Errorf("%s: data out differs: %s", name, bytesDiff(res.DataOut, kopts.DataOut))
 	}
 }
 
@@ -208,3 +208,6 @@ func TestPortFilterVerdicts(t *testing.T) {
 }
 
 func u64le(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+
+// os0 reports whether the kernel oracle is unavailable (not root).
+func os0() bool { return os.Geteuid() != 0 }

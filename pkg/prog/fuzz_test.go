@@ -39,6 +39,65 @@ func FuzzVerifiedRun(f *testing.F) {
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
 	}), make([]byte, 64))
+	// Legacy packet loads: absolute, indirect from a packet byte, and
+	// through the SKF_NET_OFF / SKF_LL_OFF areas.
+	f.Add(marshalInsns(f, asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadAbs(0, asm.Byte),
+		asm.And.Imm(asm.R0, 0x0f),
+		asm.LSh.Imm(asm.R0, 2),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.LoadInd(asm.R0, asm.R7, 2, asm.Half),
+		asm.LoadAbs(-0x100000+9, asm.Byte),
+		asm.LoadAbs(-0x200000+12, asm.Word),
+		asm.Return(),
+	}), []byte{0x45, 0, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24})
+
+	// Packet helpers: adjust the head, reload and check the bounds,
+	// write through the new data pointer; adjust the tail and meta; copy
+	// bytes out and back; a checksum diff over the stack.
+	f.Add(marshalInsns(f, asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R2, -4),
+		asm.FnXdpAdjustHead.Call(),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.FnXdpAdjustTail.Call(),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, -8),
+		asm.FnXdpAdjustMeta.Call(),
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 8),
+		asm.JGT.Reg(asm.R4, asm.R3, "out"),
+		asm.StoreImm(asm.R2, 0, 0x11, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, -16),
+		asm.Mov.Imm(asm.R4, 16),
+		asm.FnXdpLoadBytes.Call(),
+		asm.Mov.Reg(asm.R1, asm.R10),
+		asm.Add.Imm(asm.R1, -16),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.Mov.Imm(asm.R5, 0),
+		asm.FnCsumDiff.Call(),
+		asm.Mov.Imm(asm.R0, 2).WithSymbol("out"),
+		asm.Return(),
+	}), make([]byte, 64))
+	f.Add(marshalInsns(f, asm.Instructions{
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 8),
+		asm.Mov.Imm(asm.R5, 0),
+		asm.FnSkbLoadBytesRelative.Call(),
+		asm.LoadMem(asm.R0, asm.R10, -8, asm.DWord),
+		asm.Return(),
+	}), make([]byte, 32))
 
 	hash, err := maps.New(maps.Spec{Type: maps.TypeHash, KeySize: 4, ValueSize: 16, MaxEntries: 8})
 	if err != nil {

@@ -77,6 +77,26 @@ var helperAudit = map[int32]auditRow{
 	HelperSkbLoadBytes: {memory: "writes the copy (r3, r4 bytes); reads the run's packet, not program pointers",
 		args:  []auditArg{{reg: 3, write: true, size: 4, sizeReg: 4}},
 		setup: func(h *auditHarness, r *[5]uint64) { r[0] = h.rw }},
+	HelperSkbLoadBytesRelative: {memory: "writes the copy (r3, r4 bytes); reads the run's frame, not program pointers",
+		args:  []auditArg{{reg: 3, write: true, size: 4, sizeReg: 4}},
+		setup: func(h *auditHarness, r *[5]uint64) { r[0], r[1], r[4] = h.rw, 0, 1 }},
+	HelperGetSocketCookie: {memory: "none (r1 is the context)"},
+	HelperGetSocketUID:    {memory: "none (r1 is the context)"},
+	HelperRedirect:        {memory: "none"},
+	HelperCsumDiff: {memory: "reads from (r1, r2 bytes) and to (r3, r4 bytes)",
+		args: []auditArg{{reg: 1, size: 4, sizeReg: 2}, {reg: 3, size: 4, sizeReg: 4}},
+		setup: func(h *auditHarness, r *[5]uint64) {
+			r[1], r[3] = 4, 4
+		}},
+	HelperXdpAdjustHead:    {memory: "none: moves the run's packet bounds"},
+	HelperXdpAdjustMeta:    {memory: "none: moves the run's packet bounds"},
+	HelperXdpAdjustTail:    {memory: "none: moves the run's packet bounds"},
+	HelperXdpGetBuffLen:    {memory: "none"},
+	HelperXdpLoadBytes:     {memory: "writes the copy (r3, r4 bytes); reads the run's packet", args: []auditArg{{reg: 3, write: true, size: 4, sizeReg: 4}}},
+	HelperXdpStoreBytes:    {memory: "reads the source (r3, r4 bytes); writes the run's packet", args: []auditArg{{reg: 3, size: 4, sizeReg: 4}}},
+	HelperKtimeGetCoarseNs: {memory: "none"},
+	HelperKtimeGetTaiNs:    {memory: "none"},
+	HelperGetNumaNodeID:    {memory: "none"},
 	HelperLoop: {memory: "none: r3 is handed to the callback, whose own loads and stores are checked",
 		setup: func(h *auditHarness, r *[5]uint64) { r[0] = 0; r[1] = funcPtrTag }},
 }
@@ -114,7 +134,7 @@ func newAuditHarness(t *testing.T, secret byte) *auditHarness {
 	}
 	h.p = p
 	h.vm = interp.NewVM(nil)
-	h.vm.Context = &runCtx{p: p}
+	h.vm.Context = &runCtx{p: p, frame: make([]byte, 64), xdp: xdpBuff{buf: make([]byte, xdpFrameSize), meta: xdpHeadroom, data: xdpHeadroom, end: xdpHeadroom + 64, ctx: make([]byte, xdpSize+24)}}
 	h.scratch = make([]byte, 64)
 	h.secret = bytes.Repeat([]byte{secret}, 64)
 	h.sealed = bytes.Repeat([]byte{secret}, 64)
@@ -136,12 +156,23 @@ func newAuditHarness(t *testing.T, secret byte) *auditHarness {
 
 // call runs helper n with regs.
 func (h *auditHarness) call(n int32, regs [5]uint64) (uint64, error) {
-	f := h.p.helperTable()[n]
+	f := allHelpers()[n]
 	return f(h.vm, regs[0], regs[1], regs[2], regs[3], regs[4])
 }
 
+// allHelpers is every helper any program type may call.
+func allHelpers() map[int32]interp.HelperFunc {
+	all := map[int32]interp.HelperFunc{}
+	for _, typ := range []Type{SocketFilter, XDP, Seccomp} {
+		for n, f := range (&Program{typ: typ}).helperTable() {
+			all[n] = f
+		}
+	}
+	return all
+}
+
 func TestHelperMemoryAudit(t *testing.T) {
-	table := (&Program{}).helperTable()
+	table := allHelpers()
 	var nums []int32
 	for n := range table {
 		nums = append(nums, n)

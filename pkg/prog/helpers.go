@@ -58,14 +58,12 @@ func HelperName(n int32) string {
 		return "bpf_get_current_uid_gid"
 	case HelperGetCurrentComm:
 		return "bpf_get_current_comm"
-	case HelperSkbLoadBytes:
-		return "bpf_skb_load_bytes"
 	case HelperKtimeGetBootNs:
 		return "bpf_ktime_get_boot_ns"
 	case HelperLoop:
 		return "bpf_loop"
 	}
-	return ""
+	return typeHelperName(n)
 }
 
 // Task is the task a program runs on behalf of ("current"): the client
@@ -106,6 +104,13 @@ type runCtx struct {
 	cpu int
 	pkt []byte // socket filters: the packet from the network header on
 
+	frame      []byte  // socket filters: the packet buffer (LD_ABS, load_bytes_relative)
+	netOff     int     // socket filters: offset of the network header in frame
+	macOff     int     // socket filters: offset of the MAC header in frame, -1 if none
+	xdp        xdpBuff // XDP: the packet buffer, kept across repeats
+	sockCookie uint64  // socket filters: the run's socket cookie (0: none yet)
+	sockUID    uint32  // socket filters: the run's socket owner
+
 	// gen numbers runs, so values cached by an earlier run are stale
 	// without clearing the cache.
 	gen uint64
@@ -125,6 +130,13 @@ type valueRegion struct {
 func errRet(e unix.Errno) uint64 { return uint64(-int64(e)) }
 
 func (p *Program) helperTable() map[int32]interp.HelperFunc {
+	t := p.baseHelpers()
+	addTypeHelperFuncs(p.typ, t)
+	return t
+}
+
+// baseHelpers are the helpers every program type may call.
+func (p *Program) baseHelpers() map[int32]interp.HelperFunc {
 	return map[int32]interp.HelperFunc{
 		HelperMapLookupElem:     helperLookup,
 		HelperMapUpdateElem:     helperUpdate,
@@ -137,7 +149,6 @@ func (p *Program) helperTable() map[int32]interp.HelperFunc {
 		HelperGetCurrentPidTgid: helperPidTgid,
 		HelperGetCurrentUidGid:  helperUidGid,
 		HelperGetCurrentComm:    helperComm,
-		HelperSkbLoadBytes:      helperSkbLoadBytes,
 		HelperKtimeGetBootNs:    helperBootNs,
 		HelperLoop:              helperLoop,
 	}

@@ -75,6 +75,9 @@ func (r *Runner) RunXDP(frame []byte, m *XDPMeta) (uint64, error) {
 	ctx := r.ctx[:xdpSize+24]
 	clear(ctx)
 	linear := frame[:min(len(frame), xdpMaxLinear)]
+	// bpf_xdp_load_bytes and the like see the linear part; the
+	// adjust helpers need a test run's buffer (EOPNOTSUPP here).
+	r.rc.xdp = xdpBuff{buf: linear, end: len(linear)}
 	data, err := r.vm.AddRegion(linear, true)
 	if err != nil {
 		return 0, err
@@ -100,6 +103,10 @@ func (r *Runner) RunSocketFilter(pkt []byte, m *SkbMeta) (uint64, error) {
 	r.rc.p, r.rc.task = r.p, nil
 	r.rc.gen++
 	r.rc.pkt = pkt
+	// LD_ABS/LD_IND and bpf_skb_load_bytes_relative: the packet starts
+	// at its network header; there is no MAC header.
+	r.rc.frame, r.rc.netOff, r.rc.macOff = pkt, 0, -1
+	r.vm.SetPacket(pkt, 0, 0, -1)
 	ctx := r.ctx[:skbSize]
 	clear(ctx)
 	for _, f := range [...]struct {
@@ -115,10 +122,11 @@ func (r *Runner) RunSocketFilter(pkt []byte, m *SkbMeta) (uint64, error) {
 	}
 	r1, err := r.vm.AddRegion(ctx, true)
 	if err != nil {
-		r.rc.pkt = nil
+		r.rc.pkt, r.rc.frame = nil, nil
 		return 0, err
 	}
 	ret, err := r.p.runOnSlot(r.vm, r.rc, r1)
-	r.rc.pkt = nil
+	r.rc.pkt, r.rc.frame = nil, nil
+	r.vm.SetPacket(nil, 0, 0, -1)
 	return ret, err
 }

@@ -59,6 +59,11 @@ type Spec struct {
 	LineInfo map[int]string
 	// LogLevel > 0 keeps the verifier's log of a successful load too.
 	LogLevel uint32
+	// AttachType is the kernel's expected_attach_type (enum
+	// bpf_attach_type): for XDP, AttachXDPDevMap or AttachXDPCPUMap
+	// marks a program for a device or CPU map (it cannot be test run;
+	// a devmap program may read egress_ifindex). 0 means none.
+	AttachType uint32
 }
 
 // TraceFunc receives bpf_trace_printk output of program name; it is called
@@ -86,6 +91,7 @@ type Env struct {
 // concurrent runs.
 type Program struct {
 	typ      Type
+	attach   uint32
 	name     string
 	license  string
 	insns    []byte // as loaded (pseudo instructions unresolved), for dumps
@@ -114,6 +120,10 @@ type mapSlot struct {
 
 // Type returns the program type.
 func (p *Program) Type() Type { return p.typ }
+
+// AttachType returns the expected attach type the program was loaded
+// with (0: none).
+func (p *Program) AttachType() uint32 { return p.attach }
 
 // Name returns the program name.
 func (p *Program) Name() string { return p.name }
@@ -151,6 +161,12 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 	if spec.Type != SocketFilter && spec.Type != XDP && spec.Type != Seccomp {
 		return nil, fmt.Errorf("%w %d", ErrType, uint32(spec.Type))
 	}
+	switch {
+	case spec.AttachType == 0:
+	case spec.Type == XDP && (spec.AttachType == AttachXDP || spec.AttachType == AttachXDPDevMap || spec.AttachType == AttachXDPCPUMap):
+	default:
+		return nil, fmt.Errorf("%w: expected attach type %d for %v", ErrInvalid, spec.AttachType, spec.Type)
+	}
 	if len(spec.Insns) == 0 || len(spec.Insns)%8 != 0 || len(spec.Insns)/8 > MaxInsns {
 		return nil, fmt.Errorf("%w: %d bytes of instructions", ErrInvalid, len(spec.Insns))
 	}
@@ -172,6 +188,7 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 	}
 	p := &Program{
 		typ:      spec.Type,
+		attach:   spec.AttachType,
 		name:     spec.Name,
 		license:  spec.License,
 		insns:    append([]byte(nil), spec.Insns...),
@@ -199,6 +216,7 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 	p.code, err = interp.Load(code, &interp.Config{
 		Helpers:       p.helperTable(),
 		StaticRegions: statics,
+		LegacyPacket:  p.typ == SocketFilter,
 	})
 	if err != nil {
 		// The verifier accepted what the interpreter refuses: a bug in
@@ -222,6 +240,12 @@ func Load(spec *Spec, env *Env) (*Program, error) {
 // of the shadow fields that follow the context.
 func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 	code := append([]byte(nil), p.insns...)
+	// Like the kernel's sanitize_dead_code: instructions no path runs
+	// become "ja -1" (they may hold a poisoned CO-RE relocation the
+	// interpreter would refuse).
+	for _, pc := range vr.dead {
+		copy(code[pc*8:pc*8+8], []byte{0x05, 0, 0xff, 0xff, 0, 0, 0, 0})
+	}
 	var statics []interp.Region
 	staticOf := make(map[int]int) // map index -> static region index
 	arrayRegion := func(i int) (int, bool) {
@@ -276,6 +300,12 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		if _, ok := p.refs[i].Map.(*maps.Array); ok {
 			arrayRegion(i)
 		}
+	}
+	for _, nl := range vr.narrow {
+		ins := code[nl.pc*8 : nl.pc*8+8]
+		sz := map[int]byte{1: 0x10, 2: 0x08, 4: 0x00}[nl.size]
+		ins[0] = ins[0]&^0x18 | sz
+		binary.LittleEndian.PutUint16(ins[2:], uint16(nl.off))
 	}
 	for _, cl := range vr.ctxLoads {
 		ins := code[cl.pc*8 : cl.pc*8+8]

@@ -2,6 +2,9 @@ package prog
 
 import (
 	"encoding/binary"
+	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,13 +22,26 @@ func errnoOf(err error) unix.Errno { return errno.Of(err, unix.EINVAL) }
 // limit.
 const (
 	skbMaxData   = 3712
-	xdpMaxLinear = 3520
-	xdpMaxData   = 73152
+	xdpMaxLinear = xdpFrameSize - xdpHeadroom - xdpTailroom // 3520
+	xdpMaxData   = xdpMaxLinear + 17*xdpFragSize            // MAX_SKB_FRAGS pages
 )
 
 // ErrDataTooBig: an XDP test-run packet larger than the kernel can
 // build (ENOMEM, as the kernel answers).
 var ErrDataTooBig = errno.New(unix.ENOMEM, "test run packet larger than the kernel's XDP limit")
+
+// ErrAttachTestRun: XDP programs for CPU maps and device maps
+// (expected attach type BPF_XDP_CPUMAP / BPF_XDP_DEVMAP) cannot be test
+// run, as in the kernel.
+var ErrAttachTestRun = errno.New(unix.EINVAL, "test run of an XDP program for a CPU or device map")
+
+// ErrNoDevice: a test-run context names an interface that does not exist
+// in the daemon's network namespace.
+var ErrNoDevice = errno.New(unix.ENODEV, "test run context names no interface")
+
+// ErrCtxTail: a test-run context longer than the type's context has
+// non-zero bytes past it (E2BIG, as the kernel's bpf_ctx_init).
+var ErrCtxTail = errno.New(unix.E2BIG, "test run context has non-zero bytes past its struct")
 
 // MaxTestRunTime bounds the wall time of one TestRun's repeats: the
 // daemon's cores are shared, so a huge Repeat stops there with
@@ -39,15 +55,22 @@ var ErrInterrupted = errno.New(unix.EINTR, "test run interrupted: repeats exceed
 // RunOptions are the inputs of a test run, as BPF_PROG_TEST_RUN's.
 type RunOptions struct {
 	// Data is the packet (socket filter, XDP): at least 14 bytes, an
-	// Ethernet frame, as the kernel requires.
+	// Ethernet frame, as the kernel requires. For XDP with a context
+	// whose data field is non-zero, the first data bytes are the
+	// metadata in front of the frame.
 	Data []byte
 	// Context is the context in: for Seccomp a struct seccomp_data (64
 	// bytes); for socket filters an optional struct __sk_buff whose only
-	// non-zero fields may be mark, priority and cb; for XDP an optional
-	// struct xdp_md that must be zero. Nil means defaults.
+	// non-zero fields may be mark, priority, ingress_ifindex, ifindex,
+	// cb, tstamp, wire_len, gso_segs, gso_size and hwtstamp; for XDP an
+	// optional struct xdp_md with data (the metadata length), data_end
+	// (len(Data)), ingress_ifindex and rx_queue_index. Nil means
+	// defaults. Bytes past the struct must be zero.
 	Context []byte
-	// Repeat runs the program this many times (0 means 1); the result is
-	// the last run's, the duration the mean.
+	// Repeat runs the program this many times (0 means 1) on the same
+	// packet and context, each run seeing what the previous one left, as
+	// the kernel's repeat does; the result is the last run's, the
+	// duration the mean.
 	Repeat uint32
 	// Task is "current" for the helpers that ask; nil means a task with
 	// every id zero.
@@ -65,9 +88,12 @@ type RunResult struct {
 	// Ret is r0 at exit (the kernel reports its low 32 bits).
 	Ret uint64
 	// DataOut is the packet after the run: for socket filters the
-	// Ethernet header comes back zeroed, as the kernel's test run does.
+	// Ethernet header comes back zeroed, as the kernel's test run does;
+	// for XDP it starts at the metadata and includes the fragments.
 	DataOut []byte
-	// ContextOut is the context after the run.
+	// ContextOut is the context after the run, as the kernel writes it
+	// back: the context in (or zeros) with the fields the kernel copies
+	// out updated.
 	ContextOut []byte
 	// Duration is the mean time of one run.
 	Duration time.Duration
@@ -88,11 +114,17 @@ func (p *Program) vm() *interp.VM {
 }
 
 // TestRun runs p as BPF_PROG_TEST_RUN does: on a copy of opts.Data and
-// opts.Context. It returns ErrDataSize or ErrCtxSize (EINVAL) for inputs
-// the kernel would refuse, and an *interp.Fault if the run faults (which a
-// verified program should never do).
+// opts.Context, Repeat times on the same buffers. It returns ErrDataSize,
+// ErrCtxSize or ErrAttachTestRun (EINVAL), ErrDataTooBig (ENOMEM),
+// ErrNoDevice (ENODEV) or ErrCtxTail (E2BIG) for inputs the kernel would
+// refuse, ErrInterrupted when the repeats take too long, and an
+// *interp.Fault if the run faults (which a verified program should never
+// do).
 func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	repeat := max(opts.Repeat, 1)
+	if p.typ == XDP && (p.attach == AttachXDPCPUMap || p.attach == AttachXDPDevMap) {
+		return nil, ErrAttachTestRun
+	}
 	switch p.typ {
 	case SocketFilter, XDP:
 		if len(opts.Data) < ethHdrLen {
@@ -127,15 +159,31 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 			return nil, ErrCtxSize
 		}
 	}
-	if err := p.checkCtxIn(opts.Context); err != nil {
-		return nil, err
-	}
 	vm := p.vm()
 	defer p.vms.Put(vm)
 	rc := vm.Context.(*runCtx)
-	// Each run starts from the same input, as the kernel's repeat does.
-	ctx := make([]byte, p.ctxSize+24)
-	pkt := make([]byte, len(opts.Data))
+	rc.frame, rc.pkt, rc.xdp, rc.netOff, rc.macOff = nil, nil, xdpBuff{}, 0, -1
+	rc.sockCookie, rc.sockUID = 0, 0
+	defer func() {
+		rc.frame, rc.pkt, rc.task, rc.xdp = nil, nil, nil, xdpBuff{}
+		vm.SetPacket(nil, 0, 0, -1)
+	}()
+
+	var ctx, ctxOut []byte
+	var err error
+	switch p.typ {
+	case SocketFilter:
+		if ctx, ctxOut, err = p.skbSetup(rc, vm, opts); err != nil {
+			return nil, err
+		}
+	case XDP:
+		if ctx, ctxOut, err = p.xdpSetup(rc, opts); err != nil {
+			return nil, err
+		}
+	default: // Seccomp
+		ctx = append([]byte(nil), opts.Context...)
+	}
+
 	var ret uint64
 	var waited time.Duration // in opts.Yield, left out of the run time
 	// Short runs check in with opts.Yield every 16 repeats, long ones
@@ -158,102 +206,270 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 		}
 		rc.p, rc.task = p, opts.Task
 		rc.gen++
-		copy(pkt, opts.Data)
-		clear(ctx)
-		copy(ctx, opts.Context)
-		r1, err := p.prepare(vm, ctx, pkt)
+		r1, err := p.regions(vm, rc, ctx)
 		if err != nil {
 			return nil, err
 		}
 		ret, err = p.runOnSlot(vm, rc, r1)
 		if err != nil {
-			rc.pkt = nil
 			return nil, err
 		}
-		if i == 0 && time.Since(start) > 20*time.Microsecond {
+		// A long first run (judged by the instructions it executed,
+		// about 20 µs of interpretation, not by a clock that a loaded
+		// machine or the race detector slows) yields after each run.
+		if i == 0 && vm.Executed() > 4096 {
 			stride = 1
 		}
 	}
-	rc.pkt = nil
 	elapsed := time.Since(start) - waited
 	res := &RunResult{Ret: ret, Duration: elapsed / time.Duration(repeat)}
+	le := binary.LittleEndian
 	switch p.typ {
 	case SocketFilter:
-		res.DataOut = make([]byte, len(pkt))
-		copy(res.DataOut[ethHdrLen:], pkt[ethHdrLen:])
-		res.ContextOut = ctx[:skbSize:skbSize]
+		res.DataOut = make([]byte, len(rc.frame))
+		copy(res.DataOut[ethHdrLen:], rc.frame[ethHdrLen:])
+		// convert_skb_to___skb: the fields the kernel copies back.
+		for _, f := range []int{skbMark, skbPriority, skbIngressIfindex, skbIfindex, skbGSOSegs} {
+			copy(ctxOut[f:f+4], ctx[f:f+4])
+		}
+		copy(ctxOut[skbCB:skbCB+20], ctx[skbCB:skbCB+20])
+		res.ContextOut = ctxOut
 	case XDP:
-		res.DataOut = pkt
-		res.ContextOut = ctx[:xdpSize:xdpSize]
-		// The kernel reports data offsets, not pointers, in ctx out.
-		clear(res.ContextOut[xdpData : xdpDataMeta+4])
+		x := &rc.xdp
+		res.DataOut = x.out()
+		le.PutUint32(ctxOut[xdpData:], uint32(x.data-x.meta))
+		le.PutUint32(ctxOut[xdpDataEnd:], uint32(x.end-x.meta))
+		res.ContextOut = ctxOut
 	case Seccomp:
 		res.ContextOut = ctx[:SeccompDataSize:SeccompDataSize]
 	}
 	return res, nil
 }
 
-// checkCtxIn refuses context input the kernel's test run refuses.
-func (p *Program) checkCtxIn(in []byte) error {
-	switch p.typ {
-	case SocketFilter:
-		if len(in) == 0 {
-			return nil
-		}
-		if len(in) > skbSize {
-			return ErrCtxSize
-		}
-		for i, c := range in {
-			switch {
-			case i >= skbMark && i < skbMark+4, i >= skbPriority && i < skbPriority+4,
-				i >= skbCB && i < skbCB+20:
-				continue
-			}
+// ctxIn copies a context in into a buffer of size bytes; bytes past size
+// must be zero (E2BIG otherwise, as the kernel's bpf_ctx_init).
+func ctxIn(in []byte, size int) ([]byte, error) {
+	out := make([]byte, size)
+	copy(out, in)
+	if len(in) > size {
+		for _, c := range in[size:] {
 			if c != 0 {
-				return ErrCtxSize
-			}
-		}
-	case XDP:
-		if len(in) > xdpSize {
-			return ErrCtxSize
-		}
-		for _, c := range in {
-			if c != 0 {
-				return ErrCtxSize
+				return nil, ErrCtxTail
 			}
 		}
 	}
-	return nil
+	return out, nil
 }
 
-// prepare fills the context for one run and adds the regions the program
-// addresses; it returns r1 (the context pointer).
-func (p *Program) prepare(vm *interp.VM, ctx, pkt []byte) (uint64, error) {
+// skbSetup builds a socket filter's skb as bpf_prog_test_run_skb does:
+// the frame goes through eth_type_trans on the loopback device (or the
+// context's ifindex), and the __sk_buff fields a test run may set come
+// from the context in. It returns the program's context and the context
+// out (the context in, to be updated after the run).
+func (p *Program) skbSetup(rc *runCtx, vm *interp.VM, opts *RunOptions) (ctx, ctxOut []byte, err error) {
+	if ctxOut, err = ctxIn(opts.Context, skbSize); err != nil {
+		return nil, nil, err
+	}
 	le := binary.LittleEndian
+	for i, c := range ctxOut {
+		switch {
+		case i >= skbMark && i < skbMark+4, i >= skbPriority && i < skbIfindex+4,
+			i >= skbCB && i < skbCB+20, i >= skbTstamp && i < skbGSOSegs+4,
+			i >= skbGSOSize && i < skbGSOSize+4, i >= skbHwtstamp && i < skbHwtstamp+8:
+			continue
+		}
+		if c != 0 {
+			return nil, nil, ErrCtxSize
+		}
+	}
+	frame := append([]byte(nil), opts.Data...)
+	l3len := uint32(len(frame) - ethHdrLen)
+	ifindex := uint32(1) // the loopback device
+	if in := le.Uint32(ctxOut[skbIfindex:]); in > 1 {
+		if _, err := net.InterfaceByIndex(int(in)); err != nil {
+			return nil, nil, ErrNoDevice
+		}
+		ifindex = in
+	}
+	if wl := le.Uint32(ctxOut[skbWireLen:]); wl != 0 && (wl < l3len || wl > 65536) {
+		return nil, nil, ErrCtxSize
+	} else if wl == 0 {
+		// cb->pkt_len: the skb's length unless the caller set it.
+		le.PutUint32(ctxOut[skbWireLen:], l3len)
+	}
+	if le.Uint32(ctxOut[skbGSOSegs:]) > 65535 {
+		return nil, nil, ErrCtxSize
+	}
+	ctx = make([]byte, skbSize)
+	for _, f := range []int{skbMark, skbPriority, skbIngressIfindex, skbGSOSegs, skbGSOSize} {
+		copy(ctx[f:f+4], ctxOut[f:f+4])
+	}
+	copy(ctx[skbCB:skbCB+20], ctxOut[skbCB:skbCB+20])
+	le.PutUint32(ctx[skbLen:], l3len)
+	le.PutUint32(ctx[skbIfindex:], ifindex)
+	le.PutUint32(ctx[skbPktType:], pktType(frame, ifindex))
+	proto := ethProtocol(frame)
+	le.PutUint32(ctx[skbProtocol:], uint32(proto>>8)|uint32(proto&0xff)<<8)
+	rc.frame, rc.pkt, rc.netOff, rc.macOff = frame, frame[ethHdrLen:], ethHdrLen, 0
+	// LD_ABS/LD_IND: skb->data and the network header are past the
+	// Ethernet header, the MAC header at the frame's start.
+	vm.SetPacket(frame, ethHdrLen, ethHdrLen, 0)
+	return ctx, ctxOut, nil
+}
+
+// Packet types (linux/if_packet.h).
+const (
+	packetHost      = 0
+	packetBroadcast = 1
+	packetMulticast = 2
+	packetOtherHost = 3
+)
+
+// pktType is eth_type_trans's classification of the destination MAC for
+// the receiving device: its own address is PACKET_HOST, its broadcast
+// address PACKET_BROADCAST, other group addresses PACKET_MULTICAST,
+// anything else PACKET_OTHERHOST. The loopback device's address and
+// broadcast address are both all zeros.
+func pktType(frame []byte, ifindex uint32) uint32 {
+	dst := net.HardwareAddr(frame[0:6])
+	own, bcast := make(net.HardwareAddr, 6), make(net.HardwareAddr, 6)
+	if ifindex != 1 {
+		if ifi, err := net.InterfaceByIndex(int(ifindex)); err == nil && len(ifi.HardwareAddr) == 6 {
+			own = ifi.HardwareAddr
+			bcast = deviceBroadcast(ifi.Name)
+		}
+	}
+	switch {
+	case string(dst) == string(own):
+		return packetHost
+	case dst[0]&1 == 0:
+		return packetOtherHost
+	case string(dst) == string(bcast):
+		return packetBroadcast
+	}
+	return packetMulticast
+}
+
+// deviceBroadcast reads an interface's link-layer broadcast address.
+func deviceBroadcast(name string) net.HardwareAddr {
+	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "broadcast"))
+	if err == nil {
+		if a, err := net.ParseMAC(string(trimNL(b))); err == nil && len(a) == 6 {
+			return a
+		}
+	}
+	return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// EtherTypes eth_type_trans gives frames whose type field is a length.
+const (
+	ethP8023    = 0x0001
+	ethP8022    = 0x0004
+	ethP8023Min = 0x0600
+)
+
+// ethProtocol is eth_type_trans's skb->protocol (host order): the
+// EtherType, or for an 802.3 frame (a length below 0x600) ETH_P_802_3
+// when the payload starts with 0xFFFF (raw IPX) and ETH_P_802_2 (LLC)
+// otherwise.
+func ethProtocol(frame []byte) uint16 {
+	t := uint16(frame[12])<<8 | uint16(frame[13])
+	if t >= ethP8023Min {
+		return t
+	}
+	if len(frame) >= ethHdrLen+2 && frame[14] == 0xff && frame[15] == 0xff {
+		return ethP8023
+	}
+	return ethP8022
+}
+
+// xdpSetup builds an XDP test run's buffer as bpf_prog_test_run_xdp
+// does: headroom (less the metadata the context asks for), the linear
+// part, fragments of a page each for the rest.
+func (p *Program) xdpSetup(rc *runCtx, opts *RunOptions) (ctx, ctxOut []byte, err error) {
+	if ctxOut, err = ctxIn(opts.Context, xdpSize); err != nil {
+		return nil, nil, err
+	}
+	le := binary.LittleEndian
+	size := len(opts.Data)
+	ingress, rxq := uint32(1), uint32(0)
+	metalen := 0
+	if len(opts.Context) > 0 {
+		data, end := le.Uint32(ctxOut[xdpData:]), le.Uint32(ctxOut[xdpDataEnd:])
+		if le.Uint32(ctxOut[xdpDataMeta:]) != 0 || end != uint32(size) || data > end || data&3 != 0 || data > xdpMaxMeta {
+			return nil, nil, ErrCtxSize
+		}
+		if le.Uint32(ctxOut[xdpEgressIfindex:]) != 0 {
+			return nil, nil, ErrCtxSize
+		}
+		in, q := le.Uint32(ctxOut[xdpIngressIfindex:]), le.Uint32(ctxOut[xdpRxQueueIndex:])
+		if in == 0 && q != 0 {
+			return nil, nil, ErrCtxSize
+		}
+		if in != 0 {
+			ifi, err := net.InterfaceByIndex(int(in))
+			if err != nil {
+				return nil, nil, ErrNoDevice
+			}
+			if int(q) >= rxQueues(ifi.Name) {
+				return nil, nil, ErrCtxSize
+			}
+			ingress, rxq = in, q
+		}
+		metalen = int(data)
+	}
+	x := &rc.xdp
+	x.buf = make([]byte, xdpFrameSize)
+	x.meta = xdpHeadroom - metalen
+	linear := min(size, xdpMaxLinear+metalen)
+	copy(x.buf[x.meta:], opts.Data[:linear])
+	x.data = xdpHeadroom
+	x.end = x.meta + linear
+	for rest := opts.Data[linear:]; len(rest) > 0; {
+		n := min(len(rest), xdpFragSize)
+		f := make([]byte, n, xdpFragSize)
+		copy(f, rest[:n])
+		x.frags = append(x.frags, f)
+		rest = rest[n:]
+	}
+	ctx = make([]byte, xdpSize+24)
+	le.PutUint32(ctx[xdpIngressIfindex:], ingress)
+	le.PutUint32(ctx[xdpRxQueueIndex:], rxq)
+	x.ctx = ctx
+	return ctx, ctxOut, nil
+}
+
+// rxQueues counts an interface's receive queues.
+func rxQueues(name string) int {
+	m, _ := filepath.Glob(filepath.Join("/sys/class/net", name, "queues", "rx-*"))
+	return max(len(m), 1)
+}
+
+// regions adds, for one run, the memory the program addresses and
+// returns r1 (the context pointer). The buffers persist across repeats.
+func (p *Program) regions(vm *interp.VM, rc *runCtx, ctx []byte) (uint64, error) {
 	switch p.typ {
 	case SocketFilter:
-		// The kernel's test run pulls the Ethernet header: the program
-		// sees the packet from the network header on.
-		le.PutUint32(ctx[skbLen:], uint32(len(pkt)-ethHdrLen))
-		le.PutUint32(ctx[skbProtocol:], uint32(pkt[12])|uint32(pkt[13])<<8)
-		le.PutUint32(ctx[skbIfindex:], 1)
-		le.PutUint32(ctx[skbWireLen:], 0)
-		vm.Context.(*runCtx).pkt = pkt[ethHdrLen:]
 		return vm.AddRegion(ctx[:skbSize], true)
 	case XDP:
-		// The program addresses the linear part only; the rest stands
-		// for the fragments (returned unchanged in data out).
-		linear := pkt[:min(len(pkt), xdpMaxLinear)]
-		data, err := vm.AddRegion(linear, true)
+		// One region for the whole frame: the helpers move data,
+		// data_end and data_meta inside it and rewrite the shadow
+		// pointer fields that follow the context (context loads of
+		// those fields were rewritten to read them).
+		x := &rc.xdp
+		base, err := vm.AddRegion(x.buf, true)
 		if err != nil {
 			return 0, err
 		}
-		le.PutUint32(ctx[xdpIngressIfindex:], 1)
-		// Shadow pointer fields after the struct: context loads of
-		// data, data_end and data_meta were rewritten to read them.
-		le.PutUint64(ctx[xdpSize+0:], data)
-		le.PutUint64(ctx[xdpSize+8:], data+uint64(len(linear)))
-		le.PutUint64(ctx[xdpSize+16:], data)
+		x.base = base
+		x.sync()
 		return vm.AddRegion(ctx[:xdpSize+24], false)
 	default: // Seccomp: read-only struct seccomp_data
 		return vm.AddRegion(ctx[:SeccompDataSize], false)

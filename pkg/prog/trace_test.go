@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -130,13 +129,12 @@ func TestTestRunTimeBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	// 2^30 repeats of a 100000-instruction loop would take days: EINTR
+	// says the time budget stopped them (how soon is not asserted: timings
+	// depend on the machine's load).
 	_, err = p.TestRun(&prog.RunOptions{Data: make([]byte, 14), Repeat: 1 << 30})
 	if !errors.Is(err, prog.ErrInterrupted) || !errors.Is(err, unix.EINTR) {
 		t.Fatalf("TestRun = %v, want EINTR", err)
-	}
-	if d := time.Since(start); d > prog.MaxTestRunTime+time.Second {
-		t.Fatalf("stopped after %v", d)
 	}
 }
 

@@ -15,6 +15,43 @@
 // helper_audit_test.go lists every helper with the program memory it
 // touches and probes each against forbidden regions; a new helper must
 // be added there.
+//
+// # Test runs
+//
+// TestRun follows BPF_PROG_TEST_RUN of the 6.18 kernel on x86-64, checked
+// against it by the *MatchesKernel tests: a socket filter's frame goes
+// through eth_type_trans on the loopback device (pkt_type from the
+// destination MAC, protocol ETH_P_802_3/ETH_P_802_2 for 802.3 frames,
+// skb->data at the network header, LD_ABS/LD_IND relative to it); an XDP
+// packet sits after 256 bytes of headroom in a 4 KiB frame, bytes past the
+// 3520-byte linear part in page-sized fragments, and data out starts at
+// the metadata. Repeat reruns the program on the buffers the previous run
+// left, as the kernel does. The context in and out follow the kernel's
+// rules field by field.
+//
+// Helpers by type, as the kernel's func_proto tables: socket filters get
+// bpf_skb_load_bytes, bpf_skb_load_bytes_relative, bpf_get_socket_cookie
+// and bpf_get_socket_uid; XDP programs bpf_xdp_adjust_head/_tail/_meta,
+// bpf_xdp_load_bytes/_store_bytes, bpf_xdp_get_buff_len, bpf_csum_diff
+// and bpf_redirect; every type the base helpers (maps, time, random,
+// trace_printk, tail calls, bpf_loop). bpf_skb_store_bytes and the l3/l4
+// checksum helpers are tc helpers in the kernel and are not offered to
+// these types there either.
+//
+// # Differences from the kernel
+//
+//   - __sk_buff.sk (the socket of a socket filter's skb) is not offered:
+//     a load of it fails verification. The kernel's test run gives a
+//     dummy socket there.
+//   - bpf_get_socket_cookie answers a cookie bpfd numbers itself (never
+//     0, one per test run, shared by its repeats), not the kernel's
+//     counter; bpf_get_socket_uid answers 0, the owner of a test run's
+//     socket in the kernel too.
+//   - bpf_get_numa_node_id answers 0: bpfd's runs are bound to no node.
+//   - In live runs (Runner) the XDP adjust helpers answer EOPNOTSUPP:
+//     the packet is the caller's buffer, without headroom or tailroom.
+//   - Values a test run cannot observe are bpfd's own: timestamps come
+//     from the daemon's clocks.
 package prog
 
 import "fmt"
@@ -100,10 +137,18 @@ const (
 	xdpDataMeta       = 8
 	xdpIngressIfindex = 12
 	xdpRxQueueIndex   = 16
+	xdpEgressIfindex  = 20
 
 	// ethHdrLen is ETH_HLEN: the socket-filter test run starts the packet
 	// after it, as the kernel's does.
 	ethHdrLen = 14
+)
+
+// Expected attach types (enum bpf_attach_type) bpfd knows for XDP.
+const (
+	AttachXDPDevMap uint32 = 33
+	AttachXDPCPUMap uint32 = 35
+	AttachXDP       uint32 = 37
 )
 
 // Seccomp return actions (linux/seccomp.h), for programs of type Seccomp.
@@ -120,3 +165,21 @@ const (
 	SeccompRetActionFull uint32 = 0xffff0000
 	SeccompRetData       uint32 = 0x0000ffff
 )
+
+// skbNarrowTarget gives, for the __sk_buff fields whose sk_buff member is
+// narrower than the 4-byte field, that member's size. The kernel rewrites
+// a narrow load of such a field into a load of the member, and shifts and
+// masks only when the load is narrower than the member: a load at least
+// as wide as the member returns the whole member whatever its offset
+// inside the field (a 2-byte load of protocol at offset 18 returns the
+// protocol, not 0). pkg/prog rewrites those loads the same way.
+var skbNarrowTarget = map[uint32]int{
+	skbPktType:      1,
+	skbQueueMapping: 2,
+	skbProtocol:     2,
+	skbVlanTCI:      2,
+	skbVlanProto:    2,
+	skbTCIndex:      2,
+	skbGSOSegs:      2,
+	skbGSOSize:      2,
+}

@@ -13,6 +13,14 @@ import (
 type verified struct {
 	log      string
 	ctxLoads []ctxLoad
+	dead     []int // instructions no path executes
+	narrow   []narrowLoad
+}
+
+// narrowLoad is a narrow context load rewritten into a load of size
+// bytes at off (skbNarrowTarget).
+type narrowLoad struct {
+	pc, size, off int
 }
 
 // ctxLoad is a context load of a packet pointer field, rewritten into a
@@ -41,9 +49,9 @@ var (
 			{Name: "ifindex", Off: skbIfindex, Size: 4, Narrow: true},
 			{Name: "tc_index", Off: skbTCIndex, Size: 4, Narrow: true},
 		}
-		for i := uint32(0); i < 5; i++ {
-			f = append(f, verifier.ContextField{Name: fmt.Sprintf("cb[%d]", i), Off: skbCB + 4*i, Size: 4, Narrow: true, Write: true})
-		}
+		// cb[0..4] as one field: the kernel allows 8-byte loads and
+		// stores of cb[0..1] and cb[2..3] as well as narrow ones.
+		f = append(f, verifier.ContextField{Name: "cb", Off: skbCB, Size: 20, Narrow: true, Write: true})
 		return append(f,
 			verifier.ContextField{Name: "hash", Off: skbHash, Size: 4, Narrow: true},
 			verifier.ContextField{Name: "napi_id", Off: skbNapiID, Size: 4, Narrow: true},
@@ -61,6 +69,11 @@ var (
 		{Name: "ingress_ifindex", Off: xdpIngressIfindex, Size: 4},
 		{Name: "rx_queue_index", Off: xdpRxQueueIndex, Size: 4},
 	}}
+
+	// xdpDevmapContext is xdp_md for programs run by a device map
+	// (expected attach type BPF_XDP_DEVMAP): egress_ifindex is readable.
+	xdpDevmapContext = verifier.ContextSpec{Name: "xdp_md", Size: xdpSize, Fields: append(append([]verifier.ContextField(nil), xdpContext.Fields...),
+		verifier.ContextField{Name: "egress_ifindex", Off: xdpEgressIfindex, Size: 4})}
 
 	seccompContext = verifier.ContextSpec{Name: "seccomp_data", Size: SeccompDataSize, Fields: func() []verifier.ContextField {
 		f := []verifier.ContextField{
@@ -92,14 +105,17 @@ func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) erro
 	switch spec.Type {
 	case SocketFilter:
 		env.Context = skbContext
-		env.Helpers[HelperSkbLoadBytes] = &verifier.HelperProto{Name: "skb_load_bytes",
-			Args: [5]verifier.ArgType{verifier.ArgPtrToCtx, verifier.ArgAnything, verifier.ArgPtrToUninitMem, verifier.ArgConstSize}}
+		env.LegacyPacket = true
 	case XDP:
 		env.Context = xdpContext
+		if spec.AttachType == AttachXDPDevMap {
+			env.Context = xdpDevmapContext
+		}
 		env.PacketWrite = true
 	case Seccomp:
 		env.Context = seccompContext
 	}
+	addTypeHelpers(spec.Type, env.Helpers)
 	// bpf_trace_printk is GPL-only in the kernel.
 	if !gplCompatible(spec.License) {
 		for pc := 0; pc+8 <= len(spec.Insns); pc += 8 {
@@ -137,9 +153,13 @@ func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) erro
 	if err != nil {
 		return nil, err
 	}
-	v := &verified{log: res.Log}
+	v := &verified{log: res.Log, dead: res.Dead}
 	for _, a := range res.CtxAccesses {
 		if a.Kind == verifier.FieldScalar {
+			fd := env.Context.Fields[a.Field]
+			if t, ok := skbNarrowTarget[fd.Off]; ok && spec.Type == SocketFilter && !a.Write && a.Size >= t && a.Size < int(fd.Size) {
+				v.narrow = append(v.narrow, narrowLoad{pc: a.Insn, size: t, off: int(fd.Off)})
+			}
 			continue
 		}
 		off, ok := shadowOffset(spec.Type, int(env.Context.Fields[a.Field].Off))

@@ -163,6 +163,12 @@ type HelperProto struct {
 	MapTypes []uint32
 	// TailCall marks bpf_tail_call.
 	TailCall bool
+	// ChangesPacket marks helpers that may move the packet's bounds
+	// (bpf_xdp_adjust_head and the like): after the call every packet
+	// pointer, in registers and spilled, becomes an unknown scalar, as
+	// the kernel's clear_all_pkt_pointers does for a privileged loader;
+	// the program must load data and data_end from the context again.
+	ChangesPacket bool
 }
 
 // ReturnRange is the inclusive range R0 must be in at program exit,
@@ -265,6 +271,12 @@ type Result struct {
 	// Helpers lists, in increasing order, the helper numbers the program
 	// calls on some verified path.
 	Helpers []int32
+	// Dead lists, in increasing order, the instructions no verified path
+	// executes (code behind branches the verifier proved never taken, as
+	// CO-RE guards leave). The kernel replaces them with traps; a program
+	// layer should too, since they may hold what the interpreter refuses
+	// (a poisoned CO-RE relocation).
+	Dead []int
 	// Log is a human summary (and a trace when Env.Verbose).
 	Log string
 }

@@ -269,6 +269,13 @@ func (v *verifier) callHelper(st *state, in insn) error {
 	if proto.TailCall {
 		v.tailCalls = true
 	}
+	if proto.ChangesPacket {
+		st.forEachReg(func(r *reg) {
+			if r.typ.isPkt() || r.typ == ptrToPacketEnd {
+				*r = unknownScalar()
+			}
+		})
+	}
 	if v.helpersUsed == nil {
 		v.helpersUsed = map[int32]bool{}
 	}

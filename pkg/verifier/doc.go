@@ -69,6 +69,12 @@
 //     This is coarser than the kernel in places (every jump operand and
 //     every stored value counts; a spilled scalar is always compared), so
 //     some programs still explore more states than in the kernel.
+//   - Legacy packet loads (LD_ABS/LD_IND, Env.LegacyPacket) are refused
+//     inside a subprogram (the kernel allows them there only with BTF
+//     function info, which bpfd's loader does not pass), and LD_IND needs a
+//     scalar index: the kernel lets a privileged loader index the packet
+//     with a pointer, which would leak address bits through the load's
+//     success or failure.
 //   - Up to 1024 recent states per prune point are tried for pruning, and
 //     complete ones that keep failing to match are forgotten, as in the
 //     kernel; exact repeats are looked for among the 64 most recent.

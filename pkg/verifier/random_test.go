@@ -106,6 +106,14 @@ func (g *progGen) item(n, i int) asm.Instructions {
 		if g.xdp {
 			return asm.Instructions{asm.LoadMem(g.reg(), asm.R6, int16(4*r.Intn(6)), asm.Word)}
 		}
+		if r.Intn(3) == 0 { // legacy packet load (R6 holds the context)
+			sz := []asm.Size{asm.Byte, asm.Half, asm.Word}[r.Intn(3)]
+			k := []int32{0, 1, 9, 12, 23, 40, 4095, -1, -0x100000, -0x100000 + 9, -0x200000 + 12, -0x200001}[r.Intn(12)]
+			if r.Intn(2) == 0 {
+				return asm.Instructions{asm.LoadAbs(k, sz)}
+			}
+			return asm.Instructions{asm.LoadInd(asm.R0, g.reg(), k, sz)}
+		}
 		offs := []int16{0, 4, 8, 16, 36, 48, 52, 68}
 		return asm.Instructions{asm.LoadMem(g.reg(), asm.R6, offs[r.Intn(len(offs))], asm.Word)}
 	case k < 13: // map lookup into r7 or r8 (callee-saved), maybe null-checked

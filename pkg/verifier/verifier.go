@@ -177,6 +177,15 @@ func (v *verifier) run() (*Result, error) {
 		res.Helpers = append(res.Helpers, h)
 	}
 	slices.Sort(res.Helpers)
+	for pc, r := range v.reached {
+		// The second half of LD_IMM64 goes with its first.
+		if v.ldimmHi[pc] {
+			r = v.reached[pc-1]
+		}
+		if !r {
+			res.Dead = append(res.Dead, pc)
+		}
+	}
 	for pc, cb := range v.isCallback {
 		if cb {
 			res.Callbacks = append(res.Callbacks, pc)
@@ -623,7 +632,9 @@ func (v *verifier) ldAbs(st *state, in insn) error {
 	for r := 1; r <= 5; r++ {
 		f.regs[r] = reg{}
 	}
-	f.regs[0] = sizedScalar(in.size(), false)
+	// As the kernel: R0 is unknown (the rewrite calls a helper
+	// returning u64), not bounded by the load size.
+	f.regs[0] = unknownScalar()
 	return nil
 }
 

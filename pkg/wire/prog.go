@@ -29,7 +29,11 @@ type ProgLoadAttr struct {
 	LogLevel    uint32
 	LogSize     uint32
 	ProgFlags   uint32
-	Name        [ObjNameLen]byte
+	// ExpectedAttachType is the kernel's expected_attach_type (enum
+	// bpf_attach_type); 0 for none. It takes the word that was padding,
+	// so older clients send 0.
+	ExpectedAttachType uint32
+	Name               [ObjNameLen]byte
 	// BTFHandle @48 names the BTF object of the program's source (as
 	// bpf_attr's prog_btf_fd): its id is reported as the program's
 	// btf_id. 0: none. @52 is zero.
@@ -42,7 +46,7 @@ const ProgLoadAttrSize = 56
 // Append appends a's encoding to b.
 func (a *ProgLoadAttr) Append(b []byte) []byte {
 	for _, v := range [...]uint32{a.ProgType, a.InsnCount, a.LicenseLen, a.LineInfoLen,
-		a.LogLevel, a.LogSize, a.ProgFlags, 0} {
+		a.LogLevel, a.LogSize, a.ProgFlags, a.ExpectedAttachType} {
 		b = le.AppendUint32(b, v)
 	}
 	b = append(b, a.Name[:]...)
@@ -50,16 +54,17 @@ func (a *ProgLoadAttr) Append(b []byte) []byte {
 	return le.AppendUint32(b, 0)
 }
 
-// Parse decodes a from a normalised attr; false if the pad word is set.
+// Parse decodes a from a normalised attr; it reports true (the layout
+// has no reserved field left).
 func (a *ProgLoadAttr) Parse(b []byte) bool {
 	f := [...]*uint32{&a.ProgType, &a.InsnCount, &a.LicenseLen, &a.LineInfoLen,
-		&a.LogLevel, &a.LogSize, &a.ProgFlags}
+		&a.LogLevel, &a.LogSize, &a.ProgFlags, &a.ExpectedAttachType}
 	for i, p := range f {
 		*p = le.Uint32(b[4*i:])
 	}
 	copy(a.Name[:], b[32:48])
 	a.BTFHandle = le.Uint32(b[48:])
-	return le.Uint32(b[28:]) == 0 && le.Uint32(b[52:]) == 0
+	return le.Uint32(b[52:]) == 0
 }
 
 // LineInfo ties an instruction to a line of source, for verifier logs and

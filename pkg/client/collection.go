@@ -261,6 +261,7 @@ func (c *Conn) newKconfigMap(ds *btf.Datasec) (*Map, error) {
 // newSpecMap creates one map of an ELF object with its contents (for a
 // data section, with spec's VariableSpec values written over them).
 func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSpec, types *collTypes) (*Map, error) {
+	orig := ms // its types are the ones collectionBTF added (a Copy copies them)
 	data, isData, err := applyVariables(spec, name, ms)
 	if err != nil {
 		return nil, err
@@ -271,7 +272,7 @@ func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSp
 	}
 	mspec := MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
 		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)}
-	types.forMap(&mspec, ms)
+	types.forMap(&mspec, orig)
 	m, err := c.NewMap(mspec)
 	if err != nil {
 		return nil, err

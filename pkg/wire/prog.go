@@ -54,8 +54,8 @@ func (a *ProgLoadAttr) Append(b []byte) []byte {
 	return le.AppendUint32(b, 0)
 }
 
-// Parse decodes a from a normalised attr; it reports true (the layout
-// has no reserved field left).
+// Parse decodes a from a normalised attr; false if the pad word @52 is
+// set.
 func (a *ProgLoadAttr) Parse(b []byte) bool {
 	f := [...]*uint32{&a.ProgType, &a.InsnCount, &a.LicenseLen, &a.LineInfoLen,
 		&a.LogLevel, &a.LogSize, &a.ProgFlags, &a.ExpectedAttachType}

@@ -93,6 +93,10 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.lineage(a, data)
 	case wire.CmdObjList:
 		return c.objList(a, data)
+	case wire.CmdBTFLoad:
+		return c.btfLoad(a, data)
+	case wire.CmdBTFGet:
+		return c.btfGet(a, data)
 	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
 		return c.linkCmd(h.Cmd, a, data, fds)
 	case wire.CmdDaemonUpgrade:
@@ -333,6 +337,10 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	bref, err := c.btfOf(at.BTFHandle, at.BTFKeyTypeID, at.BTFValueTypeID, at.KeySize, at.ValueSize, true)
+	if err != nil {
+		return 0, err
+	}
 	if c.goBulk(mem > bulkMapBytes) {
 		return c.bulk(func(*sched.Turn) (int64, error) { defer c.endBulk(); return c.mapCreate(a, data) })
 	}
@@ -364,7 +372,10 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	case spec.Flags&maps.FlagWronly != 0:
 		o.cap = wire.ModeWrite
 	}
-	return c.install(o, nil)
+	if bref.obj == nil {
+		return c.install(o, nil)
+	}
+	return c.install(o, func() error { return r.holdBTFLocked(o, bref) })
 }
 
 // install registers o (already reserved for c.uid) with its creating

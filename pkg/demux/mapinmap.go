@@ -58,9 +58,6 @@ func (c *conn) mapCreateSpec(at *wire.MapCreateAttr) (maps.Spec, error) {
 	spec := maps.Spec{Type: at.MapType, KeySize: at.KeySize, ValueSize: at.ValueSize,
 		MaxEntries: at.MaxEntries, Flags: at.MapFlags, Name: wire.NameString(at.Name),
 		NumaNode: at.NumaNode, MapExtra: at.MapExtra}
-	if at.BTFHandle != 0 || at.BTFKeyTypeID != 0 || at.BTFValueTypeID != 0 {
-		return spec, ErrInvalid // known fields, not supported here
-	}
 	if spec.Type != maps.TypeArrayOfMaps && spec.Type != maps.TypeHashOfMaps {
 		return spec, nil
 	}

@@ -68,6 +68,9 @@ type Object struct {
 
 	// stats: run statistics and creation audit (stats.go).
 	stats objStats
+
+	btf    *btfBlob // kind == wire.ObjBTF (btf.go)
+	btfRef btfRef   // maps and programs: their BTF object, holding a reference (btf.go)
 }
 
 // ID returns the object's daemon-wide id.
@@ -98,6 +101,7 @@ func (o *Object) info(i *wire.ObjInfo, mode wire.Mode) {
 			i.Frozen = 1
 		}
 	}
+	o.btfInfo(i)
 }
 
 // close releases what o holds. Called once, without the registry lock.
@@ -269,6 +273,10 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 	o.deps = nil
 	r.innerMaps.Delete(o.id)
 	free = r.dropInnersLocked(o, free)
+	if b := o.btfRef.obj; b != nil {
+		o.btfRef.obj = nil
+		free = r.unref(b, free)
+	}
 	return r.clearSlotsLocked(o, free)
 }
 

@@ -332,10 +332,20 @@ type ObjInfo struct {
 	// reused, stable across daemon restarts. CmdLineage lists the nodes,
 	// CmdRevokeNode revokes one.
 	Node uint64
+	// BTFID is the id of the object's BTF object (0: none); for maps,
+	// BTFKeyTypeID and BTFValueTypeID are the key's and value's type
+	// ids in it.
+	BTFID          uint32
+	BTFKeyTypeID   uint32
+	BTFValueTypeID uint32
 }
 
-// ObjInfoSize is the encoded size of ObjInfo.
-const ObjInfoSize = 88
+// ObjInfoSize is the encoded size of ObjInfo; ObjInfoV1Size the size
+// before the BTF fields (a reply of an older server: they read as 0).
+const (
+	ObjInfoSize   = 104
+	ObjInfoV1Size = 88
+)
 
 // Append appends o's encoding to b.
 func (o *ObjInfo) Append(b []byte) []byte {
@@ -348,13 +358,18 @@ func (o *ObjInfo) Append(b []byte) []byte {
 	b = append(b, o.Tag[:]...)
 	b = le.AppendUint32(b, o.OwnerUID)
 	b = le.AppendUint32(b, 0)
-	return le.AppendUint64(b, o.Node)
+	b = le.AppendUint64(b, o.Node)
+	b = le.AppendUint32(b, o.BTFID)
+	b = le.AppendUint32(b, o.BTFKeyTypeID)
+	b = le.AppendUint32(b, o.BTFValueTypeID)
+	return le.AppendUint32(b, 0)
 }
 
-// Parse decodes o; false if b is shorter than ObjInfoSize. Longer input
-// (from a newer server) is accepted and the tail ignored.
+// Parse decodes o; false if b is shorter than ObjInfoV1Size. Longer input
+// (from a newer server) is accepted and the tail ignored; the fields of a
+// shorter one (an older server) are 0.
 func (o *ObjInfo) Parse(b []byte) bool {
-	if len(b) < ObjInfoSize {
+	if len(b) < ObjInfoV1Size {
 		return false
 	}
 	f := [...]*uint32{(*uint32)(&o.ObjType), (*uint32)(&o.Mode), &o.ID, &o.Type,
@@ -367,6 +382,12 @@ func (o *ObjInfo) Parse(b []byte) bool {
 	copy(o.Tag[:], b[64:72])
 	o.OwnerUID = le.Uint32(b[72:])
 	o.Node = le.Uint64(b[80:])
+	o.BTFID, o.BTFKeyTypeID, o.BTFValueTypeID = 0, 0, 0
+	if len(b) >= ObjInfoSize {
+		o.BTFID = le.Uint32(b[88:])
+		o.BTFKeyTypeID = le.Uint32(b[92:])
+		o.BTFValueTypeID = le.Uint32(b[96:])
+	}
 	return true
 }
 
@@ -421,6 +442,10 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return MapStorageAttrSize, true
 	case CmdObjList:
 		return ListAttrSize, true
+	case CmdBTFLoad:
+		return BTFLoadAttrSize, true
+	case CmdBTFGet:
+		return HandleAttrSize, true
 	}
 	return 0, false
 }

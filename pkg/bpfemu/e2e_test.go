@@ -685,3 +685,58 @@ func TestHandedInDescriptors(t *testing.T) {
 	os.Remove(filepath.Join(e.d.PinRoot, "hits"))
 	e.settled(t)
 }
+
+// TestUnprivilegedDaemon runs the cilium/ebpf transcript as nobody under
+// bpfctl exec --bpf against a bpfd that is itself unprivileged (a daemon
+// process running as nobody, its pin root its own): the output equals the
+// kernel's as root, and the daemon holds nothing once the program is gone.
+func TestUnprivilegedDaemon(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	dir := emutest.WorldDir(t)
+	if err := os.Chown(dir, emutest.Nobody, emutest.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	socket, pinRoot := filepath.Join(dir, "bpfd.sock"), filepath.Join(dir, "pins")
+	daemon := exec.Command(e.self, socket, pinRoot)
+	daemon.Env = append(os.Environ(), roleEnv+"=daemon")
+	daemon.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
+	var daemonErr bytes.Buffer
+	daemon.Stderr = &daemonErr
+	stdin, err := daemon.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := daemon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		daemon.Wait()
+	}()
+	var ready string
+	if _, err := fmt.Fscanln(stdout, &ready); err != nil || ready != "ready" {
+		t.Fatalf("the unprivileged daemon did not start: %q %v\n%s", ready, err, daemonErr.String())
+	}
+	if st, err := os.Stat(pinRoot); err != nil || st.Sys().(*syscall.Stat_t).Uid != emutest.Nobody {
+		t.Fatalf("pin root %s: %v, want it to be the daemon's (uid %d)", pinRoot, err, emutest.Nobody)
+	}
+
+	cmd := exec.Command(e.self, "--socket", socket, "exec", "--bpf", "--", prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
+	cmd.Env = append(os.Environ(), roleEnv+"=bpfctl", "HOME="+e.dir)
+	cmd.Dir = e.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
+	em := runCmd(t, cmd, 2*time.Minute)
+	k := e.kernel(t, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
+	compareRuns(t, k, em, nil)
+
+	stdin.Close()
+	left, err := io.ReadAll(stdout)
+	if err != nil || string(left) != "objects 0 descriptors 0 connections 0\n" {
+		t.Errorf("the daemon after the run: %q %v, want nothing held\n%s", left, err, daemonErr.String())
+	}
+}

@@ -341,8 +341,10 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		}
 	case TypeArray, TypePercpuArray:
 		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
-	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
+	case TypeProgArray, TypeArrayOfMaps:
 		m = &ProgArray{}
+	case TypePerfEventArray:
+		m = &PerfEventArray{rings: make([]atomic.Pointer[PerfRing], spec.MaxEntries)}
 	case TypeQueue, TypeStack:
 		m = &Queue{stack: spec.Type == TypeStack}
 	case TypeRingbuf:

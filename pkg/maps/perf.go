@@ -36,6 +36,9 @@ import (
 // types (PERF_RECORD_*).
 const (
 	PerfOffVersion    = 0
+	// PerfOffDetached is bpfd's own word in the page's reserved part:
+	// non-zero once the ring left its slot (no record will follow).
+	PerfOffDetached = mapview.PerfOffDetached
 	PerfOffDataHead   = mapview.PerfOffDataHead
 	PerfOffDataTail   = mapview.PerfOffDataTail
 	PerfOffDataOffset = mapview.PerfOffDataOffset
@@ -188,6 +191,7 @@ func (r *PerfRing) free() {
 		runtime.Gosched()
 	}
 	// Wake the consumer so that it notices the ring is gone.
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.mem[PerfOffDetached])), 1)
 	r.notify()
 	unix.Munmap(r.mem)
 	unix.Close(r.fd)

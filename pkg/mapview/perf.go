@@ -24,6 +24,10 @@ const (
 	PerfOffDataTail   = 1032
 	PerfOffDataOffset = 1040
 	PerfOffDataSize   = 1048
+	// PerfOffDetached is bpfd's word in the page's reserved part (struct
+	// perf_event_mmap_page's __reserved): non-zero once the ring was
+	// detached from its slot, so no record will follow.
+	PerfOffDetached = 96
 	PerfRecordLost    = 2
 	PerfRecordSample  = 9
 	// PerfHeaderSize is the size of struct perf_event_header.
@@ -45,6 +49,7 @@ var ErrCorruptPerfRecord = errors.New("mapview: perf ring record is corrupt")
 // nor loops more than once per record. Not safe for concurrent use (one
 // consumer per ring).
 type PerfReader struct {
+	meta []byte
 	data []byte
 	mask uint64
 	head *uint64
@@ -65,11 +70,17 @@ func NewPerfReader(mem []byte) (*PerfReader, error) {
 	if size&(size-1) != 0 || le.Uint64(mem[PerfOffDataOffset:]) != PageSize || le.Uint64(mem[PerfOffDataSize:]) != size {
 		return nil, ErrGeometry
 	}
-	r := &PerfReader{data: mem[PageSize:], mask: size - 1,
+	r := &PerfReader{meta: mem[:PageSize], data: mem[PageSize:], mask: size - 1,
 		head: (*uint64)(unsafe.Pointer(&mem[PerfOffDataHead])),
 		tail: (*uint64)(unsafe.Pointer(&mem[PerfOffDataTail]))}
 	r.pos = atomic.LoadUint64(r.tail)
 	return r, nil
+}
+
+// Detached reports whether the producer detached the ring (records
+// already written can still be read).
+func (r *PerfReader) Detached() bool {
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&r.meta[PerfOffDetached]))) != 0
 }
 
 // Size returns the ring's data size.

@@ -35,10 +35,10 @@ import (
 // Perf ring metadata page offsets (struct perf_event_mmap_page) and record
 // types (PERF_RECORD_*).
 const (
-	PerfOffVersion    = 0
+	PerfOffVersion = 0
 	// PerfOffDetached is bpfd's own word in the page's reserved part:
 	// non-zero once the ring left its slot (no record will follow).
-	PerfOffDetached = mapview.PerfOffDetached
+	PerfOffDetached   = mapview.PerfOffDetached
 	PerfOffDataHead   = mapview.PerfOffDataHead
 	PerfOffDataTail   = mapview.PerfOffDataTail
 	PerfOffDataOffset = mapview.PerfOffDataOffset

@@ -27,9 +27,9 @@ const (
 	// PerfOffDetached is bpfd's word in the page's reserved part (struct
 	// perf_event_mmap_page's __reserved): non-zero once the ring was
 	// detached from its slot, so no record will follow.
-	PerfOffDetached = 96
-	PerfRecordLost    = 2
-	PerfRecordSample  = 9
+	PerfOffDetached  = 96
+	PerfRecordLost   = 2
+	PerfRecordSample = 9
 	// PerfHeaderSize is the size of struct perf_event_header.
 	PerfHeaderSize = 8
 )

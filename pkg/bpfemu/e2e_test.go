@@ -740,3 +740,56 @@ func TestUnprivilegedDaemon(t *testing.T) {
 		t.Errorf("the daemon after the run: %q %v, want nothing held\n%s", left, err, daemonErr.String())
 	}
 }
+
+// TestExecOptions runs the cilium/ebpf transcript under the options of
+// bpfctl exec --bpf: --bpffs moves the emulated bpf file system to a
+// directory that does not even exist (the transcript still equals the
+// kernel's on /sys/fs/bpf); --bpf-only leaves file system calls to the
+// kernel, so cilium/ebpf refuses to pin under /sys/fs/bpf (not a bpf
+// file system to an unprivileged user) while everything else works;
+// --bpf-trace prints each routed call with its result.
+func TestExecOptions(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	k := e.kernel(t, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
+	prefix := "/bpfemu-test-" + strconv.Itoa(os.Getpid()) + "/fs"
+	if _, err := os.Stat(filepath.Dir(prefix)); err == nil {
+		t.Fatalf("%s exists", filepath.Dir(prefix))
+	}
+
+	t.Run("bpffs", func(t *testing.T) {
+		em := runCmd(t, e.emulatedCmdFlags([]string{"--bpffs", prefix}, prog, "-obj", e.obj, "-pin", prefix), 2*time.Minute)
+		compareRuns(t, k, em, nil)
+	})
+	t.Run("bpf-only", func(t *testing.T) {
+		em := runCmd(t, e.emulatedCmdFlags([]string{"--bpf-only"}, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf"), 2*time.Minute)
+		if em.code != 0 {
+			t.Fatalf("%v", em)
+		}
+		// Up to the pins, the same as the kernel's.
+		cut := func(s string) string { return s[:max(strings.Index(s, "pin map:"), 0)] }
+		if cut(em.out) == "" || cut(em.out) != cut(k.out) {
+			t.Errorf("before the pins:\nkernel:\n%s\nemulated:\n%s", cut(k.out), cut(em.out))
+		}
+		if !strings.Contains(em.out, "pin map: error /sys/fs/bpf/emu_hash is not on a bpf filesystem") {
+			t.Errorf("pinning did not fail as without bpffs emulation:\n%s", em.out)
+		}
+	})
+	t.Run("trace", func(t *testing.T) {
+		em := runCmd(t, e.emulatedCmdFlags([]string{"--bpf-trace"}, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf"), 2*time.Minute)
+		compareRuns(t, k, em, nil)
+		for _, re := range []string{
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_MAP_CREATE\) = new fd$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_MAP_UPDATE_ELEM\) = 0$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_MAP_LOOKUP_ELEM\) = no such file or directory$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_PROG_LOAD\) = permission denied$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_OBJ_PIN\) = 0$`,
+			`(?m)^bpfemu: tid \d+ statfs = 0$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(em.errOut) {
+				t.Errorf("the trace lacks a line matching %s:\n%s", re, em.errOut)
+			}
+		}
+	})
+	e.settled(t)
+}

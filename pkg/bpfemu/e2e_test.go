@@ -352,6 +352,25 @@ func TestBpftool(t *testing.T) {
 			t.Errorf("emulated bpftool output lacks %q:\n%s", want, em.out)
 		}
 	}
+	// The pins the script left behind are the user's bpfd pins: bpfctl
+	// pin ls (as the same user, outside the emulation) lists them.
+	ls := exec.Command(e.self, "--socket", e.d.Socket, "pin", "ls")
+	ls.Env = append(os.Environ(), roleEnv+"=bpfctl", "HOME="+e.dir)
+	ls.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
+	r := runCmd(t, ls, time.Minute)
+	for _, re := range []string{
+		`(?m)^arr +map +\d+ +arr +rwd +0600 +nobody:\\S+ +array key 4B value 4B max_entries 2$`,
+		`(?m)^prog +prog +\d+ +count_proto +rwd +0600 +nobody:`,
+		`(?m)^all +dir `,
+		`(?m)^all/seven +prog +\d+ +seven `,
+	} {
+		if !regexp.MustCompile(re).MatchString(r.out) {
+			t.Errorf("bpfctl pin ls lacks a line matching %s:\n%v", re, r)
+		}
+	}
+	if strings.Contains(r.out, "counts") {
+		t.Errorf("bpfctl pin ls lists the pin the script removed:\n%s", r.out)
+	}
 	// Pins the script left behind are the user's: remove them and the
 	// daemon lets go of everything.
 	os.RemoveAll(filepath.Join(e.d.PinRoot, "all"))

@@ -359,7 +359,7 @@ func TestBpftool(t *testing.T) {
 	ls.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
 	r := runCmd(t, ls, time.Minute)
 	for _, re := range []string{
-		`(?m)^arr +map +\d+ +arr +rwd +0600 +nobody:\\S+ +array key 4B value 4B max_entries 2$`,
+		`(?m)^arr +map +\d+ +arr +rwd +0600 +nobody:\S+ +array key 4B value 4B max_entries 2$`,
 		`(?m)^prog +prog +\d+ +count_proto +rwd +0600 +nobody:`,
 		`(?m)^all +dir `,
 		`(?m)^all/seven +prog +\d+ +seven `,

@@ -264,6 +264,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.closePins()
 	s.memfds.close()
 	s.reg.close()
+	s.endJournal()
 	return err
 }
 

@@ -107,7 +107,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	covered := map[uint32]bool{}
 	for _, typ := range []client.MapType{client.Hash, client.PercpuHash, client.LRUHash, client.LRUPercpuHash,
 		client.Array, client.PercpuArray, client.LPMTrie, client.Queue, client.Stack, client.BloomFilter,
-		client.ProgArray, client.RingBuf} {
+		client.ProgArray, client.RingBuf, client.PerfEventArray} {
 		covered[uint32(typ)] = true
 	}
 	for _, typ := range maps.Types() {
@@ -173,6 +173,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "count_frozen"},
 		{Type: client.RingBuf, MaxEntries: 1 << 16, Name: "ring"},
 		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "ringseq"},
+		{Type: client.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: uint32(client.PossibleCPUs()), Name: "perf"},
 	} {
 		m, err := c.NewMap(s)
 		if err != nil {
@@ -257,6 +258,28 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	ringer.Close()
 	ringm.Close()
 	seqm.Close()
+	// A program writing one sample to the perf event array (its result:
+	// 0, or the helper's errno when no ring is attached to the slot).
+	perfm, _ := c.OpenPinnedMap("perf", client.ModeReadWrite)
+	perfer, err := c.LoadProgram(client.ProgramSpec{Type: client.SocketFilter, License: "GPL", Name: "perfer", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R2, 0x5eed),
+		asm.StoreMem(asm.R10, -8, asm.R2, asm.DWord),
+		asm.LoadMapPtr(asm.R2, perfm.FD()),
+		asm.LoadImm(asm.R3, 0xffffffff, asm.DWord), // BPF_F_CURRENT_CPU
+		asm.Mov.Reg(asm.R4, asm.R10),
+		asm.Add.Imm(asm.R4, -8),
+		asm.Mov.Imm(asm.R5, 8),
+		asm.FnPerfEventOutput.Call(),
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatalf("perf program: %v", err)
+	}
+	if err := c.Pin(perfer, "perfer", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	perfer.Close()
+	perfm.Close()
 	c.Close()
 	ring := &ringModel{acked: map[uint64]bool{}, consumed: map[uint64]bool{}}
 
@@ -790,6 +813,12 @@ func (r *crashRound) verify(res *roundResult, state string, queue, stack *[][]by
 	if err := r.verifyRing(c); err != nil {
 		return err
 	}
+	// Perf event array: pinned, it comes back with its program, but its
+	// slots empty (a slot's ring belongs to the reader that attached it,
+	// which re-attaches); a reader attached now gets the program's sample.
+	if err := verifyPerf(c); err != nil {
+		return err
+	}
 	// The program's counters: every acknowledged run, maybe the one in
 	// flight.
 	for _, name := range []string{"count", "count_frozen"} {
@@ -867,6 +896,38 @@ func (r *crashRound) verifyRing(c *client.Conn) error {
 	}
 	rm.acked = map[uint64]bool{}
 	rm.pending = false
+	return nil
+}
+
+// verifyPerf checks the pinned perf event array and its program after a
+// restart (see verify).
+func verifyPerf(c *client.Conn) error {
+	m, err := c.OpenPinnedMap("perf", client.ModeReadWrite)
+	if err != nil {
+		return fmt.Errorf("perf event array after the crash: %v", err)
+	}
+	defer m.Close()
+	p, err := c.OpenPinnedProgram("perfer", client.ModeRead)
+	if err != nil {
+		return fmt.Errorf("perf program after the crash: %v", err)
+	}
+	defer p.Close()
+	if ret, err := p.Run(&client.RunOptions{Data: make([]byte, 64)}); err != nil || int32(ret) != -int32(unix.ENOENT) {
+		return fmt.Errorf("perf output with no reader after the crash: %d %v, want -ENOENT (slots do not survive)", int32(ret), err)
+	}
+	rd, err := client.NewPerfReader(m, 4096)
+	if err != nil {
+		return fmt.Errorf("perf reader after the crash: %v", err)
+	}
+	defer rd.Close()
+	if ret, err := p.Run(&client.RunOptions{Data: make([]byte, 64)}); err != nil || ret != 0 {
+		return fmt.Errorf("perf output after the crash: %d %v", int32(ret), err)
+	}
+	rd.SetDeadline(time.Now().Add(time.Minute))
+	rec, err := rd.Read()
+	if err != nil || len(rec.RawSample) < 8 || binary.NativeEndian.Uint64(rec.RawSample) != 0x5eed {
+		return fmt.Errorf("perf sample after the crash: %+v %v", rec, err)
+	}
 	return nil
 }
 

@@ -170,6 +170,16 @@ type DevMapHash struct {
 	*Hash
 }
 
+// AsCreated returns s without the flags the kernel adds at creation
+// (BPF_F_RDONLY_PROG on device maps), i.e. the spec to pass to New to
+// make a map whose Spec() is s again (restoring a saved map).
+func AsCreated(s Spec) Spec {
+	if s.Type == TypeDevmap || s.Type == TypeDevmapHash {
+		s.Flags &^= FlagRdonlyProg
+	}
+	return s
+}
+
 // checkEntry validates a device or CPU map value as the kernel's update
 // does (after the flag and index checks) and returns the value to store
 // (nil: empty the entry).

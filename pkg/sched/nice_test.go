@@ -1,7 +1,13 @@
 package sched
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,5 +87,59 @@ func TestNice(t *testing.T) {
 				t.Errorf("the thread is left at nice %d, want the daemon's %d", got, base)
 			}
 		})
+	}
+}
+
+// niceChildEnv makes the test binary report Niced for DefaultNice and exit
+// (TestNiceNeedsRestore).
+const niceChildEnv = "BPFD_SCHED_TEST_NICE_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(niceChildEnv) != "" {
+		fmt.Println(New(&Config{Nice: DefaultNice}).Niced())
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestNiceNeedsRestore: a process that could lower a thread's priority
+// but not give it back (an ordinary user: no CAP_SYS_NICE, RLIMIT_NICE 0)
+// runs bulk work at its own priority instead of leaving threads niced.
+func TestNiceNeedsRestore(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the child as uid 65534")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The binary must be executable by uid 65534.
+	dir, err := os.MkdirTemp("", "bpfd-sched-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "sched.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), niceChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, NoSetGroups: true}}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NICE, &rl); err != nil || rl.Cur != 0 {
+		t.Skipf("RLIMIT_NICE is %d here (%v): the child could give priorities back", rl.Cur, err)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v: %s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "0" {
+		t.Fatalf("an unprivileged process reports Niced() = %s, want 0", got)
 	}
 }

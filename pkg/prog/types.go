@@ -40,9 +40,11 @@
 //
 // # Differences from the kernel
 //
-//   - __sk_buff.sk (the socket of a socket filter's skb) is not offered:
-//     a load of it fails verification. The kernel's test run gives a
-//     dummy socket there.
+//   - __sk_buff.sk (PTR_TO_SOCK_COMMON_OR_NULL, read-only struct
+//     bpf_sock fields) is the kernel's test-run socket in test runs:
+//     family and addresses from an IPv4/IPv6 packet, state TCP_CLOSE,
+//     rx_queue_mapping -1, the rest 0. Live runs (Runner) have no
+//     socket: sk reads NULL.
 //   - bpf_get_socket_cookie answers a cookie bpfd numbers itself (never
 //     0, one per test run, shared by its repeats), not the kernel's
 //     counter; bpf_get_socket_uid answers 0, the owner of a test run's
@@ -130,6 +132,24 @@ const (
 	skbGSOSegs        = 164
 	skbGSOSize        = 176
 	skbHwtstamp       = 184
+	skbSk             = 168 // __bpf_md_ptr(struct bpf_sock *, sk)
+
+	// skbShadowSk is where the program's pointer to the run's socket
+	// sits, after the context (loads of sk are rewritten to read it).
+	skbShadowSk = skbSize
+
+	// struct bpf_sock, as a sock_common pointer reads it.
+	bpfSockSize        = 80
+	sockBoundDevIf     = 0
+	sockFamily         = 4
+	sockSrcIP4         = 24
+	sockSrcIP6         = 28
+	sockSrcPort        = 44
+	sockDstPort        = 48
+	sockDstIP4         = 52
+	sockDstIP6         = 56
+	sockState          = 72
+	sockRxQueueMapping = 76
 
 	// xdp_md field offsets.
 	xdpData           = 0

@@ -4,9 +4,16 @@ package main
 
 import (
 	"os"
+	"runtime"
 
 	"github.com/bpfd-project/bpfd/internal/daemon"
 )
+
+// The main goroutine keeps the main thread for itself: threads that take a
+// user's filesystem credentials to create pins end with their goroutine,
+// but the runtime parks the main thread instead of ending it, and
+// /proc/PID/status (what operators read) shows the main thread.
+func init() { runtime.LockOSThread() }
 
 func main() { os.Exit(run(os.Args[1:])) }
 

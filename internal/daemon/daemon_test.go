@@ -14,12 +14,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfd-project/bpfd/pkg/client"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // When BPFD_TEST_DAEMON is set the test binary is the daemon: Run with the
 // rest of the arguments.
 func TestMain(m *testing.M) {
+	// The test binary is also the seccomp shim and a client (caps_test.go).
+	client.SeccompShimMain()
+	if role := os.Getenv(clientRoleEnv); role != "" {
+		os.Exit(runClientRole(role))
+	}
 	if os.Getenv("BPFD_TEST_DAEMON") == "1" {
 		args := os.Args[1:]
 		for i, a := range args {

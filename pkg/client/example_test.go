@@ -232,3 +232,51 @@ func ExampleMap_BatchLookup() {
 	// 2=3 3=4
 	// 4=5
 }
+
+// The owner of a map sees what it lent and takes a branch back, without
+// the Map that Reopen returned (closed here; after a daemon restart it
+// would be gone too): Lineage and RevokeNode need the destroy right,
+// which only the creating descriptor has.
+func ExampleMap_RevokeNode() {
+	path, stop := startDaemon()
+	defer stop()
+	c, err := client.Dial(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	m, err := c.NewMap(client.MapSpec{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	fmt.Println("owner's mode:", m.Mode())
+
+	lent, err := m.Reopen(client.ModeRead) // to send to someone
+	if err != nil {
+		log.Fatal(err)
+	}
+	info, _ := lent.Info()
+	held, err := c.ImportMap(lent.FD()) // what the receiver would hold
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer held.Close()
+	lent.Close()
+	fmt.Println("lent mode:", held.Mode(), "destroy:", errors.Is(held.Destroy(), client.ErrPermission))
+
+	nodes, _ := m.Lineage()
+	for _, n := range nodes {
+		fmt.Println("node", n.ID, "parent", n.Parent, n.Mode, "handles", n.Handles)
+	}
+	n, err := m.RevokeNode(info.Node)
+	fmt.Println("revoked", n, err)
+	fmt.Println("holder:", errors.Is(held.Lookup(key(0), make([]byte, 8)), client.ErrBadDescriptor))
+	// Output:
+	// owner's mode: rwd
+	// lent mode: r destroy: true
+	// node 1 parent 0 rwd handles 1
+	// node 2 parent 1 r handles 1
+	// revoked 1 <nil>
+	// holder: true
+}

@@ -60,7 +60,7 @@ type conn struct {
 	// buffers, mapped request memfd, verifier state, test-run copies);
 	// released when its reply is sent.
 	req  uint64
-	sfds [2]int // reply fds
+	sfds [4]int // reply fds (a descriptor or up to 3 storage fds, and a reply memfd)
 	nsfd int
 	ascr [wire.MaxAttr]byte // attr zero-extension scratch
 	info wire.ObjInfo

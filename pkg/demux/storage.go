@@ -42,7 +42,14 @@ func (c *conn) mapStorage(a, data []byte) (int64, error) {
 	info := wire.MapStorageInfo{Size: m.MemoryUsage()}
 	lay, _ := m.(interface{ Layout() mapview.Layout })
 	if lay != nil {
-		info.DataOff = lay.Layout().ValuesOff
+		l := lay.Layout()
+		info.DataOff = l.ValuesOff
+		if l.Family == mapview.FamilyRing {
+			info.DataOff = l.DataOff
+		}
+	}
+	if rb, ok := m.(*maps.Ringbuf); ok {
+		return c.ringStorage(rb, &info, writable)
 	}
 	var fd int
 	if writable {
@@ -76,4 +83,34 @@ func (s *Server) retireStorage(o *Object) {
 		s.log.Warn("cannot move a revoked map's storage; mapped readers keep seeing updates",
 			zap.Uint32("id", o.id), zap.Error(err))
 	}
+}
+
+// ringStorage answers MAP_STORAGE for a ring buffer: the region, the
+// consumer page (writable when asked for, which needed write mode) and
+// the wakeup eventfd.
+func (c *conn) ringStorage(rb *maps.Ringbuf, info *wire.MapStorageInfo, writable bool) (int64, error) {
+	fds := [3]int{-1, -1, -1}
+	var err error
+	if fds[0], err = rb.ReadOnlyFD(); err == nil {
+		if fds[1], err = rb.ConsumerFD(writable); err == nil {
+			fds[2], err = rb.WakeupFD()
+		}
+	}
+	if err != nil {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+		return 0, err
+	}
+	for _, fd := range fds {
+		c.addFD(fd)
+	}
+	info.Flags |= wire.StorageRing
+	if writable {
+		info.Flags |= wire.StorageWritable
+	}
+	info.Append(c.alloc(wire.MapStorageInfoSize)[:0])
+	return 0, nil
 }

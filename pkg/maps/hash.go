@@ -65,8 +65,12 @@ func (h *Hash) keyOf(e uint32) []byte {
 	return h.mem[o : o+uint64(h.spec.KeySize)]
 }
 
-// valOf returns entry e's value for CPU cpu (cpu 0 for non-per-CPU maps).
+// valOf returns entry e's value for CPU cpu (ignored for non-per-CPU
+// maps).
 func (h *Hash) valOf(e uint32, cpu int) []byte {
+	if !h.percpu {
+		cpu = 0
+	}
 	o := h.ent(e) + h.l.ValOff + uint64(cpu)*h.l.ValStride
 	n := o + uint64(h.spec.ValueSize)
 	return h.mem[o:n:n]
@@ -441,6 +445,9 @@ func (h *Hash) ProgFind(cpu int, key []byte) (uint64, bool) {
 	}
 	if h.lru != nil {
 		h.lru.setRef(e)
+	}
+	if !h.percpu {
+		cpu = 0
 	}
 	return h.ent(e) + h.l.ValOff + uint64(cpu)*h.l.ValStride - h.l.EntOff, true
 }

@@ -279,7 +279,11 @@ func NewWith(spec Spec, cfg *Config) (Map, error) {
 	spec.MaxEntries = spec.maxEntries(pool.N())
 	prealloc := spec.Flags&FlagNoPrealloc == 0
 	writable := spec.Type == TypeArray && spec.Flags&FlagMmapable != 0
-	r, err := newRegion(cfg.dir(), spec.Name, l.Size, prealloc, writable)
+	var aliasOff, aliasLen uint64
+	if l.Family == mapview.FamilyRing {
+		aliasOff, aliasLen = l.DataOff, l.DataSize
+	}
+	r, err := newRegionAlias(cfg.dir(), spec.Name, l.Size, prealloc, writable, aliasOff, aliasLen)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +303,12 @@ func NewWith(spec Spec, cfg *Config) (Map, error) {
 		return nil, err
 	}
 	m.initRegion()
+	if rb, ok := m.(*Ringbuf); ok {
+		if err := rb.setup(); err != nil {
+			r.close()
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -315,7 +325,7 @@ type impl interface {
 
 // build wraps a mapped region in the map type of spec.
 func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint64) (impl, error) {
-	view, err := mapview.New(r.mem)
+	view, err := mapview.New(r.mem[:r.size])
 	if err != nil {
 		return nil, ErrCorrupt
 	}
@@ -335,6 +345,8 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		m = &ProgArray{}
 	case TypeQueue, TypeStack:
 		m = &Queue{stack: spec.Type == TypeStack}
+	case TypeRingbuf:
+		m = &Ringbuf{mask: l.DataSize - 1, consFD: -1}
 	case TypeLPMTrie:
 		ds := spec.KeySize - 4
 		m = &LPMTrie{dataSize: ds, maxPrefix: ds * 8, stack: make([]uint32, 0, ds*8+2), keyBuf: make([]byte, spec.KeySize)}
@@ -348,7 +360,7 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		return nil, ErrInvalid
 	}
 	b := m.b()
-	b.spec, b.l, b.reg, b.mem, b.pool = spec, l, r, r.mem, pool
+	b.spec, b.l, b.reg, b.mem, b.pool, b.self = spec, l, r, r.mem, pool, m
 	return m, nil
 }
 
@@ -372,6 +384,9 @@ type base struct {
 	// handed out (MMAPABLE arrays); Freeze then moves the storage first.
 	// Guarded by moveMu.
 	writableOut bool
+	// self is the map this base belongs to (type-specific move and
+	// close steps). Immutable.
+	self impl
 	// sharedOut is set when any descriptor of the backing was handed out
 	// since the last move: only then does Retire need to move. Guarded
 	// by moveMu.
@@ -458,6 +473,13 @@ func (b *base) moveLocked() error {
 	if err := b.reg.move(); err != nil {
 		return err
 	}
+	if b.self != nil {
+		if x, ok := b.self.(interface{ moveExtra() error }); ok {
+			if err := x.moveExtra(); err != nil {
+				return err
+			}
+		}
+	}
 	b.writableOut, b.sharedOut = false, false
 	return nil
 }
@@ -473,6 +495,9 @@ func (b *base) Close() error {
 	b.pool.Quiesce()()
 	// Mappings of the backing that outlive the map see it is gone.
 	atomic.StoreUint32(b.u32(mapview.OffRetired), 1)
+	if x, ok := b.self.(interface{ closeExtra() }); ok {
+		x.closeExtra()
+	}
 	err := b.reg.close()
 	b.mem = nil
 	return err

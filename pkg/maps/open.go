@@ -51,6 +51,7 @@ func Open(fd int, path string, cfg *Config) (Map, Repair, error) {
 	fail := func(format string, a ...any) (Map, Repair, error) {
 		unix.Munmap(r.mem)
 		unix.Close(r.fd)
+		r.mem = nil
 		return nil, rep, fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, a...))
 	}
 	h, l, err := mapview.ParseHeader(r.mem)
@@ -72,6 +73,17 @@ func Open(fd int, path string, cfg *Config) (Map, Repair, error) {
 	}
 	r.name = spec.Name
 	r.populate = spec.Flags&FlagNoPrealloc == 0
+	if l.Family == mapview.FamilyRing {
+		// Map the data pages a second time after the region.
+		unix.Munmap(r.mem)
+		r.mem, r.aliasOff, r.aliasLen = nil, l.DataOff, l.DataSize
+		mem, err := r.mapAll(r.fd)
+		if err != nil {
+			unix.Close(r.fd)
+			return nil, rep, err
+		}
+		r.mem = mem
+	}
 	// Writable client mappings only for what New allows them (a file
 	// carries no seals to say so; a memfd sealed against future writes
 	// can give none whatever its type).

@@ -182,6 +182,9 @@ func Detach(m Map) error {
 		return ErrClosed
 	}
 	b.pool.Quiesce()()
+	if x, ok := b.self.(interface{ detachExtra() }); ok {
+		x.detachExtra()
+	}
 	r := b.reg
 	err := unix.Munmap(r.mem)
 	r.mem = nil
@@ -218,10 +221,14 @@ func errNoFallocate(err error) bool {
 // of spec (and RestoreElem takes): Spec.KeySize and SyscallValueSize,
 // except for a bloom filter, whose contents are its bit array — keys are
 // u32 word indexes and values the non-zero u64 words (the values added
-// cannot be read back).
+// cannot be read back), and a ring buffer, whose contents are the
+// records not yet consumed — no key, values of any size (value -1).
 func DumpSizes(spec Spec) (key, value int) {
-	if spec.Type == TypeBloomFilter {
+	switch spec.Type {
+	case TypeBloomFilter:
 		return 4, 8
+	case TypeRingbuf:
+		return 0, -1
 	}
 	return int(spec.KeySize), spec.SyscallValueSize()
 }

@@ -29,9 +29,14 @@ type region struct {
 	path     string // file backend: the file's path ("" for a memfd)
 	dir      string // file backend directory
 	name     string
-	mem      []byte
+	mem      []byte // the mapping: size bytes, then the alias if any
+	size     uint64 // the backing's size
 	populate bool
 	writable bool // no F_SEAL_FUTURE_WRITE: writable client mappings allowed
+	// aliasOff and aliasLen: the backing's [aliasOff, aliasOff+aliasLen)
+	// is mapped a second time right after the first size bytes (ring
+	// buffers: records that wrap are contiguous). aliasLen 0: none.
+	aliasOff, aliasLen uint64
 }
 
 // newBacking creates an unmapped backing of size bytes: a memfd, or a new
@@ -104,19 +109,22 @@ func mapErr(err error) error {
 // rather than SIGBUS later); writable leaves the backing open to
 // writable client mappings (MMAPABLE arrays).
 func newRegion(dir, name string, size uint64, populate, writable bool) (*region, error) {
+	return newRegionAlias(dir, name, size, populate, writable, 0, 0)
+}
+
+// newRegionAlias is newRegion with [aliasOff, aliasOff+aliasLen) of the
+// backing mapped again after it (see region.aliasLen).
+func newRegionAlias(dir, name string, size uint64, populate, writable bool, aliasOff, aliasLen uint64) (*region, error) {
 	fd, path, err := newBacking(dir, name, size)
 	if err != nil {
 		return nil, err
 	}
-	r := &region{fd: fd, path: path, dir: dir, name: name, populate: populate, writable: writable}
-	flags := unix.MAP_SHARED
-	if populate {
-		flags |= unix.MAP_POPULATE
-	}
-	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, flags)
+	r := &region{fd: fd, path: path, dir: dir, name: name, populate: populate, writable: writable,
+		size: size, aliasOff: aliasOff, aliasLen: aliasLen}
+	mem, err := r.mapAll(fd)
 	if err != nil {
 		r.discard(fd, path)
-		return nil, mapErr(err)
+		return nil, err
 	}
 	r.mem = mem
 	if err := r.seal(fd); err != nil {
@@ -144,7 +152,7 @@ func openRegion(fd int, path string) (*region, error) {
 		unix.Close(fd)
 		return nil, mapErr(err)
 	}
-	r := &region{fd: fd, path: path, mem: mem}
+	r := &region{fd: fd, path: path, mem: mem, size: uint64(st.Size)}
 	if path != "" {
 		r.dir = filepath.Dir(path)
 	}
@@ -154,6 +162,43 @@ func openRegion(fd int, path string) (*region, error) {
 		r.writable = seals&unix.F_SEAL_FUTURE_WRITE == 0
 	}
 	return r, nil
+}
+
+// mapAll maps backing fd as the region (size bytes, then the alias),
+// at a new address, or over r.mem when it is set (a move).
+func (r *region) mapAll(fd int) ([]byte, error) {
+	flags := unix.MAP_SHARED
+	if r.populate {
+		flags |= unix.MAP_POPULATE
+	}
+	total := r.size + r.aliasLen
+	mem := r.mem
+	if mem == nil {
+		// Reserve the whole range first, so the alias lands right after.
+		res, err := unix.Mmap(-1, 0, int(total), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		mem = res
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
+	fail := func(e error) ([]byte, error) {
+		if r.mem == nil {
+			unix.Munmap(mem)
+		}
+		return nil, mapErr(e)
+	}
+	if _, _, e := unix.Syscall6(unix.SYS_MMAP, base, uintptr(r.size), unix.PROT_READ|unix.PROT_WRITE,
+		uintptr(flags|unix.MAP_FIXED), uintptr(fd), 0); e != 0 {
+		return fail(e)
+	}
+	if r.aliasLen > 0 {
+		if _, _, e := unix.Syscall6(unix.SYS_MMAP, base+uintptr(r.size), uintptr(r.aliasLen), unix.PROT_READ|unix.PROT_WRITE,
+			uintptr(flags|unix.MAP_FIXED), uintptr(fd), uintptr(r.aliasOff)); e != 0 {
+			return fail(e)
+		}
+	}
+	return mem, nil
 }
 
 func (r *region) discard(fd int, path string) {
@@ -197,14 +242,14 @@ func (r *region) u32(off uint64) *uint32 { return (*uint32)(unsafe.Pointer(&r.me
 // that nothing writes the region meanwhile (percpu.Pool.Quiesce plus the
 // map's own writers stopped). On failure the region is unchanged.
 func (r *region) move() error {
-	size := uint64(len(r.mem))
+	size := r.size
 	fd, path, err := newBacking(r.dir, r.name, size)
 	if err != nil {
 		return err
 	}
 	// Copy everything (the old header still says live), then retire the
 	// old backing and map the new one over the same address.
-	if n, err := unix.Pwrite(fd, r.mem, 0); err != nil || uint64(n) != size {
+	if n, err := unix.Pwrite(fd, r.mem[:size], 0); err != nil || uint64(n) != size {
 		r.discard(fd, path)
 		if err == nil {
 			err = unix.EIO
@@ -212,16 +257,13 @@ func (r *region) move() error {
 		return fmt.Errorf("maps: copying region for a move: %w", os.NewSyscallError("pwrite", err))
 	}
 	atomic.StoreUint32(r.u32(mapview.OffRetired), 1)
-	flags := unix.MAP_SHARED | unix.MAP_FIXED
-	if r.populate {
-		flags |= unix.MAP_POPULATE
-	}
-	addr := uintptr(unsafe.Pointer(unsafe.SliceData(r.mem)))
-	_, _, e := unix.Syscall6(unix.SYS_MMAP, addr, uintptr(size), unix.PROT_READ|unix.PROT_WRITE, uintptr(flags), uintptr(fd), 0)
-	if e != 0 {
+	if _, err := r.mapAll(fd); err != nil {
+		// The first mapping may have been replaced and not the alias;
+		// put the old backing back whole.
+		r.mapAll(r.fd)
 		atomic.StoreUint32(r.u32(mapview.OffRetired), 0)
 		r.discard(fd, path)
-		return mapErr(e)
+		return err
 	}
 	// From here the daemon's mapping is the new backing.
 	atomic.StoreUint32(r.u32(mapview.OffRetired), 0)

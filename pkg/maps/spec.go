@@ -224,7 +224,7 @@ var implemented = map[uint32]bool{
 	TypePercpuHash: true, TypePercpuArray: true,
 	TypeLRUHash: true, TypeLRUPercpuHash: true,
 	TypeQueue: true, TypeStack: true, TypeBloomFilter: true,
-	TypeLPMTrie: true,
+	TypeLPMTrie: true, TypeRingbuf: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.
@@ -311,6 +311,13 @@ func (s Spec) check(ncpu int) error {
 		if s.MaxEntries == 0 || s.Flags&FlagNoPrealloc == 0 || s.Flags&^(FlagNoPrealloc|FlagNumaNode|accessMask) != 0 ||
 			!accessOK(s.Flags) || s.KeySize < 4+1 || s.KeySize > 4+lpmDataMax ||
 			s.ValueSize < 1 || s.ValueSize > kmallocMax-lpmDataMax-lpmNodeSize {
+			return ErrInvalid
+		}
+	case TypeRingbuf:
+		if s.Flags&^FlagNumaNode != 0 {
+			return ErrInvalid
+		}
+		if s.KeySize != 0 || s.ValueSize != 0 || s.MaxEntries == 0 || s.MaxEntries&(s.MaxEntries-1) != 0 || s.MaxEntries%4096 != 0 {
 			return ErrInvalid
 		}
 	case TypeBloomFilter:

@@ -108,6 +108,19 @@ const (
 	OffTrieEntries = OffState + 12
 	OffTrieBump    = OffState + 16
 	OffTrieFree    = OffState + 20
+	// Ring buffer: the producer lock word, then the producer and pending
+	// positions (u64, 8-aligned), then the last consumer position a
+	// producer saw (or the daemon saved when it detached the map: what a
+	// reopened ring resumes from). The live consumer position is at
+	// offset 0 of the consumer page.
+	OffRingLock     = OffState
+	OffRingProducer = OffState + 8
+	OffRingPending  = OffState + 16
+	OffRingConsSeen = OffState + 24
+	// Ring buffer record header bits (len word), as BPF_RINGBUF_*.
+	RingBusyBit    = 1 << 31
+	RingDiscardBit = 1 << 30
+	RingHeaderSize = 8
 )
 
 // Layout is the geometry of a region: where everything is, derived from
@@ -168,6 +181,7 @@ const (
 	FamilyQueue
 	FamilyBloom
 	FamilyTrie
+	FamilyRing
 )
 
 // BloomBits returns the bit array size (in bits, as a uint64 since it may
@@ -319,6 +333,17 @@ func Geometry(typ, keySize, valueSize, maxEntries, flags uint32, extra uint64, n
 			return l, ErrGeometry
 		}
 		l.Size = roundUp(l.EntOff+n, PageSize)
+	case TypeRingbuf:
+		// The data pages of a BPF ring buffer, after the header page;
+		// the consumer position lives in a page of its own (a second
+		// backing, writable by the consumer).
+		if keySize != 0 || valueSize != 0 || maxEntries&(maxEntries-1) != 0 || maxEntries%PageSize != 0 {
+			return l, ErrGeometry
+		}
+		l.Family = FamilyRing
+		l.DataOff = PageSize
+		l.DataSize = uint64(maxEntries)
+		l.Size = l.DataOff + l.DataSize
 	case TypeBloomFilter:
 		// The bit array of the kernel's bloom filter (bloom_map_alloc).
 		if keySize != 0 || valueSize == 0 || extra&^0xf != 0 {

@@ -114,6 +114,8 @@ type auditHarness struct {
 	ro        uint64 // pointer to sealed
 	none      uint64 // pointer to locked
 	hashPtr   uint64
+	queuePtr  uint64 // a queue of 8-byte values (helpers_maps_audit_test.go)
+	ringPtr   uint64 // a ring buffer
 	traceSeen []string
 }
 
@@ -125,9 +127,10 @@ func newAuditHarness(t *testing.T, secret byte) *auditHarness {
 	}
 	t.Cleanup(func() { hm.Close() })
 	h := &auditHarness{}
+	more := auditMaps(t)
 	p, err := Load(&Spec{Type: SocketFilter, License: "GPL", Name: "audit",
 		Insns: []byte{0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0},
-		Maps:  []MapRef{{Map: hm, Read: true, Write: true}}},
+		Maps:  append([]MapRef{{Map: hm, Read: true, Write: true}}, more...)},
 		&Env{Trace: func(_, msg string) { h.traceSeen = append(h.traceSeen, msg) }})
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +154,7 @@ func newAuditHarness(t *testing.T, secret byte) *auditHarness {
 	h.ro = add(h.sealed, interp.Read)
 	h.none = add(h.locked, 0)
 	h.hashPtr = mapPtrTag
+	h.queuePtr, h.ringPtr = mapPtrTag|1, mapPtrTag|2
 	return h
 }
 

@@ -35,6 +35,9 @@ const (
 // HelperName returns the kernel's name of helper n ("bpf_map_lookup_elem"),
 // or "" for a helper bpfd does not know.
 func HelperName(n int32) string {
+	if s := mapHelperName(n); s != "" {
+		return s
+	}
 	switch n {
 	case HelperMapLookupElem:
 		return "bpf_map_lookup_elem"
@@ -137,6 +140,9 @@ func errRet(e unix.Errno) uint64 { return uint64(-int64(e)) }
 func (p *Program) helperTable() map[int32]interp.HelperFunc {
 	t := p.baseHelpers()
 	addTypeHelperFuncs(p.typ, t)
+	for n, f := range mapHelperFuncs() {
+		t[n] = f
+	}
 	return t
 }
 
@@ -201,6 +207,12 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if v == nil {
 		return 0, nil
 	}
+	return valuePointer(vm, rc, ref, v)
+}
+
+// valuePointer returns the program's pointer to map value v (a region
+// with ref's access), reusing the one this run already got for it.
+func valuePointer(vm *interp.VM, rc *runCtx, ref *MapRef, v []byte) (uint64, error) {
 	data := unsafe.SliceData(v)
 	e := &rc.values[(uintptr(unsafe.Pointer(data))>>3)%uintptr(len(rc.values))]
 	if e.data == data && e.gen == rc.gen && e.write == ref.Write {

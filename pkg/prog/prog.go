@@ -301,6 +301,9 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 			arrayRegion(i)
 		}
 	}
+	if err := p.resolveMapRegions(&statics, staticOf); err != nil {
+		return nil, nil, err
+	}
 	for _, nl := range vr.narrow {
 		ins := code[nl.pc*8 : nl.pc*8+8]
 		sz := map[int]byte{1: 0x10, 2: 0x08, 4: 0x00}[nl.size]
@@ -319,7 +322,9 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		sl := mapSlot{keySize: int(sp.KeySize), valueSize: int(sp.ValueSize), maxEntries: sp.MaxEntries, static: -1}
 		if st, ok := staticOf[i]; ok {
 			sl.static = st
-			_, sl.stride = r.Map.(*maps.Array).Values()
+		}
+		if a, ok := r.Map.(*maps.Array); ok && sl.static >= 0 {
+			_, sl.stride = a.Values()
 			if sp.PerCPU() {
 				sl.percpu = true
 				sl.valStride = (uint64(sp.ValueSize) + 7) &^ 7

@@ -30,6 +30,7 @@ var escapeRoles = map[string]func() int{
 	"ptrace":           rolePtrace,
 	"euid":             func() int { fmt.Printf("euid %d\n", os.Geteuid()); return 0 },
 	"tsync":            roleTSYNC,
+	"start-as-nobody":  roleStartAsNobody,
 }
 
 // errName is "ok" for nil, else the errno's name.

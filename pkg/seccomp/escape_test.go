@@ -3,6 +3,7 @@ package seccomp
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -304,4 +305,76 @@ func TestNestedListener(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStartAsOtherUserWithoutPtrace: starting a filtered command as
+// another user needs CAP_SETUID/CAP_SETGID, as for any exec.Cmd, but not
+// CAP_SYS_PTRACE: the shim takes the new credentials itself after the
+// parent took the listener from it. The parent here runs with
+// CAP_SYS_PTRACE removed from its bounding set (setpriv).
+func TestStartAsOtherUserWithoutPtrace(t *testing.T) {
+	requireRoot(t)
+	requireNotify(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--bounding-set", "-sys_ptrace", "--inh-caps", "-all", "--", exe)
+	cmd.Env = append(os.Environ(), roleEnv+"=start-as-nobody")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("parent without CAP_SYS_PTRACE: %v\n%s", err, out)
+	}
+	lines := parseLines(string(out))
+	if lines["parent-ptrace-cap"] != "no" || lines["euid"] != "65534" || lines["target-exit"] != "0" {
+		t.Fatalf("got %v", lines)
+	}
+}
+
+// roleStartAsNobody starts the "euid" role as uid 65534 under a filter
+// and prints what it printed, with whether this process holds
+// CAP_SYS_PTRACE.
+func roleStartAsNobody() int {
+	status, _ := os.ReadFile("/proc/self/status")
+	has := "yes"
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			var mask uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &mask); err == nil && mask&(1<<unix.CAP_SYS_PTRACE) == 0 {
+				has = "no"
+			}
+		}
+	}
+	fmt.Printf("parent-ptrace-cap %s\n", has)
+	// The shim's own binary (this one), reachable by uid 65534 whatever
+	// the directories above it.
+	target := exec.Command("/proc/self/exe")
+	target.Env = append(os.Environ(), roleEnv+"=euid")
+	target.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, NoSetGroups: true}}
+	var buf strings.Builder
+	target.Stdout = &buf
+	proc, fd, err := StartFiltered(target, &ExecConfig{Syscalls: []uint32{unix.SYS_SOCKET}})
+	if err != nil {
+		fmt.Printf("start %v\n", err)
+		return 1
+	}
+	l, err := NewListener(fd)
+	if err != nil {
+		fmt.Printf("listener %v\n", err)
+		return 1
+	}
+	go l.Serve(context.Background(), socketPolicy)
+	if err := proc.Release(); err != nil {
+		fmt.Printf("release %v\n", err)
+		return 1
+	}
+	proc.Cmd.Wait()
+	l.Close()
+	fmt.Print(buf.String())
+	fmt.Printf("target-exit %d\n", proc.Cmd.ProcessState.ExitCode())
+	return 0
 }

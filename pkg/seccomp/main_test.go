@@ -128,7 +128,7 @@ func parseLines(out string) map[string]string {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs the child as uid 65534 and takes its listener (CAP_SETUID, CAP_SYS_PTRACE)")
+		t.Skip("needs root: runs the child as uid 65534 (CAP_SETUID, CAP_SETGID)")
 	}
 }
 

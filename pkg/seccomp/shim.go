@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -55,6 +56,38 @@ type shimConfig struct {
 	AllowIOUring         bool     `json:"allow_io_uring,omitempty"`
 	AllowNestedListeners bool     `json:"allow_nested_listeners,omitempty"`
 	AllowPtrace          bool     `json:"allow_ptrace,omitempty"`
+	// Cred, when set, is what the shim becomes right before execve,
+	// after the parent took the listener (so the parent needs no ptrace
+	// privilege over a process of another user).
+	Cred *shimCred `json:"cred,omitempty"`
+}
+
+// shimCred is the command's syscall.Credential.
+type shimCred struct {
+	UID         uint32   `json:"uid"`
+	GID         uint32   `json:"gid"`
+	Groups      []uint32 `json:"groups"`
+	NoSetGroups bool     `json:"no_set_groups"`
+}
+
+// become switches the calling thread (the one that execs) to cred.
+func (c *shimCred) become() error {
+	if !c.NoSetGroups {
+		var p unsafe.Pointer
+		if len(c.Groups) > 0 {
+			p = unsafe.Pointer(&c.Groups[0])
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(c.Groups)), uintptr(p), 0); e != 0 {
+			return os.NewSyscallError("setgroups", e)
+		}
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(c.GID), uintptr(c.GID), uintptr(c.GID)); e != 0 {
+		return os.NewSyscallError("setresgid", e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(c.UID), uintptr(c.UID), uintptr(c.UID)); e != 0 {
+		return os.NewSyscallError("setresuid", e)
+	}
+	return nil
 }
 
 // ShimMain turns this process into a shim if StartFiltered started it as one,
@@ -146,6 +179,13 @@ func runShim(v string) int {
 		}
 		break
 	}
+	if cfg.Cred != nil {
+		// On this thread, the one that execs: the command gets these
+		// ids; the shim's other threads end with the exec.
+		if err := cfg.Cred.become(); err != nil {
+			return fail("set credentials: %v", err)
+		}
+	}
 	err = syscall.Exec(cfg.Path, cfg.Args, os.Environ())
 	return fail("exec %s: %v", cfg.Path, err)
 }
@@ -236,10 +276,12 @@ func (p *Process) Release() error {
 // the shim (pidfd_getfd), and returns with the shim stopped before execve.
 //
 // The caller owns listenerFD (O_CLOEXEC): hand it to the supervisor (e.g.
-// NewListener, or over SCM_RIGHTS), then call proc.Release. Needs ptrace
-// access to the child (PTRACE_MODE_ATTACH_REALCREDS: same uid, or
-// CAP_SYS_PTRACE when SysProcAttr changes credentials). target itself is not
-// started and cannot be reused.
+// NewListener, or over SCM_RIGHTS), then call proc.Release. The listener
+// is taken from the shim, a child of the caller running with the caller's
+// credentials, so no privilege is needed for that (ptrace access to one's
+// own child); SysProcAttr.Credential (which needs CAP_SETUID/CAP_SETGID,
+// as for any exec.Cmd) is applied by the shim itself right before execve.
+// target itself is not started and cannot be reused.
 //
 // On failure no process is left running; errors are BuildFilter's, os/exec's,
 // ErrShim (with the shim's message), ErrTimeout, or the syscall error.
@@ -268,8 +310,19 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 	if len(args) == 0 {
 		args = []string{target.Path}
 	}
+	// Credentials are the shim's to apply, after the listener is taken.
+	spa := target.SysProcAttr
+	var cred *shimCred
+	if spa != nil && spa.Credential != nil {
+		c := spa.Credential
+		cred = &shimCred{UID: c.Uid, GID: c.Gid, Groups: c.Groups, NoSetGroups: c.NoSetGroups}
+		cp := *spa
+		cp.Credential = nil
+		spa = &cp
+	}
 	rawCfg, err := json.Marshal(shimConfig{Path: target.Path, Args: args, Syscalls: cfg.Syscalls, All: cfg.All,
-		AllowIOUring: cfg.AllowIOUring, AllowNestedListeners: cfg.AllowNestedListeners, AllowPtrace: cfg.AllowPtrace})
+		AllowIOUring: cfg.AllowIOUring, AllowNestedListeners: cfg.AllowNestedListeners, AllowPtrace: cfg.AllowPtrace,
+		Cred: cred})
 	if err != nil {
 		return nil, -1, err
 	}
@@ -317,7 +370,7 @@ func StartFiltered(target *exec.Cmd, cfg *ExecConfig) (proc *Process, listenerFD
 		Stdout:      target.Stdout,
 		Stderr:      target.Stderr,
 		ExtraFiles:  append(append([]*os.File(nil), target.ExtraFiles...), cfgR, goR, stW),
-		SysProcAttr: target.SysProcAttr,
+		SysProcAttr: spa,
 	}
 	if err := shim.Start(); err != nil {
 		return nil, -1, err

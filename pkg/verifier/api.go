@@ -107,6 +107,10 @@ type MapInfo struct {
 	Read, Write bool
 	// Name is used in logs.
 	Name string
+	// Inner is the inner-map template of an ARRAY_OF_MAPS or
+	// HASH_OF_MAPS: a lookup returns a map pointer of this shape
+	// (maptypes.go). Nil otherwise.
+	Inner *MapInfo
 }
 
 // ArgType constrains one helper argument, like the kernel's enum

@@ -42,6 +42,9 @@ func (v *verifier) exit(st *state) (bool, error) {
 		return false, v.errf(st, st.pc, unix.EACCES, "R0 !read_ok")
 	}
 	if len(st.frames) == 1 {
+		if err := v.checkRefsReleased(st); err != nil {
+			return false, err
+		}
 		if r0.typ != scalarValue {
 			return false, v.errf(st, st.pc, unix.EACCES, "R0 leaks addr as return value")
 		}
@@ -166,6 +169,7 @@ func (v *verifier) callHelper(st *state, in insn) error {
 		return v.errf(st, st.pc, unix.EINVAL, "unknown func %s", name)
 	}
 	mapIdx := int32(-1)
+	var ac mapsArgs // what the map-type argument kinds collected (maptypes.go)
 	var cbTarget = -1
 	var cbArg reg
 	for i, at := range proto.Args {
@@ -270,11 +274,28 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			}
 			cbArg = r
 		default:
-			return v.errf(st, st.pc, unix.EINVAL, "helper %s prototype: bad argument type %d", name, at)
+			ok, err := v.mapsArg(st, proto, name, i, at, mapIdx, &ac)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return v.errf(st, st.pc, unix.EINVAL, "helper %s prototype: bad argument type %d", name, at)
+			}
 		}
 	}
+	// The map type against the helper, after the arguments, as the
+	// kernel's check_map_func_compatibility.
+	if mapIdx >= 0 && !mapFuncCompatible(v.env.Maps[mapIdx].Type, in.imm) {
+		return v.errf(st, st.pc, unix.EINVAL, "cannot pass map_type %d into func %s", v.env.Maps[mapIdx].Type, name)
+	}
 	if proto.TailCall {
+		if len(st.refs) > 0 {
+			return v.errf(st, st.pc, unix.EINVAL, "tail_call would lead to reference leak")
+		}
 		v.tailCalls = true
+	}
+	if ac.release != 0 {
+		v.releaseRef(st, ac.release)
 	}
 	if proto.ChangesPacket {
 		st.forEachReg(func(r *reg) {
@@ -298,6 +319,15 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			return v.errf(st, st.pc, unix.EINVAL, "helper %s prototype: map value return without map argument", name)
 		}
 		r0 = reg{typ: ptrToMapValueOrNull, idx: mapIdx, id: v.newID()}
+		if inner, ok := v.innerMap(mapIdx); ok {
+			// A map-in-map lookup returns the inner map (maptypes.go).
+			r0 = reg{typ: constPtrToMapOrNull, idx: inner, id: r0.id}
+		}
+	default:
+		var err error
+		if r0, err = v.mapsRet(st, proto, name, mapIdx, &ac); err != nil {
+			return err
+		}
 	}
 	if cbTarget >= 0 {
 		// Zero iterations: continue after the call right away.

@@ -24,9 +24,18 @@ const (
 // read mode), map_update_elem 2 and map_delete_elem 3 (need write mode),
 // ktime_get_ns 5, trace_printk 6, get_prandom_u32 7, get_smp_processor_id 8,
 // tail_call 12 (PROG_ARRAY, needs read mode), get_current_pid_tgid 14,
-// get_current_uid_gid 15, get_current_comm 16, ktime_get_boot_ns 125 and
-// loop 181. The caller may modify the returned map.
+// get_current_uid_gid 15, get_current_comm 16, ktime_get_boot_ns 125,
+// loop 181, and the map helpers (MapHelpers). The caller may modify the
+// returned map.
 func KernelHelpers() map[int32]*HelperProto {
+	m := kernelHelpers()
+	for n, p := range MapHelpers() {
+		m[n] = p
+	}
+	return m
+}
+
+func kernelHelpers() map[int32]*HelperProto {
 	integer := func(name string) *HelperProto { return &HelperProto{Name: name} }
 	return map[int32]*HelperProto{
 		FnMapLookupElem: {Name: "map_lookup_elem", Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey},

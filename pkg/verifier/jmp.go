@@ -127,11 +127,16 @@ func (v *verifier) jump(st *state, in insn) (bool, error) {
 func isZero(r reg) bool { return r.typ == scalarValue && r.isConst() && r.vo.value == 0 }
 
 // markNull turns every register with id into NULL (scalar 0) or the
-// pointer it was when not NULL.
+// pointer it was when not NULL (map value, map pointer of maptypes.go,
+// socket). A NULL that carried a reference releases it.
 func markNull(st *state, id uint32, isNull bool) {
+	var ref uint32
 	st.forEachReg(func(r *reg) {
 		if r.typ.orNull() && r.id == id {
 			if isNull {
+				if r.ref != 0 {
+					ref = r.ref
+				}
 				*r = constScalar(0)
 			} else {
 				r.typ = r.typ.nonNull()
@@ -139,6 +144,9 @@ func markNull(st *state, id uint32, isNull bool) {
 			}
 		}
 	})
+	if ref != 0 {
+		dropRef(st, ref)
+	}
 }
 
 // applyRefined stores refined registers back, and into scalars linked by id.

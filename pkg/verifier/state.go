@@ -20,12 +20,13 @@ const (
 	ptrToPacketMeta
 	ptrToPacketEnd
 	ptrToFunc
+	constPtrToMapOrNull // maptypes.go: an inner map from a map-in-map lookup
 	ptrToSockCommon
 	ptrToSockCommonOrNull
 )
 
 var regTypeNames = [...]string{"?", "scalar", "ctx", "fp", "map_value", "map_value_or_null",
-	"map_ptr", "pkt", "pkt_meta", "pkt_end", "func", "sock_common", "sock_common_or_null"}
+	"map_ptr", "pkt", "pkt_meta", "pkt_end", "func", "map_ptr_or_null", "sock_common", "sock_common_or_null"}
 
 func (t regType) String() string { return regTypeNames[t] }
 
@@ -33,12 +34,16 @@ func (t regType) isPkt() bool { return t == ptrToPacket || t == ptrToPacketMeta 
 
 // orNull reports whether t may be NULL and must be null-checked before
 // use; nonNull is what a successful check makes of it.
-func (t regType) orNull() bool { return t == ptrToMapValueOrNull || t == ptrToSockCommonOrNull }
+func (t regType) orNull() bool {
+	return t == ptrToMapValueOrNull || t == constPtrToMapOrNull || t == ptrToSockCommonOrNull
+}
 
 func (t regType) nonNull() regType {
 	switch t {
 	case ptrToMapValueOrNull:
 		return ptrToMapValue
+	case constPtrToMapOrNull:
+		return constPtrToMap
 	case ptrToSockCommonOrNull:
 		return ptrToSockCommon
 	}
@@ -54,7 +59,8 @@ type reg struct {
 	off        int32
 	rng        int32 // packet pointers: bytes proven accessible from the var part
 	id         uint32
-	idx        int32 // map index, or subprog start for ptrToFunc
+	ref        uint32 // an acquired reference this pointer carries (maptypes.go), 0 none
+	idx        int32  // map index, or subprog start for ptrToFunc
 	vo         tnum
 	smin, smax int64
 	umin, umax uint64
@@ -183,9 +189,9 @@ func (v *verifier) regString(r *reg) string {
 		parts = append(parts, fmt.Sprintf("id=%d", r.id))
 	}
 	switch r.typ {
-	case ptrToMapValue, ptrToMapValueOrNull, constPtrToMap:
+	case ptrToMapValue, ptrToMapValueOrNull, constPtrToMap, constPtrToMapOrNull:
 		parts = append(parts, "map="+v.mapName(r.idx))
-		if r.typ != constPtrToMap && r.idx >= 0 && int(r.idx) < len(v.env.Maps) {
+		if r.typ != constPtrToMap && r.typ != constPtrToMapOrNull && r.idx >= 0 && int(r.idx) < len(v.env.Maps) {
 			m := v.env.Maps[r.idx]
 			parts = append(parts, fmt.Sprintf("ks=%d,vs=%d", m.KeySize, m.ValueSize))
 		}
@@ -265,7 +271,8 @@ type state struct {
 	frames []*frame
 	cp     *checkpoint
 	pc     int
-	trail  []int // recent instruction indexes of this path, for logs
+	trail  []int        // recent instruction indexes of this path, for logs
+	refs   []acquireRef // references held (maptypes.go): released before exit
 }
 
 func (s *state) cur() *frame { return s.frames[len(s.frames)-1] }
@@ -277,6 +284,7 @@ func (s *state) clone() *state {
 		n.frames[i] = f.clone()
 	}
 	n.trail = append([]int(nil), s.trail...)
+	n.refs = append([]acquireRef(nil), s.refs...)
 	return n
 }
 
@@ -342,6 +350,9 @@ func regsafe(old, cur *reg, im *idmap) bool {
 	if old.typ != cur.typ {
 		return false
 	}
+	if (old.ref != 0 || cur.ref != 0) && !im.check(old.ref, cur.ref) {
+		return false
+	}
 	switch old.typ {
 	case scalarValue:
 		if !rangeWithin(old, cur) {
@@ -350,7 +361,7 @@ func regsafe(old, cur *reg, im *idmap) bool {
 		// Old scalars linked by id had bounds checks propagate between
 		// them; cur's must be linked the same way.
 		return old.id == 0 || (cur.id != 0 && im.check(old.id, cur.id))
-	case ptrToMapValueOrNull, ptrToSockCommonOrNull:
+	case ptrToMapValueOrNull, constPtrToMapOrNull, ptrToSockCommonOrNull:
 		if !im.check(old.id, cur.id) {
 			return false
 		}
@@ -369,10 +380,13 @@ func regsafe(old, cur *reg, im *idmap) bool {
 // matches any scalar when old holds a scalar. Registers of caller frames
 // and all stack slots are compared in full.
 func stateIncludes(old, cur *state, sets regSets) bool {
-	if len(old.frames) != len(cur.frames) {
+	if len(old.frames) != len(cur.frames) || len(old.refs) != len(cur.refs) {
 		return false
 	}
 	im := &idmap{}
+	if !refsInclude(old, cur, im) {
+		return false
+	}
 	for i := range old.frames {
 		of, cf := old.frames[i], cur.frames[i]
 		if of.callsite != cf.callsite || of.callback != cf.callback || of.cbRetIdx != cf.cbRetIdx {

@@ -59,6 +59,9 @@ type insnAux struct {
 
 type verifier struct {
 	env         *Env
+	userMaps    int             // len(env.Maps) given; synthetic entries follow (maptypes.go)
+	recordMaps  map[int64]int32 // ring buffer record size*2+readable -> its synthetic map entry
+	innerOf     map[int32]int32 // map-in-map index -> its inner template's synthetic entry
 	helpers     map[int32]*HelperProto
 	insns       []insn
 	ldimmHi     []bool
@@ -119,7 +122,12 @@ func newVerifier(insns []byte, env *Env) (*verifier, error) {
 		env = &Env{}
 	}
 	v := &verifier{env: env, helpers: env.Helpers, maxInsns: env.MaxInsnsProcessed}
-	v.env = env
+	// A private copy: the verifier appends synthetic map entries (inner
+	// map templates, ring buffer records; maptypes.go).
+	e := *env
+	v.env = &e
+	v.userMaps = len(e.Maps)
+	v.addInnerTemplates()
 	if v.helpers == nil {
 		v.helpers = KernelHelpers()
 	}
@@ -586,7 +594,7 @@ func (v *verifier) ldImm64(st *state, in insn) error {
 	case 0:
 		f.regs[in.dst] = constScalar(uint64(uint32(in.imm)) | uint64(uint32(hi))<<32)
 	case pseudoMapFD, pseudoMapValue:
-		if in.imm < 0 || int(in.imm) >= len(v.env.Maps) {
+		if in.imm < 0 || int(in.imm) >= v.userMaps {
 			return v.errf(st, st.pc, unix.EINVAL, "map index %d is not pointing to a valid map", in.imm)
 		}
 		if in.src == pseudoMapFD {
@@ -767,7 +775,7 @@ func (v *verifier) ptrALU(st *state, in insn, dst *reg, src reg) error {
 	switch ptr.typ {
 	case ptrToMapValueOrNull, ptrToSockCommonOrNull:
 		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on %s prohibited, null-check it first", rd, ptr.typ)
-	case constPtrToMap, ptrToFunc, ptrToSockCommon:
+	case constPtrToMap, ptrToFunc, constPtrToMapOrNull, ptrToSockCommon:
 		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on %s prohibited", rd, ptr.typ)
 	case ptrToPacketEnd:
 		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on pkt_end prohibited", rd)

@@ -16,11 +16,19 @@ const (
 	// mapped writable: BPF_F_MMAPABLE arrays only, through a handle with
 	// read and write modes, as the kernel's mmap of such a map.
 	StorageWritable uint32 = 1 << 0
+	// StorageRing marks a ring buffer's storage (reply only): fd 1 is
+	// the consumer page (its first 8 bytes the consumer position;
+	// writable when StorageWritable, which needs write mode), fd 2 an
+	// eventfd that becomes readable when a record the consumer waits for
+	// is committed, and once when the storage moves.
+	StorageRing uint32 = 1 << 1
 )
 
 // MapStorageAttr is CmdMapStorage's attr (8 bytes). The handle needs read
 // mode (EPERM otherwise: a write-only descriptor maps nothing), and write
-// mode too with StorageWritable. Reply: fd 0 = the storage (an O_RDONLY
+// mode too with StorageWritable. For a ring buffer the reply also carries
+// the consumer page and an eventfd (StorageRing); StorageWritable asks
+// for a writable consumer page (consuming frees space: a write). Reply: fd 0 = the storage (an O_RDONLY
 // descriptor of the region's memfd or file, or O_RDWR with
 // StorageWritable; the client owns it), data = MapStorageInfo. Errors:
 // EPERM (mode; StorageWritable on a frozen map), EACCES (StorageWritable

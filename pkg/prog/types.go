@@ -32,8 +32,8 @@
 // Helpers by type, as the kernel's func_proto tables: socket filters get
 // bpf_skb_load_bytes, bpf_skb_load_bytes_relative, bpf_get_socket_cookie
 // and bpf_get_socket_uid; XDP programs bpf_xdp_adjust_head/_tail/_meta,
-// bpf_xdp_load_bytes/_store_bytes, bpf_xdp_get_buff_len, bpf_csum_diff
-// and bpf_redirect; every type the base helpers (maps, time, random,
+// bpf_xdp_load_bytes/_store_bytes, bpf_xdp_get_buff_len, bpf_csum_diff,
+// bpf_fib_lookup and bpf_redirect; every type the base helpers (maps, time, random,
 // trace_printk, tail calls, bpf_loop). bpf_skb_store_bytes and the l3/l4
 // checksum helpers are tc helpers in the kernel and are not offered to
 // these types there either.
@@ -50,6 +50,10 @@
 //     counter; bpf_get_socket_uid answers 0, the owner of a test run's
 //     socket in the kernel too.
 //   - bpf_get_numa_node_id answers 0: bpfd's runs are bound to no node.
+//   - bpf_fib_lookup reads the routing state of the calling thread's
+//     network namespace through rtnetlink at each call (fib.go lists
+//     what it cannot see: multipath hashing, path MTU exceptions, VRFs;
+//     docs/programs.md has the full list).
 //   - In live runs (Runner) the XDP adjust helpers answer EOPNOTSUPP:
 //     the packet is the caller's buffer, without headroom or tailroom.
 //   - Values a test run cannot observe are bpfd's own: timestamps come

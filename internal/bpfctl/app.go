@@ -181,7 +181,7 @@ Exit codes: 0 ok, 1 operation failed, 2 usage, 3 daemon unreachable,
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(a.mapCommand(), a.progCommand(), a.pinCommand(), a.reopenCommand(),
 		a.execCommand(), a.seccompCommand(), a.destroyCommand(), a.statusCommand(), a.versionCommand(),
-		a.linkCommand(), a.lineageCommand(), a.revokeCommand())
+		a.linkCommand(), a.lineageCommand(), a.revokeCommand(), a.daemonCommand())
 	root.SetHelpCommand(helpCommand())
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

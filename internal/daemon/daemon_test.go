@@ -15,18 +15,27 @@ import (
 	"time"
 
 	"github.com/bpfd-project/bpfd/pkg/client"
+	"github.com/bpfd-project/bpfd/pkg/state/statetest"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
 // When BPFD_TEST_DAEMON is set the test binary is the daemon: Run with the
 // rest of the arguments.
 func TestMain(m *testing.M) {
-	// The test binary is also the seccomp shim and a client (caps_test.go).
+	// The test binary is also the seccomp shim and a client (caps_test.go,
+	// upgrade_test.go, fdstore_test.go).
 	client.SeccompShimMain()
 	if role := os.Getenv(clientRoleEnv); role != "" {
 		os.Exit(runClientRole(role))
 	}
+	if os.Getenv("BPFD_TEST_HOLDER") == "1" {
+		os.Exit(holderMain())
+	}
+	if os.Getenv("BPFD_TEST_SYSCALLER") == "1" {
+		os.Exit(syscallerMain())
+	}
 	if os.Getenv("BPFD_TEST_DAEMON") == "1" {
+		statetest.ChildListenPID() // the fake service manager's LISTEN_PID
 		args := os.Args[1:]
 		for i, a := range args {
 			if a == "--" {
@@ -285,8 +294,17 @@ func TestSIGTERM(t *testing.T) {
 			t.Fatalf("reply %d: %+v %v", i, h, err)
 		}
 	}
+	// Then the goodbye (the daemon stops for good: do not reconnect), and
+	// the end of the connection.
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no goodbye after the in-flight replies: %v", err)
+	}
+	if h, _, err := wire.ParseReply(buf[:n]); err != nil || h.Flags&wire.ReplyFlagGoodbye == 0 || h.Errno != uint32(syscall.ESHUTDOWN) {
+		t.Fatalf("want a goodbye after the in-flight replies, got %+v %v", h, err)
+	}
 	if n, err := c.Read(buf); err == nil && n > 0 {
-		t.Fatalf("unexpected extra reply")
+		t.Fatalf("unexpected message after the goodbye")
 	}
 	err = cmd.Wait()
 	if err != nil {

@@ -732,3 +732,16 @@ func pinsFileOf(t *testing.T, state string) string {
 	}
 	return filepath.Base(ents[0])
 }
+
+// waitUntil polls cond until it holds, failing the test with what after
+// limit (a bound for a loaded machine, not a timing expectation).
+func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"unsafe"
+
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/bpfemu"
@@ -130,8 +133,12 @@ func runCmd(t testing.TB, cmd *exec.Cmd, timeout time.Duration) result {
 }
 
 // emulatedCmd is argv under `bpfctl exec --bpf` as uid 65534.
-func (e *env) emulatedCmd(argv ...string) *exec.Cmd {
-	cmd := exec.Command(e.self, append([]string{"--socket", e.d.Socket, "exec", "--bpf", "--"}, argv...)...)
+func (e *env) emulatedCmd(argv ...string) *exec.Cmd { return e.emulatedCmdFlags(nil, argv...) }
+
+// emulatedCmdFlags is argv under `bpfctl exec --bpf FLAGS` as uid 65534.
+func (e *env) emulatedCmdFlags(flags []string, argv ...string) *exec.Cmd {
+	args := append([]string{"--socket", e.d.Socket, "exec", "--bpf"}, flags...)
+	cmd := exec.Command(e.self, append(append(args, "--"), argv...)...)
 	cmd.Env = append(os.Environ(), roleEnv+"=bpfctl", "HOME="+e.dir)
 	cmd.Dir = e.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
@@ -580,4 +587,156 @@ bpftool -j map show
 	os.Remove(filepath.Join(e.d.PinRoot, "listed"))
 	os.Remove(filepath.Join(e.d.PinRoot, "listed_prog"))
 	e.settled(t)
+}
+
+// TestHandedInDescriptors: `bpfctl exec --bpf --map ports:r --map
+// hits:rw` hands bpfd descriptors in as fds 3 and 4, and a cilium/ebpf
+// program that knows nothing of bpfd uses them as the inherited kernel
+// map fds they stand for (info, lookup, update, programs reading and
+// writing the map, a dup). The same program run as root with kernel
+// maps, a read-only and a read-write fd, prints the same, but for the
+// one documented difference: the kernel lets a read-only fd load a
+// program that writes the map, bpfd refuses it (EACCES).
+func TestHandedInDescriptors(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+
+	// bpfd's maps, pinned by root where nobody may open them.
+	c, err := client.Dial(e.d.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct {
+		name string
+		perm os.FileMode
+	}{{"ports", 0o644}, {"hits", 0o666}} {
+		m, err := c.NewMap(client.MapSpec{Type: client.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4, Name: tc.name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Update(le32(1), le64(80), client.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Pin(m, tc.name, tc.perm); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+	}
+	defer os.Remove(filepath.Join(e.d.PinRoot, "ports"))
+	defer os.Remove(filepath.Join(e.d.PinRoot, "hits"))
+	em := runCmd(t, e.emulatedCmdFlags([]string{"--map", "ports:r", "--map", "hits:rw"}, prog, "-inherited"), 2*time.Minute)
+
+	// The kernel's maps: the same contents, a read-only fd of ports
+	// (BPF_MAP_GET_FD_BY_ID with BPF_F_RDONLY) and a read-write one of
+	// hits.
+	var files []*os.File
+	for i, name := range []string{"ports", "hits"} {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if err := m.Put(le32(1), le64(80)); err != nil {
+			t.Fatal(err)
+		}
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info.ID()
+		flags := uint32(0)
+		if i == 0 {
+			flags = unix.BPF_F_RDONLY
+		}
+		var attr [12]byte
+		binary.LittleEndian.PutUint32(attr[0:], uint32(id))
+		binary.LittleEndian.PutUint32(attr[8:], flags)
+		fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_GET_FD_BY_ID, uintptr(unsafe.Pointer(&attr[0])), uintptr(len(attr)))
+		if errno != 0 {
+			t.Fatalf("BPF_MAP_GET_FD_BY_ID: %v", errno)
+		}
+		f := os.NewFile(fd, name)
+		defer f.Close()
+		files = append(files, f)
+	}
+	cmd := exec.Command(prog, "-inherited")
+	cmd.ExtraFiles = files
+	cmd.Env = append(os.Environ(), "BPFD_FDS=2", "BPFD_FDNAMES=ports:hits")
+	k := runCmd(t, cmd, time.Minute)
+
+	// The documented difference, asserted, then the rest compared.
+	diff := strings.NewReplacer(
+		"ports: load a writer: errno 13\n", "ports: writer returns: ok 0\n",
+		"ports: lookup 1 through a dup: ok 80\n", "ports: lookup 1 through a dup: ok 1000\n")
+	for _, want := range []string{"ports: load a writer: errno 13\n", "ports: update 1: errno 1\n", "ports: reader returns: ok 80\n",
+		"hits: writer returns: ok 0\n", "hits: lookup 1 through a dup: ok 1000\n"} {
+		if !strings.Contains(em.out, want) {
+			t.Errorf("emulated run lacks %q", want)
+		}
+	}
+	em.out = diff.Replace(em.out)
+	compareRuns(t, k, em, nil)
+	if t.Failed() {
+		t.Logf("kernel run:\n%s\nemulated run:\n%s", k.out, em.out)
+	}
+	c.Close()
+	os.Remove(filepath.Join(e.d.PinRoot, "ports"))
+	os.Remove(filepath.Join(e.d.PinRoot, "hits"))
+	e.settled(t)
+}
+
+// TestUnprivilegedDaemon runs the cilium/ebpf transcript as nobody under
+// bpfctl exec --bpf against a bpfd that is itself unprivileged (a daemon
+// process running as nobody, its pin root its own): the output equals the
+// kernel's as root, and the daemon holds nothing once the program is gone.
+func TestUnprivilegedDaemon(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	dir := emutest.WorldDir(t)
+	if err := os.Chown(dir, emutest.Nobody, emutest.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	socket, pinRoot := filepath.Join(dir, "bpfd.sock"), filepath.Join(dir, "pins")
+	daemon := exec.Command(e.self, socket, pinRoot)
+	daemon.Env = append(os.Environ(), roleEnv+"=daemon")
+	daemon.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
+	var daemonErr bytes.Buffer
+	daemon.Stderr = &daemonErr
+	stdin, err := daemon.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := daemon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		daemon.Wait()
+	}()
+	var ready string
+	if _, err := fmt.Fscanln(stdout, &ready); err != nil || ready != "ready" {
+		t.Fatalf("the unprivileged daemon did not start: %q %v\n%s", ready, err, daemonErr.String())
+	}
+	if st, err := os.Stat(pinRoot); err != nil || st.Sys().(*syscall.Stat_t).Uid != emutest.Nobody {
+		t.Fatalf("pin root %s: %v, want it to be the daemon's (uid %d)", pinRoot, err, emutest.Nobody)
+	}
+
+	cmd := exec.Command(e.self, "--socket", socket, "exec", "--bpf", "--", prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
+	cmd.Env = append(os.Environ(), roleEnv+"=bpfctl", "HOME="+e.dir)
+	cmd.Dir = e.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
+	em := runCmd(t, cmd, 2*time.Minute)
+	k := e.kernel(t, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
+	compareRuns(t, k, em, nil)
+
+	stdin.Close()
+	left, err := io.ReadAll(stdout)
+	if err != nil || string(left) != "objects 0 descriptors 0 connections 0\n" {
+		t.Errorf("the daemon after the run: %q %v, want nothing held\n%s", left, err, daemonErr.String())
+	}
 }

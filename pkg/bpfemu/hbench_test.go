@@ -9,9 +9,10 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// BenchmarkHandler splits an emulated lookup's cost: the supervisor's
-// handler without seccomp (attr and key read from the task, kcmp of the
-// fd, bpfd's answer, the value written back) against its baseline, one
+// BenchmarkHandler splits an emulated lookup's and update's cost: the
+// supervisor's handler without seccomp (attr and key read from the task,
+// kcmp of the fd, the value from the mapped storage written back; for an
+// update, key and value read and bpfd's answer) against its baseline, one
 // bare round trip to bpfd on the same connection, and the task-memory and
 // kcmp system calls the handler makes, measured alone.
 func BenchmarkHandler(b *testing.B) {
@@ -38,6 +39,14 @@ func BenchmarkHandler(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			if _, e := h.bpf(cmdMapLookupElem, el, 32); e != 0 {
+				b.Fatal(e)
+			}
+		}
+	})
+	b.Run("update", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, e := h.bpf(cmdMapUpdateElem, el, 32); e != 0 {
 				b.Fatal(e)
 			}
 		}

@@ -1,7 +1,10 @@
 package bpfemu_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -9,10 +12,12 @@ import (
 	"time"
 	"unsafe"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/internal/bpfctl"
 	"github.com/bpfd-project/bpfd/pkg/bpfemu/internal/emutest"
+	"github.com/bpfd-project/bpfd/pkg/demux"
 	"github.com/bpfd-project/bpfd/pkg/seccomp"
 )
 
@@ -42,6 +47,12 @@ func TestMain(m *testing.M) {
 		fmt.Printf("%d\n", uintptr(unsafe.Pointer(&mem[0])))
 		os.Stdin.Read(make([]byte, 1))
 		os.Exit(0)
+	case "daemon":
+		// bpfd in a process of its own, as whatever user the test
+		// started it as: socket and pin root from the arguments, "ready"
+		// once it listens; when stdin closes it waits for its holdings
+		// to go and prints what is left.
+		os.Exit(daemonRole(os.Args[1], os.Args[2]))
 	case "native-bench":
 		// A pkg/client program in a process of its own, as the native
 		// baseline of BenchmarkEmulatedMapOps: "lookup NS update NS".
@@ -78,6 +89,38 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// daemonRole is the "daemon" role of TestMain.
+func daemonRole(socket, pinRoot string) int {
+	srv, err := demux.NewServer(&demux.Config{Logger: zap.NewNop(), PinRoot: pinRoot, Version: "test"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "daemon:", err)
+		return 1
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: socket, Net: "unixpacket"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "daemon:", err)
+		return 1
+	}
+	if err := os.Chmod(socket, 0o666); err != nil {
+		fmt.Fprintln(os.Stderr, "daemon:", err)
+		return 1
+	}
+	go srv.Serve(ln)
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	deadline := time.Now().Add(10 * time.Second)
+	st := srv.Stats()
+	for (st.Objects != 0 || st.Descriptors != 0 || st.Connections != 0) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		st = srv.Stats()
+	}
+	fmt.Printf("objects %d descriptors %d connections %d\n", st.Objects, st.Descriptors, st.Connections)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+	return 0
 }
 
 func listFDs() []string {

@@ -241,15 +241,12 @@ func (c *call) mapElem(cmd uint64, a *bpfAttr) (int64, error) {
 		r, err := c.do(wcmd, attr, nil, next, key)
 		return c.elemOut(r, err, a.u64(elValue), ks)
 	case cmdMapUpdateElem:
-		// The key unchecked: the value's read right after checks both.
-		if ks > 0 {
-			if err := c.readAttr(a.u64(elKey), key); err != nil {
-				return 0, err
-			}
-		} else if a.u64(elKey) != 0 {
+		if ks == 0 && a.u64(elKey) != 0 {
 			return 0, unix.EINVAL
 		}
-		if err := c.read(a.u64(elValue), value); err != nil {
+		// Key and value in one read; either faulting is EFAULT, as the
+		// kernel's two copies would say.
+		if err := c.read2(a.u64(elKey), key, a.u64(elValue), value); err != nil {
 			return 0, err
 		}
 		if o.info.Type == mapProgArray || o.info.Type == mapArrayOfMaps || o.info.Type == mapHashOfMaps {

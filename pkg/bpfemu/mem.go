@@ -147,6 +147,44 @@ func processVM(nr uintptr, pid int, local *unix.Iovec, remote *unix.RemoteIovec)
 	return int(r), nil
 }
 
+// read2 is read of two buffers in one system call (empty ones are
+// skipped).
+func (c *call) read2(addr1 uint64, b1 []byte, addr2 uint64, b2 []byte) error {
+	if len(b1) == 0 {
+		return c.read(addr2, b2)
+	}
+	if len(b2) == 0 {
+		return c.read(addr1, b1)
+	}
+	for _, r := range [2]struct {
+		a uint64
+		n int
+	}{{addr1, len(b1)}, {addr2, len(b2)}} {
+		if r.a >= userTop || uint64(r.n) > userTop-r.a || r.n > maxRemoteIO {
+			return unix.EFAULT
+		}
+	}
+	var local [2]unix.Iovec
+	local[0] = unix.Iovec{Base: &b1[0]}
+	local[0].SetLen(len(b1))
+	local[1] = unix.Iovec{Base: &b2[0]}
+	local[1].SetLen(len(b2))
+	remote := [2]unix.RemoteIovec{{Base: uintptr(addr1), Len: len(b1)}, {Base: uintptr(addr2), Len: len(b2)}}
+	r, _, e := unix.Syscall6(unix.SYS_PROCESS_VM_READV, uintptr(c.tid), uintptr(unsafe.Pointer(&local[0])), 2,
+		uintptr(unsafe.Pointer(&remote[0])), 2, 0)
+	if e == unix.ESRCH {
+		return errTaskGone
+	}
+	if err := c.s.ans.valid(c.id); err != nil {
+		return err
+	}
+	c.dirty = false
+	if e != 0 || int(r) != len(b1)+len(b2) {
+		return unix.EFAULT
+	}
+	return nil
+}
+
 // write32 stores a u32 at addr (the kernel's put_user of an output field).
 func (c *call) write32(addr uint64, v uint32) error {
 	var b [4]byte

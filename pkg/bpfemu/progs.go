@@ -132,7 +132,8 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 	}
 
 	w := wire.ProgLoadAttr{ProgType: a.u32(plProgType), InsnCount: cnt,
-		LicenseLen: uint32(len(license)), ProgFlags: flags}
+		LicenseLen: uint32(len(license)), ProgFlags: flags,
+		ExpectedAttachType: a.u32(plExpectedAttachType)}
 	if lg.level != 0 {
 		w.LogLevel = min(lg.level&3, 2)
 		if w.LogLevel == 0 {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -77,6 +78,10 @@ type Conn struct {
 	err     error // guarded by errMu: why the connection is unusable
 	version string
 	path    string // the socket dialed
+
+	// rc reconnects after a daemon crash (reconnect.go). uc and sc are
+	// replaced by a reconnection, with sendMu, readMu and rc.mu held.
+	rc reconnector
 }
 
 // connError is the error operations return once the connection to the
@@ -195,7 +200,7 @@ func (c *Conn) fail(err error) {
 	}
 	c.errMu.Unlock()
 	c.down.Store(true)
-	c.uc.Close()
+	c.currentConn().Close()
 }
 
 // waiter is one request in flight: the request encoding and, once done,
@@ -340,31 +345,47 @@ func (c *Conn) do(w *waiter, m *ref, cmd wire.Cmd, attr []byte, fds []int, data 
 	return c.roundTrip(w, m, fds)
 }
 
-// roundTrip sends w.msg and waits for the reply.
+// roundTrip sends w.msg and waits for the reply. While the Conn
+// reconnects (reconnect.go) it waits, then sends on the new connection.
 func (c *Conn) roundTrip(w *waiter, m *ref, fds []int) error {
-	c.sendMu.Lock()
-	if m != nil && m.closed {
-		c.sendMu.Unlock()
-		return ErrClosed
-	}
-	if err := c.failed(); err != nil {
-		c.sendMu.Unlock()
-		return err
-	}
-	c.push(w)
-	c.sent++
-	err := c.sc.Send(w.msg, fds)
-	if err != nil {
-		// No reply can come for w: replies are in order and w is last.
-		c.popTail(w)
-	}
-	c.sendMu.Unlock()
-	if err != nil {
-		if errors.Is(err, unix.ETOOMANYREFS) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
-			return err // this request failed; the connection is fine
+	for {
+		c.sendMu.Lock()
+		if m != nil && m.closed {
+			c.sendMu.Unlock()
+			return ErrClosed
 		}
-		c.fail(err)
-		return c.failed()
+		if m != nil && m.lost {
+			c.sendMu.Unlock()
+			return ErrDescriptorLost
+		}
+		if err := c.failed(); err != nil {
+			c.sendMu.Unlock()
+			return err
+		}
+		if c.reconnecting() {
+			c.sendMu.Unlock()
+			c.waitReady()
+			continue
+		}
+		uc := c.uc
+		c.push(w)
+		c.sent++
+		err := c.sc.Send(w.msg, fds)
+		if err != nil {
+			// No reply can come for w: replies are in order and w is last.
+			c.popTail(w)
+		}
+		c.sendMu.Unlock()
+		if err != nil {
+			if errors.Is(err, unix.ETOOMANYREFS) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) {
+				return err // this request failed; the connection is fine
+			}
+			if c.broke(uc, err) == ErrInterrupted {
+				continue // not sent: send it on the new connection
+			}
+			return c.failed()
+		}
+		break
 	}
 	c.wait(w)
 	return w.err
@@ -415,8 +436,8 @@ func (c *Conn) wait(w *waiter) {
 		if c.readMu.TryLock() {
 			for !w.done.Load() {
 				if err := c.readOne(); err != nil {
-					c.fail(err)
-					err = c.failed()
+					// A reconnection (ErrInterrupted), or the end.
+					err = c.broke(c.uc, err)
 					for q := c.pop(); q != nil; q = c.pop() {
 						q.complete(err)
 					}
@@ -458,6 +479,10 @@ func (c *Conn) readOne() error {
 	if n == 0 {
 		return io.EOF
 	}
+	if n >= wire.ReplyHeaderSize && binary.LittleEndian.Uint32(c.rbuf[4:])&wire.ReplyFlagGoodbye != 0 {
+		scmrights.CloseAll(fds)
+		return errGoodbye // the daemon shuts down: no reply follows
+	}
 	w := c.pop()
 	if w == nil {
 		scmrights.CloseAll(fds)
@@ -492,6 +517,9 @@ type ref struct {
 	handle uint32
 	fd     int
 	closed bool // guarded by c.sendMu
+	// lost is set when the descriptor did not survive a restart of the
+	// daemon (reconnect.go). Guarded by c.sendMu.
+	lost bool
 }
 
 // mapByFD returns the open Map of c whose descriptor is fd, or nil.

@@ -147,6 +147,7 @@ func (c *conn) serve() {
 					continue // an upgrade that did not happen
 				}
 				c.drain()
+				c.goodbye()
 				return
 			}
 			rerr := recvErr(err)

@@ -55,3 +55,12 @@ func (c *conn) importAt(a, data []byte, fds []int) (int64, error) {
 	c.putInfo(hd)
 	return int64(at.Handle), nil
 }
+
+// goodbye tells the client that the daemon is shutting down for good
+// (wire.ReplyFlagGoodbye), after the last reply: a client that sees the
+// connection end without it reconnects, one that sees it does not.
+func (c *conn) goodbye() {
+	var b [wire.ReplyHeaderSize]byte
+	msg := wire.AppendReplyHeader(b[:0], wire.ReplyHeader{Errno: uint32(unix.ESHUTDOWN), Flags: wire.ReplyFlagGoodbye})
+	c.sc.Send(msg, nil)
+}

@@ -126,6 +126,11 @@ const (
 	// ReplyFlagMemfd: the reply data is in a sealed memfd passed as the
 	// reply's last fd.
 	ReplyFlagMemfd uint32 = 1 << 0
+	// ReplyFlagGoodbye marks a message that answers no request: the
+	// daemon is shutting down for good and closes the connection next
+	// (Errno ESHUTDOWN). A client that sees the connection end without
+	// it may reconnect (the daemon crashed and is being restarted).
+	ReplyFlagGoodbye uint32 = 1 << 1
 )
 
 // ReqHeaderSize and ReplyHeaderSize are the encoded header sizes.
@@ -225,7 +230,7 @@ func ParseReply(msg []byte) (h ReplyHeader, data []byte, err error) {
 	h.Flags = binary.LittleEndian.Uint32(msg[4:])
 	h.Ret = int64(binary.LittleEndian.Uint64(msg[8:]))
 	h.DataLen = binary.LittleEndian.Uint32(msg[16:])
-	if h.Flags&^ReplyFlagMemfd != 0 {
+	if h.Flags&^(ReplyFlagMemfd|ReplyFlagGoodbye) != 0 {
 		return h, nil, ErrFlags
 	}
 	rest := msg[ReplyHeaderSize:]

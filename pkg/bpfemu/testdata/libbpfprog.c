@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -133,6 +134,41 @@ int main(int argc, char **argv)
 		printf("array update 5: %s\n", res(bpf_map_update_elem(a, &k, &v, 0)));
 	}
 	dump("hash", h, 4, 8);
+
+	/* Descriptors the process makes itself: dup, fork, and an fd number
+	 * reused by another map after close. */
+	{
+		unsigned k = 50;
+		unsigned long long v = 5;
+		int d = dup(h), st, m1, m2;
+		pid_t pid;
+
+		printf("update through a dup: %s\n", res(bpf_map_update_elem(d, &k, &v, 0)));
+		close(d);
+		printf("update through the closed dup: %s\n", res(bpf_map_update_elem(d, &k, &v, 0)));
+		pid = fork();
+		if (pid == 0) {
+			k = 51;
+			v = 6;
+			_exit(bpf_map_update_elem(h, &k, &v, 0) ? 1 : 0);
+		}
+		waitpid(pid, &st, 0);
+		printf("update from a forked child: %s\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "ok" : "failed");
+		k = 51;
+		err = bpf_map_lookup_elem(h, &k, &v);
+		printf("lookup 51: %s %llu\n", res(err), v);
+		bpf_map_delete_elem(h, &k);
+		k = 50;
+		bpf_map_delete_elem(h, &k);
+		m1 = bpf_map_create(BPF_MAP_TYPE_HASH, "c_first", 4, 8, 2, &mo);
+		k = 1;
+		printf("first map: %s\n", res(bpf_map_update_elem(m1, &k, &v, 0)));
+		close(m1);
+		m2 = bpf_map_create(BPF_MAP_TYPE_ARRAY, "c_second", 4, 8, 2, &mo);
+		printf("same fd number: %d\n", m1 == m2);
+		printf("second map is an array: %s\n", res(bpf_map_delete_elem(m2, &k)));
+		close(m2);
+	}
 
 	/* Batches. */
 	{

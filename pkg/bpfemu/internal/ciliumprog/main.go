@@ -12,6 +12,7 @@
 //	ciliumprog -churn N                  create and close N maps, say "done", wait for stdin to close
 //	ciliumprog -loop                     map and program calls until killed (prints its pid first)
 //	ciliumprog -garbage N -seed S        N bpf(2) calls with random commands, attrs, pointers and sizes
+//	ciliumprog -inherited                the maps handed in by bpfctl exec --map (BPFD_FDS, BPFD_FDNAMES)
 //
 // The transcript prints results only (values, return values, errnos),
 // never ids, timings or iteration order, so that the two runs compare
@@ -46,6 +47,7 @@ func main() {
 	loop := flag.Bool("loop", false, "make calls until killed")
 	garbage := flag.Int("garbage", 0, "make this many random bpf(2) calls")
 	seed := flag.Int64("seed", 1, "random seed of -garbage")
+	inherited := flag.Bool("inherited", false, "use the maps handed in as fds 3, 4, ... (BPFD_FDS, BPFD_FDNAMES)")
 	flag.Parse()
 	var err error
 	switch {
@@ -59,6 +61,8 @@ func main() {
 		err = runLoop()
 	case *garbage > 0:
 		err = runGarbage(*garbage, *seed)
+	case *inherited:
+		err = runInherited()
 	default:
 		err = runTranscript(*obj, *pin)
 	}
@@ -584,4 +588,86 @@ func (r *rand) next() uint64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	return z ^ (z >> 31)
+}
+
+// runInherited uses the maps bpfctl exec handed in (fds 3, 4, ... named
+// by BPFD_FDNAMES) as it would use kernel map fds it inherited: info,
+// lookup and update of key 1 through the fd, a program that reads key 1
+// and one that writes it, each test-run, and a dup of the fd.
+func runInherited() error {
+	names := strings.Split(os.Getenv("BPFD_FDNAMES"), ":")
+	if os.Getenv("BPFD_FDS") != fmt.Sprint(len(names)) {
+		return fmt.Errorf("BPFD_FDS=%q does not match BPFD_FDNAMES=%q", os.Getenv("BPFD_FDS"), os.Getenv("BPFD_FDNAMES"))
+	}
+	for i, name := range names {
+		m, err := ebpf.NewMapFromFD(3 + i)
+		if err != nil {
+			fmt.Printf("%s: open fd %d: %s\n", name, 3+i, errName(err))
+			continue
+		}
+		info, err := m.Info()
+		if err != nil {
+			fmt.Printf("%s: info: %s\n", name, errName(err))
+		} else {
+			fmt.Printf("%s: type %s key %d value %d entries %d name %q\n", name, info.Type, info.KeySize,
+				info.ValueSize, info.MaxEntries, info.Name)
+		}
+		var v uint64
+		err = m.Lookup(u32(1), &v)
+		fmt.Printf("%s: lookup 1: %s %d\n", name, errName(err), v)
+		fmt.Printf("%s: update 1: %s\n", name, errName(m.Put(u32(1), u64(v+1))))
+
+		reader, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "read_" + name, Type: ebpf.SocketFilter, License: "MIT",
+			Instructions: asm.Instructions{
+				asm.LoadMapPtr(asm.R1, m.FD()),
+				asm.Mov.Reg(asm.R2, asm.R10),
+				asm.Add.Imm(asm.R2, -4),
+				asm.StoreImm(asm.R10, -4, 1, asm.Word),
+				asm.FnMapLookupElem.Call(),
+				asm.JEq.Imm(asm.R0, 0, "miss"),
+				asm.LoadMem(asm.R0, asm.R0, 0, asm.DWord),
+				asm.Return(),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("miss"),
+				asm.Return(),
+			}})
+		if err != nil {
+			fmt.Printf("%s: load a reader: %s\n", name, errName(err))
+		} else {
+			ret, _, err := reader.Test(ethernet(0x0800, 64))
+			fmt.Printf("%s: reader returns: %s %d\n", name, errName(err), ret)
+			reader.Close()
+		}
+		// key 1 = 1000, through bpf_map_update_elem.
+		writer, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "write_" + name, Type: ebpf.SocketFilter, License: "MIT",
+			Instructions: asm.Instructions{
+				asm.StoreImm(asm.R10, -4, 1, asm.Word),
+				asm.Mov.Imm(asm.R1, 1000),
+				asm.StoreMem(asm.R10, -16, asm.R1, asm.DWord),
+				asm.LoadMapPtr(asm.R1, m.FD()),
+				asm.Mov.Reg(asm.R2, asm.R10),
+				asm.Add.Imm(asm.R2, -4),
+				asm.Mov.Reg(asm.R3, asm.R10),
+				asm.Add.Imm(asm.R3, -16),
+				asm.Mov.Imm(asm.R4, 0),
+				asm.FnMapUpdateElem.Call(),
+				asm.Return(),
+			}})
+		if err != nil {
+			fmt.Printf("%s: load a writer: %s\n", name, errName(err))
+		} else {
+			ret, _, err := writer.Test(ethernet(0x0800, 64))
+			fmt.Printf("%s: writer returns: %s %d\n", name, errName(err), ret)
+			writer.Close()
+		}
+		d, err := m.Clone()
+		if err != nil {
+			fmt.Printf("%s: dup: %s\n", name, errName(err))
+		} else {
+			err = d.Lookup(u32(1), &v)
+			fmt.Printf("%s: lookup 1 through a dup: %s %d\n", name, errName(err), v)
+			d.Close()
+		}
+		m.Close()
+	}
+	return nil
 }

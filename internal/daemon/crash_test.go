@@ -1,0 +1,695 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/client"
+	"github.com/bpfd-project/bpfd/pkg/mapview"
+)
+
+// The fault-injection test: a real daemon is killed (SIGKILL, what the
+// OOM killer and a crash do) at a random moment while several clients
+// and a program write every kind of pinned map; after each restart every
+// pinned map must hold exactly what the acknowledged writes made of it —
+// plus, for each writer, possibly the one write that was in flight.
+
+// crashBudget is how long TestCrashKeepsAcknowledgedWrites kills and
+// restarts daemons (BPFD_CRASH_BUDGET overrides, e.g. 2m for a long run).
+func crashBudget() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("BPFD_CRASH_BUDGET")); err == nil {
+		return d
+	}
+	if testing.Short() {
+		return 3 * time.Second
+	}
+	return 20 * time.Second
+}
+
+// kvModel is one key/value map's acknowledged state: for each key its
+// value (absent: no entry), and the operations in flight when the daemon
+// died (each may or may not have happened).
+type kvModel struct {
+	name      string
+	spec      client.MapSpec
+	canDelete bool
+	byRegion  bool // BPF_F_WRONLY: verified by reading its region file
+	keys      [][]byte
+	mu        sync.Mutex
+	committed map[string][]byte
+	pending   map[string][][]byte // key -> values the in-flight ops would leave (nil: deleted)
+}
+
+func (km *kvModel) ack(key, val []byte) {
+	km.mu.Lock()
+	defer km.mu.Unlock()
+	if val == nil {
+		delete(km.committed, string(key))
+	} else {
+		km.committed[string(key)] = append([]byte(nil), val...)
+	}
+}
+
+func (km *kvModel) inFlight(key, val []byte) {
+	km.mu.Lock()
+	defer km.mu.Unlock()
+	km.pending[string(key)] = append(km.pending[string(key)], append([]byte(nil), val...))
+}
+
+// crashKey returns key i of a map with key size ks (LPM: /32 prefixes).
+func crashKey(spec client.MapSpec, i int) []byte {
+	if spec.Type == client.LPMTrie {
+		return append(binary.NativeEndian.AppendUint32(nil, 32), 10, 1, byte(i>>8), byte(i))
+	}
+	return binary.NativeEndian.AppendUint32(nil, uint32(i))
+}
+
+// TestCrashKeepsAcknowledgedWrites is the fault-injection test (see the
+// comment above): hash, per-CPU hash, LRU and LRU per-CPU hash, array,
+// per-CPU array, BPF_F_WRONLY hash (read back from its region file),
+// frozen array (written by a program), LPM trie, queue, stack,
+// bloom filter and program array, written by three clients on their own
+// connections (updates, deletes, batches, pushes, pops, slot changes) and
+// by a program run in test runs, killed at a random moment, many times.
+func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
+	seed := time.Now().UnixNano()
+	if s, err := strconv.ParseInt(os.Getenv("BPFD_CRASH_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	t.Logf("seed %d (BPFD_CRASH_SEED reproduces)", seed)
+	rng := rand.New(rand.NewSource(seed))
+	dir := t.TempDir()
+	sock, pins, state := filepath.Join(dir, "bpfd.sock"), filepath.Join(dir, "pins"), filepath.Join(dir, "state")
+	cmd, errb := startDaemon(t, sock, pins, state)
+	c, err := client.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Maps of every type, pinned.
+	kvs := []*kvModel{
+		{name: "hash", spec: client.MapSpec{Type: client.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4096}, canDelete: true},
+		{name: "pcpu_hash", spec: client.MapSpec{Type: client.PercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 4096}, canDelete: true},
+		{name: "lru", spec: client.MapSpec{Type: client.LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 4096}, canDelete: true},
+		{name: "lru_pcpu", spec: client.MapSpec{Type: client.LRUPercpuHash, KeySize: 4, ValueSize: 8, MaxEntries: 4096}, canDelete: true},
+		{name: "array", spec: client.MapSpec{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 64}},
+		{name: "pcpu_array", spec: client.MapSpec{Type: client.PercpuArray, KeySize: 4, ValueSize: 8, MaxEntries: 64}},
+		{name: "hash_wo", spec: client.MapSpec{Type: client.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 4096, Flags: uint32(unix.BPF_F_WRONLY)},
+			canDelete: true, byRegion: true},
+		{name: "lpm", spec: client.MapSpec{Type: client.LPMTrie, KeySize: 8, ValueSize: 8, MaxEntries: 4096, Flags: uint32(unix.BPF_F_NO_PREALLOC)}, canDelete: true},
+	}
+	for _, km := range kvs {
+		km.spec.Name = km.name
+		m, err := c.NewMap(km.spec)
+		if err != nil {
+			t.Fatalf("%s: %v", km.name, err)
+		}
+		if err := c.Pin(m, km.name, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		km.committed, km.pending = map[string][]byte{}, map[string][][]byte{}
+		n := 48
+		if km.spec.Type == client.Array || km.spec.Type == client.PercpuArray {
+			n = 64
+			zero := make([]byte, m.ValueBufferSize())
+			for i := 0; i < n; i++ {
+				km.committed[string(crashKey(km.spec, i))] = zero
+			}
+		}
+		for i := 0; i < n; i++ {
+			km.keys = append(km.keys, crashKey(km.spec, i))
+		}
+		m.Close()
+	}
+	for _, s := range []client.MapSpec{
+		{Type: client.Queue, ValueSize: 8, MaxEntries: 100000, Name: "queue"},
+		{Type: client.Stack, ValueSize: 8, MaxEntries: 100000, Name: "stack"},
+		{Type: client.BloomFilter, ValueSize: 8, MaxEntries: 100000, Name: "bloom"},
+		{Type: client.ProgArray, KeySize: 4, ValueSize: 4, MaxEntries: 8, Name: "progs"},
+		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "count"},
+		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "count_frozen"},
+	} {
+		m, err := c.NewMap(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name, err)
+		}
+		if s.Name == "count_frozen" {
+			// Frozen: the syscall side cannot write it, programs can.
+			if err := m.Freeze(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Pin(m, s.Name, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+	}
+	// A program counting its runs in two arrays, one of them frozen
+	// (programs may write it; the syscall side only reads).
+	count, _ := c.OpenPinnedMap("count", client.ModeReadWrite)
+	countRO, _ := c.OpenPinnedMap("count_frozen", client.ModeReadWrite)
+	var insns asm.Instructions
+	for i, m := range []*client.Map{count, countRO} {
+		skip := "skip" + strconv.Itoa(i)
+		insns = append(insns,
+			asm.StoreImm(asm.R10, -4, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, skip),
+			asm.Mov.Imm(asm.R1, 1),
+			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol(skip))
+	}
+	insns = append(insns, asm.Return())
+	for _, name := range []string{"counter", "other"} {
+		p, err := c.LoadProgram(client.ProgramSpec{Type: client.SocketFilter, Instructions: insns, License: "GPL", Name: name})
+		if err != nil {
+			t.Fatalf("program: %v", err)
+		}
+		if err := c.Pin(p, name, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+	}
+	count.Close()
+	countRO.Close()
+	c.Close()
+
+	var queue, stack [][]byte // acknowledged contents, oldest / bottom first
+	bloom := map[string]bool{}
+	slots := map[uint32]string{} // prog array slot -> program pin
+	var runs uint64              // acknowledged program runs
+	var nextVal uint64
+	deadline := time.Now().Add(crashBudget())
+	rounds := 0
+	for ; rounds < 3 || time.Now().Before(deadline); rounds++ {
+		st := &crashRound{t: t, sock: sock, rng: rand.New(rand.NewSource(rng.Int63())), kvs: kvs, next: &nextVal}
+		// The writers run; the daemon dies at a random moment.
+		killAt := time.Duration(rng.Intn(250)) * time.Millisecond
+		res := st.run(killAt, cmd, &queue, &stack, bloom, slots, &runs)
+		cmd.Wait()
+		cmd, errb = startDaemon(t, sock, pins, state)
+		if err := st.verify(res, state, &queue, &stack, bloom, slots, &runs); err != nil {
+			t.Fatalf("round %d (seed %d, killed after %v): %v\ndaemon log:\n%s", rounds, seed, killAt, err, errb.String())
+		}
+	}
+	t.Logf("%d crashes survived: %d program runs, %d queued, %d stacked, %d in the bloom filter", rounds, runs,
+		len(queue), len(stack), len(bloom))
+	if strings.Contains(errb.String(), "refused") && !strings.Contains(errb.String(), `"refused": 0`) {
+		t.Fatalf("a restore refused something:\n%s", errb.String())
+	}
+	stopDaemon(t, cmd, errb, syscall.SIGTERM)
+}
+
+// crashRound is one round: writers on their own connections, a kill, the
+// checks.
+type crashRound struct {
+	t    *testing.T
+	sock string
+	rng  *rand.Rand
+	kvs  []*kvModel
+	next *uint64
+}
+
+// roundResult is what the writers of a round left in flight.
+type roundResult struct {
+	queuePending *[]byte // a push in flight (value) ...
+	queuePop     bool    // ... or a pop
+	stackPending *[]byte
+	stackPop     bool
+	bloomPending []byte
+	slotPending  map[uint32]string // slot -> program pin ("" = delete)
+	runPending   bool
+}
+
+const crashWriters = 3
+
+// run starts the writers, kills the daemon after killAt, and returns
+// once every writer stopped at its first error.
+func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]byte, bloom map[string]bool,
+	slots map[uint32]string, runs *uint64) *roundResult {
+	t := r.t
+	res := &roundResult{slotPending: map[uint32]string{}}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var acks atomic.Int64 // acknowledged operations of every writer
+	for w := 0; w < crashWriters; w++ {
+		c, err := client.DialWith(r.sock, &client.DialConfig{NoReconnect: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps := map[string]*client.Map{}
+		for _, km := range r.kvs {
+			m, err := c.OpenPinnedMap(km.name, client.ModeWrite|modeReadIf(!km.byRegion))
+			if err != nil {
+				t.Fatalf("%s: %v", km.name, err)
+			}
+			maps[km.name] = m
+		}
+		seed := r.rng.Int63()
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			defer c.Close()
+			rng := rand.New(rand.NewSource(seed))
+			for {
+				km := r.kvs[rng.Intn(len(r.kvs))]
+				m := maps[km.name]
+				// Writer w owns the keys i with i%crashWriters == w.
+				i := w + crashWriters*rng.Intn(len(km.keys)/crashWriters)
+				key := km.keys[i]
+				mu.Lock()
+				*r.next++
+				v := *r.next
+				mu.Unlock()
+				val := bytes.Repeat(binary.LittleEndian.AppendUint64(nil, v), m.ValueBufferSize()/8)
+				touched := [][]byte{key}
+				var err error
+				switch op := rng.Intn(10); {
+				case op < 2 && km.canDelete:
+					km.inFlight(key, nil)
+					err = m.Delete(key)
+					if errors.Is(err, client.ErrKeyNotExist) {
+						err = nil
+					}
+					if err == nil {
+						km.ack(key, nil)
+					}
+				case op < 3 && km.canDelete && km.spec.Type == client.Hash:
+					// A batch of two of its keys.
+					j := w + crashWriters*rng.Intn(len(km.keys)/crashWriters)
+					if j == i {
+						j = (i + crashWriters) % (len(km.keys) - len(km.keys)%crashWriters)
+					}
+					val2 := binary.LittleEndian.AppendUint64(nil, v+1<<40)
+					km.inFlight(key, val)
+					km.inFlight(km.keys[j], val2)
+					touched = append(touched, km.keys[j])
+					_, err = m.BatchUpdate(append(append([]byte(nil), key...), km.keys[j]...), append(append([]byte(nil), val...), val2...), nil)
+					if err == nil {
+						km.ack(key, val)
+						km.ack(km.keys[j], val2)
+					}
+				default:
+					km.inFlight(key, val)
+					err = m.Update(key, val, client.UpdateAny)
+					if err == nil {
+						km.ack(key, val)
+					}
+				}
+				if err != nil {
+					return // the op stays in flight: the daemon died
+				}
+				km.mu.Lock()
+				for _, k := range touched {
+					delete(km.pending, string(k))
+				}
+				km.mu.Unlock()
+				acks.Add(1)
+			}
+		}(w)
+	}
+	// One more client pushes and pops the queue and the stack, adds to
+	// the bloom filter and changes program-array slots; another runs the
+	// program.
+	oc, err := client.DialWith(r.sock, &client.DialConfig{NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qm, _ := oc.OpenPinnedMap("queue", client.ModeReadWrite)
+	sm, _ := oc.OpenPinnedMap("stack", client.ModeReadWrite)
+	bm, _ := oc.OpenPinnedMap("bloom", client.ModeReadWrite)
+	pm, _ := oc.OpenPinnedMap("progs", client.ModeReadWrite)
+	progs := map[string]*client.Program{}
+	for _, n := range []string{"counter", "other"} {
+		p, err := oc.OpenPinnedProgram(n, client.ModeRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		progs[n] = p
+	}
+	orng := rand.New(rand.NewSource(r.rng.Int63()))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer oc.Close()
+		for {
+			mu.Lock()
+			*r.next++
+			v := binary.LittleEndian.AppendUint64(nil, *r.next)
+			mu.Unlock()
+			var err error
+			switch orng.Intn(7) {
+			case 0, 1:
+				if orng.Intn(3) == 0 && len(*queue) > 0 {
+					res.queuePop = true
+					err = qm.LookupAndDelete(nil, make([]byte, 8))
+					if err == nil {
+						*queue = (*queue)[1:]
+					}
+					res.queuePop = err != nil
+				} else {
+					res.queuePending = &v
+					if err = qm.Update(nil, v, client.UpdateAny); err == nil {
+						*queue = append(*queue, v)
+						res.queuePending = nil
+					}
+				}
+			case 2, 3:
+				if orng.Intn(3) == 0 && len(*stack) > 0 {
+					res.stackPop = true
+					err = sm.LookupAndDelete(nil, make([]byte, 8))
+					if err == nil {
+						*stack = (*stack)[:len(*stack)-1]
+					}
+					res.stackPop = err != nil
+				} else {
+					res.stackPending = &v
+					if err = sm.Update(nil, v, client.UpdateAny); err == nil {
+						*stack = append(*stack, v)
+						res.stackPending = nil
+					}
+				}
+			case 4:
+				res.bloomPending = v
+				if err = bm.Update(nil, v, client.UpdateAny); err == nil {
+					bloom[string(v)] = true
+					res.bloomPending = nil
+				}
+			case 5:
+				k := uint32(orng.Intn(8))
+				key := binary.NativeEndian.AppendUint32(nil, k)
+				if orng.Intn(3) == 0 {
+					res.slotPending[k] = ""
+					err = pm.Delete(key)
+					if errors.Is(err, client.ErrKeyNotExist) {
+						err = nil
+					}
+					if err == nil {
+						delete(slots, k)
+					}
+				} else {
+					name := []string{"counter", "other"}[orng.Intn(2)]
+					res.slotPending[k] = name
+					err = pm.Update(key, binary.NativeEndian.AppendUint32(nil, uint32(progs[name].FD())), client.UpdateAny)
+					if err == nil {
+						slots[k] = name
+					}
+				}
+				if err == nil {
+					delete(res.slotPending, k)
+				}
+			case 6:
+				res.runPending = true
+				if _, err = progs["counter"].Run(&client.RunOptions{Data: make([]byte, 64)}); err == nil {
+					*runs++
+					res.runPending = false
+				}
+			}
+			if err != nil {
+				return
+			}
+			acks.Add(1)
+		}
+	}()
+	// The kill comes at a random moment once the writers are under way
+	// (on a loaded machine they may take a while to start).
+	waitUntil(t, time.Minute, "the writers to start", func() bool { return acks.Load() >= 2*(crashWriters+1) })
+	time.Sleep(killAt)
+	cmd.Process.Signal(syscall.SIGKILL)
+	wg.Wait()
+	return res
+}
+
+func modeReadIf(b bool) client.Mode {
+	if b {
+		return client.ModeRead
+	}
+	return 0
+}
+
+// verify compares every pinned map with the model after a restart, then
+// makes the model what the daemon holds (resolving what was in flight).
+func (r *crashRound) verify(res *roundResult, state string, queue, stack *[][]byte, bloom map[string]bool,
+	slots map[uint32]string, runs *uint64) error {
+	c, err := client.Dial(r.sock)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for _, km := range r.kvs {
+		var get func(key, val []byte) error
+		if km.byRegion {
+			v, unmap, err := regionView(state, km.name)
+			if err != nil {
+				return fmt.Errorf("%s: %v", km.name, err)
+			}
+			defer unmap()
+			get = v.Lookup
+		} else {
+			m, err := c.OpenPinnedMap(km.name, client.ModeRead)
+			if err != nil {
+				return fmt.Errorf("%s after the crash: %v", km.name, err)
+			}
+			defer m.Close()
+			get = m.Lookup
+		}
+		vs := 8
+		if km.spec.Type == client.PercpuHash || km.spec.Type == client.LRUPercpuHash || km.spec.Type == client.PercpuArray {
+			vs = 8 * client.PossibleCPUs()
+		}
+		km.mu.Lock()
+		for _, key := range km.keys {
+			val := make([]byte, vs)
+			err := get(key, val)
+			var have []byte // nil: absent
+			switch {
+			case err == nil:
+				have = val
+			case errors.Is(err, client.ErrKeyNotExist) || errors.Is(err, mapview.ErrNotFound):
+			default:
+				km.mu.Unlock()
+				return fmt.Errorf("%s %x: %v", km.name, key, err)
+			}
+			want := km.committed[string(key)]
+			ok := bytes.Equal(have, want) && (have == nil) == (want == nil)
+			for _, p := range km.pending[string(key)] {
+				ok = ok || bytes.Equal(have, p) && (have == nil) == (p == nil)
+			}
+			if !ok {
+				km.mu.Unlock()
+				return fmt.Errorf("%s key %x holds %x after the crash; acknowledged %x, in flight %x",
+					km.name, key, have, want, km.pending[string(key)])
+			}
+			if have == nil {
+				delete(km.committed, string(key))
+			} else {
+				km.committed[string(key)] = append([]byte(nil), have...)
+			}
+		}
+		km.pending = map[string][][]byte{}
+		km.mu.Unlock()
+	}
+	// Queue and stack: drain, compare, push back.
+	for _, q := range []struct {
+		name    string
+		model   *[][]byte
+		pending *[]byte
+		pop     bool
+		stack   bool
+	}{{"queue", queue, res.queuePending, res.queuePop, false}, {"stack", stack, res.stackPending, res.stackPop, true}} {
+		m, err := c.OpenPinnedMap(q.name, client.ModeReadWrite)
+		if err != nil {
+			return err
+		}
+		var got [][]byte
+		for {
+			v := make([]byte, 8)
+			if err := m.LookupAndDelete(nil, v); errors.Is(err, client.ErrKeyNotExist) {
+				break
+			} else if err != nil {
+				return fmt.Errorf("%s: %v", q.name, err)
+			}
+			got = append(got, v)
+		}
+		if q.stack {
+			for i, j := 0, len(got)-1; i < j; i, j = i+1, j-1 {
+				got[i], got[j] = got[j], got[i]
+			}
+		}
+		wants := [][][]byte{*q.model}
+		if q.pending != nil {
+			wants = append(wants, append(append([][]byte(nil), *q.model...), *q.pending))
+		}
+		if q.pop && len(*q.model) > 0 {
+			if q.stack {
+				wants = append(wants, (*q.model)[:len(*q.model)-1])
+			} else {
+				wants = append(wants, (*q.model)[1:])
+			}
+		}
+		ok := false
+		for _, w := range wants {
+			ok = ok || equalSeqs(got, w)
+		}
+		if !ok {
+			return fmt.Errorf("%s holds %d elements %x after the crash; acknowledged %d: %x (push in flight %v, pop in flight %v)",
+				q.name, len(got), got, len(*q.model), *q.model, q.pending != nil, q.pop)
+		}
+		for _, v := range got {
+			if err := m.Update(nil, v, client.UpdateAny); err != nil {
+				return err
+			}
+		}
+		*q.model = got
+		m.Close()
+	}
+	// Bloom filter: every value acknowledged is there.
+	bm, err := c.OpenPinnedMap("bloom", client.ModeRead)
+	if err != nil {
+		return err
+	}
+	for v := range bloom {
+		if err := bm.Lookup(nil, []byte(v)); err != nil {
+			return fmt.Errorf("bloom filter lost %x after the crash: %v", v, err)
+		}
+	}
+	bm.Close()
+	// Program array: every slot names the program it was given (ids are
+	// kept across a restart), or an in-flight change.
+	ids := map[string]uint32{}
+	for _, n := range []string{"counter", "other"} {
+		p, err := c.OpenPinnedProgram(n, client.ModeRead)
+		if err != nil {
+			return fmt.Errorf("program %s after the crash: %v", n, err)
+		}
+		info, err := p.Info()
+		if err != nil {
+			return err
+		}
+		ids[n] = info.ID
+		p.Close()
+	}
+	pm, err := c.OpenPinnedMap("progs", client.ModeRead)
+	if err != nil {
+		return err
+	}
+	for k := uint32(0); k < 8; k++ {
+		v := make([]byte, 4)
+		err := pm.Lookup(binary.NativeEndian.AppendUint32(nil, k), v)
+		have := ""
+		if err == nil {
+			for n, id := range ids {
+				if binary.NativeEndian.Uint32(v) == id {
+					have = n
+				}
+			}
+			if have == "" {
+				return fmt.Errorf("program array slot %d holds id %d, no program's", k, binary.NativeEndian.Uint32(v))
+			}
+		} else if !errors.Is(err, client.ErrKeyNotExist) {
+			return err
+		}
+		p, inflight := res.slotPending[k]
+		if have != slots[k] && !(inflight && have == p) {
+			return fmt.Errorf("program array slot %d holds %q after the crash; acknowledged %q", k, have, slots[k])
+		}
+		if have == "" {
+			delete(slots, k)
+		} else {
+			slots[k] = have
+		}
+	}
+	pm.Close()
+	// The program's counters: every acknowledged run, maybe the one in
+	// flight.
+	for _, name := range []string{"count", "count_frozen"} {
+		m, err := c.OpenPinnedMap(name, client.ModeRead)
+		if err != nil {
+			return err
+		}
+		v := make([]byte, 8)
+		if err := m.Lookup(binary.NativeEndian.AppendUint32(nil, 0), v); err != nil {
+			return fmt.Errorf("%s: %v", name, err)
+		}
+		n := binary.LittleEndian.Uint64(v)
+		if n != *runs && !(res.runPending && n == *runs+1) {
+			return fmt.Errorf("%s counts %d runs after the crash; %d acknowledged (one in flight: %v)", name, n, *runs, res.runPending)
+		}
+		if name == "count" {
+			*runs = n
+		}
+		m.Close()
+	}
+	return nil
+}
+
+func equalSeqs(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// regionView maps, read-only, the region file of the pinned map named
+// name (found through its record in the state directory) and returns a
+// reader of it: how the test reads a BPF_F_WRONLY map, from storage.
+func regionView(state, name string) (*mapview.View, func(), error) {
+	ents, err := filepath.Glob(filepath.Join(state, "pinned-*.state"))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		po, err := DecodeState(b)
+		if err != nil || po.Spec.Name != name || po.Region == "" {
+			continue
+		}
+		f, err := os.Open(filepath.Join(DefaultRuntimeDir(filepath.Join(filepath.Dir(state), "pins")), po.Region))
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return nil, nil, err
+		}
+		mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return nil, nil, err
+		}
+		v, err := mapview.New(mem)
+		if err != nil {
+			unix.Munmap(mem)
+			return nil, nil, err
+		}
+		return v, func() { unix.Munmap(mem) }, nil
+	}
+	return nil, nil, fmt.Errorf("no record of %s names its region", name)
+}

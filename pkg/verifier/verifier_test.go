@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -448,12 +449,16 @@ func cases() []vcase {
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "uses reserved fields"},
 		{name: "infinite loop", raw: cat(mov0, rawInsn(0x15, 0, 0, -1, 0), exitInsn),
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "infinite loop detected at insn 1"},
-		{name: "unbounded loop", insns: asm.Instructions{
+		// The loop body is long so that the 1M-instruction budget runs
+		// out after fewer iterations: the kernel's (and with -race
+		// bpfd's) time goes into per-iteration state checks.
+		{name: "unbounded loop", insns: append(append(asm.Instructions{
 			asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
 			asm.Mov.Imm(asm.R0, 0),
-			asm.Add.Imm(asm.R0, 1).WithSymbol("loop"),
+			asm.Add.Imm(asm.R0, 1).WithSymbol("loop")},
+			slices.Repeat(asm.Instructions{asm.Mov.Reg(asm.R3, asm.R0)}, 500)...),
 			asm.JNE.Reg(asm.R0, asm.R2, "loop"),
-			asm.Return()},
+			asm.Return()),
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.E2BIG, log: "BPF program is too large"},
 		{name: "recursion", insns: asm.Instructions{
 			asm.Call.Label("f"), asm.Return(),

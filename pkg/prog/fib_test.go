@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -106,69 +108,73 @@ func (c fibCase) String() string {
 // except on vb for IPv4.
 func fibNetwork(t *testing.T) (*netnstest.NS, map[string]uint32) {
 	ns := netnstest.New(t, "bpfdfib")
-	run := func(args ...string) { ns.MustRun(t, args...) }
-	run("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+	ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
 		"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	// One ip -batch for the links, addresses, routes and neighbours (the
+	// family follows from the addresses).
+	var batch []string
 	for _, l := range []struct{ name, peer, mac, mtu, v4, v6 string }{
 		{"va", "pa", "02:00:00:00:0a:01", "1500", "198.18.1.1/24", "fd00:1::1/64"},
 		{"vb", "pb", "02:00:00:00:0b:01", "1400", "198.18.2.1/24", "fd00:2::1/64"},
 	} {
-		run("ip", "link", "add", l.name, "address", l.mac, "mtu", l.mtu, "type", "veth", "peer", "name", l.peer)
-		run("ip", "addr", "add", l.v4, "dev", l.name)
-		run("ip", "-6", "addr", "add", l.v6, "dev", l.name, "nodad")
-		run("ip", "link", "set", l.peer, "up")
-		run("ip", "link", "set", l.name, "up")
+		batch = append(batch,
+			"link add "+l.name+" address "+l.mac+" mtu "+l.mtu+" type veth peer name "+l.peer,
+			"addr add "+l.v4+" dev "+l.name,
+			"addr add "+l.v6+" dev "+l.name+" nodad",
+			"link set "+l.peer+" up",
+			"link set "+l.name+" up")
 	}
-	run("ip", "addr", "add", "198.18.3.1/24", "dev", "vb") // a second (secondary-less) subnet on vb
-	run("sysctl", "-qw", "net.ipv4.conf.vb.forwarding=0")
-	for _, r := range [][]string{
-		{"198.18.10.0/24", "via", "198.18.1.2", "dev", "va"},
-		{"198.18.20.0/24", "via", "198.18.2.2", "dev", "vb", "metric", "50"},
-		{"198.18.20.0/24", "via", "198.18.1.2", "dev", "va", "metric", "100"},
-		{"198.18.21.0/24", "via", "198.18.1.3", "dev", "va"},
-		{"blackhole", "198.18.30.0/24"},
-		{"unreachable", "198.18.31.0/24"},
-		{"prohibit", "198.18.32.0/24"},
-		{"throw", "198.18.34.0/24"},
-		{"198.18.40.0/24", "dev", "va"},
-		{"198.18.50.0/24", "via", "198.18.1.2", "mtu", "lock", "1300"},
-		{"198.18.51.0/24", "via", "198.18.1.2", "mtu", "1200"},
-		{"198.18.60.0/24", "via", "198.18.1.2", "src", "198.18.2.1"},
-		{"198.18.70.0/24", "via", "198.18.2.2", "table", "100"},
-		{"198.18.72.0/24", "via", "198.18.1.2", "tos", "0x10"},
-		{"198.18.128.0/17", "via", "198.18.1.2"},
-	} {
-		run(append([]string{"ip", "route", "add"}, r...)...)
-	}
-	for _, r := range [][]string{
-		{"fd00:10::/64", "via", "fd00:1::2", "dev", "va"},
-		{"fd00:20::/64", "via", "fd00:2::2", "dev", "vb", "metric", "50"},
-		{"fd00:20::/64", "via", "fd00:1::2", "dev", "va", "metric", "100"},
-		{"blackhole", "fd00:30::/64"},
-		{"unreachable", "fd00:31::/64"},
-		{"prohibit", "fd00:32::/64"},
-		{"fd00:40::/64", "dev", "va"},
-		{"fd00:50::/64", "via", "fd00:1::2", "mtu", "1300"},
-		{"fd00:60::/64", "via", "fd00:1::2", "src", "fd00:2::1"},
-		{"fd00:70::/64", "via", "fd00:2::2", "table", "100"},
+	batch = append(batch, "addr add 198.18.3.1/24 dev vb") // a second subnet on vb
+	for _, r := range []string{
+		"198.18.10.0/24 via 198.18.1.2 dev va",
+		"198.18.20.0/24 via 198.18.2.2 dev vb metric 50",
+		"198.18.20.0/24 via 198.18.1.2 dev va metric 100",
+		"198.18.21.0/24 via 198.18.1.3 dev va",
+		"blackhole 198.18.30.0/24",
+		"unreachable 198.18.31.0/24",
+		"prohibit 198.18.32.0/24",
+		"throw 198.18.34.0/24",
+		"198.18.40.0/24 dev va",
+		"198.18.50.0/24 via 198.18.1.2 mtu lock 1300",
+		"198.18.51.0/24 via 198.18.1.2 mtu 1200",
+		"198.18.60.0/24 via 198.18.1.2 src 198.18.2.1",
+		"198.18.70.0/24 via 198.18.2.2 table 100",
+		"198.18.72.0/24 via 198.18.1.2 tos 0x10",
+		"198.18.128.0/17 via 198.18.1.2",
+		"fd00:10::/64 via fd00:1::2 dev va",
+		"fd00:20::/64 via fd00:2::2 dev vb metric 50",
+		"fd00:20::/64 via fd00:1::2 dev va metric 100",
+		"blackhole fd00:30::/64",
+		"unreachable fd00:31::/64",
+		"prohibit fd00:32::/64",
+		"fd00:40::/64 dev va",
+		"fd00:50::/64 via fd00:1::2 mtu 1300",
+		"fd00:60::/64 via fd00:1::2 src fd00:2::1",
+		"fd00:70::/64 via fd00:2::2 table 100",
 		// Same prefix and metric on two devices: the lookup's device wins.
-		{"fd00:80::/64", "via", "fd00:1::2", "dev", "va", "metric", "10"},
+		"fd00:80::/64 via fd00:1::2 dev va metric 10",
 	} {
-		run(append([]string{"ip", "-6", "route", "add"}, r...)...)
+		batch = append(batch, "route add "+r)
 	}
-	run("ip", "-6", "route", "append", "fd00:80::/64", "dev", "vb", "metric", "10")
-	for _, n := range [][]string{
-		{"198.18.1.2", "lladdr", "02:00:00:00:0a:02", "nud", "permanent", "dev", "va"},
-		{"198.18.2.2", "lladdr", "02:00:00:00:0b:02", "nud", "stale", "dev", "vb"},
-		{"198.18.40.5", "lladdr", "02:00:00:00:0a:05", "nud", "reachable", "dev", "va"},
-		{"198.18.40.6", "lladdr", "02:00:00:00:0a:06", "nud", "noarp", "dev", "va"},
-		{"198.18.40.7", "nud", "incomplete", "dev", "va"},
-		{"fd00:1::2", "lladdr", "02:00:00:00:0a:12", "nud", "permanent", "dev", "va"},
-		{"fd00:2::2", "lladdr", "02:00:00:00:0b:12", "nud", "stale", "dev", "vb"},
-		{"fd00:40::5", "lladdr", "02:00:00:00:0a:15", "nud", "delay", "dev", "va"},
+	batch = append(batch, "route append fd00:80::/64 dev vb metric 10")
+	for _, n := range []string{
+		"198.18.1.2 lladdr 02:00:00:00:0a:02 nud permanent dev va",
+		"198.18.2.2 lladdr 02:00:00:00:0b:02 nud stale dev vb",
+		"198.18.40.5 lladdr 02:00:00:00:0a:05 nud reachable dev va",
+		"198.18.40.6 lladdr 02:00:00:00:0a:06 nud noarp dev va",
+		"198.18.40.7 nud incomplete dev va",
+		"fd00:1::2 lladdr 02:00:00:00:0a:12 nud permanent dev va",
+		"fd00:2::2 lladdr 02:00:00:00:0b:12 nud stale dev vb",
+		"fd00:40::5 lladdr 02:00:00:00:0a:15 nud delay dev va",
 	} {
-		run(append([]string{"ip", "neigh", "replace"}, n...)...)
+		batch = append(batch, "neigh replace "+n)
 	}
+	file := filepath.Join(t.TempDir(), "fib.batch")
+	if err := os.WriteFile(file, []byte(strings.Join(batch, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns.MustRun(t, "ip", "-batch", file)
+	ns.MustRun(t, "sysctl", "-qw", "net.ipv4.conf.vb.forwarding=0")
 	idx := map[string]uint32{}
 	if err := ns.Do(func() error {
 		for _, name := range []string{"lo", "va", "vb", "pa"} {

@@ -249,7 +249,7 @@ func TestSeccompExec(t *testing.T) {
 		t.Fatalf("seccomp exec: exit %d (want the child's 3)\nstdout:\n%s\nwant:\n%s\nstderr: %s", r.code, r.stdout, want, r.stderr)
 	}
 	r = d.mustRun(t, "map", "lookup", "sec/counts", "--key-u32", "41")
-	if r.stdout != "key: 29 00 00 00  value: 03 00 00 00 00 00 00 00\n" {
+	if r.stdout != "{\n    \"key\": 41,\n    \"value\": 3\n}\n" {
 		t.Errorf("socket calls counted: %q", r.stdout)
 	}
 	d.mustRun(t, "prog", "load", "--type", "socket_filter", "--asm", "testdata/count.s", "--map", "0=sec/counts", "--pin", "sf")

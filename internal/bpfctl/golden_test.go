@@ -179,12 +179,12 @@ var goldenCases = []struct {
 			{"prog", "run", "counter/count_proto", "--data-hex", udpFrame, "--repeat", "5"},
 			{"map", "show"},
 			{"-j", "map", "show"},
-			{"map", "show", "id", "2"},
+			{"map", "show", "id", "3"},
 			{"map", "show", "name", "ports"},
 			{"-j", "map", "show", "name", "by_proto"},
 			{"map", "show", "pinned", "ports.ro"},
 			{"prog", "show"},
-			{"-j", "prog", "show", "id", "3"},
+			{"-j", "prog", "show", "id", "4"},
 			{"link", "show"},
 			{"-j", "link", "show"},
 			{"map", "show", "id", "99"},
@@ -193,6 +193,29 @@ var goldenCases = []struct {
 			{"prog", "show", "id", "1"},
 			{"map", "show", "counter/count_proto"},
 			{"map", "show", "id"},
+		},
+	},
+	{
+		name: "btf",
+		steps: [][]string{
+			{"prog", "load", "$TESTDATA/../../../testdata/bpf/counter.bpf.o", "--pin-dir", "c"},
+			{"prog", "run", "c/count_proto", "--data-hex", udpFrame, "--repeat", "3"},
+			{"map", "dump", "c/by_proto"},
+			{"-j", "map", "dump", "c/by_proto"},
+			{"map", "lookup", "c/by_proto", "key", "json", "2048"},
+			{"-j", "map", "lookup", "c/by_proto", "--key-u32", "2048"},
+			{"map", "update", "c/by_proto", "key", "json", "8", "value", "json", `{"packets": 1000, "bytes": 64000}`},
+			{"map", "lookup", "c/by_proto", "key", "json", "8"},
+			{"map", "lookup", "c/by_proto", "key", "8", "0", "0", "0"},
+			{"map", "update", "c/by_proto", "key", "json", "9", "value", "json", `{"packets": 1}`},
+			{"map", "lookup", "c/by_proto", "key", "hex", "09000000"},
+			{"map", "update", "c/by_proto", "key", "json", "9", "value", "json", `{"pakets": 1}`},
+			{"map", "update", "c/by_proto", "key", "json", "9", "value", "json", `{"packets": -1}`},
+			{"map", "update", "c/by_proto", "key", "json", `"x"`, "value", "json", `{}`},
+			{"map", "update", "c/by_proto", "key", "json", "9", "value", "json", `{"packets": 1`},
+			{"map", "show", "c/by_proto"},
+			{"map", "create", "hash", "--key-size", "4", "--value-size", "4", "--max-entries", "2", "--pin", "plain"},
+			{"map", "update", "plain", "key", "json", "1", "value", "1", "0", "0", "0"},
 		},
 	},
 	{
@@ -328,7 +351,7 @@ func TestGolden(t *testing.T) {
 				}
 				r := d.run(t, args...)
 				if len(step) >= 3 && step[len(step)-3] == "map" && step[len(step)-2] == "dump" {
-					r.stdout = sortDump(t, r.stdout)
+					r.stdout = sortDump(t, r.stdout, slices.Contains(step, "-j"))
 				}
 				sb.WriteString("$ bpfctl " + strings.Join(step, " ") + "\n")
 				sb.WriteString(normalize(r.stdout, d.dir))
@@ -363,15 +386,27 @@ func TestGolden(t *testing.T) {
 
 // sortDump sorts the elements of a map dump (hash maps iterate in an
 // order that varies from run to run), human or JSON.
-func sortDump(t *testing.T, out string) string {
+func sortDump(t *testing.T, out string, jsonOut bool) string {
 	t.Helper()
 	if strings.HasPrefix(out, "[") {
+		// -j, or typed (BTF) text: a JSON array, indented in text.
 		var elems []json.RawMessage
 		if err := json.Unmarshal([]byte(out), &elems); err != nil {
 			t.Fatalf("dump JSON: %v", err)
 		}
+		for i := range elems {
+			var c bytes.Buffer
+			json.Compact(&c, elems[i])
+			elems[i] = c.Bytes()
+		}
 		slices.SortFunc(elems, func(a, b json.RawMessage) int { return bytes.Compare(a, b) })
-		b, err := json.Marshal(elems)
+		var b []byte
+		var err error
+		if jsonOut {
+			b, err = json.Marshal(elems)
+		} else {
+			b, err = json.MarshalIndent(elems, "", "    ")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -240,12 +241,61 @@ func (a *App) openKeyOnly(op string, args []string, e *elemCmd, mode client.Mode
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(ea.key) > 0 && ea.key[0] == "json" {
+		var kt btf.Type
+		if et := a.typesOf(m); et != nil {
+			kt = et.key
+		}
+		if ea.key, err = jsonWords("key", ea.key, kt, 0); err != nil {
+			m.Close()
+			return nil, nil, err
+		}
+	}
 	key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), required)
 	if err != nil {
 		m.Close()
 		return nil, nil, err
 	}
 	return m, key, nil
+}
+
+// printElement prints one element of m: typed when m has BTF (et not
+// nil), else as bytes (per CPU for per-CPU maps), as bpftool does; with
+// -j the bytes, and "formatted" with BTF. It returns what -j prints, for
+// lists.
+func (a *App) elementOut(m *client.Map, et *elemTypes, key, value []byte) (any, error) {
+	if et != nil {
+		typed, err := et.element(m.ValueSize(), key, value)
+		if err != nil {
+			return nil, fail("format", kRead, false, err)
+		}
+		if a.json {
+			return formattedJSON{jsonBytes(key), jsonBytes(value), typed}, nil
+		}
+		return typed, nil
+	}
+	if a.json {
+		return elemJSON{jsonBytes(key), jsonBytes(value)}, nil
+	}
+	return nil, nil
+}
+
+// printBytesElem prints an element without BTF: per CPU for per-CPU
+// maps.
+func (a *App) printBytesElem(m *client.Map, key, value []byte) {
+	if len(value) == m.ValueSize() {
+		a.printElem(key, value)
+		return
+	}
+	stride := (m.ValueSize() + 7) &^ 7
+	if len(key) > 16 {
+		a.printf("key:\n%s", hexLines(key))
+	} else {
+		a.printf("key: %s\n", hexBytes(key))
+	}
+	for cpu := 0; cpu*stride < len(value); cpu++ {
+		a.printf("value (CPU %02d): %s\n", cpu, hexBytes(value[cpu*stride:cpu*stride+m.ValueSize()]))
+	}
 }
 
 func (a *App) mapLookupCommand() *cobra.Command {
@@ -257,14 +307,21 @@ func (a *App) mapLookupCommand() *cobra.Command {
 			return err
 		}
 		defer m.Close()
-		value := make([]byte, m.ValueSize())
+		value := valueBuffer(m)
 		if err := m.Lookup(key, value); err != nil {
 			return fail("lookup", kRead, true, err)
 		}
-		if a.json {
-			a.printJSON(elemJSON{jsonBytes(key), jsonBytes(value)})
-		} else {
-			a.printElem(key, value)
+		et := a.typesOf(m)
+		out, err := a.elementOut(m, et, key, value)
+		switch {
+		case err != nil:
+			return err
+		case a.json:
+			a.printJSON(out)
+		case et != nil:
+			return a.printTyped(out)
+		default:
+			a.printBytesElem(m, key, value)
 		}
 		return nil
 	}
@@ -306,20 +363,50 @@ access (a tail call runs the program, as a test run does).`
 			return err
 		}
 		defer m.Close()
-		key, err := resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true)
-		if err != nil {
-			return err
-		}
-		var value []byte
+		var key, value []byte
 		if m.Type() == client.ProgArray {
+			if key, err = resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true); err != nil {
+				return err
+			}
 			p, err := a.progArrayValue(ea, e)
 			if err != nil {
 				return err
 			}
 			defer p.Close()
 			value = binary.NativeEndian.AppendUint32(nil, uint32(p.FD()))
-		} else if value, err = resolveBytes("value", ea.value, ea.hasValue, e.value, m.ValueSize(), true); err != nil {
-			return err
+		} else {
+			et := a.typesOf(m)
+			var kt, vt btf.Type
+			perCPU := 0
+			if et != nil {
+				kt, vt, perCPU = et.key, et.value, et.perCPU
+			}
+			if ea.key, err = jsonWords("key", ea.key, kt, 0); err != nil {
+				return err
+			}
+			jsonValue := len(ea.value) > 0 && ea.value[0] == "json"
+			if ea.value, err = jsonWords("value", ea.value, vt, perCPU); err != nil {
+				return err
+			}
+			if key, err = resolveBytes("key", ea.key, ea.hasKey, e.key, m.KeySize(), true); err != nil {
+				return err
+			}
+			size := m.ValueSize()
+			if jsonValue {
+				size = m.ValueBufferSize()
+			}
+			if value, err = resolveBytes("value", ea.value, ea.hasValue, e.value, size, true); err != nil {
+				return err
+			}
+			if len(value) != m.ValueBufferSize() {
+				// One value for every CPU of a per-CPU map, as bpftool.
+				stride := (m.ValueSize() + 7) &^ 7
+				all := make([]byte, m.ValueBufferSize())
+				for off := 0; off < len(all); off += stride {
+					copy(all[off:], value)
+				}
+				value = all
+			}
 		}
 		if err := m.Update(key, value, flag); err != nil {
 			return writeFail("update", m, true, err)
@@ -393,23 +480,31 @@ func (a *App) mapDumpCommand() *cobra.Command {
 			}
 			defer m.Close()
 			it := m.Iterate()
-			key, value := make([]byte, m.KeySize()), make([]byte, m.ValueSize())
-			elems := []elemJSON{}
+			key, value := make([]byte, m.KeySize()), valueBuffer(m)
+			et := a.typesOf(m)
+			elems := []any{}
 			n := 0
 			for it.Next(key, value) {
 				n++
-				if a.json {
-					elems = append(elems, elemJSON{jsonBytes(key), jsonBytes(value)})
-				} else {
-					a.printElem(key, value)
+				out, err := a.elementOut(m, et, key, value)
+				switch {
+				case err != nil:
+					return err
+				case out != nil:
+					elems = append(elems, out)
+				default:
+					a.printBytesElem(m, key, value)
 				}
 			}
 			if err := it.Err(); err != nil {
 				return fail("dump", kRead, false, err)
 			}
-			if a.json {
+			switch {
+			case a.json:
 				a.printJSON(elems)
-			} else {
+			case et != nil:
+				return a.printTyped(elems)
+			default:
 				a.printf("Found %d element", n)
 				if n != 1 {
 					a.printf("s")

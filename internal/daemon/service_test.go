@@ -296,7 +296,16 @@ func TestSocketActivation(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd2.Process.Kill(); cmd2.Wait() })
 	waitPath(t, sock2)
-	sc, err := net.Dial("unix", sock2)
+	// The socket file appears at bind, before systemd-socket-activate
+	// listens: until then a connect is refused.
+	var sc net.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		sc, err = net.Dial("unix", sock2)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,13 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 var keyRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // stateMeta is the JSON part of a state file.
+// stateBTF is a map's BTF: the raw blob and the key and value type ids.
+type stateBTF struct {
+	Raw         []byte `json:"raw"`
+	KeyTypeID   uint32 `json:"key_type_id"`
+	ValueTypeID uint32 `json:"value_type_id"`
+}
+
 type stateMeta struct {
 	Kind    string    `json:"kind"`
 	Key     string    `json:"key"`
@@ -90,6 +97,7 @@ type stateMeta struct {
 	Region string     `json:"region,omitempty"`
 	Pins   []statePin `json:"pins,omitempty"` // version 1 only
 	Prog   *stateProg `json:"prog,omitempty"`
+	BTF    *stateBTF  `json:"btf,omitempty"` // a map's type information
 }
 
 // statePins is the JSON part of a pins file.
@@ -209,6 +217,9 @@ func parseMode(s string) (wire.Mode, bool) {
 // but its pins: see EncodePins). It fails for a kind other than
 // wire.ObjMap and wire.ObjProg, or entries that are not whole key/value
 // pairs.
+//
+// A map created with BTF records it in meta.btf (raw BTF, base64, and the
+// key and value type ids), restored with the map.
 func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 	if !keyRE.MatchString(po.Key) {
 		return nil, fmt.Errorf("bad state key %q", po.Key)
@@ -226,6 +237,9 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 		}
 		m.Kind, m.Frozen, m.Partial, m.Spec = "map", po.Frozen, po.Partial, toStateSpec(po.Spec)
 		m.Region = po.Region
+		if b := po.BTF; b != nil {
+			m.BTF = &stateBTF{Raw: b.Raw, KeyTypeID: b.KeyTypeID, ValueTypeID: b.ValueTypeID}
+		}
 	case po.Kind == wire.ObjProg && po.Prog != nil && len(po.Entries) == 0:
 		pp := po.Prog
 		sp := &stateProg{Type: pp.Type, AttachType: pp.AttachType, Name: pp.Name, License: pp.License, Insns: pp.Insns, Maps: []stateProgMap{}}
@@ -393,6 +407,12 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 		}
 		po = &demux.PinnedObject{Key: m.Key, Kind: wire.ObjMap, Owner: m.Owner, Frozen: m.Frozen, Partial: m.Partial,
 			Spec: fromStateSpec(m.Spec), Entries: rest, Region: m.Region}
+		if b := m.BTF; b != nil {
+			if len(b.Raw) == 0 {
+				return bad("empty BTF")
+			}
+			po.BTF = &demux.PinnedBTF{Raw: b.Raw, KeyTypeID: b.KeyTypeID, ValueTypeID: b.ValueTypeID}
+		}
 	case "prog":
 		sp := m.Prog
 		if sp == nil || count != 0 || len(rest) != 0 || len(sp.Insns) == 0 || len(sp.Insns)%8 != 0 {

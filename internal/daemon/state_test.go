@@ -332,3 +332,10 @@ func TestStateRoundTripProgram(t *testing.T) {
 		}
 	}
 }
+
+// TestStateRoundTripBTF: a map's BTF survives the state file.
+func TestStateRoundTripBTF(t *testing.T) {
+	po := samplePinned()
+	po.BTF = &demux.PinnedBTF{Raw: []byte{0x9f, 0xeb, 1, 0, 24, 0, 0, 0, 1, 2, 3}, KeyTypeID: 1, ValueTypeID: 2}
+	roundTrip(t, po)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -36,7 +37,8 @@ func median(n int, f func() error) (time.Duration, error) {
 // update three ways: emulated (a cilium/ebpf program under bpfctl exec
 // --bpf, its bpf(2) answered through seccomp user notification by the
 // supervisor: lookups from the map's storage mapped into the supervisor,
-// updates by bpfd), native (pkg/client in a process of its own against the
+// updates by bpfd; and the same from the libbpf C program where gcc and
+// libbpf-dev are installed), native (pkg/client in a process of its own against the
 // same daemon: a lookup as a round trip, and from its own mapping, and an
 // update) and the kernel's own bpf(2). It reports the medians in ns and
 // the ratios of the emulated calls to a native bpfd round trip (the
@@ -46,7 +48,8 @@ func BenchmarkEmulatedMapOps(b *testing.B) {
 	e := newEnv(b)
 	prog := e.ciliumprog(b)
 	b.ReportAllocs()
-	var emuLookup, emuUpdate, natLookup, natMapped, natUpdate, kLookup, kUpdate time.Duration
+	var emuLookup, emuUpdate, cLookup, cUpdate, natLookup, natMapped, natUpdate, kLookup, kUpdate time.Duration
+	cprog := libbpfBench(b, e)
 	for i := 0; i < b.N; i++ {
 		// Emulated.
 		r := runCmd(b, e.emulatedCmd(prog, "-bench", fmt.Sprint(benchSamples)), 5*time.Minute)
@@ -55,6 +58,14 @@ func BenchmarkEmulatedMapOps(b *testing.B) {
 			b.Fatalf("emulated bench: %v", r)
 		}
 		emuLookup, emuUpdate = time.Duration(lk), time.Duration(up)
+		if cprog != "" {
+			// The same from C through libbpf.
+			r := runCmd(b, e.emulatedCmd(cprog, "-bench", fmt.Sprint(benchSamples)), 5*time.Minute)
+			if _, err := fmt.Sscanf(r.out, "lookup %d update %d", &lk, &up); err != nil || r.code != 0 {
+				b.Fatalf("emulated C bench: %v", r)
+			}
+			cLookup, cUpdate = time.Duration(lk), time.Duration(up)
+		}
 
 		// Native pkg/client, in a process of its own as the emulated
 		// program is.
@@ -81,6 +92,31 @@ func BenchmarkEmulatedMapOps(b *testing.B) {
 	b.ReportMetric(float64(emuLookup)/float64(natLookup), "emu/native-lookup")
 	b.ReportMetric(float64(emuUpdate)/float64(natUpdate), "emu/native-update")
 	b.ReportMetric(float64(emuLookup)/float64(max(kLookup, 1)), "emu/kernel-lookup")
+	if cprog != "" {
+		b.ReportMetric(float64(cLookup.Nanoseconds()), "emu-c-lookup-ns")
+		b.ReportMetric(float64(cUpdate.Nanoseconds()), "emu-c-update-ns")
+		b.ReportMetric(float64(cLookup)/float64(natLookup), "emu-c/native-lookup")
+		b.ReportMetric(float64(cUpdate)/float64(natUpdate), "emu-c/native-update")
+	}
+}
+
+// libbpfBench compiles the libbpf test program for its -bench mode, or
+// returns "" (and says why) where gcc or libbpf-dev are missing.
+func libbpfBench(b *testing.B, e *env) string {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		b.Log("no gcc: the C program's figures are left out")
+		return ""
+	}
+	if _, err := os.Stat("/usr/include/bpf/libbpf.h"); err != nil {
+		b.Log("no libbpf-dev: the C program's figures are left out")
+		return ""
+	}
+	bin := filepath.Join(e.dir, "libbpfprog")
+	if out, err := exec.Command(gcc, "-O2", "-Wall", "-o", bin, "testdata/libbpfprog.c", "-lbpf").CombinedOutput(); err != nil {
+		b.Fatalf("gcc: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // nativeBench is the native-bench role: n lookups (round trips, then from

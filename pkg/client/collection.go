@@ -121,12 +121,16 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 			}
 		}
 	}
+	// The object's type information, for the maps' keys and values and
+	// the programs (best effort: without it everything still loads).
+	types := c.collectionBTF(spec)
+	defer types.close()
 	for _, name := range sortedKeys(spec.Maps) {
 		if coll.borrowed[name] || len(opts.Programs) > 0 && !wanted[name] {
 			continue
 		}
 		ms := spec.Maps[name]
-		m, err := c.newSpecMap(spec, name, ms)
+		m, err := c.newSpecMap(spec, name, ms, types)
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: map %s: %w", name, err)
 		}
@@ -195,7 +199,7 @@ func (c *Conn) LoadCollectionSpec(spec *ebpf.CollectionSpec, opts *CollectionOpt
 			}
 		}
 		p, err := c.LoadProgram(ProgramSpec{Type: typ, Instructions: insns, License: ps.License, Name: truncName(name),
-			AttachType: uint32(ps.AttachType)})
+			AttachType: uint32(ps.AttachType), BTF: types.btfObj()})
 		if err != nil {
 			return nil, fmt.Errorf("bpfd: program %s: %w", name, err)
 		}
@@ -256,7 +260,8 @@ func (c *Conn) newKconfigMap(ds *btf.Datasec) (*Map, error) {
 
 // newSpecMap creates one map of an ELF object with its contents (for a
 // data section, with spec's VariableSpec values written over them).
-func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSpec) (*Map, error) {
+func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSpec, types *collTypes) (*Map, error) {
+	orig := ms // its types are the ones collectionBTF added (a Copy copies them)
 	data, isData, err := applyVariables(spec, name, ms)
 	if err != nil {
 		return nil, err
@@ -265,8 +270,10 @@ func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSp
 		ms = ms.Copy()
 		ms.Contents = []ebpf.MapKV{{Key: uint32(0), Value: data}}
 	}
-	m, err := c.NewMap(MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
-		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)})
+	mspec := MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
+		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)}
+	types.forMap(&mspec, orig)
+	m, err := c.NewMap(mspec)
 	if err != nil {
 		return nil, err
 	}

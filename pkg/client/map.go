@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/wire"
@@ -147,6 +148,16 @@ type MapSpec struct {
 	MaxEntries uint32
 	Flags      uint32 // FlagNoPrealloc, FlagRdonly, ...
 	Name       string // at most 15 bytes, as BPF_OBJ_NAME_LEN
+	// Key and Value, if set, are the key's and value's types (as
+	// cilium/ebpf's MapSpec): NewMap loads them as a BTF object that the
+	// map keeps, so tools print and parse keys and values as types. Their
+	// sizes must be KeySize and ValueSize (ErrInvalid). Value alone may be
+	// set. Alternatively BTF names a loaded BTF object and KeyTypeID and
+	// ValueTypeID types in it (see btf.go).
+	Key, Value  btf.Type
+	BTF         *BTF
+	KeyTypeID   btf.TypeID
+	ValueTypeID btf.TypeID
 }
 
 // MapInfo describes a map as seen through one descriptor.
@@ -165,6 +176,12 @@ type MapInfo struct {
 	// Node is the descriptor's node in the map's lineage (see Lineage,
 	// RevokeNode): unique within the map, stable across daemon restarts.
 	Node uint64
+	// BTFID is the id of the map's BTF object (0: created without type
+	// information); BTFKeyTypeID and BTFValueTypeID the types in it
+	// (Map.Types returns them).
+	BTFID          uint32
+	BTFKeyTypeID   btf.TypeID
+	BTFValueTypeID btf.TypeID
 }
 
 func mapInfo(o *wire.ObjInfo) MapInfo {
@@ -173,6 +190,7 @@ func mapInfo(o *wire.ObjInfo) MapInfo {
 		MaxEntries: o.MaxEntries, Flags: o.Flags, ID: o.ID,
 		Name: wire.NameString(o.Name), Mode: Mode(o.Mode), Frozen: o.Frozen != 0,
 		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID, Node: o.Node,
+		BTFID: o.BTFID, BTFKeyTypeID: btf.TypeID(o.BTFKeyTypeID), BTFValueTypeID: btf.TypeID(o.BTFValueTypeID),
 	}
 }
 
@@ -240,6 +258,11 @@ func (c *Conn) NewMap(spec MapSpec) (*Map, error) {
 	a := wire.MapCreateAttr{MapType: uint32(spec.Type), KeySize: spec.KeySize,
 		ValueSize: spec.ValueSize, MaxEntries: spec.MaxEntries, MapFlags: spec.Flags}
 	copy(a.Name[:], spec.Name)
+	closeBTF, err := c.specBTF(&spec, &a)
+	if err != nil {
+		return nil, err
+	}
+	defer closeBTF()
 	var ab [wire.MapCreateAttrSize]byte
 	w := getWaiter()
 	defer putWaiter(w)

@@ -63,6 +63,10 @@ type ProgramSpec struct {
 	// LogSize caps the verifier log returned, in bytes (0:
 	// DefaultLogSize).
 	LogSize int
+	// BTF, if set, is the BTF object of the program's source (as the
+	// kernel's prog_btf_fd); the program reports its id (ProgramInfo.BTFID)
+	// and keeps it alive.
+	BTF *BTF
 	// AttachType is the kernel's expected_attach_type (cilium/ebpf's
 	// ProgramSpec.AttachType): for XDP, ebpf.AttachXDPDevMap or
 	// ebpf.AttachXDPCPUMap marks a program for a device or CPU map,
@@ -81,12 +85,13 @@ type ProgramInfo struct {
 	MemoryUsage uint64
 	OwnerUID    uint32
 	Node        uint64 // the descriptor's lineage node, as MapInfo.Node
+	BTFID       uint32 // the program's BTF object (0: none)
 }
 
 func progInfo(o *wire.ObjInfo) ProgramInfo {
 	return ProgramInfo{Type: ProgramType(o.Type), ID: o.ID, Name: wire.NameString(o.Name),
 		Mode: Mode(o.Mode), InsnCount: int(o.InsnCount), Tag: o.Tag,
-		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID, Node: o.Node}
+		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID, Node: o.Node, BTFID: o.BTFID}
 }
 
 // VerifierError is a program refused at load. It matches its errno with
@@ -193,6 +198,9 @@ func (c *Conn) LoadProgram(spec ProgramSpec) (*Program, error) {
 		LicenseLen: uint32(len(spec.License)), LineInfoLen: uint32(len(lines)),
 		LogLevel: spec.LogLevel, LogSize: uint32(logSize), ExpectedAttachType: spec.AttachType}
 	copy(a.Name[:], spec.Name)
+	if spec.BTF != nil {
+		a.BTFHandle = spec.BTF.handle
+	}
 	var ab [wire.ProgLoadAttrSize]byte
 	w := getWaiter()
 	defer putWaiter(w)

@@ -93,6 +93,10 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.lineage(a, data)
 	case wire.CmdObjList:
 		return c.objList(a, data)
+	case wire.CmdBTFLoad:
+		return c.btfLoad(a, data)
+	case wire.CmdBTFGet:
+		return c.btfGet(a, data)
 	case wire.CmdLinkCreate, wire.CmdLinkDetach, wire.CmdLinkInfo, wire.CmdLinkList:
 		return c.linkCmd(h.Cmd, a, data, fds)
 	case wire.CmdDaemonUpgrade:
@@ -322,9 +326,16 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	if c.nhandles >= c.srv.cfg.MaxHandles {
 		return 0, ErrTooManyHandles
 	}
+	if at.InnerMapHandle != 0 || at.NumaNode != 0 || at.MapExtra != 0 {
+		return 0, ErrInvalid // known fields, not supported yet
+	}
 	spec := maps.Spec{Type: at.MapType, KeySize: at.KeySize, ValueSize: at.ValueSize,
 		MaxEntries: at.MaxEntries, Flags: at.MapFlags, Name: wire.NameString(at.Name)}
 	mem, err := spec.MemoryUsage()
+	if err != nil {
+		return 0, err
+	}
+	bref, err := c.btfOf(at.BTFHandle, at.BTFKeyTypeID, at.BTFValueTypeID, at.KeySize, at.ValueSize, true)
 	if err != nil {
 		return 0, err
 	}
@@ -359,7 +370,10 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	case spec.Flags&maps.FlagWronly != 0:
 		o.cap = wire.ModeWrite
 	}
-	return c.install(o, nil)
+	if bref.obj == nil {
+		return c.install(o, nil)
+	}
+	return c.install(o, func() error { return r.holdBTFLocked(o, bref) })
 }
 
 // install registers o (already reserved for c.uid) with its creating

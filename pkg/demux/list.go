@@ -188,6 +188,9 @@ func (s *Server) objectByID(id uint32) *Object {
 func (o *Object) recordLocked() wire.ObjectRecord {
 	rec := wire.ObjectRecord{ID: o.id, Kind: objKindName(o.kind), Name: wire.NameString(o.name), OwnerUID: o.owner,
 		LoadedAt: o.stats.loadedAt.Unix(), LoaderPID: o.stats.loaderPID, LoaderComm: o.stats.loaderComm, Memlock: o.mem}
+	var info wire.ObjInfo
+	o.btfInfo(&info)
+	rec.BTFID = info.BTFID
 	if o.m != nil {
 		rec.Type, rec.Flags, rec.KeySize, rec.ValueSize, rec.MaxEntries = o.spec.Type, o.spec.Flags,
 			o.spec.KeySize, o.spec.ValueSize, o.spec.MaxEntries

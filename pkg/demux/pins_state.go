@@ -58,6 +58,15 @@ type PinnedObject struct {
 	// the map is that file, with every store made before the crash;
 	// Entries are for a restart after a reboot.
 	Region string
+	// BTF is a map's type information, if it was created with some.
+	BTF *PinnedBTF
+}
+
+// PinnedBTF is a pinned map's BTF: the raw blob it was created with and
+// its key and value type ids (btf.go).
+type PinnedBTF struct {
+	Raw                    []byte
+	KeyTypeID, ValueTypeID uint32
 }
 
 // NodeRecord is a dead lineage node kept for the pins below it.
@@ -171,6 +180,7 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 		// empty, as one a pinned program uses.
 		po.Frozen = o.m.Frozen()
 	} else if o.m != nil {
+		po.BTF = o.pinnedBTF()
 		po.Frozen = o.m.Frozen()
 		var err error
 		po.Entries, po.Partial, err = dumpMap(o.m, o.spec)
@@ -336,6 +346,13 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, nil, po.Region)
 	case po.Kind == wire.ObjMap:
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries, po.Region)
+		if err == nil && po.BTF != nil {
+			if berr := s.restoreBTF(o, po.Owner, po.BTF); berr != nil {
+				// The map comes back; its type information does not.
+				s.log.Warn("saved map's BTF cannot be restored; the map comes back without it",
+					zap.String("key", po.Key), zap.Error(berr))
+			}
+		}
 	case po.Kind == wire.ObjProg && po.Prog != nil:
 		o, err = s.restoreProg(po.Owner, po.Prog)
 	default:

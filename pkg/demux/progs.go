@@ -132,6 +132,10 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 	if c.nhandles >= c.srv.cfg.MaxHandles {
 		return 0, ErrTooManyHandles
 	}
+	bref, err := c.btfOf(at.BTFHandle, 0, 0, 0, 0, false)
+	if err != nil {
+		return 0, err
+	}
 	insns := append([]byte(nil), data[:n]...)
 	license := strings.TrimRight(string(data[n:n+uint64(at.LicenseLen)]), "\x00")
 	var lines map[int]string
@@ -250,7 +254,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 		for _, hd := range mapHandles {
 			addViaLocked(o, hd.src)
 		}
-		return nil
+		return r.holdBTFLocked(o, bref)
 	})
 }
 

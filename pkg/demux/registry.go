@@ -65,6 +65,9 @@ type Object struct {
 
 	// stats: run statistics and creation audit (stats.go).
 	stats objStats
+
+	btf    *btfBlob // kind == wire.ObjBTF (btf.go)
+	btfRef btfRef   // maps and programs: their BTF object, holding a reference (btf.go)
 }
 
 // ID returns the object's daemon-wide id.
@@ -95,6 +98,7 @@ func (o *Object) info(i *wire.ObjInfo, mode wire.Mode) {
 			i.Frozen = 1
 		}
 	}
+	o.btfInfo(i)
 }
 
 // close releases what o holds. Called once, without the registry lock.
@@ -261,6 +265,10 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 		free = r.unref(d, free)
 	}
 	o.deps = nil
+	if b := o.btfRef.obj; b != nil {
+		o.btfRef.obj = nil
+		free = r.unref(b, free)
+	}
 	return r.clearSlotsLocked(o, free)
 }
 

@@ -89,9 +89,14 @@ const (
 
 var le = binary.LittleEndian
 
-// MapCreateAttr is CmdMapCreate's attr (40 bytes). Reply: Ret = handle,
-// fd 0 = descriptor (mode read-write, capped by BPF_F_RDONLY/WRONLY), data =
-// ObjInfo.
+// MapCreateAttr is CmdMapCreate's attr (72 bytes; old clients send the
+// first 40). Reply: Ret = handle, fd 0 = descriptor (mode read-write,
+// capped by BPF_F_RDONLY/WRONLY), data = ObjInfo.
+//
+// Layout: @0 MapType, @4 KeySize, @8 ValueSize, @12 MaxEntries, @16
+// MapFlags, @20 zero, @24 Name; @40 InnerMapHandle, @44 NumaNode, @48
+// MapExtra (u64); @56 BTFHandle, @60 BTFKeyTypeID, @64 BTFValueTypeID
+// (as bpf_attr's btf_fd, btf_key_type_id, btf_value_type_id); @68 zero.
 type MapCreateAttr struct {
 	MapType    uint32
 	KeySize    uint32
@@ -99,10 +104,26 @@ type MapCreateAttr struct {
 	MaxEntries uint32
 	MapFlags   uint32
 	Name       [ObjNameLen]byte
+	// InnerMapHandle names the inner map of a map-in-map (0: none).
+	InnerMapHandle uint32
+	// NumaNode is the kernel's numa_node (with BPF_F_NUMA_NODE).
+	NumaNode uint32
+	// MapExtra is the kernel's map_extra (bloom filter hash count).
+	MapExtra uint64
+	// BTFHandle names a BTF object (BTF_LOAD) describing the key and the
+	// value: BTFKeyTypeID and BTFValueTypeID are type ids in it, whose
+	// sizes must be the key and value sizes. 0: no type information.
+	BTFHandle      uint32
+	BTFKeyTypeID   uint32
+	BTFValueTypeID uint32
 }
 
-// MapCreateAttrSize is the encoded size of MapCreateAttr.
-const MapCreateAttrSize = 40
+// MapCreateAttrSize is the encoded size of MapCreateAttr; MapCreateAttrV1Size
+// the size before InnerMapHandle.
+const (
+	MapCreateAttrSize   = 72
+	MapCreateAttrV1Size = 40
+)
 
 // Append appends a's encoding to b.
 func (a *MapCreateAttr) Append(b []byte) []byte {
@@ -112,11 +133,18 @@ func (a *MapCreateAttr) Append(b []byte) []byte {
 	b = le.AppendUint32(b, a.MaxEntries)
 	b = le.AppendUint32(b, a.MapFlags)
 	b = le.AppendUint32(b, 0)
-	return append(b, a.Name[:]...)
+	b = append(b, a.Name[:]...)
+	b = le.AppendUint32(b, a.InnerMapHandle)
+	b = le.AppendUint32(b, a.NumaNode)
+	b = le.AppendUint64(b, a.MapExtra)
+	b = le.AppendUint32(b, a.BTFHandle)
+	b = le.AppendUint32(b, a.BTFKeyTypeID)
+	b = le.AppendUint32(b, a.BTFValueTypeID)
+	return le.AppendUint32(b, 0)
 }
 
 // Parse decodes a from a normalised attr (see Attr) of MapCreateAttrSize
-// bytes. The pad word must be zero (false otherwise).
+// bytes. The pad words must be zero (false otherwise).
 func (a *MapCreateAttr) Parse(b []byte) bool {
 	a.MapType = le.Uint32(b[0:])
 	a.KeySize = le.Uint32(b[4:])
@@ -124,7 +152,13 @@ func (a *MapCreateAttr) Parse(b []byte) bool {
 	a.MaxEntries = le.Uint32(b[12:])
 	a.MapFlags = le.Uint32(b[16:])
 	copy(a.Name[:], b[24:40])
-	return le.Uint32(b[20:]) == 0
+	a.InnerMapHandle = le.Uint32(b[40:])
+	a.NumaNode = le.Uint32(b[44:])
+	a.MapExtra = le.Uint64(b[48:])
+	a.BTFHandle = le.Uint32(b[56:])
+	a.BTFKeyTypeID = le.Uint32(b[60:])
+	a.BTFValueTypeID = le.Uint32(b[64:])
+	return le.Uint32(b[20:]) == 0 && le.Uint32(b[68:]) == 0
 }
 
 // ElemAttr is the attr of the single-element map commands (16 bytes):
@@ -298,10 +332,20 @@ type ObjInfo struct {
 	// reused, stable across daemon restarts. CmdLineage lists the nodes,
 	// CmdRevokeNode revokes one.
 	Node uint64
+	// BTFID is the id of the object's BTF object (0: none); for maps,
+	// BTFKeyTypeID and BTFValueTypeID are the key's and value's type
+	// ids in it.
+	BTFID          uint32
+	BTFKeyTypeID   uint32
+	BTFValueTypeID uint32
 }
 
-// ObjInfoSize is the encoded size of ObjInfo.
-const ObjInfoSize = 88
+// ObjInfoSize is the encoded size of ObjInfo; ObjInfoV1Size the size
+// before the BTF fields (a reply of an older server: they read as 0).
+const (
+	ObjInfoSize   = 104
+	ObjInfoV1Size = 88
+)
 
 // Append appends o's encoding to b.
 func (o *ObjInfo) Append(b []byte) []byte {
@@ -314,13 +358,18 @@ func (o *ObjInfo) Append(b []byte) []byte {
 	b = append(b, o.Tag[:]...)
 	b = le.AppendUint32(b, o.OwnerUID)
 	b = le.AppendUint32(b, 0)
-	return le.AppendUint64(b, o.Node)
+	b = le.AppendUint64(b, o.Node)
+	b = le.AppendUint32(b, o.BTFID)
+	b = le.AppendUint32(b, o.BTFKeyTypeID)
+	b = le.AppendUint32(b, o.BTFValueTypeID)
+	return le.AppendUint32(b, 0)
 }
 
-// Parse decodes o; false if b is shorter than ObjInfoSize. Longer input
-// (from a newer server) is accepted and the tail ignored.
+// Parse decodes o; false if b is shorter than ObjInfoV1Size. Longer input
+// (from a newer server) is accepted and the tail ignored; the fields of a
+// shorter one (an older server) are 0.
 func (o *ObjInfo) Parse(b []byte) bool {
-	if len(b) < ObjInfoSize {
+	if len(b) < ObjInfoV1Size {
 		return false
 	}
 	f := [...]*uint32{(*uint32)(&o.ObjType), (*uint32)(&o.Mode), &o.ID, &o.Type,
@@ -333,6 +382,12 @@ func (o *ObjInfo) Parse(b []byte) bool {
 	copy(o.Tag[:], b[64:72])
 	o.OwnerUID = le.Uint32(b[72:])
 	o.Node = le.Uint64(b[80:])
+	o.BTFID, o.BTFKeyTypeID, o.BTFValueTypeID = 0, 0, 0
+	if len(b) >= ObjInfoSize {
+		o.BTFID = le.Uint32(b[88:])
+		o.BTFKeyTypeID = le.Uint32(b[92:])
+		o.BTFValueTypeID = le.Uint32(b[96:])
+	}
 	return true
 }
 
@@ -387,6 +442,10 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return MapStorageAttrSize, true
 	case CmdObjList:
 		return ListAttrSize, true
+	case CmdBTFLoad:
+		return BTFLoadAttrSize, true
+	case CmdBTFGet:
+		return HandleAttrSize, true
 	}
 	return 0, false
 }

@@ -6,7 +6,7 @@ package wire
 // then the line info (AppendLineInfo encoding).
 const CmdProgDump Cmd = 0x110
 
-// ProgLoadAttr is CmdProgLoad's attr (48 bytes).
+// ProgLoadAttr is CmdProgLoad's attr (56 bytes; older clients send 48).
 //
 // Request data: InsnCount raw instructions (8 bytes each, bpf_attr.insns
 // format) | License (LicenseLen bytes, no NUL needed) | line info
@@ -34,10 +34,14 @@ type ProgLoadAttr struct {
 	// so older clients send 0.
 	ExpectedAttachType uint32
 	Name               [ObjNameLen]byte
+	// BTFHandle @48 names the BTF object of the program's source (as
+	// bpf_attr's prog_btf_fd): its id is reported as the program's
+	// btf_id. 0: none. @52 is zero.
+	BTFHandle uint32
 }
 
 // ProgLoadAttrSize is the encoded size of ProgLoadAttr.
-const ProgLoadAttrSize = 48
+const ProgLoadAttrSize = 56
 
 // Append appends a's encoding to b.
 func (a *ProgLoadAttr) Append(b []byte) []byte {
@@ -45,11 +49,13 @@ func (a *ProgLoadAttr) Append(b []byte) []byte {
 		a.LogLevel, a.LogSize, a.ProgFlags, a.ExpectedAttachType} {
 		b = le.AppendUint32(b, v)
 	}
-	return append(b, a.Name[:]...)
+	b = append(b, a.Name[:]...)
+	b = le.AppendUint32(b, a.BTFHandle)
+	return le.AppendUint32(b, 0)
 }
 
-// Parse decodes a from a normalised attr; it reports true (the layout
-// has no reserved field left).
+// Parse decodes a from a normalised attr; false if the pad word @52 is
+// set.
 func (a *ProgLoadAttr) Parse(b []byte) bool {
 	f := [...]*uint32{&a.ProgType, &a.InsnCount, &a.LicenseLen, &a.LineInfoLen,
 		&a.LogLevel, &a.LogSize, &a.ProgFlags, &a.ExpectedAttachType}
@@ -57,7 +63,8 @@ func (a *ProgLoadAttr) Parse(b []byte) bool {
 		*p = le.Uint32(b[4*i:])
 	}
 	copy(a.Name[:], b[32:48])
-	return true
+	a.BTFHandle = le.Uint32(b[48:])
+	return le.Uint32(b[52:]) == 0
 }
 
 // LineInfo ties an instruction to a line of source, for verifier logs and

@@ -31,8 +31,10 @@ type PinnedObject struct {
 	Spec maps.Spec
 	// Frozen is the map's frozen flag.
 	Frozen bool
-	// Entries holds the map's contents: N pairs of key ‖ value, each
-	// Spec.KeySize + Spec.ValueSize bytes. Arrays omit all-zero values.
+	// Entries holds the map's contents: the elements maps.Dump gives,
+	// each key ‖ value in the encoding EachEntry reads (fixed sizes from
+	// maps.DumpSizes; ring buffer records length-prefixed). Arrays omit
+	// all-zero values.
 	Entries []byte
 	// Partial is set when the contents could not be read: a hash map
 	// created with BPF_F_WRONLY has no read path to enumerate it. Entries
@@ -175,9 +177,9 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 	if o.m != nil {
 		po.Region = regionName(o.m)
 	}
-	if o.m != nil && o.spec.Type == maps.TypeProgArray {
-		// Slots name programs of this run: a program array comes back
-		// empty, as one a pinned program uses.
+	if o.m != nil && (o.spec.Type == maps.TypeProgArray || isMapInMapSpec(o.spec)) {
+		// Slots name programs (maps) of this run: a program array (a
+		// map of maps) comes back empty, as one a pinned program uses.
 		po.Frozen = o.m.Frozen()
 	} else if o.m != nil {
 		po.BTF = o.pinnedBTF()
@@ -202,7 +204,7 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 				pm.Key = pd.key
 			}
 			ps.mu.Unlock()
-			if dep.spec.Type != maps.TypeProgArray {
+			if dep.spec.Type != maps.TypeProgArray && !isMapInMapSpec(dep.spec) {
 				var err error
 				if pm.Entries, pm.Partial, err = dumpMap(dep.m, dep.spec); err != nil {
 					return nil, fmt.Errorf("reading map %d of program %d for persistence: %w", dep.id, o.id, err)
@@ -288,8 +290,7 @@ func (ps *pinSet) snapshotPins(o *Object) (*PinnedObject, error) {
 func dumpMap(m maps.Map, spec maps.Spec) ([]byte, bool, error) {
 	var out []byte
 	err := maps.Dump(m, func(k, v []byte) error {
-		out = append(out, k...)
-		out = append(out, v...)
+		out = appendEntry(out, spec, k, v)
 		return nil
 	})
 	return out, false, err
@@ -342,7 +343,7 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 	var err error
 	switch {
 	case o != nil:
-	case po.Kind == wire.ObjMap && po.Spec.Type == maps.TypeProgArray:
+	case po.Kind == wire.ObjMap && (po.Spec.Type == maps.TypeProgArray || isMapInMapSpec(po.Spec)):
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, nil, po.Region)
 	case po.Kind == wire.ObjMap:
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries, po.Region)
@@ -529,9 +530,8 @@ func kindName(k wire.ObjType) string {
 // consistent: every store made before the daemon went down is in it;
 // otherwise it is made anew from entries and frozen.
 func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte, region string) (*Object, error) {
-	ks, vs := maps.DumpSizes(spec)
-	if ks+vs == 0 || len(entries)%(ks+vs) != 0 {
-		return nil, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
+	if _, err := CountEntries(spec, entries); err != nil {
+		return nil, err
 	}
 	mem, err := spec.MemoryUsage()
 	if err != nil {
@@ -556,18 +556,17 @@ func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries [
 			unreserve()
 			return nil, err
 		}
-		for off := 0; off < len(entries); off += ks + vs {
-			// Frozen and BPF_F_RDONLY maps are written too.
-			if err := maps.RestoreElem(m, entries[off:off+ks], entries[off+ks:off+ks+vs]); err != nil {
-				m.Close()
-				unreserve()
-				return nil, fmt.Errorf("restoring entry: %w", err)
-			}
+		// Frozen and BPF_F_RDONLY maps are written too.
+		if err := EachEntry(spec, entries, func(k, v []byte) error { return maps.RestoreElem(m, k, v) }); err != nil {
+			m.Close()
+			unreserve()
+			return nil, fmt.Errorf("restoring entry: %w", err)
 		}
 		if frozen {
 			m.Freeze()
 		}
 	}
+	emptyMapInMap(m)
 	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, m: m, spec: spec}
 	copy(o.name[:], spec.Name)
 	switch {
@@ -617,7 +616,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		refs = append(refs, prog.MapRef{Map: o.m, Read: pm.Read, Write: pm.Write, Name: pm.Spec.Name})
 	}
 	p, err := s.load(nil, owner, &prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
-		Name: pp.Name, LineInfo: pp.LineInfo, AttachType: pp.AttachType}, &prog.Env{Programs: r.progByID, Trace: s.trace})
+		Name: pp.Name, LineInfo: pp.LineInfo, AttachType: pp.AttachType}, &prog.Env{Programs: r.progByID, Maps: r.mapByID, Trace: s.trace})
 	if err != nil {
 		dropFresh()
 		return nil, err

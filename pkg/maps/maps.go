@@ -92,6 +92,18 @@
 // with the kernel's fd-array rules. The program layer translates descriptors
 // or handles to ids before Update and keeps id→program references itself;
 // see ProgArray.
+//
+// # PERF_EVENT_ARRAY (a deliberate difference)
+//
+// The kernel's perf event array slots hold perf events a consumer opened
+// (perf_event_open of PERF_COUNT_SW_BPF_OUTPUT) and stored with a map
+// update. bpfd has no perf events: a slot holds a perf ring made for the
+// purpose (PerfEventArray.AttachRing, the daemon's PERF_RING command),
+// with the same memory layout, records and wakeup rules and an eventfd in
+// place of the perf fd. So the syscall-side update of a slot fails as the
+// kernel's does for a descriptor that is not a perf event (EBADF), and
+// rings are not map data: they are not persisted and a reopened region
+// starts with every slot empty.
 package maps
 
 import (
@@ -271,6 +283,11 @@ func New(spec Spec) (Map, error) { return NewWith(spec, nil) }
 // ErrNoMemory / a wrapped syscall error if the region cannot be created.
 // The caller owns the map and must Close it.
 func NewWith(spec Spec, cfg *Config) (Map, error) {
+	if spec.isMapInMap() && spec.Inner == nil {
+		// The kernel's inner_map_fd is mandatory (an fd that is no
+		// map: EINVAL).
+		return nil, ErrInvalid
+	}
 	pool := cfg.pool()
 	l, err := spec.layout(pool.N())
 	if err != nil {
@@ -331,6 +348,8 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 	}
 	var m impl
 	switch spec.Type {
+	case TypeHashOfMaps:
+		m = &HashOfMaps{Hash: &Hash{seed: seed, inPlace: true, view: view}}
 	case TypeHash, TypePercpuHash, TypeLRUHash, TypeLRUPercpuHash:
 		percpu := spec.Type == TypePercpuHash || spec.Type == TypeLRUPercpuHash
 		h := &Hash{seed: seed, percpu: percpu, inPlace: percpu, view: view}
@@ -341,8 +360,10 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		}
 	case TypeArray, TypePercpuArray:
 		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
-	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
+	case TypeProgArray, TypeArrayOfMaps:
 		m = &ProgArray{}
+	case TypePerfEventArray:
+		m = &PerfEventArray{rings: make([]atomic.Pointer[PerfRing], spec.MaxEntries)}
 	case TypeQueue, TypeStack:
 		m = &Queue{stack: spec.Type == TypeStack}
 	case TypeRingbuf:

@@ -410,7 +410,7 @@ func (m *Map) elem(cmd wire.Cmd, flags uint64, out []byte, data ...[]byte) error
 // ...; ErrInvalid if they do not fit). It returns ErrKeyNotExist for a
 // missing key, ErrPermission if m cannot read, and ErrClosed after Close.
 func (m *Map) Lookup(key, valueOut any) error {
-	if k, ok := key.([]byte); ok {
+	if k, ok := key.([]byte); ok || key == nil { // nil: a map without keys
 		if v, ok := valueOut.([]byte); ok {
 			return m.lookupBytes(k, v)
 		}
@@ -430,6 +430,14 @@ func (m *Map) lookupTyped(key, valueOut any, op func(k, v []byte) error) error {
 	kb, err := m.keyBytes(k)
 	if err != nil {
 		return err
+	}
+	if m.info.Type == BloomFilter {
+		// The value is the one to test: an input.
+		vb, err := m.valueBytes(v)
+		if err != nil {
+			return err
+		}
+		return op(kb, vb)
 	}
 	if err := m.readValue(v, func(b []byte) error { return op(kb, b) }); err != nil {
 		return err
@@ -463,7 +471,7 @@ func (m *Map) lookupBytes(key, value []byte) error {
 // array index out of range), ErrInvalid (bad flags, sizes or types),
 // ErrPermission (m cannot write, or the map is frozen) and ErrClosed.
 func (m *Map) Update(key, value any, flags uint64) error {
-	if k, ok := key.([]byte); ok {
+	if k, ok := key.([]byte); ok || key == nil { // nil: a map without keys
 		if v, ok := value.([]byte); ok {
 			return m.updateBytes(k, v, flags)
 		}
@@ -514,7 +522,7 @@ func (m *Map) updateBytes(key, value []byte, flags uint64) error {
 // key of the wrong size, ErrPermission if m cannot write or the map is
 // frozen, and ErrClosed.
 func (m *Map) Delete(key any) error {
-	if k, ok := key.([]byte); ok {
+	if k, ok := key.([]byte); ok || key == nil && m.info.KeySize == 0 {
 		return m.deleteBytes(k)
 	}
 	keepContents(key)
@@ -590,7 +598,7 @@ func (m *Map) nextKeyBytes(key, next []byte) error {
 // the key in one step. Keys and values as Lookup; errors as Lookup and
 // Delete; arrays give ErrNotSupported or ErrInvalid as the kernel does.
 func (m *Map) LookupAndDelete(key, valueOut any) error {
-	if k, ok := key.([]byte); ok {
+	if k, ok := key.([]byte); ok || key == nil { // nil: a map without keys
 		if v, ok := valueOut.([]byte); ok {
 			return m.lookupAndDeleteBytes(k, v)
 		}

@@ -384,3 +384,41 @@ func TestBytesPathNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per []byte Lookup+NextKey", n)
 	}
 }
+
+// TestTypedKeyless: maps without keys take a nil key; a bloom filter's
+// lookup tests the typed value given (an input), a queue pops into one.
+func TestTypedKeyless(t *testing.T) {
+	c := newTestConn(t)
+	bf := newTestMap(t, c, MapSpec{Type: BloomFilter, ValueSize: 8, MaxEntries: 100})
+	for i := range uint64(20) {
+		if err := bf.Update(nil, i, UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	absent := 0
+	for i := range uint64(40) {
+		err := bf.Lookup(nil, i)
+		switch {
+		case i < 20 && err != nil:
+			t.Fatalf("added %d: %v", i, err)
+		case errors.Is(err, ErrKeyNotExist):
+			absent++
+		}
+	}
+	if absent < 10 {
+		t.Fatalf("only %d of 20 never-added values absent", absent)
+	}
+	q := newTestMap(t, c, MapSpec{Type: Queue, ValueSize: 4, MaxEntries: 4})
+	for _, v := range []uint32{7, 8} {
+		if err := q.Update(nil, v, UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got uint32
+	if err := q.LookupAndDelete(nil, &got); err != nil || got != 7 {
+		t.Fatalf("pop: %d, %v", got, err)
+	}
+	if err := q.Lookup(nil, &got); err != nil || got != 8 {
+		t.Fatalf("peek: %d, %v", got, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfd-project/bpfd/internal/netnstest"
 	"github.com/bpfd-project/bpfd/pkg/client"
 )
 
@@ -132,6 +134,73 @@ func errName(err error) string {
 	return "error"
 }
 
+// capsLinkQueue and capsLinkPort: the netfilter queue and UDP port of the
+// link phase, inside the test's own network namespace.
+const (
+	capsLinkQueue = 41
+	capsLinkPort  = 7941
+)
+
+// capsLink attaches an XDP program that passes everything to netfilter
+// queue capsLinkQueue of ns, as root (binding a queue needs CAP_NET_ADMIN
+// in the client, whatever the daemon holds), and sends a datagram that
+// the iptables rule queues: it arrives only if the daemon could configure
+// the queue and send its verdict, both of which the kernel allows only to
+// a sender with CAP_NET_ADMIN (nfnetlink's netlink_net_capable). It
+// returns the "link-attach" and "link-verdict" results.
+func capsLink(t *testing.T, sock string, ns *netnstest.NS) (attach, verdict string) {
+	t.Helper()
+	c, err := client.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := c.LoadProgram(client.ProgramSpec{Type: client.XDP, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R0, 2), // XDP_PASS
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	l, err := p.AttachNFQueue(capsLinkQueue, &client.NFQueueOptions{NetNS: ns.FD()})
+	if err != nil {
+		return errName(err), "not-attached"
+	}
+	defer l.Close()
+	defer l.Detach()
+	var u *net.UDPConn
+	lo := net.IPv4(127, 0, 0, 1)
+	if err := ns.Do(func() (err error) {
+		u, err = net.ListenUDP("udp", &net.UDPAddr{IP: lo, Port: capsLinkPort})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if err := ns.Do(func() error {
+		s, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: lo, Port: capsLinkPort})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		_, err = s.Write([]byte("decide me"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	u.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	if n, err := u.Read(buf); err != nil || string(buf[:n]) != "decide me" {
+		return "ok", "none"
+	}
+	st, err := l.Stats()
+	if err != nil || st.Pass != 1 {
+		return "ok", fmt.Sprintf("stats-%v-%d", err, st.Pass)
+	}
+	return "ok", "pass"
+}
+
 // unitCapabilities returns the capabilities systemd/bpfd.service keeps.
 func unitCapabilities(t *testing.T) []string {
 	t.Helper()
@@ -157,7 +226,11 @@ func unitCapabilities(t *testing.T) []string {
 // the operation it is there for failing — so the unit grants nothing the
 // code does not use (CAP_SYS_PTRACE among them: it is not in the unit,
 // and everything passes). The restore phase (a new boot: pin files gone)
-// shows CAP_FOWNER and CAP_CHOWN, which restores need.
+// shows CAP_FOWNER and CAP_CHOWN, which restores need. The daemon runs in
+// a network namespace the test creates (its host namespace, as the
+// service's is the machine's: the unit has no PrivateNetwork), where a
+// root client attaches a program to a netfilter queue and a queued
+// datagram gets the program's verdict: CAP_NET_ADMIN's reason.
 func TestServiceCapabilities(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the daemon runs as root with the unit's capabilities, the client as uid 65534")
@@ -173,7 +246,11 @@ func TestServiceCapabilities(t *testing.T) {
 		}
 	}
 	bin := sharedBinary(t)
-	want := map[string]string{"pin-top": "ok", "pin-top-owner": "65534", "mkdir": "ok", "pin-in-dir": "ok",
+	netMissing := netnstest.Missing()
+	if netMissing != "" {
+		t.Logf("no link phase (CAP_NET_ADMIN unproven): %s", netMissing)
+	}
+	want := map[string]string{"link-attach": "ok", "link-verdict": "pass", "pin-top": "ok", "pin-top-owner": "65534", "mkdir": "ok", "pin-in-dir": "ok",
 		"destroy-top": "ok", "after-destroy-top": "ENOENT", "destroy-in-dir": "ok", "after-destroy-in-dir": "ENOENT",
 		"kill-verdict": "SIGKILL", "pin-keep": "ok", "mkdir-g": "ok", "pin-g-keep": "ok",
 		"restored-keep": "65534:65534:640", "restored-g-keep": "65534:0:640"}
@@ -199,6 +276,10 @@ func TestServiceCapabilities(t *testing.T) {
 		{name: "without CAP_CHOWN", without: "CAP_CHOWN", changed: map[string]string{"restored-g-keep": "ENOENT"}},
 		// The kill verdict cannot be carried out on another user's process.
 		{name: "without CAP_KILL", without: "CAP_KILL", changed: map[string]string{"kill-verdict": "!SIGKILL"}},
+		// The daemon cannot configure the queue its client bound, nor
+		// send verdicts: nfnetlink checks the sender's CAP_NET_ADMIN.
+		{name: "without CAP_NET_ADMIN", without: "CAP_NET_ADMIN", changed: map[string]string{"link-attach": "!ok",
+			"link-verdict": "!pass"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,10 +298,19 @@ func TestServiceCapabilities(t *testing.T) {
 			sock, pins, state, runtimeDir := filepath.Join(dir, "bpfd.sock"), filepath.Join(dir, "pins"),
 				filepath.Join(dir, "state"), filepath.Join(dir, "runtime")
 			errb := &syncBuffer{}
+			var ns *netnstest.NS
+			var inNS []string // the daemon's command prefix
+			if netMissing == "" {
+				ns = netnstest.New(t, "bcap")
+				ns.IPT(t, false, "-A", "INPUT", "-p", "udp", "--dport", fmt.Sprint(capsLinkPort), "-j", "NFQUEUE",
+					"--queue-num", fmt.Sprint(capsLinkQueue))
+				inNS = []string{"ip", "netns", "exec", ns.Name}
+			}
 			start := func() *exec.Cmd {
-				d := exec.Command(setpriv, "--bounding-set", "-all,"+strings.Join(keep, ","), "--inh-caps", "-all", "--",
+				args := append(inNS, setpriv, "--bounding-set", "-all,"+strings.Join(keep, ","), "--inh-caps", "-all", "--",
 					bin, "-test.run=^$", "--", "--socket", sock, "--pin-root", pins, "--state-dir", state,
 					"--runtime-dir", runtimeDir)
+				d := exec.Command(args[0], args[1:]...)
 				d.Env = append(os.Environ(), "BPFD_TEST_DAEMON=1")
 				d.Stderr = errb
 				if err := d.Start(); err != nil {
@@ -247,6 +337,10 @@ func TestServiceCapabilities(t *testing.T) {
 			for sc.Scan() {
 				k, v, _ := strings.Cut(sc.Text(), " ")
 				got[k] = v
+			}
+			if ns != nil {
+				got["link-attach"], got["link-verdict"] = capsLink(t, sock, ns)
+				t.Logf("link: attach %s, verdict %s", got["link-attach"], got["link-verdict"])
 			}
 
 			// Restore after a reboot: the pin files are gone and the
@@ -277,6 +371,9 @@ func TestServiceCapabilities(t *testing.T) {
 				}
 			}
 			for k, v := range want {
+				if ns == nil && strings.HasPrefix(k, "link-") {
+					continue
+				}
 				w := v
 				if cv, ok := tt.changed[k]; ok {
 					w = cv

@@ -46,16 +46,23 @@ var (
 // with the NFQUEUE target work here.
 func Require(t testing.TB) {
 	t.Helper()
+	if why := Missing(); why != "" {
+		t.Skip(why)
+	}
+}
+
+// Missing returns why Require would skip, or "" when namespaces and the
+// NFQUEUE target work here: for a test that does its namespace part only
+// when it can.
+func Missing() string {
 	if os.Geteuid() != 0 {
-		t.Skip("network namespaces and netfilter queues need root")
+		return "network namespaces and netfilter queues need root"
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip(8) not installed (iproute2)")
+		return "ip(8) not installed (iproute2)"
 	}
 	iptOnce.Do(probe)
-	if iptErr != "" {
-		t.Skip(iptErr)
-	}
+	return iptErr
 }
 
 // probe finds an iptables flavour whose NFQUEUE target works, in a

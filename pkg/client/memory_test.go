@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,16 +139,33 @@ func rssBytes(t testing.TB, pid int) uint64 {
 	return 0
 }
 
+// ampUIDs returns the attackers' uids: three unprivileged uids when root
+// (the invariant is about every uid at its quota at once), this process's
+// own uid otherwise.
+func ampUIDs() []uint32 {
+	if os.Geteuid() == 0 {
+		return []uint32{65534, 65533, 65532}
+	}
+	return []uint32{uint32(os.Geteuid())}
+}
+
+// ampOverhead is the daemon's stated fixed overhead over its baseline
+// RSS: the Go runtime's slack (garbage not yet collected, pooled
+// buffers) and the daemon's own maps and goroutines.
+const ampOverhead = 48 << 20
+
 // TestAmplificationBounded is issue 9's memory attack against a real
-// daemon process: one uid (65534 when root) with a 32 MiB map and 40
-// connections asking for the whole map in one batch, again and again,
-// keeping every reply. Before the fix the daemon kept a reply-sized
-// buffer per connection plus each reply's memfd (1.36 GB RSS for a 32 MiB
-// quota). Now every reply is charged to the uid until its last copy is
-// closed: once the quota (128 MiB) is full the attacker gets ENOMEM, and
-// the daemon's RSS stays within its baseline plus that quota plus a
-// generous margin (a functional bound, not a timing). When the attacker
-// goes, every charge comes back.
+// daemon process: each attacker uid (three at once when root: 65534,
+// 65533, 65532) with a 32 MiB map and 40 connections asking for the whole
+// map in one batch, again and again, keeping every reply. Before the fix
+// the daemon kept a reply-sized buffer per connection plus each reply's
+// memfd (1.36 GB RSS for one uid with a 32 MiB quota). Now every reply is
+// charged to its uid until its last copy is closed: once a uid's quota
+// (128 MiB) is full it gets ENOMEM, no uid is charged beyond its quota,
+// and the daemon's RSS stays below its baseline plus the sum of the
+// attackers' quotas plus a stated fixed overhead (ampOverhead; a
+// functional bound, not a timing). When the attackers go, every charge
+// comes back.
 func TestAmplificationBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves a few hundred MiB through a daemon process")
@@ -196,65 +216,102 @@ func TestAmplificationBounded(t *testing.T) {
 		}
 	}()
 
-	a := child(t, "amplifier", nil, socketEnvTest+"="+path)
-	astdin, err := a.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	// Every attacker at once, each as its own uid.
+	uids := ampUIDs()
+	type attacker struct {
+		uid                    uint32
+		cmd                    *exec.Cmd
+		stdin                  io.WriteCloser
+		line                   string
+		err                    error
+		ok, nomem, other, kept int
 	}
-	astdout, err := a.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	atk := make([]*attacker, len(uids))
+	var wg sync.WaitGroup
+	for i, uid := range uids {
+		a := &attacker{uid: uid, cmd: sameUserChild(t, "amplifier", nil, socketEnvTest+"="+path)}
+		if os.Geteuid() == 0 {
+			a.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}}
+		}
+		if a.stdin, err = a.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		out, err := a.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.cmd.Stderr = os.Stderr
+		if err := a.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.stdin.Close(); a.cmd.Wait() })
+		atk[i] = a
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.line, a.err = bufio.NewReader(out).ReadString('\n')
+		}()
 	}
-	a.Stderr = os.Stderr
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
+	wg.Wait()
+	for _, a := range atk {
+		if a.err != nil {
+			t.Fatalf("amplifier uid %d: %v", a.uid, a.err)
+		}
+		if _, err := fmt.Sscanf(strings.TrimSpace(a.line), "done ok=%d enomem=%d other=%d kept=%d",
+			&a.ok, &a.nomem, &a.other, &a.kept); err != nil {
+			t.Fatalf("amplifier uid %d said %q", a.uid, a.line)
+		}
 	}
-	line, err := bufio.NewReader(astdout).ReadString('\n')
-	if err != nil {
-		astdin.Close()
-		a.Wait()
-		t.Fatalf("amplifier: %v", err)
-	}
-	var ok, nomem, other, kept int
-	if _, err := fmt.Sscanf(strings.TrimSpace(line), "done ok=%d enomem=%d other=%d kept=%d", &ok, &nomem, &other, &kept); err != nil {
-		t.Fatalf("amplifier said %q", line)
-	}
-	attacker, _ := childUID()
 	st, err := c.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var held uint64
-	for _, u := range st.UIDs {
-		if u.UID == attacker {
-			held = u.Memory
-		}
-	}
 	close(stopSampling)
 	<-sampled
-	astdin.Close()
-	if err := a.Wait(); err != nil {
-		t.Fatalf("amplifier: %v", err)
+	// The reply memfds the attackers hoard are no longer mapped by the
+	// daemon (not in its RSS) but their pages are still memory it made
+	// (charged to its cgroup): they count in its footprint.
+	footprint := rssBytes(t, pid)
+	held := map[uint32]uint64{}
+	for _, u := range st.UIDs {
+		held[u.UID] = u.Memory
 	}
-	t.Logf("attacker: %d replies, %d ENOMEM/E2BIG, %d other, %d memfds kept; charged %d MiB of %d MiB; daemon RSS %d MiB at start, peak %d MiB",
-		ok, nomem, other, kept, held>>20, ampMemQuota>>20, base>>20, peak.Load()>>20)
-	if other != 0 {
-		t.Fatalf("%d requests failed with something other than ENOMEM/E2BIG", other)
+	var quotas, charged uint64
+	for _, a := range atk {
+		t.Logf("attacker uid %d: %d replies, %d ENOMEM/E2BIG, %d other, %d memfds kept; charged %d MiB of %d MiB",
+			a.uid, a.ok, a.nomem, a.other, a.kept, held[a.uid]>>20, ampMemQuota>>20)
+		if a.other != 0 {
+			t.Errorf("uid %d: %d requests failed with something other than ENOMEM/E2BIG", a.uid, a.other)
+		}
+		if a.nomem == 0 {
+			t.Errorf("uid %d was never refused", a.uid)
+		}
+		if held[a.uid] > ampMemQuota {
+			t.Errorf("uid %d holds %d bytes, beyond its quota %d", a.uid, held[a.uid], ampMemQuota)
+		}
+		quotas += ampMemQuota
+		charged += held[a.uid]
+		footprint += uint64(a.kept) * ampEntries * ampValueSize
 	}
-	if nomem == 0 {
-		t.Fatal("the attacker was never refused")
-	}
-	if held > ampMemQuota {
-		t.Fatalf("the attacker holds %d bytes, beyond its quota %d", held, ampMemQuota)
-	}
-	// The bound: the daemon's baseline, what the attacker's quota allows,
-	// and 48 MiB for the runtime's slack (garbage, pooled buffers, maps
-	// of the daemon's own): generous, and far below the 1.36 GB of the
-	// unfixed daemon.
-	if bound := base + ampMemQuota + 48<<20; peak.Load() > bound {
+	// The bound: the daemon's baseline, what the attackers' quotas allow,
+	// and the stated fixed overhead: far below the 1.36 GB one unfixed
+	// uid reached.
+	bound := base + quotas + ampOverhead
+	t.Logf("%d uids at their quotas: %d MiB charged of %d MiB; daemon RSS %d MiB at start, peak %d MiB; at the end RSS + hoarded replies %d MiB; bound %d MiB (baseline + quotas + %d MiB)",
+		len(atk), charged>>20, quotas>>20, base>>20, peak.Load()>>20, footprint>>20, bound>>20, ampOverhead>>20)
+	if peak.Load() > bound {
 		t.Fatalf("daemon RSS peaked at %d MiB, bound %d MiB", peak.Load()>>20, bound>>20)
 	}
-	// Everything comes back once the attacker is gone.
+	if footprint > bound {
+		t.Fatalf("daemon RSS plus the replies clients hoard: %d MiB, bound %d MiB", footprint>>20, bound>>20)
+	}
+	for _, a := range atk {
+		a.stdin.Close()
+		if err := a.cmd.Wait(); err != nil {
+			t.Fatalf("amplifier uid %d: %v", a.uid, err)
+		}
+	}
+	// Everything comes back once the attackers are gone.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st, err := c.Status()
@@ -263,15 +320,15 @@ func TestAmplificationBounded(t *testing.T) {
 		}
 		var left uint64
 		for _, u := range st.UIDs {
-			if u.UID == attacker && u.UID != uint32(os.Geteuid()) {
-				left = u.Memory
+			if slices.Contains(uids, u.UID) && u.UID != uint32(os.Geteuid()) {
+				left += u.Memory
 			}
 		}
 		if left == 0 && st.ReplyMemfds == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the attacker left: %d bytes still charged to it, %d reply memfds outstanding", left, st.ReplyMemfds)
+			t.Fatalf("after the attackers left: %d bytes still charged to them, %d reply memfds outstanding", left, st.ReplyMemfds)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

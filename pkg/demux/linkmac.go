@@ -7,6 +7,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/nfqueue"
 )
 
 // macCache resolves interface indexes of a link's network namespace to
@@ -53,9 +55,15 @@ func (m *macCache) close() {
 }
 
 // linkAddrs dumps the interfaces of network namespace netns with their
-// 6-byte hardware addresses.
+// 6-byte hardware addresses. The daemon's own namespace is dumped without
+// entering it (setns needs CAP_SYS_ADMIN, which bpfd.service does not
+// grant); another namespace only with CAP_SYS_ADMIN.
 func linkAddrs(netns int) (map[uint32][6]byte, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: netns})
+	cfg := &netlink.Config{NetNS: netns}
+	if nfqueue.OwnNetNS(netns) {
+		cfg.NetNS = 0
+	}
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -56,8 +56,13 @@ type attachment struct {
 	// bulk-lane slice: they then run in the bulk lane (fairly against
 	// other uids' bulk work) instead of the fast lane; see decide.
 	heavy bool
-	// run is the bulk-lane closure for heavy decisions (made once).
-	run func(*sched.Turn) error
+	// run is the bulk-lane closure for heavy decisions and yield its
+	// check-in within a run (both made once); turn is the bulk-lane turn
+	// of the decision in progress.
+	run    func(*sched.Turn) error
+	yield  func() error
+	turn   *sched.Turn
+	waited time.Duration // by the decision in progress, in yield
 	// data is the notification being decided, for run.
 	data *[seccomp.SizeofData]byte
 	ret  uint32
@@ -179,10 +184,13 @@ func (c *conn) progAttach(a, data []byte, fds []int) (int64, error) {
 func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 	defer s.attach.wg.Done()
 	p := at.obj.p
-	at.run = func(*sched.Turn) error {
+	at.yield = func() error { at.waited += at.turn.Yield(); return nil }
+	at.run = func(t *sched.Turn) error {
+		at.turn, at.waited = t, 0
 		t0 := time.Now()
-		at.ret, at.err = p.RunSeccomp(at.data, &at.task)
-		at.took = time.Since(t0)
+		at.ret, at.err = p.RunSeccompYield(at.data, &at.task, at.yield)
+		at.took = time.Since(t0) - at.waited // its own running time
+		at.turn = nil
 		return nil
 	}
 	err := at.l.Serve(ctx, func(n *seccomp.Notif, t *seccomp.Task) seccomp.Verdict {

@@ -518,6 +518,17 @@ func (vm *VM) exec(p *Program, pc, base int, args *[5]uint64) (uint64, error) {
 			}
 		}
 		if budget == 0 {
+			if vm.reserve > 0 && vm.yield != nil {
+				// A chunk is done (SetYield): check in, then go on
+				// with the next one.
+				if err := vm.yield(); err != nil {
+					ferr = &Fault{Code: FaultBudget, PC: pc, Err: err}
+					goto out
+				}
+				budget = min(vm.reserve, YieldChunk)
+				vm.reserve -= budget
+				continue
+			}
 			ferr = &Fault{Code: FaultBudget, PC: pc}
 			goto out
 		}

@@ -92,6 +92,10 @@ type VM struct {
 	tailCalls int
 	left      uint64 // budget left when the last run stopped
 	running   bool
+	// yield (SetYield) is called every YieldChunk instructions of a run;
+	// reserve is the budget held back from left until the next chunk.
+	yield   func() error
+	reserve uint64
 
 	// Legacy packet access (SetPacket).
 	pkt     []byte
@@ -124,7 +128,19 @@ func NewVM(cfg *VMConfig) *VM {
 func stackTop(f int) uint64 { return uint64(stackBase+f)<<32 | StackSize }
 
 // Executed returns how many instructions the last Run executed.
-func (vm *VM) Executed() uint64 { return vm.budget - vm.left }
+func (vm *VM) Executed() uint64 { return vm.budget - vm.left - vm.reserve }
+
+// YieldChunk is how many instructions a run executes between calls of the
+// function set with SetYield.
+const YieldChunk = 1 << 16
+
+// SetYield makes the VM call f (nil: nothing) every YieldChunk
+// instructions of each run, from the goroutine running it: f may block
+// (a scheduler giving the CPU to other work, pkg/sched), and a non-nil
+// error stops the run with a FaultBudget fault wrapping it. It costs the
+// run loop nothing: the instruction budget is handed out in chunks.
+// Not safe to call while the VM runs.
+func (vm *VM) SetYield(f func() error) { vm.yield = f }
 
 // AddRegion makes buf addressable by the program, readable and (when
 // writable) writable, and returns the pointer to its first byte; it is
@@ -308,7 +324,10 @@ func (vm *VM) Run(p *Program, args ...uint64) (r0 uint64, err error) {
 	}()
 	vm.install(p)
 	vm.cur = p
-	vm.left = vm.budget
+	vm.left, vm.reserve = vm.budget, 0
+	if vm.yield != nil && vm.budget > YieldChunk {
+		vm.left, vm.reserve = YieldChunk, vm.budget-YieldChunk
+	}
 	return vm.exec(p, 0, 0, &a)
 }
 

@@ -78,10 +78,12 @@ type StatsReader struct {
 // OpenStats opens /proc/net/netfilter/nfnetlink_queue of the network
 // namespace netns (an fd, as Queue.NetNS; -1 for the caller's own). The
 // file stays bound to that namespace. Entering another namespace needs
-// CAP_SYS_ADMIN; the error is the kernel's.
+// CAP_SYS_ADMIN; the error is the kernel's. The caller's own namespace is
+// never entered (OwnNetNS), so a daemon without CAP_SYS_ADMIN (bpfd.service)
+// reads the statistics of the queues in its own namespace.
 func OpenStats(netns int) (*StatsReader, error) {
 	const path = "/proc/thread-self/net/netfilter/nfnetlink_queue"
-	if netns < 0 {
+	if netns < 0 || OwnNetNS(netns) {
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
@@ -120,6 +122,17 @@ func OpenStats(netns int) (*StatsReader, error) {
 		return nil, r.err
 	}
 	return &StatsReader{f: r.f}, nil
+}
+
+// OwnNetNS reports whether netns (an fd of a network namespace, as
+// Queue.NetNS) is the calling thread's own network namespace: then
+// nothing needs to enter it (setns, which needs CAP_SYS_ADMIN).
+func OwnNetNS(netns int) bool {
+	var a, b unix.Stat_t
+	if netns < 0 || unix.Fstat(netns, &a) != nil || unix.Stat("/proc/thread-self/ns/net", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // Read returns queue's statistics (ErrNoStats when the kernel does not

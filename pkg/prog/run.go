@@ -75,7 +75,8 @@ type RunOptions struct {
 	// Task is "current" for the helpers that ask; nil means a task with
 	// every id zero.
 	Task Task
-	// Yield, when not nil, is called between repeats. It may block (the
+	// Yield, when not nil, is called between repeats, and within a run
+	// every interp.YieldChunk instructions. It may block (the
 	// caller's scheduler, pkg/sched, runs other work meanwhile) and
 	// returns how long it did: that time counts neither in the run's
 	// Duration nor against MaxTestRunTime. A non-nil error stops the run
@@ -161,6 +162,17 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	}
 	vm := p.vm()
 	defer p.vms.Put(vm)
+	var waited time.Duration // in opts.Yield, left out of the run time
+	if opts.Yield != nil {
+		// One long run checks in too, every interp.YieldChunk
+		// instructions.
+		vm.SetYield(func() error {
+			w, err := opts.Yield()
+			waited += w
+			return err
+		})
+		defer vm.SetYield(nil)
+	}
 	rc := vm.Context.(*runCtx)
 	rc.frame, rc.pkt, rc.xdp, rc.netOff, rc.macOff = nil, nil, xdpBuff{}, 0, -1
 	rc.sockCookie, rc.sockUID = 0, 0
@@ -185,7 +197,6 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	}
 
 	var ret uint64
-	var waited time.Duration // in opts.Yield, left out of the run time
 	// Short runs check in with opts.Yield every 16 repeats, long ones
 	// (judged by the first) after each, so a slice ends close to its
 	// length either way without a clock read per short run.
@@ -496,8 +507,24 @@ func shadowOffset(t Type, off int) (int, bool) {
 // and returns its SECCOMP_RET_* action word. It is the daemon's hot path
 // for routed syscalls: no allocation once warm.
 func (p *Program) RunSeccomp(data *[SeccompDataSize]byte, task Task) (uint32, error) {
+	return p.runSeccomp(data, task, nil)
+}
+
+// RunSeccompYield is RunSeccomp checking in with yield every
+// interp.YieldChunk instructions (interp.VM.SetYield): for a decision
+// that runs in a scheduler's bulk lane, which yield may pause. A non-nil
+// error from yield stops the run (a budget fault wrapping it).
+func (p *Program) RunSeccompYield(data *[SeccompDataSize]byte, task Task, yield func() error) (uint32, error) {
+	return p.runSeccomp(data, task, yield)
+}
+
+func (p *Program) runSeccomp(data *[SeccompDataSize]byte, task Task, yield func() error) (uint32, error) {
 	vm := p.vm()
 	defer p.vms.Put(vm)
+	if yield != nil {
+		vm.SetYield(yield)
+		defer vm.SetYield(nil)
+	}
 	rc := vm.Context.(*runCtx)
 	rc.p, rc.task = p, task
 	rc.gen++

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/bpfd-project/bpfd/pkg/interp"
 	"github.com/bpfd-project/bpfd/pkg/prog"
 )
 
@@ -78,5 +79,47 @@ func TestRunYieldStops(t *testing.T) {
 	}})
 	if err != gone || yields != 3 {
 		t.Fatalf("TestRun = %v after %d yields, want the Yield error after 3", err, yields)
+	}
+}
+
+// TestRunYieldWithinARun: one long run (a loop of 200k instructions) checks
+// in with RunOptions.Yield every interp.YieldChunk instructions, and so
+// does a seccomp decision through RunSeccompYield.
+func TestRunYieldWithinARun(t *testing.T) {
+	loop := asm.Instructions{
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Add.Imm(asm.R0, 1).WithSymbol("l"),
+		asm.JLT.Imm(asm.R0, 100000, "l"),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
+	want := (2*100000 + 3) / interp.YieldChunk
+	p, err := prog.Load(&prog.Spec{Type: prog.SocketFilter, License: "GPL", Insns: marshalInsns(t, loop)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yields := 0
+	if _, err := p.TestRun(&prog.RunOptions{Data: make([]byte, 14), Repeat: 1,
+		Yield: func() (time.Duration, error) { yields++; return 0, nil }}); err != nil {
+		t.Fatal(err)
+	}
+	if yields != want {
+		t.Fatalf("one run of 200k instructions checked in %d times, want %d", yields, want)
+	}
+	sp, err := prog.Load(&prog.Spec{Type: prog.Seccomp, License: "GPL", Insns: marshalInsns(t, loop)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yields = 0
+	var data [prog.SeccompDataSize]byte
+	if _, err := sp.RunSeccompYield(&data, nil, func() error { yields++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if yields != want {
+		t.Fatalf("a seccomp decision of 200k instructions checked in %d times, want %d", yields, want)
+	}
+	stop := errors.New("stop")
+	if _, err := sp.RunSeccompYield(&data, nil, func() error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("RunSeccompYield = %v, want the yield's error", err)
 	}
 }

@@ -29,11 +29,11 @@
 // waiting turns.
 //
 // Work is cut into slices cooperatively: a turn calls Turn.Yield at points
-// where it can pause (between test-run repeats, every few thousand
-// verifier steps). Yield is a clock read unless the slice is over and
-// someone else waits; then the turn gives its slot up and waits for its
-// uid's next turn. A piece of work that cannot be cut (one program run of
-// up to 16 Mi instructions) overruns its slice; the overrun is charged to
+// where it can pause (between test-run repeats, every 65536 instructions
+// of a program run, every 512 verifier steps). Yield is a clock read
+// unless the slice is over and someone else waits; then the turn gives its
+// slot up and waits for its uid's next turn. A piece of work that cannot
+// be cut (a batch operation) overruns its slice; the overrun is charged to
 // its uid as debt, which the uid pays back by being passed over in later
 // rounds, so overruns cost the offender, not the others. Time used while
 // nobody else waited is recorded (Stats) but is not debt: DRR orders

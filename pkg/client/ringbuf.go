@@ -59,11 +59,9 @@ type RingbufReader struct {
 	view *mapview.View
 	rd   *mapview.RingReader // guarded by mu
 	wake atomic.Int32        // the eventfd (replaced on a remap)
-	epfd int
-	stop int // eventfd that Close signals
+	poll *readPoll
 
-	deadline atomic.Int64 // unix nanoseconds; 0 = none
-	closed   atomic.Bool
+	closed atomic.Bool
 }
 
 // NewRingbufReader maps m's ring buffer for reading (see RingbufReader).
@@ -74,19 +72,11 @@ func NewRingbufReader(m *Map) (*RingbufReader, error) {
 	if m.info.Type != RingBuf {
 		return nil, ErrInvalid
 	}
-	r := &RingbufReader{m: m, writable: m.info.Mode&ModeWrite != 0, epfd: -1, stop: -1}
+	r := &RingbufReader{m: m, writable: m.info.Mode&ModeWrite != 0}
 	r.wake.Store(-1)
 	var err error
-	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if r.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		unix.Close(r.epfd)
-		return nil, os.NewSyscallError("eventfd", err)
-	}
-	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, r.stop, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(r.stop)}); err != nil {
-		r.closeFDs()
-		return nil, os.NewSyscallError("epoll_ctl", err)
+	if r.poll, err = newReadPoll(); err != nil {
+		return nil, err
 	}
 	if err := r.attach(); err != nil {
 		r.closeFDs()
@@ -160,9 +150,9 @@ func (r *RingbufReader) attach() error {
 		rd.Advance(r.rd.Position())
 	}
 	old := int(r.wake.Swap(int32(fds[2])))
-	unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fds[2], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fds[2])})
+	r.poll.add(fds[2])
 	if old >= 0 {
-		unix.EpollCtl(r.epfd, unix.EPOLL_CTL_DEL, old, nil)
+		r.poll.del(old)
 		unix.Close(old)
 	}
 	r.mem, r.cons, r.view, r.rd = mem, cons, view, rd
@@ -237,58 +227,20 @@ func (r *RingbufReader) ReadInto(rec *RingbufRecord) error {
 			rec.Remaining = r.rd.Pending()
 			return nil
 		}
-		if err := r.wait(); err != nil {
+		if err := r.poll.wait(); err != nil {
 			return err
 		}
 	}
 }
 
-// wait blocks until the eventfd (or Close) fires or the deadline passes.
-func (r *RingbufReader) wait() error {
-	var evs [2]unix.EpollEvent
-	for {
-		timeout := -1
-		if d := r.deadline.Load(); d != 0 {
-			left := time.Until(time.Unix(0, d))
-			if left <= 0 {
-				return os.ErrDeadlineExceeded
-			}
-			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
-		}
-		n, err := unix.EpollWait(r.epfd, evs[:], timeout)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("epoll_wait", err)
-		}
-		if n == 0 {
-			continue // the deadline is checked above
-		}
-		for i := range evs[:n] {
-			if int(evs[i].Fd) == r.stop {
-				return ErrReaderClosed
-			}
-		}
-		var b [8]byte
-		unix.Read(int(r.wake.Load()), b[:])
-		return nil
-	}
-}
-
 // SetDeadline makes Read return os.ErrDeadlineExceeded when no record
 // arrives before t; the zero time means no deadline.
-func (r *RingbufReader) SetDeadline(t time.Time) {
-	if t.IsZero() {
-		r.deadline.Store(0)
-		return
-	}
-	r.deadline.Store(t.UnixNano())
-}
+func (r *RingbufReader) SetDeadline(t time.Time) { r.poll.setDeadline(t) }
 
 // WakeupFD returns the eventfd Read waits on (owned by the reader; valid
 // until the next Read or Close): poll it for readability to multiplex
-// several readers in one event loop.
+// several readers in one event loop. (A poller must not read it: Read
+// drains it.)
 func (r *RingbufReader) WakeupFD() int { return int(r.wake.Load()) }
 
 // AvailableBytes returns how many bytes of records are waiting.
@@ -317,8 +269,7 @@ func (r *RingbufReader) Close() error {
 	if r.closed.Swap(true) {
 		return ErrReaderClosed
 	}
-	one := [8]byte{1}
-	unix.Write(r.stop, one[:])
+	r.poll.stopWait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.mem != nil {
@@ -338,12 +289,5 @@ func (r *RingbufReader) closeFDs() {
 	if fd := int(r.wake.Swap(-1)); fd >= 0 {
 		unix.Close(fd)
 	}
-	if r.epfd >= 0 {
-		unix.Close(r.epfd)
-		r.epfd = -1
-	}
-	if r.stop >= 0 {
-		unix.Close(r.stop)
-		r.stop = -1
-	}
+	r.poll.closeFDs()
 }

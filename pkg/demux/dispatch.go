@@ -87,6 +87,8 @@ func (c *conn) exec(msg []byte, fds []int) (int64, error) {
 		return c.destroy(a, data)
 	case wire.CmdMapStorage:
 		return c.mapStorage(a, data)
+	case wire.CmdPerfRing:
+		return c.perfRing(a, data)
 	case wire.CmdRevokeNode:
 		return c.revokeNode(a, data)
 	case wire.CmdLineage:

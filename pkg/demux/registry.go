@@ -418,6 +418,7 @@ func (r *registry) releaseHandleLocked(h *handle, free []*Object) []*Object {
 		return free
 	}
 	h.dead.Store(true)
+	releasePerfRings(h)
 	delete(h.src.handles, h)
 	r.handles.Add(-1)
 	free = r.unref(h.obj, free)

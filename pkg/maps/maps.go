@@ -92,6 +92,18 @@
 // with the kernel's fd-array rules. The program layer translates descriptors
 // or handles to ids before Update and keeps id→program references itself;
 // see ProgArray.
+//
+// # PERF_EVENT_ARRAY (a deliberate difference)
+//
+// The kernel's perf event array slots hold perf events a consumer opened
+// (perf_event_open of PERF_COUNT_SW_BPF_OUTPUT) and stored with a map
+// update. bpfd has no perf events: a slot holds a perf ring made for the
+// purpose (PerfEventArray.AttachRing, the daemon's PERF_RING command),
+// with the same memory layout, records and wakeup rules and an eventfd in
+// place of the perf fd. So the syscall-side update of a slot fails as the
+// kernel's does for a descriptor that is not a perf event (EBADF), and
+// rings are not map data: they are not persisted and a reopened region
+// starts with every slot empty.
 package maps
 
 import (
@@ -341,8 +353,10 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		}
 	case TypeArray, TypePercpuArray:
 		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
-	case TypeProgArray, TypePerfEventArray, TypeArrayOfMaps:
+	case TypeProgArray, TypeArrayOfMaps:
 		m = &ProgArray{}
+	case TypePerfEventArray:
+		m = &PerfEventArray{rings: make([]atomic.Pointer[PerfRing], spec.MaxEntries)}
 	case TypeQueue, TypeStack:
 		m = &Queue{stack: spec.Type == TypeStack}
 	case TypeRingbuf:

@@ -224,7 +224,7 @@ var implemented = map[uint32]bool{
 	TypePercpuHash: true, TypePercpuArray: true,
 	TypeLRUHash: true, TypeLRUPercpuHash: true,
 	TypeQueue: true, TypeStack: true, TypeBloomFilter: true,
-	TypeLPMTrie: true, TypeRingbuf: true,
+	TypeLPMTrie: true, TypeRingbuf: true, TypePerfEventArray: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.

@@ -42,6 +42,7 @@ func mapHelperFuncs() map[int32]interp.HelperFunc {
 		HelperRingbufDiscard:      helperRingbufDiscard,
 		HelperRingbufQuery:        helperRingbufQuery,
 		HelperMapLookupPercpuElem: helperLookupPercpu,
+		HelperPerfEventOutput:     helperPerfEventOutput,
 	}
 }
 

@@ -440,6 +440,8 @@ func AttrSize(cmd Cmd) (int, bool) {
 		return linkAttrSize(cmd), true
 	case CmdMapStorage:
 		return MapStorageAttrSize, true
+	case CmdPerfRing:
+		return PerfRingAttrSize, true
 	case CmdObjList:
 		return ListAttrSize, true
 	case CmdBTFLoad:

@@ -352,6 +352,25 @@ func TestBpftool(t *testing.T) {
 			t.Errorf("emulated bpftool output lacks %q:\n%s", want, em.out)
 		}
 	}
+	// The pins the script left behind are the user's bpfd pins: bpfctl
+	// pin ls (as the same user, outside the emulation) lists them.
+	ls := exec.Command(e.self, "--socket", e.d.Socket, "pin", "ls")
+	ls.Env = append(os.Environ(), roleEnv+"=bpfctl", "HOME="+e.dir)
+	ls.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: emutest.Nobody, Gid: emutest.Nobody}}
+	r := runCmd(t, ls, time.Minute)
+	for _, re := range []string{
+		`(?m)^arr +map +\d+ +arr +rwd +0600 +nobody:\S+ +array key 4B value 4B max_entries 2$`,
+		`(?m)^prog +prog +\d+ +count_proto +rwd +0600 +nobody:`,
+		`(?m)^all +dir `,
+		`(?m)^all/seven +prog +\d+ +seven `,
+	} {
+		if !regexp.MustCompile(re).MatchString(r.out) {
+			t.Errorf("bpfctl pin ls lacks a line matching %s:\n%v", re, r)
+		}
+	}
+	if strings.Contains(r.out, "counts") {
+		t.Errorf("bpfctl pin ls lists the pin the script removed:\n%s", r.out)
+	}
 	// Pins the script left behind are the user's: remove them and the
 	// daemon lets go of everything.
 	os.RemoveAll(filepath.Join(e.d.PinRoot, "all"))
@@ -739,4 +758,57 @@ func TestUnprivilegedDaemon(t *testing.T) {
 	if err != nil || string(left) != "objects 0 descriptors 0 connections 0\n" {
 		t.Errorf("the daemon after the run: %q %v, want nothing held\n%s", left, err, daemonErr.String())
 	}
+}
+
+// TestExecOptions runs the cilium/ebpf transcript under the options of
+// bpfctl exec --bpf: --bpffs moves the emulated bpf file system to a
+// directory that does not even exist (the transcript still equals the
+// kernel's on /sys/fs/bpf); --bpf-only leaves file system calls to the
+// kernel, so cilium/ebpf refuses to pin under /sys/fs/bpf (not a bpf
+// file system to an unprivileged user) while everything else works;
+// --bpf-trace prints each routed call with its result.
+func TestExecOptions(t *testing.T) {
+	e := newEnv(t)
+	prog := e.ciliumprog(t)
+	k := e.kernel(t, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf")
+	prefix := "/bpfemu-test-" + strconv.Itoa(os.Getpid()) + "/fs"
+	if _, err := os.Stat(filepath.Dir(prefix)); err == nil {
+		t.Fatalf("%s exists", filepath.Dir(prefix))
+	}
+
+	t.Run("bpffs", func(t *testing.T) {
+		em := runCmd(t, e.emulatedCmdFlags([]string{"--bpffs", prefix}, prog, "-obj", e.obj, "-pin", prefix), 2*time.Minute)
+		compareRuns(t, k, em, nil)
+	})
+	t.Run("bpf-only", func(t *testing.T) {
+		em := runCmd(t, e.emulatedCmdFlags([]string{"--bpf-only"}, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf"), 2*time.Minute)
+		if em.code != 0 {
+			t.Fatalf("%v", em)
+		}
+		// Up to the pins, the same as the kernel's.
+		cut := func(s string) string { return s[:max(strings.Index(s, "pin map:"), 0)] }
+		if cut(em.out) == "" || cut(em.out) != cut(k.out) {
+			t.Errorf("before the pins:\nkernel:\n%s\nemulated:\n%s", cut(k.out), cut(em.out))
+		}
+		if !strings.Contains(em.out, "pin map: error /sys/fs/bpf/emu_hash is not on a bpf filesystem") {
+			t.Errorf("pinning did not fail as without bpffs emulation:\n%s", em.out)
+		}
+	})
+	t.Run("trace", func(t *testing.T) {
+		em := runCmd(t, e.emulatedCmdFlags([]string{"--bpf-trace"}, prog, "-obj", e.obj, "-pin", "/sys/fs/bpf"), 2*time.Minute)
+		compareRuns(t, k, em, nil)
+		for _, re := range []string{
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_MAP_CREATE\) = new fd$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_MAP_UPDATE_ELEM\) = 0$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_MAP_LOOKUP_ELEM\) = no such file or directory$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_PROG_LOAD\) = permission denied$`,
+			`(?m)^bpfemu: tid \d+ bpf\(BPF_OBJ_PIN\) = 0$`,
+			`(?m)^bpfemu: tid \d+ statfs = 0$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(em.errOut) {
+				t.Errorf("the trace lacks a line matching %s:\n%s", re, em.errOut)
+			}
+		}
+	})
+	e.settled(t)
 }

@@ -45,6 +45,10 @@ const (
 	// data; Lookup finds the longest matching prefix. Needs
 	// FlagNoPrealloc, as the kernel.
 	LPMTrie MapType = 11 // BPF_MAP_TYPE_LPM_TRIE
+	// ArrayOfMaps and HashOfMaps hold maps (see mapinmap.go): values are
+	// map descriptors on Update, map ids on Lookup.
+	ArrayOfMaps MapType = 12 // BPF_MAP_TYPE_ARRAY_OF_MAPS
+	HashOfMaps  MapType = 13 // BPF_MAP_TYPE_HASH_OF_MAPS
 )
 
 // String returns the kernel's name for t without the prefix, e.g. "Hash".
@@ -72,6 +76,10 @@ func (t MapType) String() string {
 		return "BloomFilter"
 	case LPMTrie:
 		return "LPMTrie"
+	case ArrayOfMaps:
+		return "ArrayOfMaps"
+	case HashOfMaps:
+		return "HashOfMaps"
 	}
 	return "MapType(" + itoa(uint64(t)) + ")"
 }
@@ -142,6 +150,11 @@ func (m Mode) Data() Mode { return m & ModeReadWrite }
 // MapSpec describes a map to create. It is plain data; NewMap validates it
 // (through the daemon, with the kernel's rules).
 type MapSpec struct {
+	// InnerMap is the inner-map template of an ArrayOfMaps or
+	// HashOfMaps (the kernel's inner_map_fd): a Map open on the same
+	// Conn, any mode; only its shape is used. Ignored for other types.
+	InnerMap *Map
+
 	Type       MapType
 	KeySize    uint32
 	ValueSize  uint32
@@ -258,6 +271,9 @@ func (c *Conn) NewMap(spec MapSpec) (*Map, error) {
 	a := wire.MapCreateAttr{MapType: uint32(spec.Type), KeySize: spec.KeySize,
 		ValueSize: spec.ValueSize, MaxEntries: spec.MaxEntries, MapFlags: spec.Flags}
 	copy(a.Name[:], spec.Name)
+	if err := c.innerMapAttr(&spec, &a); err != nil {
+		return nil, err
+	}
 	closeBTF, err := c.specBTF(&spec, &a)
 	if err != nil {
 		return nil, err
@@ -508,6 +524,14 @@ func (m *Map) updateBytes(key, value []byte, flags uint64) error {
 	if m.info.Type == ProgArray {
 		// As with the kernel, the value is a program's descriptor.
 		v, err := m.c.progArrayValue(value)
+		if err != nil {
+			return err
+		}
+		value = v
+	}
+	if m.info.Type == ArrayOfMaps || m.info.Type == HashOfMaps {
+		// As with the kernel, the value is a map's descriptor.
+		v, err := m.c.mapInMapValue(value)
 		if err != nil {
 			return err
 		}

@@ -148,6 +148,9 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	if isProgArray(hd) && (cmd == wire.CmdMapUpdateElem || cmd == wire.CmdMapDeleteElem) {
 		return c.progArrayElem(cmd, hd, &at, data)
 	}
+	if isMapInMap(hd) && (cmd == wire.CmdMapUpdateElem || cmd == wire.CmdMapDeleteElem) {
+		return c.mapInMapElem(cmd, hd, &at, data)
+	}
 	m := hd.obj.m
 	ks, vs := int(hd.obj.spec.KeySize), hd.obj.spec.SyscallValueSize()
 	switch cmd {
@@ -245,7 +248,7 @@ func (c *conn) batchOp(cmd wire.Cmd, a, data []byte) (int64, error) {
 	if at.Flags != 0 && (cmd == wire.CmdMapLookupBatch || cmd == wire.CmdMapLookupAndDeleteBatch) {
 		return 0, ErrInvalid
 	}
-	if isProgArray(hd) && need != wire.ModeRead {
+	if isFDMap(hd) && need != wire.ModeRead {
 		return 0, ErrProgArrayOp
 	}
 	m := hd.obj.m
@@ -328,11 +331,10 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	if c.nhandles >= c.srv.cfg.MaxHandles {
 		return 0, ErrTooManyHandles
 	}
-	if at.InnerMapHandle != 0 || at.NumaNode != 0 || at.MapExtra != 0 {
-		return 0, ErrInvalid // known fields, not supported yet
+	spec, err := c.mapCreateSpec(&at)
+	if err != nil {
+		return 0, err
 	}
-	spec := maps.Spec{Type: at.MapType, KeySize: at.KeySize, ValueSize: at.ValueSize,
-		MaxEntries: at.MaxEntries, Flags: at.MapFlags, Name: wire.NameString(at.Name)}
 	mem, err := spec.MemoryUsage()
 	if err != nil {
 		return 0, err

@@ -94,6 +94,8 @@ type use struct {
 	array *Object     // a program array whose slot key holds the node's program
 	key   uint32      // the slot, with array
 	att   *attachment // a seccomp attachment of the node's program
+	outer *Object     // a map of maps whose entry okey holds the node's map
+	okey  string      // the entry's key, with outer
 }
 
 // addUseLocked records u on d. r.mu must be held.
@@ -135,6 +137,8 @@ func (r *registry) endUsesLocked(d *Descriptor, free []*Object, killed *[]*Descr
 			free = r.revokeTreeLocked(u.obj, free, killed)
 		case u.array != nil:
 			free = r.clearSlotLocked(u.array, u.key, free)
+		case u.outer != nil:
+			free = r.dropInnerLocked(u.outer, u.okey, free)
 		case u.att != nil:
 			u.att.cancel()
 		}

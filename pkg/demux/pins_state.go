@@ -175,9 +175,9 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 	if o.m != nil {
 		po.Region = regionName(o.m)
 	}
-	if o.m != nil && o.spec.Type == maps.TypeProgArray {
-		// Slots name programs of this run: a program array comes back
-		// empty, as one a pinned program uses.
+	if o.m != nil && (o.spec.Type == maps.TypeProgArray || isMapInMapSpec(o.spec)) {
+		// Slots name programs (maps) of this run: a program array (a
+		// map of maps) comes back empty, as one a pinned program uses.
 		po.Frozen = o.m.Frozen()
 	} else if o.m != nil {
 		po.BTF = o.pinnedBTF()
@@ -202,7 +202,7 @@ func (ps *pinSet) snapshot(o *Object) (*PinnedObject, error) {
 				pm.Key = pd.key
 			}
 			ps.mu.Unlock()
-			if dep.spec.Type != maps.TypeProgArray {
+			if dep.spec.Type != maps.TypeProgArray && !isMapInMapSpec(dep.spec) {
 				var err error
 				if pm.Entries, pm.Partial, err = dumpMap(dep.m, dep.spec); err != nil {
 					return nil, fmt.Errorf("reading map %d of program %d for persistence: %w", dep.id, o.id, err)
@@ -342,7 +342,7 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 	var err error
 	switch {
 	case o != nil:
-	case po.Kind == wire.ObjMap && po.Spec.Type == maps.TypeProgArray:
+	case po.Kind == wire.ObjMap && (po.Spec.Type == maps.TypeProgArray || isMapInMapSpec(po.Spec)):
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, nil, po.Region)
 	case po.Kind == wire.ObjMap:
 		o, err = s.restoreMap(po.Owner, po.Spec, po.Frozen, po.Entries, po.Region)
@@ -568,6 +568,7 @@ func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries [
 			m.Freeze()
 		}
 	}
+	emptyMapInMap(m)
 	o := &Object{kind: wire.ObjMap, cap: wire.ModeReadWrite, mem: mem, m: m, spec: spec}
 	copy(o.name[:], spec.Name)
 	switch {
@@ -617,7 +618,7 @@ func (s *Server) restoreProg(owner uint32, pp *PinnedProg) (*Object, error) {
 		refs = append(refs, prog.MapRef{Map: o.m, Read: pm.Read, Write: pm.Write, Name: pm.Spec.Name})
 	}
 	p, err := s.load(nil, owner, &prog.Spec{Type: prog.Type(pp.Type), Insns: pp.Insns, Maps: refs, License: pp.License,
-		Name: pp.Name, LineInfo: pp.LineInfo, AttachType: pp.AttachType}, &prog.Env{Programs: r.progByID, Trace: s.trace})
+		Name: pp.Name, LineInfo: pp.LineInfo, AttachType: pp.AttachType}, &prog.Env{Programs: r.progByID, Maps: r.mapByID, Trace: s.trace})
 	if err != nil {
 		dropFresh()
 		return nil, err

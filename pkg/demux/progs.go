@@ -188,7 +188,7 @@ func (c *conn) progLoad(a, data []byte) (int64, error) {
 	name := wire.NameString(at.Name)
 	p, err := c.srv.load(c, c.uid, &prog.Spec{Type: prog.Type(at.ProgType), Insns: insns, Maps: refs,
 		License: license, Name: name, LineInfo: lines, LogLevel: at.LogLevel, AttachType: at.ExpectedAttachType},
-		&prog.Env{Programs: c.reg.progByID, Trace: c.srv.trace})
+		&prog.Env{Programs: c.reg.progByID, Maps: c.reg.mapByID, Trace: c.srv.trace})
 	if err != nil {
 		var ve *verifier.Error
 		if errors.As(err, &ve) {

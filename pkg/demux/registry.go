@@ -49,6 +49,9 @@ type Object struct {
 	// program handle that filled it (a use of that node). Guarded by
 	// registry.mu.
 	slotVia map[uint32]*Descriptor
+	// mim is, for a map of maps, the inner map of each entry (mapinmap.go).
+	// Guarded by registry.mu.
+	mim *mapInMap
 	// via are the lineage nodes whose authority this object (a program,
 	// a link) was made with: the map handles' nodes of a program, the
 	// program handle's node of a link. Each holds a use (lineage.go);
@@ -156,9 +159,12 @@ type registry struct {
 	persist *persister
 
 	handles atomic.Int64 // live handles, for Stats
-	epfd    int
-	wakefd  int // eventfd that stops the watcher
-	done    chan struct{}
+	// innerMaps has, by id, every map stored in a map of maps, for
+	// programs to resolve without taking mu (mapinmap.go).
+	innerMaps sync.Map
+	epfd      int
+	wakefd    int // eventfd that stops the watcher
+	done      chan struct{}
 }
 
 const wakeToken = 0 // cookies are never 0
@@ -265,6 +271,8 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 		free = r.unref(d, free)
 	}
 	o.deps = nil
+	r.innerMaps.Delete(o.id)
+	free = r.dropInnersLocked(o, free)
 	if b := o.btfRef.obj; b != nil {
 		o.btfRef.obj = nil
 		free = r.unref(b, free)

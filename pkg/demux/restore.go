@@ -418,6 +418,7 @@ func (s *Server) restoreImage(img *state.Image, fds *fdSet, byKey map[string]*Ob
 		if err != nil {
 			continue // logged
 		}
+		emptyMapInMap(m)
 		spec := m.Spec()
 		spec.Inner = so.Map.Spec.Inner
 		register(so, &Object{kind: wire.ObjMap, cap: mapCap(spec), mem: m.MemoryUsage(), m: m, spec: spec})
@@ -544,7 +545,7 @@ func (s *Server) restoreImageProg(so *state.Object, objs map[uint32]*Object) (*O
 	}
 	r := s.reg
 	p, err := s.load(nil, so.Owner, &prog.Spec{Type: prog.Type(sp.Type), Insns: sp.Insns, Maps: refs,
-		License: sp.License, Name: sp.Name, LineInfo: sp.LineInfo}, &prog.Env{Programs: r.progByID, Trace: s.trace})
+		License: sp.License, Name: sp.Name, LineInfo: sp.LineInfo}, &prog.Env{Programs: r.progByID, Maps: r.mapByID, Trace: s.trace})
 	if err != nil {
 		return nil, fmt.Errorf("verifying it again: %w", err)
 	}

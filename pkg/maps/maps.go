@@ -283,6 +283,11 @@ func New(spec Spec) (Map, error) { return NewWith(spec, nil) }
 // ErrNoMemory / a wrapped syscall error if the region cannot be created.
 // The caller owns the map and must Close it.
 func NewWith(spec Spec, cfg *Config) (Map, error) {
+	if spec.isMapInMap() && spec.Inner == nil {
+		// The kernel's inner_map_fd is mandatory (an fd that is no
+		// map: EINVAL).
+		return nil, ErrInvalid
+	}
 	pool := cfg.pool()
 	l, err := spec.layout(pool.N())
 	if err != nil {
@@ -343,6 +348,8 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 	}
 	var m impl
 	switch spec.Type {
+	case TypeHashOfMaps:
+		m = &HashOfMaps{Hash: &Hash{seed: seed, inPlace: true, view: view}}
 	case TypeHash, TypePercpuHash, TypeLRUHash, TypeLRUPercpuHash:
 		percpu := spec.Type == TypePercpuHash || spec.Type == TypeLRUPercpuHash
 		h := &Hash{seed: seed, percpu: percpu, inPlace: percpu, view: view}

@@ -42,6 +42,9 @@ var persistCases = map[uint32]persistCase{
 	TypeBloomFilter:   {spec: Spec{Type: TypeBloomFilter, ValueSize: 12, MaxEntries: 64}, fill: fillBloom},
 	TypeLPMTrie:       {spec: Spec{Type: TypeLPMTrie, KeySize: 8, ValueSize: 12, MaxEntries: 64, Flags: FlagNoPrealloc}, fill: fillLPM},
 	TypeRingbuf:       {spec: Spec{Type: TypeRingbuf, MaxEntries: 4096}, fill: fillRing},
+	// Maps of maps keep inner map ids (the layer above's references).
+	TypeArrayOfMaps: {spec: Spec{Type: TypeArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 16, Inner: &innerHash}, fill: fillSlots},
+	TypeHashOfMaps:  {spec: Spec{Type: TypeHashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 64, Inner: &innerHash}},
 	TypePerfEventArray: {spec: Spec{Type: TypePerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 4}, fill: fillPerfRings,
 		runtimeOnly: true},
 }

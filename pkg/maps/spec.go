@@ -225,6 +225,7 @@ var implemented = map[uint32]bool{
 	TypeLRUHash: true, TypeLRUPercpuHash: true,
 	TypeQueue: true, TypeStack: true, TypeBloomFilter: true,
 	TypeLPMTrie: true, TypeRingbuf: true, TypePerfEventArray: true,
+	TypeArrayOfMaps: true, TypeHashOfMaps: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.
@@ -239,8 +240,8 @@ func (s Spec) check(ncpu int) error {
 		// bpfd reports a single node, 0, like a non-NUMA machine.
 		return ErrInvalid
 	}
-	if s.Inner != nil && s.Type != TypeArrayOfMaps && s.Type != TypeHashOfMaps {
-		return ErrInvalid
+	if err := s.checkInner(); err != nil {
+		return err
 	}
 	numa := s.Flags&FlagNumaNode != 0
 	switch s.Type {
@@ -251,10 +252,10 @@ func (s Spec) check(ncpu int) error {
 		if s.Flags&^mask != 0 || !accessOK(s.Flags) {
 			return ErrInvalid
 		}
-		if s.Type == TypeHashOfMaps {
-			if s.ValueSize != 4 || s.Flags&(FlagRdonlyProg|FlagWronlyProg) != 0 {
-				return ErrInvalid
-			}
+		if s.Type == TypeHashOfMaps && s.ValueSize != 4 {
+			// fd_htab_map_alloc_check: unlike the fd arrays, program
+			// access flags are accepted.
+			return ErrInvalid
 		}
 		if !lru && s.Flags&FlagNoCommonLRU != 0 {
 			return ErrInvalid

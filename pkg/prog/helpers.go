@@ -117,6 +117,10 @@ type runCtx struct {
 	// gen numbers runs, so values cached by an earlier run are stale
 	// without clearing the cache.
 	gen uint64
+	// inner are the inner maps this run looked up in maps of maps
+	// (mapinmap.go), valid while innerGen == gen.
+	inner    []innerRef
+	innerGen uint64
 	// values caches, per run, the region each hash-map value found by a
 	// lookup got, so that looking the same entry up again reuses it.
 	values [64]valueRegion
@@ -164,10 +168,21 @@ func (p *Program) baseHelpers() map[int32]interp.HelperFunc {
 // type; a bad value here is an internal error, reported as a fault.
 func mapArg(vm *interp.VM, r uint64) (*runCtx, *MapRef, *mapSlot, error) {
 	rc := vm.Context.(*runCtx)
-	if r&tagMask != mapPtrTag || r&^tagMask >= uint64(len(rc.p.refs)) {
+	if r&tagMask != mapPtrTag {
 		return nil, nil, nil, errBadMapPtr
 	}
 	i := r &^ tagMask
+	if i&innerBit != 0 {
+		// An inner map a lookup in a map of maps returned (mapinmap.go).
+		ref, sl, ok := innerArg(rc, i)
+		if !ok {
+			return nil, nil, nil, errBadMapPtr
+		}
+		return rc, ref, sl, nil
+	}
+	if i >= uint64(len(rc.p.refs)) {
+		return nil, nil, nil, errBadMapPtr
+	}
 	return rc, &rc.p.refs[i], &rc.p.slots[i], nil
 }
 
@@ -187,6 +202,9 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 		return 0, err
 	}
 	rc := vm.Context.(*runCtx)
+	if sl.outer {
+		return lookupInner(rc, ref, key), nil
+	}
 	if sl.static >= 0 {
 		i := binary.NativeEndian.Uint32(key)
 		if i >= sl.maxEntries {

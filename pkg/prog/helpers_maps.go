@@ -110,7 +110,7 @@ func ringArg(vm *interp.VM, r uint64) (*maps.Ringbuf, *mapSlot, error) {
 		return nil, nil, err
 	}
 	rb, ok := ref.Map.(*maps.Ringbuf)
-	if !ok || sl.static < 0 {
+	if !ok {
 		return nil, nil, errBadMapPtr
 	}
 	return rb, sl, nil
@@ -139,7 +139,10 @@ func helperRingbufReserve(vm *interp.VM, r1, r2, r3, _, _ uint64) (uint64, error
 	if err != nil {
 		return 0, err
 	}
-	if r3 != 0 {
+	if r3 != 0 || sl.static < 0 {
+		// sl.static < 0: a ring buffer reached as an inner map has no
+		// static region in this program, so records cannot be handed
+		// out (a documented difference: ringbuf_output works).
 		return 0, nil
 	}
 	off, ok := rb.Reserve(r2)

@@ -75,6 +75,12 @@ type TraceFunc func(name, msg string)
 type Env struct {
 	// Programs resolves a program id stored in a PROG_ARRAY (tail calls).
 	Programs func(id uint32) *Program
+	// Maps resolves a map id stored in a map of maps (ARRAY_OF_MAPS,
+	// HASH_OF_MAPS) when a program looks it up; nil, or a nil result,
+	// makes the lookup return NULL. The map must stay usable while the
+	// invocation that got it runs (closing a map waits for invocations
+	// on its pool).
+	Maps func(id uint32) maps.Map
 	// Trace receives bpf_trace_printk output, already rate-limited.
 	Trace TraceFunc
 	// Pool is the CPU slot pool invocations run on (package percpu); nil
@@ -116,6 +122,7 @@ type mapSlot struct {
 	stride             uint64 // array: bytes between elements
 	percpu             bool   // per-CPU array: add cpu*valStride
 	valStride          uint64 // per-CPU array: bytes between CPUs' values
+	outer              bool   // a map of maps: lookups return inner maps
 }
 
 // Type returns the program type.
@@ -323,6 +330,7 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 		if st, ok := staticOf[i]; ok {
 			sl.static = st
 		}
+		sl.outer = sp.Type == maps.TypeArrayOfMaps || sp.Type == maps.TypeHashOfMaps
 		if a, ok := r.Map.(*maps.Array); ok && sl.static >= 0 {
 			_, sl.stride = a.Values()
 			if sp.PerCPU() {

@@ -21,7 +21,8 @@ package client
 //     on update: the rest are zero) and fill a slice of PossibleCPUs()
 //     elements or a pointer to a slice (made to measure), each element one
 //     CPU's value under the rules above;
-//   - a program array's value may be a *Program open on the same Conn.
+//   - a program array's value may be a *Program, a map of maps' a *Map,
+//     open on the same Conn.
 //
 // A value that does not encode to the map's size is ErrInvalid, naming
 // the Go type and both sizes.
@@ -327,6 +328,12 @@ func (m *Map) valueBytes(value any) ([]byte, error) {
 		}
 		return binary.NativeEndian.AppendUint32(nil, uint32(p.fd)), nil
 	}
+	if mm, ok := value.(*Map); ok && (m.info.Type == ArrayOfMaps || m.info.Type == HashOfMaps) {
+		if mm == nil {
+			return nil, errNilValue
+		}
+		return binary.NativeEndian.AppendUint32(nil, uint32(mm.fd)), nil
+	}
 	return marshal(value, int(m.info.ValueSize), errValueSize, "value")
 }
 
@@ -403,8 +410,9 @@ func typedArg(v any, what string) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
-	if p, ok := v.(*Program); ok {
-		return p, nil // a program array's value; always on the heap
+	switch p := v.(type) {
+	case *Program, *Map:
+		return p, nil // a program array's or map of maps' value; always on the heap
 	}
 	t := reflect.TypeOf(v)
 	switch t.Kind() {

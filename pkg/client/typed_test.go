@@ -422,3 +422,21 @@ func TestTypedKeyless(t *testing.T) {
 		t.Fatalf("peek: %d, %v", got, err)
 	}
 }
+
+// TestTypedMapInMap: a *Map of the same Conn is a map of maps' value, as
+// in cilium/ebpf; Lookup gives the inner map's id.
+func TestTypedMapInMap(t *testing.T) {
+	c := newTestConn(t)
+	inner := newTestMap(t, c, MapSpec{Type: Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	outer := newTestMap(t, c, MapSpec{Type: ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 2, InnerMap: inner})
+	if err := outer.Update(uint32(1), inner, UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	var id uint32
+	if err := outer.Lookup(uint32(1), &id); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := inner.Info(); err != nil || id != info.ID {
+		t.Fatalf("slot 1 holds %d, inner map %+v %v", id, info, err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/client"
+	"github.com/bpfd-project/bpfd/pkg/maps"
 	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
@@ -72,6 +73,17 @@ func (km *kvModel) inFlight(key, val []byte) {
 	km.pending[string(key)] = append(km.pending[string(key)], append([]byte(nil), val...))
 }
 
+// ringModel is the ring buffer's acknowledged state across rounds:
+// records are the sequence numbers the "ringer" program wrote (its
+// return value when bpf_ringbuf_output succeeded).
+type ringModel struct {
+	mu       sync.Mutex
+	acked    map[uint64]bool // records of acknowledged runs
+	consumed map[uint64]bool // records a reader returned (before a crash or after)
+	maxAcked uint64
+	pending  bool // a run in flight when the daemon died
+}
+
 // crashKey returns key i of a map with key size ks (LPM: /32 prefixes).
 func crashKey(spec client.MapSpec, i int) []byte {
 	if spec.Type == client.LPMTrie {
@@ -84,10 +96,25 @@ func crashKey(spec client.MapSpec, i int) []byte {
 // comment above): hash, per-CPU hash, LRU and LRU per-CPU hash, array,
 // per-CPU array, BPF_F_WRONLY hash (read back from its region file),
 // frozen array (written by a program), LPM trie, queue, stack,
-// bloom filter and program array, written by three clients on their own
+// bloom filter, program array and ring buffer (records written by a
+// program, consumed through shared memory), written by three clients on their own
 // connections (updates, deletes, batches, pushes, pops, slot changes) and
-// by a program run in test runs, killed at a random moment, many times.
+// by a program run in test runs, killed at a random moment, many times;
+// then a clean stop and a simulated reboot (/run emptied).
 func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
+	// Every map type bpfd has is in the test: a new one must be added
+	// here (or refused when pinned, with a test saying so).
+	covered := map[uint32]bool{}
+	for _, typ := range []client.MapType{client.Hash, client.PercpuHash, client.LRUHash, client.LRUPercpuHash,
+		client.Array, client.PercpuArray, client.LPMTrie, client.Queue, client.Stack, client.BloomFilter,
+		client.ProgArray, client.RingBuf, client.PerfEventArray} {
+		covered[uint32(typ)] = true
+	}
+	for _, typ := range maps.Types() {
+		if !covered[typ] {
+			t.Errorf("map type %s is not in the crash test: add it (it must survive kill -9 when pinned)", maps.TypeName(typ))
+		}
+	}
 	seed := time.Now().UnixNano()
 	if s, err := strconv.ParseInt(os.Getenv("BPFD_CRASH_SEED"), 10, 64); err == nil {
 		seed = s
@@ -144,6 +171,9 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		{Type: client.ProgArray, KeySize: 4, ValueSize: 4, MaxEntries: 8, Name: "progs"},
 		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "count"},
 		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "count_frozen"},
+		{Type: client.RingBuf, MaxEntries: 1 << 16, Name: "ring"},
+		{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Name: "ringseq"},
+		{Type: client.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: uint32(client.PossibleCPUs()), Name: "perf"},
 	} {
 		m, err := c.NewMap(s)
 		if err != nil {
@@ -191,7 +221,67 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	count.Close()
 	countRO.Close()
+	// A program writing numbered records into the ring buffer: it
+	// returns the record's number, or 0 when the ring was full.
+	ringm, _ := c.OpenPinnedMap("ring", client.ModeReadWrite)
+	seqm, _ := c.OpenPinnedMap("ringseq", client.ModeReadWrite)
+	ringer, err := c.LoadProgram(client.ProgramSpec{Type: client.SocketFilter, License: "GPL", Name: "ringer", Instructions: asm.Instructions{
+		asm.StoreImm(asm.R10, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, seqm.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "fail"),
+		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.LoadMem(asm.R1, asm.R6, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R6, 0, asm.R1, asm.DWord),
+		asm.StoreMem(asm.R10, -16, asm.R1, asm.DWord),
+		asm.LoadMapPtr(asm.R1, ringm.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -16),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRingbufOutput.Call(),
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.LoadMem(asm.R0, asm.R10, -16, asm.DWord),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("fail"),
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatalf("ring program: %v", err)
+	}
+	if err := c.Pin(ringer, "ringer", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ringer.Close()
+	ringm.Close()
+	seqm.Close()
+	// A program writing one sample to the perf event array (its result:
+	// 0, or the helper's errno when no ring is attached to the slot).
+	perfm, _ := c.OpenPinnedMap("perf", client.ModeReadWrite)
+	perfer, err := c.LoadProgram(client.ProgramSpec{Type: client.SocketFilter, License: "GPL", Name: "perfer", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R2, 0x5eed),
+		asm.StoreMem(asm.R10, -8, asm.R2, asm.DWord),
+		asm.LoadMapPtr(asm.R2, perfm.FD()),
+		asm.LoadImm(asm.R3, 0xffffffff, asm.DWord), // BPF_F_CURRENT_CPU
+		asm.Mov.Reg(asm.R4, asm.R10),
+		asm.Add.Imm(asm.R4, -8),
+		asm.Mov.Imm(asm.R5, 8),
+		asm.FnPerfEventOutput.Call(),
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatalf("perf program: %v", err)
+	}
+	if err := c.Pin(perfer, "perfer", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	perfer.Close()
+	perfm.Close()
 	c.Close()
+	ring := &ringModel{acked: map[uint64]bool{}, consumed: map[uint64]bool{}}
 
 	var queue, stack [][]byte // acknowledged contents, oldest / bottom first
 	bloom := map[string]bool{}
@@ -201,7 +291,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	deadline := time.Now().Add(crashBudget())
 	rounds := 0
 	for ; rounds < 3 || time.Now().Before(deadline); rounds++ {
-		st := &crashRound{t: t, sock: sock, rng: rand.New(rand.NewSource(rng.Int63())), kvs: kvs, next: &nextVal}
+		st := &crashRound{t: t, sock: sock, rng: rand.New(rand.NewSource(rng.Int63())), kvs: kvs, next: &nextVal, ring: ring}
 		// The writers run; the daemon dies at a random moment.
 		killAt := time.Duration(rng.Intn(250)) * time.Millisecond
 		res := st.run(killAt, cmd, &queue, &stack, bloom, slots, &runs)
@@ -211,10 +301,49 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 			t.Fatalf("round %d (seed %d, killed after %v): %v\ndaemon log:\n%s", rounds, seed, killAt, err, errb.String())
 		}
 	}
-	t.Logf("%d crashes survived: %d program runs, %d queued, %d stacked, %d in the bloom filter", rounds, runs,
-		len(queue), len(stack), len(bloom))
+	t.Logf("%d crashes survived: %d program runs, %d queued, %d stacked, %d in the bloom filter, %d ring records", rounds, runs,
+		len(queue), len(stack), len(bloom), len(ring.consumed))
 	if strings.Contains(errb.String(), "refused") && !strings.Contains(errb.String(), `"refused": 0`) {
 		t.Fatalf("a restore refused something:\n%s", errb.String())
+	}
+
+	// Last, a reboot: a few records left unread in the ring buffer, a
+	// clean stop (every pinned map saved to the state directory), /run
+	// emptied (region files and journal gone), a start, and a clean
+	// restart (so that the records name the new region files the test
+	// reads BPF_F_WRONLY maps from); then every map must hold the model
+	// again, but for program arrays, which come back empty after a reboot
+	// (their slots named programs of the earlier boot).
+	c, err = client.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ringer, err = c.OpenPinnedProgram("ringer", client.ModeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		seq, err := ringer.Run(&client.RunOptions{Data: make([]byte, 64)})
+		if err != nil || seq == 0 {
+			t.Fatalf("ringer before the reboot: %d %v", seq, err)
+		}
+		ring.acked[uint64(seq)], ring.maxAcked = true, uint64(seq)
+	}
+	c.Close()
+	stopDaemon(t, cmd, errb, syscall.SIGTERM)
+	if err := os.RemoveAll(DefaultRuntimeDir(pins)); err != nil {
+		t.Fatal(err)
+	}
+	cmd, errb = startDaemon(t, sock, pins, state)
+	stopDaemon(t, cmd, errb, syscall.SIGTERM)
+	cmd, errb = startDaemon(t, sock, pins, state)
+	clear(slots)
+	st := &crashRound{t: t, sock: sock, rng: rng, kvs: kvs, next: &nextVal, ring: ring}
+	if err := st.verify(&roundResult{slotPending: map[uint32]string{}}, state, &queue, &stack, bloom, slots, &runs); err != nil {
+		t.Fatalf("after a reboot: %v\ndaemon log:\n%s", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), `"refused": 0`) || strings.Contains(errb.String(), "ERROR") {
+		t.Fatalf("a restart after a clean stop refused or failed something:\n%s", errb.String())
 	}
 	stopDaemon(t, cmd, errb, syscall.SIGTERM)
 }
@@ -227,6 +356,7 @@ type crashRound struct {
 	rng  *rand.Rand
 	kvs  []*kvModel
 	next *uint64
+	ring *ringModel
 }
 
 // roundResult is what the writers of a round left in flight.
@@ -346,6 +476,49 @@ func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]
 		}
 		progs[n] = p
 	}
+	ringer, err := oc.OpenPinnedProgram("ringer", client.ModeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reader consumes the ring buffer through its shared storage until
+	// the daemon is dead and the writers stopped.
+	rc, err := client.DialWith(r.sock, &client.DialConfig{NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ringMap, err := rc.OpenPinnedMap("ring", client.ModeReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := client.NewRingbufReader(ringMap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readerStop atomic.Bool
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for !readerStop.Load() {
+			reader.SetDeadline(time.Now().Add(20 * time.Millisecond))
+			rec, err := reader.Read()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			r.ring.mu.Lock()
+			r.ring.consumed[binary.NativeEndian.Uint64(rec.RawSample)] = true
+			r.ring.mu.Unlock()
+		}
+	}()
+	defer func() {
+		readerStop.Store(true)
+		<-readerDone
+		reader.Close()
+		ringMap.Close()
+		rc.Close()
+	}()
 	orng := rand.New(rand.NewSource(r.rng.Int63()))
 	wg.Add(1)
 	go func() {
@@ -357,7 +530,7 @@ func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]
 			v := binary.LittleEndian.AppendUint64(nil, *r.next)
 			mu.Unlock()
 			var err error
-			switch orng.Intn(7) {
+			switch orng.Intn(8) {
 			case 0, 1:
 				if orng.Intn(3) == 0 && len(*queue) > 0 {
 					res.queuePop = true
@@ -416,6 +589,20 @@ func (r *crashRound) run(killAt time.Duration, cmd *exec.Cmd, queue, stack *[][]
 				}
 				if err == nil {
 					delete(res.slotPending, k)
+				}
+			case 7:
+				r.ring.mu.Lock()
+				r.ring.pending = true
+				r.ring.mu.Unlock()
+				var seq uint32
+				if seq, err = ringer.Run(&client.RunOptions{Data: make([]byte, 64)}); err == nil {
+					r.ring.mu.Lock()
+					if seq != 0 {
+						r.ring.acked[uint64(seq)] = true
+						r.ring.maxAcked = max(r.ring.maxAcked, uint64(seq))
+					}
+					r.ring.pending = false
+					r.ring.mu.Unlock()
 				}
 			case 6:
 				res.runPending = true
@@ -619,6 +806,19 @@ func (r *crashRound) verify(res *roundResult, state string, queue, stack *[][]by
 		}
 	}
 	pm.Close()
+	// Ring buffer: in order, every acknowledged record not consumed
+	// before the crash; maybe records consumed after a producer last saw
+	// the consumer position (delivered again), and the record of the run
+	// in flight. Reading them all consumes them.
+	if err := r.verifyRing(c); err != nil {
+		return err
+	}
+	// Perf event array: pinned, it comes back with its program, but its
+	// slots empty (a slot's ring belongs to the reader that attached it,
+	// which re-attaches); a reader attached now gets the program's sample.
+	if err := verifyPerf(c); err != nil {
+		return err
+	}
 	// The program's counters: every acknowledged run, maybe the one in
 	// flight.
 	for _, name := range []string{"count", "count_frozen"} {
@@ -638,6 +838,95 @@ func (r *crashRound) verify(res *roundResult, state string, queue, stack *[][]by
 			*runs = n
 		}
 		m.Close()
+	}
+	return nil
+}
+
+// verifyRing reads every record the ring buffer holds after a restart
+// and checks them against the model (see verify).
+func (r *crashRound) verifyRing(c *client.Conn) error {
+	m, err := c.OpenPinnedMap("ring", client.ModeReadWrite)
+	if err != nil {
+		return fmt.Errorf("ring buffer after the crash: %v", err)
+	}
+	defer m.Close()
+	rd, err := client.NewRingbufReader(m)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	rd.SetDeadline(time.Now()) // records already there are returned
+	rm := r.ring
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	seen := map[uint64]bool{}
+	var last, extra uint64
+	for {
+		rec, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("ring buffer after the crash: %v", err)
+		}
+		if len(rec.RawSample) != 8 {
+			return fmt.Errorf("ring buffer record of %d bytes after the crash", len(rec.RawSample))
+		}
+		v := binary.NativeEndian.Uint64(rec.RawSample)
+		if v <= last {
+			return fmt.Errorf("ring buffer record %d after %d", v, last)
+		}
+		last = v
+		switch {
+		case rm.acked[v] || rm.consumed[v]:
+		case rm.pending && v > rm.maxAcked && extra == 0:
+			extra = v // the run in flight
+		default:
+			return fmt.Errorf("ring buffer holds record %d that no acknowledged run wrote (last acknowledged %d, in flight %v)", v, rm.maxAcked, rm.pending)
+		}
+		seen[v] = true
+	}
+	for v := range rm.acked {
+		if !seen[v] && !rm.consumed[v] {
+			return fmt.Errorf("ring buffer lost record %d (acknowledged, never read)", v)
+		}
+	}
+	for v := range seen {
+		rm.consumed[v] = true
+	}
+	rm.acked = map[uint64]bool{}
+	rm.pending = false
+	return nil
+}
+
+// verifyPerf checks the pinned perf event array and its program after a
+// restart (see verify).
+func verifyPerf(c *client.Conn) error {
+	m, err := c.OpenPinnedMap("perf", client.ModeReadWrite)
+	if err != nil {
+		return fmt.Errorf("perf event array after the crash: %v", err)
+	}
+	defer m.Close()
+	p, err := c.OpenPinnedProgram("perfer", client.ModeRead)
+	if err != nil {
+		return fmt.Errorf("perf program after the crash: %v", err)
+	}
+	defer p.Close()
+	if ret, err := p.Run(&client.RunOptions{Data: make([]byte, 64)}); err != nil || int32(ret) != -int32(unix.ENOENT) {
+		return fmt.Errorf("perf output with no reader after the crash: %d %v, want -ENOENT (slots do not survive)", int32(ret), err)
+	}
+	rd, err := client.NewPerfReader(m, 4096)
+	if err != nil {
+		return fmt.Errorf("perf reader after the crash: %v", err)
+	}
+	defer rd.Close()
+	if ret, err := p.Run(&client.RunOptions{Data: make([]byte, 64)}); err != nil || ret != 0 {
+		return fmt.Errorf("perf output after the crash: %d %v", int32(ret), err)
+	}
+	rd.SetDeadline(time.Now().Add(time.Minute))
+	rec, err := rd.Read()
+	if err != nil || len(rec.RawSample) < 8 || binary.NativeEndian.Uint64(rec.RawSample) != 0x5eed {
+		return fmt.Errorf("perf sample after the crash: %+v %v", rec, err)
 	}
 	return nil
 }

@@ -225,16 +225,16 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 		return nil, fmt.Errorf("bad state key %q", po.Key)
 	}
 	m := stateMeta{Key: po.Key, Owner: po.Owner}
-	es := 1
+	count := 0
 	switch {
 	case po.Kind == wire.ObjMap:
 		// Values in the syscall layout: one per possible CPU for
 		// per-CPU maps.
-		ks, vs := maps.DumpSizes(po.Spec)
-		es = ks + vs
-		if es == 0 || len(po.Entries)%es != 0 {
-			return nil, errors.New("entries are not whole key/value pairs")
+		n, err := demux.CountEntries(po.Spec, po.Entries)
+		if err != nil {
+			return nil, err
 		}
+		count = n
 		m.Kind, m.Frozen, m.Partial, m.Spec = "map", po.Frozen, po.Partial, toStateSpec(po.Spec)
 		m.Region = po.Region
 		if b := po.BTF; b != nil {
@@ -265,7 +265,7 @@ func EncodeState(po *demux.PinnedObject) ([]byte, error) {
 	b = binary.LittleEndian.AppendUint32(b, stateVersion)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(meta)))
 	b = append(b, meta...)
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(po.Entries)/es))
+	b = binary.LittleEndian.AppendUint64(b, uint64(count))
 	b = append(b, po.Entries...)
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable)), nil
 }
@@ -397,9 +397,7 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 	var po *demux.PinnedObject
 	switch m.Kind {
 	case "map":
-		ks, vs := maps.DumpSizes(fromStateSpec(m.Spec))
-		es := uint64(ks) + uint64(vs)
-		if es == 0 || count > uint64(len(rest)) || count*es != uint64(len(rest)) {
+		if n, err := demux.CountEntries(fromStateSpec(m.Spec), rest); err != nil || uint64(n) != count {
 			return bad("entry count does not match the data")
 		}
 		if m.Region != "" && !maps.IsRegionFile(m.Region) {
@@ -426,9 +424,8 @@ func DecodeState(b []byte) (*demux.PinnedObject, error) {
 			}
 		}
 		for _, pm := range sp.Maps {
-			ks, vs := maps.DumpSizes(fromStateSpec(pm.Spec))
-			es := ks + vs
-			if es == 0 || len(pm.Entries)%es != 0 || pm.Key != "" && !keyRE.MatchString(pm.Key) ||
+			_, err := demux.CountEntries(fromStateSpec(pm.Spec), pm.Entries)
+			if err != nil || pm.Key != "" && !keyRE.MatchString(pm.Key) ||
 				pm.Region != "" && !maps.IsRegionFile(pm.Region) {
 				return bad("malformed map of a program record")
 			}

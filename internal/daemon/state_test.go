@@ -40,6 +40,23 @@ func samplePinned() *demux.PinnedObject {
 
 func TestStateRoundTrip(t *testing.T) { roundTrip(t, samplePinned()) }
 
+// TestStateRoundTripRingbuf: a ring buffer's contents are its unread
+// records, of any length (length-prefixed in Entries); they round-trip,
+// and a record cut short is refused.
+func TestStateRoundTripRingbuf(t *testing.T) {
+	po := samplePinned()
+	po.Spec = maps.Spec{Type: maps.TypeRingbuf, MaxEntries: 4096, Name: "events"}
+	po.Entries = []byte{3, 0, 0, 0, 'a', 'b', 'c', 0, 0, 0, 0, 1, 0, 0, 0, 'x'}
+	if n, err := demux.CountEntries(po.Spec, po.Entries); err != nil || n != 3 {
+		t.Fatalf("CountEntries = %d, %v; want 3 records", n, err)
+	}
+	roundTrip(t, po)
+	po.Entries = po.Entries[:len(po.Entries)-1]
+	if _, err := EncodeState(po); err == nil {
+		t.Fatal("EncodeState accepted a record cut short")
+	}
+}
+
 // roundTrip requires po to decode to itself after encoding to a state
 // file and a pins file.
 func roundTrip(t *testing.T, po *demux.PinnedObject) {

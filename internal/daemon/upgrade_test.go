@@ -232,7 +232,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	// A second upgrade works too, and a clean stop after it.
 	if _, err := c.UpgradeDaemon(); err != nil {
-		t.Fatalf("second upgrade: %v", err)
+		t.Fatalf("second upgrade: %v\n%s", err, errb.String())
 	}
 	stopDaemon(t, cmd, errb, syscall.SIGTERM)
 }

@@ -144,6 +144,16 @@ func (s *Server) parkAttachment(at *attachment) bool {
 	return true
 }
 
+// wake makes waitFor look again (a connection ended: the handoff no
+// longer waits for it).
+func (ho *handoff) wake() {
+	ho.mu.Lock()
+	if ho.cond != nil {
+		ho.cond.Broadcast()
+	}
+	ho.mu.Unlock()
+}
+
 // waitFor waits until ok holds (called with ho.mu held) or the deadline.
 func (ho *handoff) waitFor(deadline time.Time, ok func() bool) bool {
 	t := time.AfterFunc(time.Until(deadline), func() {
@@ -229,6 +239,14 @@ func (s *Server) Handoff(timeout time.Duration) (*state.Image, error) {
 	if !ok {
 		return stuck("connections")
 	}
+	// The connections to hand over are those standing still now: some of
+	// the first list may have ended meanwhile.
+	s.mu.Lock()
+	conns = conns[:0]
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
 	// Seccomp listeners: their goroutines end, the listeners stay open.
 	atts := s.attach.list()
 	for _, at := range atts {

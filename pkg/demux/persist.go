@@ -3,6 +3,8 @@ package demux
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync/atomic"
@@ -427,4 +429,21 @@ func (s *Server) FlushPinned() (int, error) {
 		p.lastFlush.Store(time.Now().UnixNano())
 	}
 	return n, first
+}
+
+// endJournal removes the journal after a clean shutdown: every object and
+// descriptor is gone and their region files with them; pinned objects
+// were saved to the state directory (closePins). A successor in the same
+// boot then restores from those records alone, instead of replaying a
+// journal whose storage no longer exists.
+func (s *Server) endJournal() {
+	s.reg.mu.Lock()
+	p := s.reg.persist
+	s.reg.mu.Unlock()
+	if p == nil || p.jn == nil {
+		return
+	}
+	if err := p.jn.Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("cannot remove the journal after a clean shutdown", zap.Error(err))
+	}
 }

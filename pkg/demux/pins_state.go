@@ -31,8 +31,10 @@ type PinnedObject struct {
 	Spec maps.Spec
 	// Frozen is the map's frozen flag.
 	Frozen bool
-	// Entries holds the map's contents: N pairs of key ‖ value, each
-	// Spec.KeySize + Spec.ValueSize bytes. Arrays omit all-zero values.
+	// Entries holds the map's contents: the elements maps.Dump gives,
+	// each key ‖ value in the encoding EachEntry reads (fixed sizes from
+	// maps.DumpSizes; ring buffer records length-prefixed). Arrays omit
+	// all-zero values.
 	Entries []byte
 	// Partial is set when the contents could not be read: a hash map
 	// created with BPF_F_WRONLY has no read path to enumerate it. Entries
@@ -288,8 +290,7 @@ func (ps *pinSet) snapshotPins(o *Object) (*PinnedObject, error) {
 func dumpMap(m maps.Map, spec maps.Spec) ([]byte, bool, error) {
 	var out []byte
 	err := maps.Dump(m, func(k, v []byte) error {
-		out = append(out, k...)
-		out = append(out, v...)
+		out = appendEntry(out, spec, k, v)
 		return nil
 	})
 	return out, false, err
@@ -529,9 +530,8 @@ func kindName(k wire.ObjType) string {
 // consistent: every store made before the daemon went down is in it;
 // otherwise it is made anew from entries and frozen.
 func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries []byte, region string) (*Object, error) {
-	ks, vs := maps.DumpSizes(spec)
-	if ks+vs == 0 || len(entries)%(ks+vs) != 0 {
-		return nil, fmt.Errorf("%w: entries are not whole key/value pairs", ErrInvalid)
+	if _, err := CountEntries(spec, entries); err != nil {
+		return nil, err
 	}
 	mem, err := spec.MemoryUsage()
 	if err != nil {
@@ -556,13 +556,11 @@ func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries [
 			unreserve()
 			return nil, err
 		}
-		for off := 0; off < len(entries); off += ks + vs {
-			// Frozen and BPF_F_RDONLY maps are written too.
-			if err := maps.RestoreElem(m, entries[off:off+ks], entries[off+ks:off+ks+vs]); err != nil {
-				m.Close()
-				unreserve()
-				return nil, fmt.Errorf("restoring entry: %w", err)
-			}
+		// Frozen and BPF_F_RDONLY maps are written too.
+		if err := EachEntry(spec, entries, func(k, v []byte) error { return maps.RestoreElem(m, k, v) }); err != nil {
+			m.Close()
+			unreserve()
+			return nil, fmt.Errorf("restoring entry: %w", err)
 		}
 		if frozen {
 			m.Freeze()

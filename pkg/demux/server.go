@@ -213,6 +213,7 @@ func (s *Server) admitConn(c *conn, takenOver bool) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.ho.wake()
 		s.reg.mu.Lock()
 		s.reg.usage(c.uid).conns--
 		s.reg.unchargeLocked(c.uid, connCost)
@@ -264,6 +265,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.closePins()
 	s.memfds.close()
 	s.reg.close()
+	s.endJournal()
 	return err
 }
 

@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
 // Persistence.
@@ -221,7 +224,7 @@ func errNoFallocate(err error) bool {
 // of spec (and RestoreElem takes): Spec.KeySize and SyscallValueSize,
 // except for a bloom filter, whose contents are its bit array — keys are
 // u32 word indexes and values the non-zero u64 words (the values added
-// cannot be read back), and a ring buffer, whose contents are the
+// cannot be read back), after the hash seed under BloomSeedKey, and a ring buffer, whose contents are the
 // records not yet consumed — no key, values of any size (value -1).
 func DumpSizes(spec Spec) (key, value int) {
 	switch spec.Type {
@@ -269,10 +272,22 @@ func (q *Queue) restoreElem(key, value []byte) error {
 	return q.withSlot(func(cpu int) error { return q.Push(cpu, value, UpdateExist) })
 }
 
-// dump implements dumper: the non-zero words of the bit array.
+// BloomSeedKey is the key under which a bloom filter's dump gives its
+// hash seed (value: the u64 seed), first: the bits mean nothing under
+// another seed, so a filter rebuilt from a dump takes the seed back
+// before its words.
+const BloomSeedKey = ^uint32(0)
+
+// dump implements dumper: the hash seed (BloomSeedKey), then the non-zero
+// words of the bit array.
 func (f *Bloom) dump(_ []byte, fn func(key, value []byte) error) error {
 	var k [4]byte
 	var v [8]byte
+	ne.PutUint32(k[:], BloomSeedKey)
+	ne.PutUint64(v[:], binary.LittleEndian.Uint64(f.mem[mapview.OffSeed:]))
+	if err := fn(k[:], v[:]); err != nil {
+		return err
+	}
 	words := (f.mask + 1 + 63) / 64
 	for i := uint32(0); i < words; i++ {
 		if f.closed.Load() {
@@ -296,6 +311,14 @@ func (f *Bloom) restoreElem(key, value []byte) error {
 		return ErrInvalid
 	}
 	i := ne.Uint32(key)
+	if i == BloomSeedKey {
+		// Restores run before the map is shared: no lookup races the
+		// seed's change.
+		seed := ne.Uint64(value)
+		f.seed = uint32(seed)
+		binary.LittleEndian.PutUint64(f.mem[mapview.OffSeed:], seed)
+		return nil
+	}
 	if uint64(i)*64 > uint64(f.mask) {
 		return ErrInvalid
 	}

@@ -122,7 +122,8 @@ func (a *App) mapCommand() *cobra.Command {
 	}
 	cmd.AddCommand(a.mapCreateCommand(), a.showCommand("map"),
 		a.mapLookupCommand(), a.mapUpdateCommand(), a.mapDeleteCommand(), a.mapGetNextCommand(),
-		a.mapDumpCommand(), a.mapFreezeCommand())
+		a.mapDumpCommand(), a.mapFreezeCommand(),
+		a.mapWatchCommand())
 	return cmd
 }
 

@@ -110,6 +110,9 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		client.ProgArray, client.RingBuf, client.PerfEventArray} {
 		covered[uint32(typ)] = true
 	}
+	// Maps of maps are refused from pinning (their entries are not
+	// persisted): checked below.
+	covered[uint32(client.ArrayOfMaps)], covered[uint32(client.HashOfMaps)] = true, true
 	for _, typ := range maps.Types() {
 		if !covered[typ] {
 			t.Errorf("map type %s is not in the crash test: add it (it must survive kill -9 when pinned)", maps.TypeName(typ))
@@ -280,6 +283,39 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	perfer.Close()
 	perfm.Close()
+	// Maps of maps, and programs using them, cannot be pinned: their
+	// entries would not survive.
+	inner, err := c.NewMap(client.MapSpec{Type: client.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []client.MapType{client.ArrayOfMaps, client.HashOfMaps} {
+		outer, err := c.NewMap(client.MapSpec{Type: typ, KeySize: 4, ValueSize: 4, MaxEntries: 4, InnerMap: inner})
+		if err != nil {
+			t.Fatalf("%v: %v", typ, err)
+		}
+		if err := c.Pin(outer, "outer", 0o600); !errors.Is(err, client.ErrNotSupported) {
+			t.Fatalf("pinning a %v: %v, want ErrNotSupported", typ, err)
+		}
+		p, err := c.LoadProgram(client.ProgramSpec{Type: client.SocketFilter, License: "GPL", Instructions: asm.Instructions{
+			asm.StoreImm(asm.R10, -4, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, outer.FD()),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}})
+		if err != nil {
+			t.Fatalf("program using a %v: %v", typ, err)
+		}
+		if err := c.Pin(p, "outer_user", 0o600); !errors.Is(err, client.ErrNotSupported) {
+			t.Fatalf("pinning a program using a %v: %v, want ErrNotSupported", typ, err)
+		}
+		p.Close()
+		outer.Close()
+	}
+	inner.Close()
 	c.Close()
 	ring := &ringModel{acked: map[uint64]bool{}, consumed: map[uint64]bool{}}
 

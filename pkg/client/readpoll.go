@@ -19,6 +19,9 @@ type readPoll struct {
 	epfd     int
 	stop     int
 	deadline atomic.Int64 // unix nanoseconds; 0 = none
+	// recheck, if not zero, bounds each wait: wait returns nil after it
+	// even with no wakeup (readers whose wakeups are not meant for them).
+	recheck time.Duration
 }
 
 func newReadPoll() (*readPoll, error) {
@@ -55,13 +58,16 @@ func (p *readPoll) del(fd int) { unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, n
 func (p *readPoll) wait() error {
 	var evs [8]unix.EpollEvent
 	for {
-		timeout := -1
+		timeout, capped := -1, false
 		if d := p.deadline.Load(); d != 0 {
 			left := time.Until(time.Unix(0, d))
 			if left <= 0 {
 				return os.ErrDeadlineExceeded
 			}
 			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+		}
+		if r := int(p.recheck / time.Millisecond); r > 0 && (timeout < 0 || r < timeout) {
+			timeout, capped = r, true
 		}
 		n, err := unix.EpollWait(p.epfd, evs[:], timeout)
 		if err == unix.EINTR {
@@ -71,6 +77,9 @@ func (p *readPoll) wait() error {
 			return os.NewSyscallError("epoll_wait", err)
 		}
 		if n == 0 {
+			if capped {
+				return nil // look again
+			}
 			continue // the deadline is checked above
 		}
 		var b [8]byte

@@ -28,6 +28,10 @@ type RingbufRecord struct {
 	Remaining int
 }
 
+// ObserverRecheck is how often a ring buffer observer (a reader without
+// write mode) waiting for records looks for them when no wakeup came.
+const ObserverRecheck = 50 * time.Millisecond
+
 // ErrReaderClosed: the reader was closed (while Read waited, or before).
 // It matches os.ErrClosed, as cilium/ebpf's ringbuf and perf readers.
 var ErrReaderClosed = os.ErrClosed
@@ -42,7 +46,10 @@ var ErrReaderClosed = os.ErrClosed
 // frees the space (the position lives in a page only write holders map
 // writable). With read mode alone it is an observer with a position of
 // its own: it sees records, frees nothing, and misses records the real
-// consumer let producers overwrite.
+// consumer let producers overwrite. Wakeups follow the consumer's
+// position (the kernel signals a consumer that has caught up), so an
+// observer waiting for records also looks for them every
+// ObserverRecheck.
 //
 // When the map's storage moves (a descriptor of it was revoked), the
 // reader maps the new storage; if its own descriptor was revoked, Read
@@ -77,6 +84,11 @@ func NewRingbufReader(m *Map) (*RingbufReader, error) {
 	var err error
 	if r.poll, err = newReadPoll(); err != nil {
 		return nil, err
+	}
+	if !r.writable {
+		// The daemon wakes the ring's consumer (the kernel's rule: when
+		// it has caught up), not observers: look every ObserverRecheck.
+		r.poll.recheck = ObserverRecheck
 	}
 	if err := r.attach(); err != nil {
 		r.closeFDs()

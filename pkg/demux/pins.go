@@ -192,6 +192,9 @@ func (c *conn) objPin(a, data []byte) (int64, error) {
 	if ps == nil {
 		return 0, ErrPinsDisabled
 	}
+	if err := c.srv.pinnable(hd.obj); err != nil {
+		return 0, err
+	}
 	cr, err := c.creds()
 	if err != nil {
 		return 0, err

@@ -246,6 +246,15 @@ func TestServiceCapabilities(t *testing.T) {
 		}
 	}
 	bin := sharedBinary(t)
+	// prlimit gives the daemon the unit's LimitNICE=+0; raising the hard
+	// RLIMIT_NICE needs CAP_SYS_RESOURCE, which containers may lack.
+	prlimit, _ := exec.LookPath("prlimit")
+	if prlimit != "" {
+		if out, err := exec.Command(prlimit, "--nice=20:20", "--", "true").CombinedOutput(); err != nil {
+			t.Logf("no LimitNICE phase (niced bulk work unproven): %v: %s", err, out)
+			prlimit = ""
+		}
+	}
 	netMissing := netnstest.Missing()
 	if netMissing != "" {
 		t.Logf("no link phase (CAP_NET_ADMIN unproven): %s", netMissing)
@@ -306,8 +315,15 @@ func TestServiceCapabilities(t *testing.T) {
 					"--queue-num", fmt.Sprint(capsLinkQueue))
 				inNS = []string{"ip", "netns", "exec", ns.Name}
 			}
+			// The unit's LimitNICE=+0 (RLIMIT_NICE 20), with which the
+			// daemon gives bulk threads their priority back without
+			// CAP_SYS_NICE.
+			var limits []string
+			if prlimit != "" {
+				limits = []string{prlimit, "--nice=20:20", "--"}
+			}
 			start := func() *exec.Cmd {
-				args := append(inNS, setpriv, "--bounding-set", "-all,"+strings.Join(keep, ","), "--inh-caps", "-all", "--",
+				args := append(append(append([]string{}, inNS...), limits...), setpriv, "--bounding-set", "-all,"+strings.Join(keep, ","), "--inh-caps", "-all", "--",
 					bin, "-test.run=^$", "--", "--socket", sock, "--pin-root", pins, "--state-dir", state,
 					"--runtime-dir", runtimeDir)
 				d := exec.Command(args[0], args[1:]...)
@@ -324,6 +340,17 @@ func TestServiceCapabilities(t *testing.T) {
 				return d
 			}
 			d := start()
+			if prlimit != "" {
+				// Bulk work runs niced (sched.Config.Nice) under the
+				// unit: the start-up log says so.
+				deadline := time.Now().Add(5 * time.Second)
+				for !strings.Contains(errb.String(), `"bulk_nice": 10`) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the daemon runs bulk work at its own priority under the unit's limits:\n%s", errb.String())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
 
 			c := exec.Command(bin, "-test.run=^$")
 			c.Env = append(os.Environ(), clientRoleEnv+"=capsclient", "BPFD_TEST_SOCKET="+sock, "BPFD_TEST_PINS="+pins)

@@ -17,7 +17,7 @@ import (
 // BPFD_PIN_ROOT).
 var configKeys = []string{"socket", "pin-root", "state-dir", "log-level", "log-format",
 	"runtime-dir", "flush-interval", "fd-store",
-	"max-memory", "memory-quota", "map-memory-quota", "bulk-slots", "metrics"}
+	"max-memory", "memory-quota", "map-memory-quota", "bulk-slots", "bulk-nice", "metrics"}
 
 // ConfigKeys returns the keys of the config file (the flag names of the
 // settings).

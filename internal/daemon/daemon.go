@@ -20,6 +20,7 @@
 //	--map-memory-quota SIZE per-uid cap on map and program storage (default
 //	                    256MiB; root 4GiB)
 //	--bulk-slots N      verifications and test runs at once (default: CPUs−1)
+//	--bulk-nice N       nice value of threads running them (default 10; 0: off)
 //	--config FILE       key = value file (env BPFD_CONFIG)
 //	--version           print the version and exit
 //
@@ -103,12 +104,13 @@ type Options struct {
 	MemoryQuota    string // demux.Config.DefaultQuota.Memory (uids other than root)
 	MapMemoryQuota string // demux.Config.DefaultQuota.MapMemory
 	BulkSlots      string // demux.Config.Sched.Slots
+	BulkNice       string // demux.Config.Sched.Nice; "" means sched.DefaultNice
 }
 
 // Limits are the resource limits of Options, parsed.
 type Limits struct {
 	MaxMemory, MemoryQuota, MapMemoryQuota uint64
-	BulkSlots                              int
+	BulkSlots, BulkNice                    int
 }
 
 // ParseSize reads a size: a decimal number of bytes with an optional
@@ -164,6 +166,14 @@ func (o *Options) Limits() (Limits, error) {
 			return l, fmt.Errorf("--bulk-slots: want a number ≥ 0, not %q", o.BulkSlots)
 		}
 		l.BulkSlots = n
+	}
+	l.BulkNice = sched.DefaultNice
+	if o.BulkNice != "" {
+		n, err := strconv.Atoi(o.BulkNice)
+		if err != nil || n < 0 || n > 19 {
+			return l, fmt.Errorf("--bulk-nice: want a number from 0 to 19, not %q", o.BulkNice)
+		}
+		l.BulkNice = n
 	}
 	return l, nil
 }
@@ -273,7 +283,8 @@ func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs := flag.NewFlagSet("bpfd", flag.ContinueOnError)
 	vals := map[string]*string{"socket": &o.Socket, "pin-root": &o.PinRoot, "state-dir": &o.StateDir,
 		"log-level": &o.LogLevel, "log-format": &o.LogFormat, "max-memory": &o.MaxMemory,
-		"memory-quota": &o.MemoryQuota, "map-memory-quota": &o.MapMemoryQuota, "bulk-slots": &o.BulkSlots, "metrics": &o.Metrics}
+		"memory-quota": &o.MemoryQuota, "map-memory-quota": &o.MapMemoryQuota, "bulk-slots": &o.BulkSlots,
+		"bulk-nice": &o.BulkNice, "metrics": &o.Metrics}
 	fs.StringVar(&o.Socket, "socket", "", "socket path (env BPFD_SOCKET; ignored when socket-activated)")
 	fs.StringVar(&o.PinRoot, "pin-root", "", "pin root directory (env BPFD_PIN_ROOT)")
 	fs.StringVar(&o.StateDir, "state-dir", "", "directory for pinned objects across restarts (env BPFD_STATE_DIR)")
@@ -283,6 +294,7 @@ func newFlagSet(o *Options) (*flag.FlagSet, map[string]*string) {
 	fs.StringVar(&o.MemoryQuota, "memory-quota", "", "per-uid cap on the memory held for it (env BPFD_MEMORY_QUOTA; default 320M, root 4.5G)")
 	fs.StringVar(&o.MapMemoryQuota, "map-memory-quota", "", "per-uid cap on map and program storage (env BPFD_MAP_MEMORY_QUOTA; default 256M, root 4G)")
 	fs.StringVar(&o.BulkSlots, "bulk-slots", "", "verifications and test runs at once (env BPFD_BULK_SLOTS; default CPUs-1, at least 1)")
+	fs.StringVar(&o.BulkNice, "bulk-nice", "", "nice value of the threads running them, so that they yield to element operations (env BPFD_BULK_NICE; default 10, 0 off; needs CAP_SYS_NICE or RLIMIT_NICE to give threads their priority back)")
 	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics at unix:PATH or a loopback host:port, path /metrics (env BPFD_METRICS; default off)")
 	fs.StringVar(&o.Config, "config", "", "config file of `key = value` lines (env BPFD_CONFIG)")
 	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
@@ -417,7 +429,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	lim, _ := o.Limits() // checked by ParseOptions
 	cfg := &demux.Config{Logger: log, Version: version.Version, PinRoot: pinRoot, Persister: state,
 		MaxMemory: lim.MaxMemory, DefaultQuota: demux.Quota{Memory: lim.MemoryQuota, MapMemory: lim.MapMemoryQuota},
-		Sched:      sched.Config{Slots: lim.BulkSlots},
+		Sched:      sched.Config{Slots: lim.BulkSlots, Nice: lim.BulkNice},
 		RuntimeDir: lt.rt.Dir(), FDStore: lt.store, Upgrade: lt.upgrade}
 	if cfg.MaxMemory == 0 {
 		cfg.MaxMemory = demux.DefaultMaxMemory()
@@ -458,6 +470,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	log.Info("bpfd serving", zap.String("socket", addr), zap.Bool("socket_activated", activated),
 		zap.Uint64("max_memory", cfg.MaxMemory), zap.Int("bulk_slots", srv.Stats().BulkSlots),
+		zap.Int("bulk_nice", srv.BulkNice()),
 		zap.String("pin_root", srv.PinRoot()), zap.String("state_dir", state.Dir()),
 		zap.String("runtime_dir", lt.rt.Dir()), zap.Bool("upgraded", upgraded), zap.Bool("fd_store", lt.store != nil),
 		zap.String("version", version.Version), zap.Int("pid", os.Getpid()))

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpfd-project/bpfd/pkg/client"
 )
@@ -44,15 +46,30 @@ func TestLimitOptions(t *testing.T) {
 	dirs := tempDirsArgs(t)
 	var errb strings.Builder
 	o, err := ParseOptions(append([]string{"--socket", "/x", "--max-memory", "2G", "--bulk-slots", "3"}, dirs...),
-		env(map[string]string{"BPFD_MEMORY_QUOTA": "64M"}), &errb)
+		env(map[string]string{"BPFD_MEMORY_QUOTA": "64M", "BPFD_BULK_NICE": "5"}), &errb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l, err := o.Limits()
-	if err != nil || l != (Limits{MaxMemory: 2 << 30, MemoryQuota: 64 << 20, BulkSlots: 3}) {
+	if err != nil || l != (Limits{MaxMemory: 2 << 30, MemoryQuota: 64 << 20, BulkSlots: 3, BulkNice: 5}) {
 		t.Fatalf("limits %+v, %v", l, err)
 	}
-	for _, bad := range [][]string{{"--max-memory", "lots"}, {"--bulk-slots", "-2"}, {"--map-memory-quota", "1.5G"}} {
+	// Bulk work is niced by default; 0 turns it off.
+	for val, want := range map[string]int{"": 10, "0": 0} {
+		args := append([]string{"--socket", "/x"}, dirs...)
+		if val != "" {
+			args = append(args, "--bulk-nice", val)
+		}
+		o, err := ParseOptions(args, env(nil), &errb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l, err := o.Limits(); err != nil || l.BulkNice != want {
+			t.Errorf("--bulk-nice %q: %+v, %v; want %d", val, l, err, want)
+		}
+	}
+	for _, bad := range [][]string{{"--max-memory", "lots"}, {"--bulk-slots", "-2"}, {"--map-memory-quota", "1.5G"},
+		{"--bulk-nice", "20"}, {"--bulk-nice", "-1"}} {
 		if _, err := ParseOptions(append(append([]string{"--socket", "/x"}, dirs...), bad...), env(nil), &errb); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
@@ -84,6 +101,17 @@ func TestLimitsReachTheServer(t *testing.T) {
 	}
 	if st.MaxMemory != 256<<20 || st.BulkSlots != 2 {
 		t.Fatalf("status: max_memory %d, bulk_slots %d\n%s", st.MaxMemory, st.BulkSlots, errb.String())
+	}
+	// Bulk work runs niced (--bulk-nice's default) where the daemon may
+	// give threads their priority back: root has CAP_SYS_NICE.
+	if os.Geteuid() == 0 {
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(errb.String(), `"bulk_nice": 10`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the daemon does not log bulk_nice 10:\n%s", errb.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	// The per-uid defaults apply to uids other than root.
 	if len(st.UIDs) == 1 && st.UIDs[0].UID != 0 {

@@ -64,6 +64,8 @@ func (c *call) bpf() (int64, error) {
 		return c.getFDByID(cmd, a)
 	case cmdEnableStats:
 		return c.enableStats(a)
+	case cmdBTFLoad:
+		return c.btfLoad(a)
 	case cmdProgAttach:
 		return c.progAttach(a)
 	case cmdLinkCreate:

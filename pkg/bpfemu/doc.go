@@ -61,9 +61,10 @@
 // and the kernel's order of checks, so that errnos come out as the
 // kernel's for the same misuse (TestKernelDifferential compares them):
 //
-//   - BPF_MAP_CREATE (to bpfd; BTF, inner maps, map_extra, NUMA nodes
-//     other than 0 and offload are refused with EINVAL until bpfd has
-//     them; BPF_F_MMAPABLE always, see below), BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM (a program fd as the
+//   - BPF_MAP_CREATE (to bpfd, with a BTF fd and key/value type ids as
+//     bpfd's BTF objects; inner maps, map_extra, NUMA nodes other than 0
+//     and offload are refused with EINVAL until bpfd has them;
+//     BPF_F_MMAPABLE always, see below), BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM (a program fd as the
 //     value of a program array), BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY,
 //     BPF_MAP_LOOKUP_AND_DELETE_ELEM, BPF_MAP_FREEZE;
 //   - BPF_MAP_LOOKUP_BATCH, BPF_MAP_LOOKUP_AND_DELETE_BATCH,
@@ -76,6 +77,12 @@
 //     gets each map with the access the process's fd carries; the verifier
 //     log written to log_buf as the kernel leaves it (rotating, or
 //     BPF_LOG_FIXED; ENOSPC when cut, replacing the verdict), log_true_size;
+//     prog_btf_fd passed on, func_info and line_info checked and read but
+//     not kept (btf.go);
+//   - BPF_BTF_LOAD as bpfd's BTF objects, OBJ_GET_INFO_BY_FD of a BTF fd,
+//     and the BTF ids of maps and programs; BPF_BTF_GET_FD_BY_ID of a BTF
+//     no traced process holds loads a copy of the BTF of a map or program
+//     it may see, under the same id (btf.go);
 //   - BPF_PROG_TEST_RUN with bpf_test_finish's rules (data_size_out 0
 //     copies all, a smaller one cuts with ENOSPC, the full sizes reported);
 //   - BPF_OBJ_PIN and BPF_OBJ_GET (with BPF_F_PATH_FD): paths under the
@@ -96,7 +103,7 @@
 //     and OBJ_GET_INFO_BY_FD of links (type, id, program id).
 //
 // Kernel attach types, and every other command (raw tracepoints,
-// iterators, tokens, BTF until bpfd has BTF objects, ...) are EINVAL, the answer of a kernel without it, so
+// iterators, tokens, ...) are EINVAL, the answer of a kernel without it, so
 // that the feature probes of libbpf and cilium/ebpf choose their
 // fallbacks.
 //

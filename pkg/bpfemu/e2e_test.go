@@ -276,6 +276,14 @@ run bpftool prog loadall OBJ $P/all
 run ls $P/all
 run bpftool prog dump xlated pinned $P/all/seven
 run bpftool prog run pinned $P/all/seven data_in PKT
+run bpftool prog loadall OBJ $P/typed pinmaps $P/typedmaps
+run ls $P/typedmaps
+run bpftool map dump pinned $P/typedmaps/verdicts
+run bpftool -j map dump pinned $P/typedmaps/emu_bss
+run bpftool map update pinned $P/typedmaps/verdicts key 1 0 0 0 value 9 0 0 0 0 0 0 0
+run bpftool map lookup pinned $P/typedmaps/verdicts key 1 0 0 0
+run bpftool prog dump xlated pinned $P/typed/seven
+run rm -r $P/typed $P/typedmaps
 run ls $P
 run rm $P/counts
 run bpftool map show pinned $P/counts
@@ -347,7 +355,8 @@ func TestBpftool(t *testing.T) {
 	k := e.kernel(t, "/bin/sh", "-c", script)
 	em := e.emulated(t, "/bin/sh", "-c", script)
 	compareRuns(t, k, em, normalizeBpftool)
-	for _, want := range []string{"Found 1 element", "pinned /sys/fs/bpf/counts", "Return value: 46", "r0 = 7"} {
+	for _, want := range []string{"Found 1 element", "pinned /sys/fs/bpf/counts", "Return value: 46", "r0 = 7",
+		`"value": 9`, `"key": 3,`} { // the last two typed by the BTF of the object's maps
 		if !strings.Contains(em.out, want) {
 			t.Errorf("emulated bpftool output lacks %q:\n%s", want, em.out)
 		}

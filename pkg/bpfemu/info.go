@@ -19,16 +19,19 @@ const (
 
 // Offsets in struct bpf_map_info.
 const (
-	miType       = 0
-	miID         = 4
-	miKeySize    = 8
-	miValueSize  = 12
-	miMaxEntries = 16
-	miMapFlags   = 20
-	miName       = 24
-	miMapExtra   = 80
-	miHash       = 88
-	miHashSize   = 96
+	miType           = 0
+	miID             = 4
+	miKeySize        = 8
+	miValueSize      = 12
+	miMaxEntries     = 16
+	miMapFlags       = 20
+	miName           = 24
+	miBTFID          = 64
+	miBTFKeyTypeID   = 68
+	miBTFValueTypeID = 72
+	miMapExtra       = 80
+	miHash           = 88
+	miHashSize       = 96
 )
 
 // Offsets in struct bpf_prog_info.
@@ -92,6 +95,8 @@ func (c *call) objInfo(a *bpfAttr) (int64, error) {
 		return c.progInfo(o, uinfo, ulen)
 	case wire.ObjLink:
 		return c.linkInfo(o, uinfo, ulen)
+	case wire.ObjBTF:
+		return c.btfInfo(o, uinfo, ulen)
 	}
 	return 0, unix.EINVAL
 }
@@ -142,6 +147,9 @@ func (c *call) mapInfo(o *object, uinfo uint64, ulen uint32) (int64, error) {
 	// The kernel keeps BPF_F_RDONLY/WRONLY with the fd, not the map.
 	le.PutUint32(info[miMapFlags:], o.info.Flags&^(bpfFRdonly|bpfFWronly))
 	copy(info[miName:miName+bpfObjNameLen], o.info.Name[:])
+	le.PutUint32(info[miBTFID:], o.info.BTFID)
+	le.PutUint32(info[miBTFKeyTypeID:], o.info.BTFKeyTypeID)
+	le.PutUint32(info[miBTFValueTypeID:], o.info.BTFValueTypeID)
 	if err := c.write(uinfo, info[:n]); err != nil {
 		return 0, err
 	}

@@ -89,12 +89,20 @@ func (c *call) mapCreate(a *bpfAttr) (int64, error) {
 	// Fields bpfd has no counterpart of yet: refused like a kernel
 	// without them.
 	if a.u32(mcInnerMapFD) != 0 || a.u32(mcMapIfindex) != 0 || a.u64(mcMapExtra) != 0 ||
-		a.u64(mcExclProgHash) != 0 || a.u32(mcExclProgHashSize) != 0 ||
-		a.u32(mcBTFFD) != 0 || a.u32(mcBTFKeyTypeID) != 0 || a.u32(mcBTFValueTypeID) != 0 {
+		a.u64(mcExclProgHash) != 0 || a.u32(mcExclProgHashSize) != 0 {
 		return 0, unix.EINVAL
 	}
 	w := wire.MapCreateAttr{MapType: a.u32(mcMapType), KeySize: a.u32(mcKeySize),
 		ValueSize: a.u32(mcValueSize), MaxEntries: a.u32(mcMaxEntries), MapFlags: flags &^ bpfFNumaNode}
+	if a.u32(mcBTFKeyTypeID) != 0 || a.u32(mcBTFValueTypeID) != 0 {
+		// The kernel reads btf_fd only with a value type id.
+		bo, err := c.btfObject(a.u32(mcBTFFD))
+		if err != nil {
+			return 0, err
+		}
+		defer c.s.put(bo)
+		w.BTFHandle, w.BTFKeyTypeID, w.BTFValueTypeID = bo.handle, a.u32(mcBTFKeyTypeID), a.u32(mcBTFValueTypeID)
+	}
 	copy(w.Name[:], a[mcMapName:mcMapName+bpfObjNameLen])
 	var ab [wire.MapCreateAttrSize]byte
 	return c.create(wire.CmdMapCreate, w.Append(ab[:0]), nil)

@@ -240,6 +240,9 @@ func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 		if kind == 0 || id == 0 {
 			return 0, unix.ENOENT
 		}
+		if kind == wire.ObjBTF {
+			return c.btfOfHolder(id)
+		}
 		return c.openPinned(kind, id, rd, wr)
 	}
 	mode := o.info.Mode.Data() // REOPEN never passes on the destroy right

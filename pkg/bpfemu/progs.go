@@ -49,9 +49,7 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 	// Fields for kernel objects bpfd has no counterpart of (offload
 	// devices, BTF, attach targets, signatures): refused like a kernel
 	// built without them.
-	if a.u32(plProgIfindex) != 0 || a.u32(plProgBTFFD) != 0 || a.u32(plFuncInfoRecSize) != 0 ||
-		a.u64(plFuncInfo) != 0 || a.u32(plFuncInfoCnt) != 0 || a.u32(plLineInfoRecSize) != 0 ||
-		a.u64(plLineInfo) != 0 || a.u32(plLineInfoCnt) != 0 || a.u32(plAttachBTFID) != 0 ||
+	if a.u32(plProgIfindex) != 0 || a.u32(plAttachBTFID) != 0 ||
 		a.u32(plAttachProgFD) != 0 || a.u32(plCoreReloCnt) != 0 || a.u64(plCoreRelos) != 0 ||
 		a.u32(plCoreReloRecSize) != 0 || a.u32(plFDArrayCnt) != 0 || a.u64(plSignature) != 0 ||
 		a.u32(plSignatureSize) != 0 || a.u32(plKeyringID) != 0 {
@@ -134,6 +132,17 @@ func (c *call) progLoad(a *bpfAttr) (int64, error) {
 	w := wire.ProgLoadAttr{ProgType: a.u32(plProgType), InsnCount: cnt,
 		LicenseLen: uint32(len(license)), ProgFlags: flags,
 		ExpectedAttachType: a.u32(plExpectedAttachType)}
+	if err := c.progBTFInfo(a); err != nil {
+		return 0, err
+	}
+	if fd := a.u32(plProgBTFFD); fd != 0 {
+		bo, err := c.btfObject(fd)
+		if err != nil {
+			return 0, err
+		}
+		defer s.put(bo)
+		w.BTFHandle = bo.handle
+	}
 	if lg.level != 0 {
 		w.LogLevel = min(lg.level&3, 2)
 		if w.LogLevel == 0 {

@@ -132,3 +132,8 @@ func (s *Server) load(c *conn, uid uint32, spec *prog.Spec, env *prog.Env) (*pro
 	})
 	return p, err
 }
+
+// BulkNice returns the nice value bulk work runs at (Config.Sched.Nice),
+// or 0 when it runs at the daemon's priority (not configured, or the
+// process could not give threads their priority back).
+func (s *Server) BulkNice() int { return s.sched.Niced() }

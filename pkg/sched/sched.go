@@ -15,7 +15,10 @@
 // below the number of CPUs (Config.Slots defaults to GOMAXPROCS−1, at
 // least 1) keeps at least one CPU for the fast lane however much bulk work
 // is queued: a flood of test runs cannot delay another user's lookup by
-// more than the Go scheduler's own latency.
+// more than the Go scheduler's own latency. The kernel, which shares the
+// CPUs between threads, is told the same with Config.Nice: the thread
+// running a turn runs at a lower priority (nice.go), so a fast-lane thread
+// that wakes preempts it at once.
 //
 // # Fairness: deficit round robin per uid
 //
@@ -80,6 +83,12 @@ type Config struct {
 	// Slice is how long a turn runs before Yield gives its slot to a
 	// waiting turn, and the DRR quantum. Zero: DefaultSlice.
 	Slice time.Duration
+	// Nice is the nice value (1-19) the thread running a turn takes
+	// while it runs it (see nice.go); zero leaves priorities alone.
+	// Ignored unless the process may give a thread its priority back
+	// (CAP_SYS_NICE, or RLIMIT_NICE covering its own nice value); see
+	// Scheduler.Niced. bpfd uses DefaultNice.
+	Nice int
 }
 
 // DefaultSlots returns the default number of slots: GOMAXPROCS−1, at least
@@ -92,6 +101,7 @@ type Scheduler struct {
 	slice time.Duration
 	slots int
 	now   func() time.Time // time.Now; tests substitute a fake clock
+	nicer *nicer           // nil: bulk threads keep their priority
 
 	mu      sync.Mutex
 	core    drr     // guarded by mu
@@ -119,7 +129,16 @@ func New(cfg *Config) *Scheduler {
 		c.Slice = DefaultSlice
 	}
 	return &Scheduler{slice: c.Slice, slots: c.Slots, now: time.Now, core: newDRR(c.Slice), free: c.Slots,
-		running: make([]*Turn, 0, c.Slots), cpu: map[uint32]time.Duration{}}
+		running: make([]*Turn, 0, c.Slots), cpu: map[uint32]time.Duration{}, nicer: newNicer(c.Nice)}
+}
+
+// Niced returns the nice value turns run at, or 0 when they keep the
+// daemon's priority (Config.Nice zero, or not allowed here).
+func (s *Scheduler) Niced() int {
+	if s.nicer == nil || !s.nicer.on.Load() {
+		return 0
+	}
+	return s.nicer.nice
 }
 
 // Slots returns the number of slots.
@@ -140,6 +159,9 @@ type Turn struct {
 	// point during the current slice; guarded by s.mu.
 	contended bool
 	free      bool // runs without a slot (after Close); owned by the goroutine
+	// niced: the goroutine is locked to its thread, whose priority is
+	// lowered (Config.Nice); owned by the goroutine.
+	niced bool
 }
 
 // Run waits until uid's turn comes, runs fn on the calling goroutine while
@@ -165,7 +187,12 @@ func (s *Scheduler) Run(uid uint32, fn func(t *Turn) error) error {
 	<-t.ready
 	t.start = s.now()
 
+	t.niced = s.nicer.enter()
 	err := fn(t)
+	if t.niced {
+		s.nicer.leave()
+		t.niced = false
+	}
 
 	now = s.now()
 	if !t.free {
@@ -219,7 +246,14 @@ func (t *Turn) Yield() time.Duration {
 	s.core.push(t, false, now)
 	s.dispatchLocked()
 	s.mu.Unlock()
+	// Waiting at the daemon's priority, on any thread.
+	if t.niced {
+		s.nicer.leave()
+	}
 	<-t.ready
+	if t.niced {
+		t.niced = s.nicer.enter()
+	}
 	t.start = s.now()
 	return t.start.Sub(now)
 }

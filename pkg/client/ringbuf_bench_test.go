@@ -115,7 +115,7 @@ func BenchmarkRingbufRecords(b *testing.B) {
 		var rec ringbuf.Record
 		b.ReportAllocs()
 		measure(b, side{
-			run: func() error { _, _, err := p.Benchmark(pkt, repeat, nil); return err },
+			run:  func() error { _, _, err := p.Benchmark(pkt, repeat, nil); return err },
 			read: func() error { return r.ReadInto(&rec) },
 			stop: func() { r.Close() },
 		})

@@ -17,7 +17,16 @@ import (
 
 // mapTypes are the map type names bpfctl accepts and prints (the kernel's
 // enum bpf_map_type without the prefix, lower case, as bpftool).
-var mapTypes = map[string]client.MapType{"hash": 1, "array": 2, "prog_array": 3}
+var mapTypes = map[string]client.MapType{
+	"hash": 1, "array": 2, "prog_array": 3, "perf_event_array": 4, "percpu_hash": 5,
+	"percpu_array": 6, "stack_trace": 7, "cgroup_array": 8, "lru_hash": 9,
+	"lru_percpu_hash": 10, "lpm_trie": 11, "array_of_maps": 12, "hash_of_maps": 13,
+	"devmap": 14, "sockmap": 15, "cpumap": 16, "xskmap": 17, "sockhash": 18,
+	"cgroup_storage": 19, "reuseport_sockarray": 20, "percpu_cgroup_storage": 21,
+	"queue": 22, "stack": 23, "sk_storage": 24, "devmap_hash": 25, "struct_ops": 26,
+	"ringbuf": 27, "inode_storage": 28, "task_storage": 29, "bloom_filter": 30,
+	"user_ringbuf": 31, "cgrp_storage": 32, "arena": 33,
+}
 
 // mapTypeNames returns the type names, in kernel order.
 func mapTypeNames() []string {
@@ -58,7 +67,7 @@ func parseMapType(s string) (client.MapType, error) {
 	if v, err := strconv.ParseUint(s, 0, 32); err == nil {
 		return client.MapType(v), nil
 	}
-	return 0, usagef("unknown map type %q (hash, array, prog_array or a number)", s)
+	return 0, usagef("unknown map type %q (a name as bpftool's, e.g. hash, array, percpu_array, lru_hash, ringbuf, prog_array, or a number)", s)
 }
 
 // parseMapFlags parses "no_prealloc,rdonly" or a number, or a mix.
@@ -137,7 +146,9 @@ func (a *App) mapCreateCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create TYPE --key-size N --value-size N --max-entries N --pin PATH",
 		Short: "Create a map and pin it",
-		Long: `Create a map of TYPE (hash, array, prog_array or a number) and pin it at
+		Long: `Create a map of TYPE (bpftool's names: hash, array, prog_array, percpu_hash,
+percpu_array, lru_hash, lpm_trie, queue, stack, ringbuf, bloom_filter, ...;
+or a number; the daemon refuses types it does not implement) and pin it at
 PATH with permission bits --file-mode. The pin is what keeps the map alive.`,
 		Example: "  bpfctl map create hash --key-size 4 --value-size 8 --max-entries 1024 --name ports --pin ports --file-mode 0640",
 		Args:    cobra.ExactArgs(1),

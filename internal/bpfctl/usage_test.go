@@ -169,7 +169,7 @@ func TestCompletePins(t *testing.T) {
 		{name: "map ids", args: []string{"map", "show", "id", ""}, want: "1\tallow\n2\n:4\n"},
 		{name: "map names", args: []string{"map", "show", "name", "a"}, want: "allow\tid 1\n:4\n"},
 		{name: "prog ids", args: []string{"prog", "show", "id", ""}, want: "3\tcount\n:4\n"},
-		{name: "map types", args: []string{"map", "create", "p"}, want: "prog_array\n:4\n"},
+		{name: "map types", args: []string{"map", "create", "per"}, want: "perf_event_array\npercpu_hash\npercpu_array\npercpu_cgroup_storage\n:4\n"},
 		{name: "syscalls", args: []string{"seccomp", "exec", "--syscalls", "openat,sock"}, want: "openat,socket\nopenat,socketpair\n:6\n"},
 	}
 	for _, tc := range tests {

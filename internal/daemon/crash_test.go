@@ -693,7 +693,7 @@ func (r *crashRound) verify(res *roundResult, state string, queue, stack *[][]by
 				return fmt.Errorf("%s after the crash: %v", km.name, err)
 			}
 			defer m.Close()
-			get = m.Lookup
+			get = func(k, v []byte) error { return m.Lookup(k, v) }
 		}
 		vs := 8
 		if km.spec.Type == client.PercpuHash || km.spec.Type == client.LRUPercpuHash || km.spec.Type == client.PercpuArray {

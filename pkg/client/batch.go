@@ -194,25 +194,89 @@ func (m *Map) Iterate() *MapIterator {
 	return &MapIterator{m: m, chunk: chunk}
 }
 
-// Next copies the next element into key and value (value may be nil to
-// walk keys only) and reports whether there was one. It returns false at
-// the end and on failure; Err tells which.
-func (it *MapIterator) Next(key, value []byte) bool {
+// Next copies the next element into keyOut and valueOut (valueOut may be
+// nil, or a nil []byte, to walk keys only) and reports whether there was
+// one. keyOut and valueOut are []byte of KeySize and ValueBufferSize bytes
+// (the zero-allocation path) or typed as for Map.Lookup (cilium/ebpf's
+// rules). It returns false at the end and on failure; Err tells which.
+func (it *MapIterator) Next(keyOut, valueOut any) bool {
+	if k, ok := keyOut.([]byte); ok {
+		if v, ok := valueOut.([]byte); ok && (v == nil || len(v) == it.m.ValueBufferSize() || !it.m.info.Type.perCPU()) || valueOut == nil {
+			return it.nextBytes(k, v)
+		}
+	}
+	keepContents(keyOut)
+	keepContents(valueOut)
+	return it.nextTyped(hide(&keyOut), hide(&valueOut))
+}
+
+// nextBytes is Next with []byte key and value (value nil: keys only).
+func (it *MapIterator) nextBytes(key, value []byte) bool {
 	if it.err != nil {
 		return false
 	}
-	ks, vs := int(it.m.info.KeySize), it.m.ValueBufferSize()
-	if len(key) != ks {
+	if len(key) != int(it.m.info.KeySize) {
 		it.err = errKeySize
 		return false
 	}
-	if value != nil && len(value) != vs {
+	if value != nil && len(value) != it.m.ValueBufferSize() {
 		it.err = errValueSize
 		return false
 	}
+	k, v, ok := it.advance()
+	if ok {
+		copy(key, k)
+		copy(value, v)
+	}
+	return ok
+}
+
+// nextTyped is Next off the []byte path (arguments from hide; see
+// typed.go).
+func (it *MapIterator) nextTyped(keyOut, valueOut any) bool {
+	if it.err != nil {
+		return false
+	}
+	ko, vo, err := typedArgs(keyOut, valueOut)
+	if err == nil && ko == nil {
+		err = errNilValue
+	}
+	if err != nil {
+		it.err = err
+		return false
+	}
+	k, v, ok := it.advance()
+	if !ok {
+		return false
+	}
+	if err := unmarshal(ko, k, errKeySize, "key"); err != nil {
+		it.err = err
+		return false
+	}
+	if b, isBytes := vo.([]byte); vo != nil && !(isBytes && b == nil) {
+		if it.m.info.Type.perCPU() {
+			err = unmarshalPerCPU(vo, int(it.m.info.ValueSize), v)
+		} else {
+			err = unmarshal(vo, v, errValueSize, "value")
+		}
+		if err != nil {
+			it.err = err
+			return false
+		}
+	}
+	writeBack(keyOut, ko)
+	writeBack(valueOut, vo)
+	return true
+}
+
+// advance returns the next element's key and value in the iterator's
+// buffers, fetching the next chunk when needed; false at the end or on
+// failure (it.err).
+func (it *MapIterator) advance() (key, value []byte, ok bool) {
+	ks, vs := int(it.m.info.KeySize), it.m.ValueBufferSize()
 	for it.i == it.n {
 		if it.last {
-			return false
+			return nil, nil, false
 		}
 		if it.keys == nil {
 			it.keys, it.values = make([]byte, it.chunk*ks), make([]byte, it.chunk*vs)
@@ -229,16 +293,13 @@ func (it *MapIterator) Next(key, value []byte) bool {
 			continue
 		case err != nil:
 			it.err = err
-			return false
+			return nil, nil, false
 		}
 		it.n, it.i = n, 0
 	}
-	copy(key, it.keys[it.i*ks:(it.i+1)*ks])
-	if value != nil {
-		copy(value, it.values[it.i*vs:(it.i+1)*vs])
-	}
+	key, value = it.keys[it.i*ks:(it.i+1)*ks], it.values[it.i*vs:(it.i+1)*vs]
 	it.i++
-	return true
+	return key, value, true
 }
 
 // Err returns the error that ended the walk, or nil if it ended because

@@ -34,14 +34,36 @@
 // lost, gives errors matching ErrClosed. Errors on the element paths are
 // pre-built: a failed Lookup does not allocate.
 //
+// # Keys and values
+//
+// Map.Lookup, Update, Delete, NextKey, LookupAndDelete and
+// MapIterator.Next take keys and values as any, with cilium/ebpf's
+// marshalling rules, so code written for ebpf.Map moves over unchanged:
+//
+//	var v struct{ Packets, Bytes uint64 }
+//	err := m.Lookup(uint32(8), &v)           // fixed-size types, host byte order
+//	err = m.Update(uint32(8), v, client.UpdateAny)
+//	var perCPU []uint64
+//	err = counts.Lookup(uint32(0), &perCPU)  // per-CPU maps: one value per CPU
+//
+// A []byte is the bytes themselves: the zero-allocation path (for per-CPU
+// maps, ValueBufferSize bytes in the kernel's layout). Types implementing
+// encoding.BinaryMarshaler/BinaryUnmarshaler encode themselves (the methods
+// run on a copy of the value and must not keep it); strings, *string and
+// *[]byte, unsafe.Pointer, and a *Program as a program array's value work
+// as in cilium/ebpf. A value that does not encode to the map's key or value
+// size is ErrInvalid, naming the type and both sizes. Off the []byte path
+// each call copies its arguments (a few small allocations; see
+// BenchmarkTypedValues).
+//
 // # Concurrency and pipelining
 //
 // Conn and Map are safe for concurrent use. Requests from concurrent
 // goroutines are pipelined on the connection: each is sent at once and the
 // daemon answers in order; one of the waiting goroutines reads replies and
 // hands each to the goroutine that asked, so no background goroutine runs.
-// Element operations allocate nothing in steady state; Lookup copies the
-// value straight into the caller's buffer.
+// Element operations on []byte keys and values allocate nothing in steady
+// state; Lookup copies the value straight into the caller's buffer.
 //
 // # Large payloads
 //

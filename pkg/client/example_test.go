@@ -280,3 +280,46 @@ func ExampleMap_RevokeNode() {
 	// revoked 1 <nil>
 	// holder: true
 }
+
+// Keys and values as Go types, with cilium/ebpf's rules: fixed-size
+// structs, one value per CPU for per-CPU maps.
+func ExampleMap_Lookup_typed() {
+	path, stop := startDaemon()
+	defer stop()
+	c, err := client.Dial(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	type stats struct{ Packets, Bytes uint64 }
+	m, err := c.NewMap(client.MapSpec{Type: client.Hash, KeySize: 4, ValueSize: 16, MaxEntries: 8})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Update(uint32(8), stats{Packets: 1000, Bytes: 64000}, client.UpdateAny); err != nil {
+		log.Fatal(err)
+	}
+	var s stats
+	if err := m.Lookup(uint32(8), &s); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%+v\n", s)
+
+	pc, err := c.NewMap(client.MapSpec{Type: client.PercpuArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pc.Close()
+	if err := pc.Update(uint32(0), []uint64{5}, client.UpdateAny); err != nil { // CPU 0; the others 0
+		log.Fatal(err)
+	}
+	var perCPU []uint64
+	if err := pc.Lookup(uint32(0), &perCPU); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(perCPU[0], len(perCPU) == client.PossibleCPUs())
+	// Output:
+	// {Packets:1000 Bytes:64000}
+	// 5 true
+}

@@ -418,11 +418,51 @@ func (m *Map) elem(cmd wire.Cmd, flags uint64, out []byte, data ...[]byte) error
 	return err
 }
 
-// Lookup copies the value stored under key into value. key must be
-// KeySize bytes and value ValueBufferSize bytes (ErrInvalid otherwise). It
-// returns ErrKeyNotExist for a missing key, ErrPermission if m cannot read,
-// and ErrClosed after Close.
-func (m *Map) Lookup(key, value []byte) error {
+// Lookup copies the value stored under key into valueOut. With []byte
+// key and value (the zero-allocation path) key must be KeySize bytes and
+// value ValueBufferSize bytes (ErrInvalid otherwise); other types follow
+// cilium/ebpf's rules (see typed.go: a pointer to a fixed-size struct, a
+// slice of one value per CPU for per-CPU maps, encoding.BinaryUnmarshaler,
+// ...; ErrInvalid if they do not fit). It returns ErrKeyNotExist for a
+// missing key, ErrPermission if m cannot read, and ErrClosed after Close.
+func (m *Map) Lookup(key, valueOut any) error {
+	if k, ok := key.([]byte); ok || key == nil { // nil: a map without keys
+		if v, ok := valueOut.([]byte); ok {
+			return m.lookupBytes(k, v)
+		}
+	}
+	keepContents(key)
+	keepContents(valueOut)
+	return m.lookupTyped(hide(&key), hide(&valueOut), m.lookupBytes)
+}
+
+// lookupTyped is Lookup and LookupAndDelete off the []byte path (key and
+// valueOut from hide; see typed.go).
+func (m *Map) lookupTyped(key, valueOut any, op func(k, v []byte) error) error {
+	k, v, err := typedArgs(key, valueOut)
+	if err != nil {
+		return err
+	}
+	kb, err := m.keyBytes(k)
+	if err != nil {
+		return err
+	}
+	if m.info.Type == BloomFilter {
+		// The value is the one to test: an input.
+		vb, err := m.valueBytes(v)
+		if err != nil {
+			return err
+		}
+		return op(kb, vb)
+	}
+	if err := m.readValue(v, func(b []byte) error { return op(kb, b) }); err != nil {
+		return err
+	}
+	writeBack(valueOut, v)
+	return nil
+}
+
+func (m *Map) lookupBytes(key, value []byte) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}
@@ -439,11 +479,42 @@ func (m *Map) Lookup(key, value []byte) error {
 }
 
 // Update stores value under key. flags is UpdateAny, UpdateNoExist or
-// UpdateExist. It returns ErrKeyExist (UpdateNoExist on a present key),
+// UpdateExist. key and value are []byte (KeySize and ValueBufferSize
+// bytes; the zero-allocation path) or any type cilium/ebpf's rules encode
+// to the map's sizes (typed.go; for a program array also a *Program of
+// this Conn). It returns ErrKeyExist (UpdateNoExist on a present key),
 // ErrKeyNotExist (UpdateExist on a missing key), ErrTooBig (full hash map,
-// array index out of range), ErrInvalid (bad flags or sizes),
+// array index out of range), ErrInvalid (bad flags, sizes or types),
 // ErrPermission (m cannot write, or the map is frozen) and ErrClosed.
-func (m *Map) Update(key, value []byte, flags uint64) error {
+func (m *Map) Update(key, value any, flags uint64) error {
+	if k, ok := key.([]byte); ok || key == nil { // nil: a map without keys
+		if v, ok := value.([]byte); ok {
+			return m.updateBytes(k, v, flags)
+		}
+	}
+	keepContents(key)
+	keepContents(value)
+	return m.updateTyped(hide(&key), hide(&value), flags)
+}
+
+// updateTyped is Update off the []byte path (key and value from hide).
+func (m *Map) updateTyped(key, value any, flags uint64) error {
+	k, v, err := typedArgs(key, value)
+	if err != nil {
+		return err
+	}
+	kb, err := m.keyBytes(k)
+	if err != nil {
+		return err
+	}
+	vb, err := m.valueBytes(v)
+	if err != nil {
+		return err
+	}
+	return m.updateBytes(kb, vb, flags)
+}
+
+func (m *Map) updateBytes(key, value []byte, flags uint64) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}
@@ -469,21 +540,75 @@ func (m *Map) Update(key, value []byte, flags uint64) error {
 	return m.elem(wire.CmdMapUpdateElem, flags, nil, key, value)
 }
 
-// Delete removes key. It returns ErrKeyNotExist for a missing key,
-// ErrInvalid for arrays (whose elements cannot be deleted), ErrPermission
-// if m cannot write or the map is frozen, and ErrClosed.
-func (m *Map) Delete(key []byte) error {
+// Delete removes key ([]byte of KeySize bytes, or any type cilium/ebpf's
+// rules encode to KeySize bytes). It returns ErrKeyNotExist for a missing
+// key, ErrInvalid for arrays (whose elements cannot be deleted) and for a
+// key of the wrong size, ErrPermission if m cannot write or the map is
+// frozen, and ErrClosed.
+func (m *Map) Delete(key any) error {
+	if k, ok := key.([]byte); ok || key == nil && m.info.KeySize == 0 {
+		return m.deleteBytes(k)
+	}
+	keepContents(key)
+	return m.deleteTyped(hide(&key))
+}
+
+// deleteTyped is Delete off the []byte path (key from hide).
+func (m *Map) deleteTyped(key any) error {
+	k, err := typedArg(key, "key")
+	if err != nil {
+		return err
+	}
+	kb, err := m.keyBytes(k)
+	if err != nil {
+		return err
+	}
+	return m.deleteBytes(kb)
+}
+
+func (m *Map) deleteBytes(key []byte) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}
 	return m.elem(wire.CmdMapDeleteElem, 0, nil, key)
 }
 
-// NextKey stores in next the key following key (the first key if key is
-// nil; for hash maps also if key is missing, as the kernel does). It
-// returns ErrKeyNotExist after the last key, ErrPermission if m cannot
-// read, and ErrClosed.
-func (m *Map) NextKey(key, next []byte) error {
+// NextKey stores in nextKeyOut the key following key (the first key if
+// key is nil; for hash maps also if key is missing, as the kernel does).
+// Keys are []byte of KeySize bytes or typed as for Lookup. It returns
+// ErrKeyNotExist after the last key, ErrPermission if m cannot read, and
+// ErrClosed.
+func (m *Map) NextKey(key, nextKeyOut any) error {
+	if k, ok := key.([]byte); ok || key == nil { // nil: the first key
+		if n, ok := nextKeyOut.([]byte); ok {
+			return m.nextKeyBytes(k, n)
+		}
+	}
+	keepContents(key)
+	keepContents(nextKeyOut)
+	return m.nextKeyTyped(hide(&key), hide(&nextKeyOut))
+}
+
+// nextKeyTyped is NextKey off the []byte path (arguments from hide).
+func (m *Map) nextKeyTyped(key, nextKeyOut any) error {
+	k, n, err := typedArgs(key, nextKeyOut)
+	if err != nil {
+		return err
+	}
+	kb, isBytes := k.([]byte) // a nil []byte: the first key, as nil
+	if !isBytes && k != nil {
+		if kb, err = m.keyBytes(k); err != nil {
+			return err
+		}
+	}
+	if err := m.readKey(n, func(b []byte) error { return m.nextKeyBytes(kb, b) }); err != nil {
+		return err
+	}
+	writeBack(nextKeyOut, n)
+	return nil
+}
+
+func (m *Map) nextKeyBytes(key, next []byte) error {
 	if key != nil && len(key) != int(m.info.KeySize) || len(next) != int(m.info.KeySize) {
 		return errKeySize
 	}
@@ -493,10 +618,21 @@ func (m *Map) NextKey(key, next []byte) error {
 	return m.elem(wire.CmdMapGetNextKey, 0, next, key)
 }
 
-// LookupAndDelete copies the value under key into value and removes the
-// key in one step. Errors as Lookup and Delete; arrays give
-// ErrNotSupported or ErrInvalid as the kernel does.
-func (m *Map) LookupAndDelete(key, value []byte) error {
+// LookupAndDelete copies the value under key into valueOut and removes
+// the key in one step. Keys and values as Lookup; errors as Lookup and
+// Delete; arrays give ErrNotSupported or ErrInvalid as the kernel does.
+func (m *Map) LookupAndDelete(key, valueOut any) error {
+	if k, ok := key.([]byte); ok || key == nil { // nil: a map without keys
+		if v, ok := valueOut.([]byte); ok {
+			return m.lookupAndDeleteBytes(k, v)
+		}
+	}
+	keepContents(key)
+	keepContents(valueOut)
+	return m.lookupTyped(hide(&key), hide(&valueOut), m.lookupAndDeleteBytes)
+}
+
+func (m *Map) lookupAndDeleteBytes(key, value []byte) error {
 	if len(key) != int(m.info.KeySize) {
 		return errKeySize
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// Riding through a daemon restart (docs/daemon.md, "What survives what").
+// Riding through a daemon restart (docs/persistence.md, "What survives what").
 //
 // A daemon that shuts down says so (wire.ReplyFlagGoodbye) before it
 // closes a connection; one that upgrades itself keeps the connection (the

@@ -13,11 +13,11 @@ import (
 
 // mapOps is what the semantics table drives: a bpfd Map or a kernel map.
 type mapOps interface {
-	Lookup(key, value []byte) error
-	Update(key, value []byte, flags uint64) error
-	Delete(key []byte) error
-	NextKey(key, next []byte) error
-	LookupAndDelete(key, value []byte) error
+	Lookup(key, value any) error
+	Update(key, value any, flags uint64) error
+	Delete(key any) error
+	NextKey(key, next any) error
+	LookupAndDelete(key, value any) error
 	Freeze() error
 	Close() error
 }
@@ -42,20 +42,20 @@ func bpfdBackend(t *testing.T) backend {
 // kernelMap adapts a cilium/ebpf map (the real bpf(2)) to mapOps.
 type kernelMap struct{ m *ebpf.Map }
 
-func (k kernelMap) Lookup(key, value []byte) error { return k.m.Lookup(key, value) }
-func (k kernelMap) Update(key, value []byte, flags uint64) error {
+func (k kernelMap) Lookup(key, value any) error { return k.m.Lookup(key, value) }
+func (k kernelMap) Update(key, value any, flags uint64) error {
 	return k.m.Update(key, value, ebpf.MapUpdateFlags(flags))
 }
-func (k kernelMap) Delete(key []byte) error { return k.m.Delete(key) }
-func (k kernelMap) NextKey(key, next []byte) error {
-	if key == nil {
+func (k kernelMap) Delete(key any) error { return k.m.Delete(key) }
+func (k kernelMap) NextKey(key, next any) error {
+	if b, ok := key.([]byte); ok && b == nil {
 		return k.m.NextKey(nil, next)
 	}
 	return k.m.NextKey(key, next)
 }
-func (k kernelMap) LookupAndDelete(key, value []byte) error { return k.m.LookupAndDelete(key, value) }
-func (k kernelMap) Freeze() error                           { return k.m.Freeze() }
-func (k kernelMap) Close() error                            { return k.m.Close() }
+func (k kernelMap) LookupAndDelete(key, value any) error { return k.m.LookupAndDelete(key, value) }
+func (k kernelMap) Freeze() error                        { return k.m.Freeze() }
+func (k kernelMap) Close() error                         { return k.m.Close() }
 
 // kernelAvailable reports whether bpf(2) map creation works here, with the
 // reason when it does not.

@@ -20,7 +20,7 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// Planned upgrades (docs/daemon.md, "Upgrades").
+// Planned upgrades (docs/persistence.md, "Upgrades").
 //
 // Handoff brings the server to a standstill at request boundaries: the
 // listeners stop accepting, every connection finishes the request it is

@@ -1,7 +1,7 @@
 package wire
 
 // Daemon lifetime commands (bpfd's own; crash-proof state's range
-// 0x190-0x19f; docs/daemon.md, "Upgrades").
+// 0x190-0x19f; docs/persistence.md, "Upgrades").
 const (
 	// CmdDaemonUpgrade makes the daemon hand everything it holds —
 	// listening socket, connections, descriptors, map storage, programs,

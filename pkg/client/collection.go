@@ -272,6 +272,20 @@ func (c *Conn) newSpecMap(spec *ebpf.CollectionSpec, name string, ms *ebpf.MapSp
 	}
 	mspec := MapSpec{Type: MapType(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
 		MaxEntries: ms.MaxEntries, Flags: ms.Flags, Name: truncName(name)}
+	if ms.Type == ebpf.PerfEventArray {
+		// As cilium/ebpf creates them: 4-byte keys and values (the
+		// object usually leaves them out), one ring per possible CPU
+		// at most.
+		if mspec.KeySize == 0 {
+			mspec.KeySize = 4
+		}
+		if mspec.ValueSize == 0 {
+			mspec.ValueSize = 4
+		}
+		if n := uint32(PossibleCPUs()); mspec.MaxEntries == 0 || mspec.MaxEntries > n {
+			mspec.MaxEntries = n
+		}
+	}
 	types.forMap(&mspec, orig)
 	m, err := c.NewMap(mspec)
 	if err != nil {

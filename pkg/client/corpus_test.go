@@ -8,11 +8,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // The corpus: socket filters and XDP programs from elsewhere, loaded
@@ -187,7 +191,8 @@ func TestCorpusMatchesKernel(t *testing.T) {
 		names = []string{"802.3 llc", "broadcast arp", "ipip", "ipv4 icmp echo", "ipv4 tcp 22", "ipv4 truncated",
 			"ipv4 udp 53", "ipv6 hop-by-hop tcp", "jumbo udp", "vlan ipv4"}
 	}
-	var kernelOK, both, pending, runs, matched int
+	var kernelOK, both, pending, runs, matched, mapsCompared int
+	var perCPUCompared []string
 	notLoaded := map[string][]string{}
 	for _, obj := range corpusObjects(t) {
 		spec, err := ebpf.LoadCollectionSpec(obj.path)
@@ -259,6 +264,11 @@ func TestCorpusMatchesKernel(t *testing.T) {
 				if d := compareMaps(m, km); d != "" {
 					t.Errorf("%s: map %s after the runs: %s", id, mname, d)
 				}
+				mapsCompared++
+				switch km.Type() {
+				case ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUCPUHash:
+					perCPUCompared = append(perCPUCompared, id+":"+mname)
+				}
 			}
 			coll.Close()
 			kcoll.Close()
@@ -283,6 +293,7 @@ func TestCorpusMatchesKernel(t *testing.T) {
 	t.Logf("corpus: the kernel loads %d programs, bpfd %d of them (%.1f%%; %.1f%% of the %d that need no map type or map helper still being added)",
 		kernelOK, both, pct, pctOwn, kernelOK-pending)
 	t.Logf("corpus: %d of %d runs match the kernel", matched, runs)
+	t.Logf("corpus: %d maps compared after the runs, %d of them per-CPU (%s)", mapsCompared, len(perCPUCompared), strings.Join(perCPUCompared, ", "))
 	if pctOwn < 95 {
 		t.Errorf("bpfd loads %.1f%% of the kernel-loadable corpus (not counting pending map work), want at least 95%%", pctOwn)
 	}
@@ -308,7 +319,20 @@ func corpusRun(p *Program, kp *ebpf.Program, pkt []byte, repeat uint32) string {
 	opts := &RunOptions{Data: pkt, DataOut: out, Repeat: repeat}
 	ret, err := p.Run(opts)
 	kopts := &ebpf.RunOptions{Data: pkt, DataOut: kout, Repeat: repeat}
+	// One CPU for every kernel run, so per-CPU map values gather in one
+	// slot (comparePerCPUMaps).
+	runtime.LockOSThread()
+	var old, one unix.CPUSet
+	pinned := unix.SchedGetaffinity(0, &old) == nil
+	if pinned {
+		one.Set(0)
+		pinned = unix.SchedSetaffinity(0, &one) == nil
+	}
 	kret, kerr := kp.Run(kopts)
+	if pinned {
+		unix.SchedSetaffinity(0, &old)
+	}
+	runtime.UnlockOSThread()
 	if (err != nil) != (kerr != nil) {
 		return fmt.Sprintf("bpfd error %v, kernel error %v", err, kerr)
 	}
@@ -329,11 +353,14 @@ func corpusRun(p *Program, kp *ebpf.Program, pkt []byte, repeat uint32) string {
 }
 
 // compareMaps compares a bpfd map with the kernel's, entry by entry.
+// Per-CPU maps are compared through perCPUEqual.
 func compareMaps(m *Map, km *ebpf.Map) string {
 	switch km.Type() {
 	case ebpf.Hash, ebpf.Array, ebpf.LRUHash:
+	case ebpf.PerCPUHash, ebpf.PerCPUArray, ebpf.LRUCPUHash:
+		return comparePerCPUMaps(m, km)
 	default:
-		return "" // per-CPU and special maps: values are not comparable byte for byte
+		return "" // special maps (prog arrays, devmaps, ring buffers...): no values to compare
 	}
 	got := map[string]string{}
 	key, next := make([]byte, m.KeySize()), make([]byte, m.KeySize())
@@ -366,6 +393,139 @@ func compareMaps(m *Map, km *ebpf.Map) string {
 	return ""
 }
 
+// comparePerCPUMaps compares per-CPU maps key by key. Which CPU a run
+// lands on is the scheduler's in the kernel (the test pins its kernel
+// runs to one CPU) and the slot pool's in bpfd, so the per-CPU values of
+// a key are compared as a multiset (a program that stores anything: the
+// one written slot holds the same bytes) or, failing that, summed over the
+// CPUs word by word (counters spread over several slots add up to the
+// same totals).
+func comparePerCPUMaps(m *Map, km *ebpf.Map) string {
+	vs := int(m.ValueSize())
+	stride := (vs + 7) &^ 7
+	ncpu := PossibleCPUs()
+	got := map[string][]byte{}
+	key, next := make([]byte, m.KeySize()), make([]byte, m.KeySize())
+	var cur []byte
+	for {
+		if err := m.NextKey(cur, next); err != nil {
+			break
+		}
+		copy(key, next)
+		cur = key
+		val := make([]byte, m.ValueBufferSize())
+		if err := m.Lookup(key, val); err == nil {
+			got[string(key)] = val
+		}
+	}
+	want := map[string][]byte{}
+	kkey, knext := make([]byte, m.KeySize()), make([]byte, m.KeySize())
+	var kcur []byte
+	for {
+		if err := kernelNextKey(km.FD(), kcur, knext); err != nil {
+			break
+		}
+		copy(kkey, knext)
+		kcur = kkey
+		val := make([]byte, ncpu*stride)
+		if err := kernelLookup(km.FD(), kkey, val); err == nil {
+			want[string(kkey)] = val
+		}
+	}
+	if len(got) != len(want) {
+		return fmt.Sprintf("bpfd %d keys, kernel %d", len(got), len(want))
+	}
+	for k, kv := range want {
+		bv, ok := got[k]
+		if !ok {
+			return fmt.Sprintf("key %x: missing in bpfd", k)
+		}
+		if !perCPUEqual(bv, kv, ncpu, vs, stride) {
+			return fmt.Sprintf("key %x: per-CPU values bpfd %x, kernel %x", k, bv, kv)
+		}
+	}
+	return ""
+}
+
+// perCPUEqual reports whether two per-CPU values (ncpu values of size
+// bytes, stride apart) hold the same multiset of values, or the same sums
+// of their 8-byte (or, for sizes not a multiple of 8, 4-byte) words.
+func perCPUEqual(a, b []byte, ncpu, size, stride int) bool {
+	sorted := func(v []byte) []string {
+		s := make([]string, ncpu)
+		for i := range ncpu {
+			s[i] = string(v[i*stride : i*stride+size])
+		}
+		sort.Strings(s)
+		return s
+	}
+	sa, sb := sorted(a), sorted(b)
+	if slices.Equal(sa, sb) {
+		return true
+	}
+	word := 8
+	if size%8 != 0 {
+		word = 4
+	}
+	if size%word != 0 {
+		return false
+	}
+	for w := 0; w < size; w += word {
+		var ta, tb uint64
+		for i := range ncpu {
+			if word == 8 {
+				ta += binary.LittleEndian.Uint64(a[i*stride+w:])
+				tb += binary.LittleEndian.Uint64(b[i*stride+w:])
+			} else {
+				ta += uint64(binary.LittleEndian.Uint32(a[i*stride+w:]))
+				tb += uint64(binary.LittleEndian.Uint32(b[i*stride+w:]))
+			}
+		}
+		if ta != tb {
+			return false
+		}
+	}
+	return true
+}
+
+// kernelLookup and kernelNextKey are BPF_MAP_LOOKUP_ELEM and
+// BPF_MAP_GET_NEXT_KEY on a kernel map, with raw buffers (per-CPU values
+// as the kernel lays them out).
+func kernelLookup(fd int, key, val []byte) error {
+	attr := struct {
+		fd       uint32
+		_        uint32
+		key, val uint64
+		flags    uint64
+	}{fd: uint32(fd), key: uint64(uintptr(unsafe.Pointer(&key[0]))), val: uint64(uintptr(unsafe.Pointer(&val[0])))}
+	_, _, e := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_LOOKUP_ELEM, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(key)
+	runtime.KeepAlive(val)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func kernelNextKey(fd int, key, next []byte) error {
+	attr := struct {
+		fd        uint32
+		_         uint32
+		key, next uint64
+		_         uint64
+	}{fd: uint32(fd), next: uint64(uintptr(unsafe.Pointer(&next[0])))}
+	if key != nil {
+		attr.key = uint64(uintptr(unsafe.Pointer(&key[0])))
+	}
+	_, _, e := unix.Syscall(unix.SYS_BPF, unix.BPF_MAP_GET_NEXT_KEY, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(key)
+	runtime.KeepAlive(next)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 // pendingMapWork names the map type or map helper a load failed on when
 // it is one the maps work (issue 10) is adding, or returns "".
 func pendingMapWork(err error) string {
@@ -389,4 +549,34 @@ func pendingMapWork(err error) string {
 		return "map type"
 	}
 	return ""
+}
+
+// TestPerCPUEqual: per-CPU values compare as a multiset or by sums,
+// never by which CPU holds them.
+func TestPerCPUEqual(t *testing.T) {
+	val := func(words ...uint64) []byte {
+		b := make([]byte, 0, 8*len(words))
+		for _, w := range words {
+			b = binary.LittleEndian.AppendUint64(b, w)
+		}
+		return b
+	}
+	tests := []struct {
+		name string
+		a, b []byte
+		want bool
+	}{
+		{name: "same CPU", a: val(5, 0), b: val(5, 0), want: true},
+		{name: "other CPU", a: val(0, 5), b: val(5, 0), want: true},
+		{name: "counter spread over CPUs", a: val(2, 3), b: val(5, 0), want: true},
+		{name: "different total", a: val(2, 2), b: val(5, 0), want: false},
+		{name: "different stored bytes", a: val(0, 6), b: val(5, 0), want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := perCPUEqual(tt.a, tt.b, 2, 8, 8); got != tt.want {
+				t.Fatalf("perCPUEqual(%x, %x) = %v, want %v", tt.a, tt.b, got, tt.want)
+			}
+		})
+	}
 }

@@ -285,3 +285,36 @@ func TestVariablesSet(t *testing.T) {
 		}
 	}
 }
+
+// TestPerfEventArrayDefaults: a perf event array declared without sizes
+// or entries (as objects usually declare it) is created as cilium/ebpf
+// creates it: 4-byte keys and values, one entry per possible CPU, at most.
+func TestPerfEventArrayDefaults(t *testing.T) {
+	c := newTestConn(t)
+	tests := []struct {
+		name       string
+		maxEntries uint32
+		want       uint32
+	}{
+		{name: "no entries", maxEntries: 0, want: uint32(PossibleCPUs())},
+		{name: "one entry", maxEntries: 1, want: 1},
+		{name: "more entries than CPUs", maxEntries: uint32(PossibleCPUs()) + 64, want: uint32(PossibleCPUs())},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := &ebpf.CollectionSpec{Maps: map[string]*ebpf.MapSpec{
+				"events": {Name: "events", Type: ebpf.PerfEventArray, MaxEntries: tt.maxEntries},
+			}}
+			coll, err := c.LoadCollectionSpec(spec, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer coll.Close()
+			m := coll.Maps["events"]
+			if m.Type() != PerfEventArray || m.KeySize() != 4 || m.ValueSize() != 4 || m.info.MaxEntries != tt.want {
+				t.Fatalf("created %v key %d value %d entries %d, want perf event array 4/4/%d",
+					m.Type(), m.KeySize(), m.ValueSize(), m.info.MaxEntries, tt.want)
+			}
+		})
+	}
+}

@@ -67,10 +67,21 @@ func TestKernelDifferential(t *testing.T) {
 	if testing.Short() {
 		n = 200
 	}
+	// A time budget as well, shorter under the race detector: the
+	// programs are random, so fewer of them check the same things.
+	budget := 60 * time.Second
+	if raceEnabled || testing.Short() {
+		budget = 20 * time.Second
+	}
+	deadline := time.Now().Add(budget)
 	t.Logf("seed %d, %d programs (rerun with -seed=%d)", seed, n, seed)
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	rejected, excused := 0, 0
 	for i := range n {
+		if time.Now().After(deadline) {
+			t.Logf("time budget reached after %d programs", i)
+			break
+		}
 		opts := &progen.Options{Body: 16 + rng.IntN(96)}
 		insns, input := progen.GenerateInput(rng, opts)
 		data := append(make([]byte, 14), input...) // skb data starts after the Ethernet header

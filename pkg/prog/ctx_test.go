@@ -11,8 +11,10 @@ import (
 )
 
 // TestContextAccessMatchesKernel loads, for every context offset, a 4-byte
-// read, a 1-byte read and a 4-byte write in bpfd and in the kernel, and
-// requires the same verdict: the context layouts are the kernel's.
+// read, a 1-byte read and a 4-byte write (and, at 8-byte aligned offsets,
+// an 8-byte read and write) in bpfd and in the kernel, and requires the
+// same verdict: the context layouts are the kernel's. __sk_buff.sk is one
+// of them: an 8-byte read only.
 func TestContextAccessMatchesKernel(t *testing.T) {
 	needKernel(t)
 	tests := []struct {
@@ -33,6 +35,11 @@ func TestContextAccessMatchesKernel(t *testing.T) {
 					cases = append(cases, asm.Instructions{asm.LoadMem(asm.R0, asm.R1, int16(off), sz), asm.Mov.Imm(asm.R0, 0), asm.Return()})
 				}
 				cases = append(cases, asm.Instructions{asm.StoreImm(asm.R1, int16(off), 0, asm.Word), asm.Mov.Imm(asm.R0, 0), asm.Return()})
+				if off%8 == 0 {
+					cases = append(cases,
+						asm.Instructions{asm.LoadMem(asm.R0, asm.R1, int16(off), asm.DWord), asm.Mov.Imm(asm.R0, 0), asm.Return()},
+						asm.Instructions{asm.Mov.Imm(asm.R2, 0), asm.StoreMem(asm.R1, int16(off), asm.R2, asm.DWord), asm.Mov.Imm(asm.R0, 0), asm.Return()})
+				}
 				for _, insns := range cases {
 					kp, kerr := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{Type: tt.ktyp, Instructions: insns, License: "GPL"},
 						ebpf.ProgramOptions{LogDisabled: true})

@@ -98,6 +98,12 @@ func FuzzVerifiedRun(f *testing.F) {
 		asm.LoadMem(asm.R0, asm.R10, -8, asm.DWord),
 		asm.Return(),
 	}), make([]byte, 32))
+	// __sk_buff.sk, null-checked, read at every size (sock_test.go).
+	for _, sz := range []asm.Size{asm.Byte, asm.Half, asm.Word} {
+		f.Add(marshalInsns(f, skLoad(4, sz, false, false)), make([]byte, 40))
+	}
+	// bpf_fib_lookup on params taken from the packet (fib_test.go).
+	f.Add(marshalInsns(f, fibProg(64)), append([]byte{2, 6, 0, 1, 0, 2, 0, 0, 1}, make([]byte, 80)...))
 
 	hash, err := maps.New(maps.Spec{Type: maps.TypeHash, KeySize: 4, ValueSize: 16, MaxEntries: 8})
 	if err != nil {

@@ -113,6 +113,11 @@ type runCtx struct {
 	xdp        xdpBuff // XDP: the packet buffer, kept across repeats
 	sockCookie uint64  // socket filters: the run's socket cookie (0: none yet)
 	sockUID    uint32  // socket filters: the run's socket owner
+	// sock is the run's socket as __sk_buff.sk shows it (struct
+	// bpf_sock), read-only to the program; hasSock is false in live runs,
+	// where sk is NULL.
+	sock    [bpfSockSize]byte
+	hasSock bool
 
 	// gen numbers runs, so values cached by an earlier run are stale
 	// without clearing the cache.

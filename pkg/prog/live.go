@@ -107,7 +107,9 @@ func (r *Runner) RunSocketFilter(pkt []byte, m *SkbMeta) (uint64, error) {
 	// at its network header; there is no MAC header.
 	r.rc.frame, r.rc.netOff, r.rc.macOff = pkt, 0, -1
 	r.vm.SetPacket(pkt, 0, 0, -1)
-	ctx := r.ctx[:skbSize]
+	// The shadow sk pointer after the context stays 0: a live packet
+	// has no socket here, __sk_buff.sk reads NULL.
+	ctx := r.ctx[:skbSize+8]
 	clear(ctx)
 	for _, f := range [...]struct {
 		off int

@@ -175,7 +175,7 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	}
 	rc := vm.Context.(*runCtx)
 	rc.frame, rc.pkt, rc.xdp, rc.netOff, rc.macOff = nil, nil, xdpBuff{}, 0, -1
-	rc.sockCookie, rc.sockUID = 0, 0
+	rc.sockCookie, rc.sockUID, rc.hasSock = 0, 0, false
 	defer func() {
 		rc.frame, rc.pkt, rc.task, rc.xdp = nil, nil, nil, xdpBuff{}
 		vm.SetPacket(nil, 0, 0, -1)
@@ -311,7 +311,7 @@ func (p *Program) skbSetup(rc *runCtx, vm *interp.VM, opts *RunOptions) (ctx, ct
 	if le.Uint32(ctxOut[skbGSOSegs:]) > 65535 {
 		return nil, nil, ErrCtxSize
 	}
-	ctx = make([]byte, skbSize)
+	ctx = make([]byte, skbSize+8) // the shadow sk pointer after it
 	for _, f := range []int{skbMark, skbPriority, skbIngressIfindex, skbGSOSegs, skbGSOSize} {
 		copy(ctx[f:f+4], ctxOut[f:f+4])
 	}
@@ -322,10 +322,48 @@ func (p *Program) skbSetup(rc *runCtx, vm *interp.VM, opts *RunOptions) (ctx, ct
 	proto := ethProtocol(frame)
 	le.PutUint32(ctx[skbProtocol:], uint32(proto>>8)|uint32(proto&0xff)<<8)
 	rc.frame, rc.pkt, rc.netOff, rc.macOff = frame, frame[ethHdrLen:], ethHdrLen, 0
+	fillTestSock(&rc.sock, frame, proto)
+	rc.hasSock = true
 	// LD_ABS/LD_IND: skb->data and the network header are past the
 	// Ethernet header, the MAC header at the frame's start.
 	vm.SetPacket(frame, ethHdrLen, ethHdrLen, 0)
 	return ctx, ctxOut, nil
+}
+
+// Socket values of a test run (bpf_prog_test_run_skb's socket: sk_alloc
+// with AF_UNSPEC, sock_init_data, then the family and addresses of an IPv4
+// or IPv6 packet).
+const (
+	afInet       = 2
+	afInet6      = 10
+	tcpClose     = 7 // sk_state after sock_init_data
+	ethPIPv4     = 0x0800
+	ethPIPv6     = 0x86dd
+	ipv4SrcOff   = 12
+	ipv6SrcOff   = 8
+	ipv6AddrSize = 16
+)
+
+// fillTestSock fills struct bpf_sock as a socket filter's test run shows
+// its socket: the family and addresses from the packet when it is IPv4 or
+// IPv6 (proto is eth_type_trans's, host order), state TCP_CLOSE, no bound
+// device, no ports, no receive queue (-1).
+func fillTestSock(sk *[bpfSockSize]byte, frame []byte, proto uint16) {
+	clear(sk[:])
+	le := binary.LittleEndian
+	l3 := frame[ethHdrLen:]
+	switch proto {
+	case ethPIPv4: // the test run made sure the header is there
+		le.PutUint32(sk[sockFamily:], afInet)
+		copy(sk[sockSrcIP4:sockSrcIP4+4], l3[ipv4SrcOff:ipv4SrcOff+4])
+		copy(sk[sockDstIP4:sockDstIP4+4], l3[ipv4SrcOff+4:ipv4SrcOff+8])
+	case ethPIPv6:
+		le.PutUint32(sk[sockFamily:], afInet6)
+		copy(sk[sockSrcIP6:sockSrcIP6+ipv6AddrSize], l3[ipv6SrcOff:ipv6SrcOff+ipv6AddrSize])
+		copy(sk[sockDstIP6:sockDstIP6+ipv6AddrSize], l3[ipv6SrcOff+ipv6AddrSize:ipv6SrcOff+2*ipv6AddrSize])
+	}
+	le.PutUint32(sk[sockState:], tcpClose)
+	le.PutUint32(sk[sockRxQueueMapping:], 0xffffffff) // -1
 }
 
 // Packet types (linux/if_packet.h).
@@ -468,7 +506,18 @@ func rxQueues(name string) int {
 func (p *Program) regions(vm *interp.VM, rc *runCtx, ctx []byte) (uint64, error) {
 	switch p.typ {
 	case SocketFilter:
-		return vm.AddRegion(ctx[:skbSize], true)
+		// The socket: its own read-only region, its address in the
+		// shadow field after the context (context loads of sk were
+		// rewritten to read it). Live runs have none: sk is NULL.
+		var sk uint64
+		if rc.hasSock {
+			var err error
+			if sk, err = vm.AddRegion(rc.sock[:], false); err != nil {
+				return 0, err
+			}
+		}
+		binary.LittleEndian.PutUint64(ctx[skbShadowSk:], sk)
+		return vm.AddRegion(ctx[:skbSize+8], true)
 	case XDP:
 		// One region for the whole frame: the helpers move data,
 		// data_end and data_meta inside it and rewrite the shadow
@@ -487,8 +536,11 @@ func (p *Program) regions(vm *interp.VM, rc *runCtx, ctx []byte) (uint64, error)
 	}
 }
 
-// shadow offsets of the packet pointer fields, by context offset.
+// shadow offsets of the pointer fields, by context offset.
 func shadowOffset(t Type, off int) (int, bool) {
+	if t == SocketFilter && off == skbSk {
+		return skbShadowSk, true
+	}
 	if t != XDP {
 		return 0, false
 	}

@@ -32,22 +32,28 @@
 // Helpers by type, as the kernel's func_proto tables: socket filters get
 // bpf_skb_load_bytes, bpf_skb_load_bytes_relative, bpf_get_socket_cookie
 // and bpf_get_socket_uid; XDP programs bpf_xdp_adjust_head/_tail/_meta,
-// bpf_xdp_load_bytes/_store_bytes, bpf_xdp_get_buff_len, bpf_csum_diff
-// and bpf_redirect; every type the base helpers (maps, time, random,
+// bpf_xdp_load_bytes/_store_bytes, bpf_xdp_get_buff_len, bpf_csum_diff,
+// bpf_fib_lookup and bpf_redirect; every type the base helpers (maps, time, random,
 // trace_printk, tail calls, bpf_loop). bpf_skb_store_bytes and the l3/l4
 // checksum helpers are tc helpers in the kernel and are not offered to
 // these types there either.
 //
 // # Differences from the kernel
 //
-//   - __sk_buff.sk (the socket of a socket filter's skb) is not offered:
-//     a load of it fails verification. The kernel's test run gives a
-//     dummy socket there.
+//   - __sk_buff.sk (PTR_TO_SOCK_COMMON_OR_NULL, read-only struct
+//     bpf_sock fields) is the kernel's test-run socket in test runs:
+//     family and addresses from an IPv4/IPv6 packet, state TCP_CLOSE,
+//     rx_queue_mapping -1, the rest 0. Live runs (Runner) have no
+//     socket: sk reads NULL.
 //   - bpf_get_socket_cookie answers a cookie bpfd numbers itself (never
 //     0, one per test run, shared by its repeats), not the kernel's
 //     counter; bpf_get_socket_uid answers 0, the owner of a test run's
 //     socket in the kernel too.
 //   - bpf_get_numa_node_id answers 0: bpfd's runs are bound to no node.
+//   - bpf_fib_lookup reads the routing state of the calling thread's
+//     network namespace through rtnetlink at each call (fib.go lists
+//     what it cannot see: multipath hashing, path MTU exceptions, VRFs;
+//     docs/programs.md has the full list).
 //   - In live runs (Runner) the XDP adjust helpers answer EOPNOTSUPP:
 //     the packet is the caller's buffer, without headroom or tailroom.
 //   - Values a test run cannot observe are bpfd's own: timestamps come
@@ -130,6 +136,24 @@ const (
 	skbGSOSegs        = 164
 	skbGSOSize        = 176
 	skbHwtstamp       = 184
+	skbSk             = 168 // __bpf_md_ptr(struct bpf_sock *, sk)
+
+	// skbShadowSk is where the program's pointer to the run's socket
+	// sits, after the context (loads of sk are rewritten to read it).
+	skbShadowSk = skbSize
+
+	// struct bpf_sock, as a sock_common pointer reads it.
+	bpfSockSize        = 80
+	sockBoundDevIf     = 0
+	sockFamily         = 4
+	sockSrcIP4         = 24
+	sockSrcIP6         = 28
+	sockSrcPort        = 44
+	sockDstPort        = 48
+	sockDstIP4         = 52
+	sockDstIP6         = 56
+	sockState          = 72
+	sockRxQueueMapping = 76
 
 	// xdp_md field offsets.
 	xdpData           = 0

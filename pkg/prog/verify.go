@@ -56,9 +56,38 @@ var (
 			verifier.ContextField{Name: "hash", Off: skbHash, Size: 4, Narrow: true},
 			verifier.ContextField{Name: "napi_id", Off: skbNapiID, Size: 4, Narrow: true},
 			verifier.ContextField{Name: "gso_segs", Off: skbGSOSegs, Size: 4, Narrow: true},
+			// The socket (PTR_TO_SOCK_COMMON_OR_NULL): 8-byte loads only.
+			verifier.ContextField{Name: "sk", Off: skbSk, Size: 8, Kind: verifier.FieldSockCommonOrNull},
 			verifier.ContextField{Name: "gso_size", Off: skbGSOSize, Size: 4, Narrow: true},
 		)
 	}()}
+
+	// sockCommon is struct bpf_sock read through __sk_buff.sk: the
+	// fields the 6.18 kernel's bpf_sock_common_is_valid_access allows
+	// (not type, protocol, mark, priority), with its narrow-load rules
+	// (family, src_port, state and rx_queue_mapping narrow only at their
+	// first byte, dst_port in its first two), checked against the kernel
+	// by TestSockFieldsMatchKernel.
+	sockCommon = verifier.ContextSpec{Name: "bpf_sock", Size: bpfSockSize, Fields: []verifier.ContextField{
+		{Name: "bound_dev_if", Off: sockBoundDevIf, Size: 4},
+		{Name: "family", Off: sockFamily, Size: 4, Narrow: true, NarrowStarts: 1},
+		{Name: "src_ip4", Off: sockSrcIP4, Size: 4, Narrow: true},
+		// The IPv6 addresses are four fields each: 8-byte loads of
+		// them are refused.
+		{Name: "src_ip6[0]", Off: sockSrcIP6, Size: 4, Narrow: true},
+		{Name: "src_ip6[1]", Off: sockSrcIP6 + 4, Size: 4, Narrow: true},
+		{Name: "src_ip6[2]", Off: sockSrcIP6 + 8, Size: 4, Narrow: true},
+		{Name: "src_ip6[3]", Off: sockSrcIP6 + 12, Size: 4, Narrow: true},
+		{Name: "src_port", Off: sockSrcPort, Size: 4, Narrow: true, NarrowStarts: 1},
+		{Name: "dst_port", Off: sockDstPort, Size: 4, Narrow: true, NarrowStarts: 2},
+		{Name: "dst_ip4", Off: sockDstIP4, Size: 4, Narrow: true},
+		{Name: "dst_ip6[0]", Off: sockDstIP6, Size: 4, Narrow: true},
+		{Name: "dst_ip6[1]", Off: sockDstIP6 + 4, Size: 4, Narrow: true},
+		{Name: "dst_ip6[2]", Off: sockDstIP6 + 8, Size: 4, Narrow: true},
+		{Name: "dst_ip6[3]", Off: sockDstIP6 + 12, Size: 4, Narrow: true},
+		{Name: "state", Off: sockState, Size: 4, Narrow: true, NarrowStarts: 1},
+		{Name: "rx_queue_mapping", Off: sockRxQueueMapping, Size: 4, Narrow: true, NarrowStarts: 1},
+	}}
 
 	xdpContext = verifier.ContextSpec{Name: "xdp_md", Size: xdpSize, Fields: []verifier.ContextField{
 		{Name: "data", Off: xdpData, Size: 4, Kind: verifier.FieldPacketStart},
@@ -105,6 +134,7 @@ func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) erro
 	switch spec.Type {
 	case SocketFilter:
 		env.Context = skbContext
+		env.SockCommon = sockCommon
 		env.LegacyPacket = true
 	case XDP:
 		env.Context = xdpContext
@@ -162,8 +192,9 @@ func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) erro
 			}
 			continue
 		}
-		off, ok := shadowOffset(spec.Type, int(env.Context.Fields[a.Field].Off))
-		if !ok || a.Write || a.Size != 4 {
+		fd := env.Context.Fields[a.Field]
+		off, ok := shadowOffset(spec.Type, int(fd.Off))
+		if !ok || a.Write || a.Size != int(fd.Size) {
 			return nil, fmt.Errorf("%w: insn %d: unexpected packet pointer access", ErrInvalid, a.Insn)
 		}
 		v.ctxLoads = append(v.ctxLoads, ctxLoad{pc: a.Insn, shadowOff: off})

@@ -38,6 +38,12 @@ const (
 	FieldPacketEnd
 	// FieldPacketMeta loads a pointer to the packet metadata (data_meta).
 	FieldPacketMeta
+	// FieldSockCommonOrNull loads a pointer to the socket the packet
+	// belongs to, or NULL (__sk_buff.sk): the kernel's
+	// PTR_TO_SOCK_COMMON_OR_NULL. It must be null-checked; then
+	// Env.SockCommon says what may be read through it. Nothing may be
+	// written through it and no arithmetic is allowed on it.
+	FieldSockCommonOrNull
 )
 
 func (k FieldKind) String() string {
@@ -50,6 +56,8 @@ func (k FieldKind) String() string {
 		return "pkt_end"
 	case FieldPacketMeta:
 		return "pkt_meta"
+	case FieldSockCommonOrNull:
+		return "sock_common_or_null"
 	}
 	return fmt.Sprintf("FieldKind(%d)", uint8(k))
 }
@@ -68,6 +76,11 @@ type ContextField struct {
 	// Narrow allows loads (and, with Write, stores) of 1, 2 or 4 bytes
 	// inside a scalar field at an offset aligned to the access size.
 	Narrow bool
+	// NarrowStarts, when not 0, limits narrow accesses to those starting
+	// in the field's first NarrowStarts bytes (the kernel allows a narrow
+	// load of bpf_sock.family only at its first byte, of dst_port in its
+	// first two).
+	NarrowStarts uint32
 }
 
 // ContextSpec describes the context R1 points to at program entry.
@@ -123,6 +136,11 @@ const (
 	// ArgPtrToUninitMem needs writable memory the helper fills; its size is
 	// the next argument. The memory counts as initialised after the call.
 	ArgPtrToUninitMem
+	// ArgPtrToMemRW needs memory that is readable, initialised and
+	// writable: the helper reads it and writes results back (the kernel's
+	// ARG_PTR_TO_MEM | MEM_WRITE, as bpf_fib_lookup's params). Its size
+	// is the next argument.
+	ArgPtrToMemRW
 	// ArgConstSize is a bounded size > 0 for the preceding memory argument.
 	ArgConstSize
 	// ArgConstSizeOrZero is a bounded size >= 0 for the preceding memory argument.
@@ -202,6 +220,11 @@ type Env struct {
 	// Return, when not nil, is the allowed R0 range at exit. R0 must always
 	// be an initialised scalar.
 	Return *ReturnRange
+	// SockCommon lists what may be read through a non-null pointer a
+	// FieldSockCommonOrNull field yields (struct bpf_sock, as the
+	// kernel's bpf_sock_common_is_valid_access allows it); only
+	// FieldScalar fields without Write make sense here.
+	SockCommon ContextSpec
 	// PacketWrite allows stores through packet pointers (XDP).
 	PacketWrite bool
 	// LegacyPacket allows BPF_LD ABS/IND packet loads (socket filters);

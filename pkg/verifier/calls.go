@@ -218,7 +218,7 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			if err := v.memArg(st, regno, int(size), false, false); err != nil {
 				return err
 			}
-		case ArgPtrToMem, ArgPtrToUninitMem:
+		case ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemRW:
 			if i+1 >= len(proto.Args) || (proto.Args[i+1] != ArgConstSize && proto.Args[i+1] != ArgConstSizeOrZero) {
 				return v.errf(st, st.pc, unix.EINVAL, "helper %s prototype: memory argument without size", name)
 			}
@@ -242,8 +242,15 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			if sz.umin == 0 && !zeroOK {
 				return v.errf(st, st.pc, unix.EACCES, "R%d invalid zero-sized read: u64=[%d,%d]", regno+1, sz.umin, sz.umax)
 			}
-			if err := v.memArg(st, regno, int(sz.umax), zeroOK, at == ArgPtrToUninitMem); err != nil {
-				return err
+			if at != ArgPtrToUninitMem {
+				if err := v.memArg(st, regno, int(sz.umax), zeroOK, false); err != nil {
+					return err
+				}
+			}
+			if at != ArgPtrToMem {
+				if err := v.memArg(st, regno, int(sz.umax), zeroOK, true); err != nil {
+					return err
+				}
 			}
 		case ArgConstSize, ArgConstSizeOrZero:
 			if r.typ != scalarValue {

@@ -26,6 +26,26 @@ var (
 		{Name: "tc_index", Off: 44, Size: 4, Narrow: true},
 		{Name: "cb", Off: 48, Size: 20, Write: true, Narrow: true},
 		{Name: "hash", Off: 68, Size: 4, Narrow: true},
+		{Name: "sk", Off: 168, Size: 8, Kind: FieldSockCommonOrNull},
+	}}
+	// sockCommon is struct bpf_sock as a sock_common pointer reads it.
+	sockCommon = ContextSpec{Name: "bpf_sock", Size: 80, Fields: []ContextField{
+		{Name: "bound_dev_if", Off: 0, Size: 4},
+		{Name: "family", Off: 4, Size: 4, Narrow: true, NarrowStarts: 1},
+		{Name: "src_ip4", Off: 24, Size: 4, Narrow: true},
+		{Name: "src_ip6[0]", Off: 28, Size: 4, Narrow: true},
+		{Name: "src_ip6[1]", Off: 32, Size: 4, Narrow: true},
+		{Name: "src_ip6[2]", Off: 36, Size: 4, Narrow: true},
+		{Name: "src_ip6[3]", Off: 40, Size: 4, Narrow: true},
+		{Name: "src_port", Off: 44, Size: 4, Narrow: true, NarrowStarts: 1},
+		{Name: "dst_port", Off: 48, Size: 4, Narrow: true, NarrowStarts: 2},
+		{Name: "dst_ip4", Off: 52, Size: 4, Narrow: true},
+		{Name: "dst_ip6[0]", Off: 56, Size: 4, Narrow: true},
+		{Name: "dst_ip6[1]", Off: 60, Size: 4, Narrow: true},
+		{Name: "dst_ip6[2]", Off: 64, Size: 4, Narrow: true},
+		{Name: "dst_ip6[3]", Off: 68, Size: 4, Narrow: true},
+		{Name: "state", Off: 72, Size: 4, Narrow: true, NarrowStarts: 1},
+		{Name: "rx_queue_mapping", Off: 76, Size: 4, Narrow: true, NarrowStarts: 1},
 	}}
 	// skbPktCtx adds data/data_end as tc programs see them (not socket filters).
 	skbPktCtx = ContextSpec{Name: "__sk_buff", Size: 192, Fields: append(append([]ContextField(nil), skbCtx.Fields...),
@@ -55,7 +75,7 @@ var seccompCtx = ContextSpec{Name: "seccomp_data", Size: 64, Fields: []ContextFi
 }}
 
 func socketEnv(maps ...MapInfo) *Env {
-	return &Env{Context: skbCtx, Maps: maps, LegacyPacket: true}
+	return &Env{Context: skbCtx, SockCommon: sockCommon, Maps: maps, LegacyPacket: true}
 }
 
 func xdpEnv(maps ...MapInfo) *Env {

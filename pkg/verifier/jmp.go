@@ -43,8 +43,8 @@ func (v *verifier) jump(st *state, in insn) (bool, error) {
 	dst := f.regs[in.dst]
 	target := pc + int(in.off) + 1
 
-	// Null checks of map_value_or_null.
-	if !j32 && (op == jmpJEQ || op == jmpJNE) && isZero(src) && (dst.typ == ptrToMapValueOrNull || dst.typ == constPtrToMapOrNull) {
+	// Null checks of map_value_or_null and sock_common_or_null.
+	if !j32 && (op == jmpJEQ || op == jmpJNE) && isZero(src) && dst.typ.orNull() {
 		other, err := v.push(st, target)
 		if err != nil {
 			return false, err
@@ -55,7 +55,7 @@ func (v *verifier) jump(st *state, in insn) (bool, error) {
 		st.pc = pc + 1
 		return false, nil
 	}
-	if !j32 && (op == jmpJEQ || op == jmpJNE) && isZero(dst) && (src.typ == ptrToMapValueOrNull || src.typ == constPtrToMapOrNull) {
+	if !j32 && (op == jmpJEQ || op == jmpJNE) && isZero(dst) && src.typ.orNull() {
 		other, err := v.push(st, target)
 		if err != nil {
 			return false, err
@@ -68,8 +68,8 @@ func (v *verifier) jump(st *state, in insn) (bool, error) {
 	if dst.typ != scalarValue || src.typ != scalarValue {
 		taken := -1
 		// A non-null pointer compared with 0.
-		if (op == jmpJEQ || op == jmpJNE) && (isZero(src) && dst.typ != scalarValue && dst.typ != ptrToMapValueOrNull && dst.typ != constPtrToMapOrNull ||
-			isZero(dst) && src.typ != scalarValue && src.typ != ptrToMapValueOrNull && src.typ != constPtrToMapOrNull) {
+		if (op == jmpJEQ || op == jmpJNE) && (isZero(src) && dst.typ != scalarValue && !dst.typ.orNull() ||
+			isZero(dst) && src.typ != scalarValue && !src.typ.orNull()) {
 			taken = 0
 			if op == jmpJNE {
 				taken = 1
@@ -126,24 +126,20 @@ func (v *verifier) jump(st *state, in insn) (bool, error) {
 
 func isZero(r reg) bool { return r.typ == scalarValue && r.isConst() && r.vo.value == 0 }
 
-// markNull turns every register with id into NULL (scalar 0) or a map value
-// (or map pointer, see maptypes.go). A NULL that carried a reference
-// releases it.
+// markNull turns every register with id into NULL (scalar 0) or the
+// pointer it was when not NULL (map value, map pointer of maptypes.go,
+// socket). A NULL that carried a reference releases it.
 func markNull(st *state, id uint32, isNull bool) {
 	var ref uint32
 	st.forEachReg(func(r *reg) {
-		if (r.typ == ptrToMapValueOrNull || r.typ == constPtrToMapOrNull) && r.id == id {
+		if r.typ.orNull() && r.id == id {
 			if isNull {
 				if r.ref != 0 {
 					ref = r.ref
 				}
 				*r = constScalar(0)
 			} else {
-				if r.typ == constPtrToMapOrNull {
-					r.typ = constPtrToMap
-				} else {
-					r.typ = ptrToMapValue
-				}
+				r.typ = r.typ.nonNull()
 				r.id = 0
 			}
 		}

@@ -31,6 +31,14 @@ func kernelAvailable(t *testing.T) {
 // It returns the kernel's verdict.
 func kernelLoad(t *testing.T, raw []byte, env *Env, typ ebpf.ProgramType) error {
 	t.Helper()
+	return kernelLoadLog(t, raw, env, typ, true)
+}
+
+// kernelLoadLog is kernelLoad, with the kernel's verifier log on failure
+// when withLog (cilium/ebpf then verifies a rejected program again with
+// a log: slow for programs that exhaust the instruction budget).
+func kernelLoadLog(t *testing.T, raw []byte, env *Env, typ ebpf.ProgramType, withLog bool) error {
+	t.Helper()
 	var fds []int
 	for _, mi := range env.Maps {
 		flags := mi.Flags
@@ -62,7 +70,8 @@ func kernelLoad(t *testing.T, raw []byte, env *Env, typ ebpf.ProgramType) error 
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: typ, Instructions: insns, License: "GPL"})
+	p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{Type: typ, Instructions: insns, License: "GPL"},
+		ebpf.ProgramOptions{LogDisabled: !withLog})
 	if err == nil {
 		p.Close()
 	}
@@ -82,7 +91,7 @@ func TestKernelAgrees(t *testing.T) {
 				t.Skip("deliberate deviation: " + tc.kernelDev)
 			}
 			raw := tc.bytes(t)
-			kerr := kernelLoad(t, raw, tc.env, tc.progType)
+			kerr := kernelLoadLog(t, raw, tc.env, tc.progType, false)
 			_, err := Verify(raw, tc.env)
 			switch {
 			case kerr == nil && err != nil:

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -260,7 +261,13 @@ func TestKernelDifferentialRandom(t *testing.T) {
 	r := rand.New(rand.NewSource(seed))
 	var both, onlyKernel, neither, deadPaths int
 	reasons := map[string]int{}
+	deadline := time.Now().Add(budget(45 * time.Second))
 	for i := range n {
+		if time.Now().After(deadline) {
+			t.Logf("time budget reached after %d programs", i)
+			n = i
+			break
+		}
 		g := &progGen{r: r, xdp: i%2 == 1}
 		insns := g.program()
 		raw := marshal(t, insns)

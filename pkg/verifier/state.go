@@ -21,14 +21,34 @@ const (
 	ptrToPacketEnd
 	ptrToFunc
 	constPtrToMapOrNull // maptypes.go: an inner map from a map-in-map lookup
+	ptrToSockCommon
+	ptrToSockCommonOrNull
 )
 
 var regTypeNames = [...]string{"?", "scalar", "ctx", "fp", "map_value", "map_value_or_null",
-	"map_ptr", "pkt", "pkt_meta", "pkt_end", "func", "map_ptr_or_null"}
+	"map_ptr", "pkt", "pkt_meta", "pkt_end", "func", "map_ptr_or_null", "sock_common", "sock_common_or_null"}
 
 func (t regType) String() string { return regTypeNames[t] }
 
 func (t regType) isPkt() bool { return t == ptrToPacket || t == ptrToPacketMeta }
+
+// orNull reports whether t may be NULL and must be null-checked before
+// use; nonNull is what a successful check makes of it.
+func (t regType) orNull() bool {
+	return t == ptrToMapValueOrNull || t == constPtrToMapOrNull || t == ptrToSockCommonOrNull
+}
+
+func (t regType) nonNull() regType {
+	switch t {
+	case ptrToMapValueOrNull:
+		return ptrToMapValue
+	case constPtrToMapOrNull:
+		return constPtrToMap
+	case ptrToSockCommonOrNull:
+		return ptrToSockCommon
+	}
+	return t
+}
 
 // reg is the abstract value of a register or spilled slot. For scalars the
 // bounds describe the value; for pointers they describe the variable part
@@ -341,7 +361,7 @@ func regsafe(old, cur *reg, im *idmap) bool {
 		// Old scalars linked by id had bounds checks propagate between
 		// them; cur's must be linked the same way.
 		return old.id == 0 || (cur.id != 0 && im.check(old.id, cur.id))
-	case ptrToMapValueOrNull, constPtrToMapOrNull:
+	case ptrToMapValueOrNull, constPtrToMapOrNull, ptrToSockCommonOrNull:
 		if !im.check(old.id, cur.id) {
 			return false
 		}

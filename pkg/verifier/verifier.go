@@ -52,7 +52,7 @@ func (v *verifier) account(st *state, n int) error {
 
 // insnAux is what the verifier learns about one instruction across paths.
 type insnAux struct {
-	ctxField int // -1: not seen; -2: non-context access; >= 0: field index
+	ctxField int // auxNone, auxOther, auxSock, or a context field index
 	ctxSize  int
 	ctxWrite bool
 }
@@ -160,7 +160,7 @@ func (v *verifier) run() (*Result, error) {
 	v.depth = make([]int, len(v.subprogs))
 	v.aux = make([]insnAux, n)
 	for i := range v.aux {
-		v.aux[i].ctxField = -1
+		v.aux[i].ctxField = auxNone
 	}
 	v.visited = make([][]*checkpoint, n)
 	v.completeAt = make([]int, n)
@@ -773,9 +773,9 @@ func (v *verifier) ptrALU(st *state, in insn, dst *reg, src reg) error {
 		ptr, off = src, *dst
 	}
 	switch ptr.typ {
-	case ptrToMapValueOrNull:
-		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on map_value_or_null prohibited, null-check it first", rd)
-	case constPtrToMap, ptrToFunc, constPtrToMapOrNull:
+	case ptrToMapValueOrNull, ptrToSockCommonOrNull:
+		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on %s prohibited, null-check it first", rd, ptr.typ)
+	case constPtrToMap, ptrToFunc, constPtrToMapOrNull, ptrToSockCommon:
 		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on %s prohibited", rd, ptr.typ)
 	case ptrToPacketEnd:
 		return v.errf(st, st.pc, unix.EACCES, "R%d pointer arithmetic on pkt_end prohibited", rd)
@@ -840,8 +840,16 @@ func (v *verifier) access(st *state, rp uint8, off int16, size int, write bool, 
 	f := st.cur()
 	p := f.regs[rp]
 	pc := st.pc
-	if p.typ != ptrToCtx {
-		if err := v.setAux(st, -2, size, write); err != nil {
+	switch p.typ {
+	case ptrToCtx:
+	case ptrToSockCommon:
+		// The kernel rewrites socket accesses like context ones: one
+		// instruction may not serve both kinds of pointer.
+		if err := v.setAux(st, auxSock, size, write); err != nil {
+			return reg{}, err
+		}
+	default:
+		if err := v.setAux(st, auxOther, size, write); err != nil {
 			return reg{}, err
 		}
 	}
@@ -881,8 +889,19 @@ func (v *verifier) access(st *state, rp uint8, off int16, size int, write bool, 
 			return reg{}, v.errf(st, pc, unix.EACCES, "R%d leaks addr into packet", v.insns[pc].src)
 		}
 		return sizedScalar(size, signExt), nil
-	case ptrToMapValueOrNull:
-		return reg{}, v.errf(st, pc, unix.EACCES, "R%d invalid mem access 'map_value_or_null' (null-check it first)", rp)
+	case ptrToSockCommon:
+		if write {
+			return reg{}, v.errf(st, pc, unix.EACCES, "R%d cannot write into %s", rp, p.typ)
+		}
+		// No arithmetic on socket pointers: the offset is the
+		// instruction's.
+		spec := &v.env.SockCommon
+		if _, ok := findField(spec, int(off), size, false, signExt); !ok {
+			return reg{}, v.errf(st, pc, unix.EACCES, "R%d invalid %s access off=%d size=%d", rp, p.typ, off, size)
+		}
+		return sizedScalar(size, signExt), nil
+	case ptrToMapValueOrNull, ptrToSockCommonOrNull:
+		return reg{}, v.errf(st, pc, unix.EACCES, "R%d invalid mem access '%s' (null-check it first)", rp, p.typ)
 	}
 	return reg{}, v.errf(st, pc, unix.EACCES, "R%d invalid mem access '%s'", rp, p.typ)
 }
@@ -910,14 +929,21 @@ func (v *verifier) boundedAccess(st *state, rp uint8, p reg, off, size int, limi
 	return nil
 }
 
+// Values of insnAux.ctxField besides context field indexes.
+const (
+	auxNone  = -1 // no memory access seen yet
+	auxOther = -2 // an access through a pointer that is neither ctx nor a socket
+	auxSock  = -3 // an access through a socket pointer
+)
+
 func (v *verifier) setAux(st *state, field, size int, write bool) error {
 	a := &v.aux[st.pc]
-	if a.ctxField == -1 {
+	if a.ctxField == auxNone {
 		a.ctxField, a.ctxSize, a.ctxWrite = field, size, write
 		return nil
 	}
 	if a.ctxField != field {
-		return v.errf(st, st.pc, unix.EACCES, "same insn cannot be used with different pointers")
+		return v.errf(st, st.pc, unix.EINVAL, "same insn cannot be used with different pointers")
 	}
 	return nil
 }
@@ -933,44 +959,61 @@ func (v *verifier) ctxAccess(st *state, rp uint8, p reg, off, size int, write bo
 	if in.class() == clsSTX && in.mode() == modeATOMIC {
 		return reg{}, v.errf(st, pc, unix.EACCES, "BPF_ATOMIC stores into R%d ctx is not allowed", rp)
 	}
-	fields := v.env.Context.Fields
-	if off < 0 || off+size > int(v.env.Context.Size) {
-		fields = nil
+	i, ok := findField(&v.env.Context, off, size, write, signExt)
+	if !ok {
+		return reg{}, v.errf(st, pc, unix.EACCES, "invalid bpf_context access off=%d size=%d", off, size)
 	}
-	for i := range fields {
-		fd := &fields[i]
+	if write && val.typ != scalarValue {
+		return reg{}, v.errf(st, pc, unix.EACCES, "R%d leaks addr into ctx", in.src)
+	}
+	if err := v.setAux(st, i, size, write); err != nil {
+		return reg{}, err
+	}
+	switch v.env.Context.Fields[i].Kind {
+	case FieldPacketStart:
+		return reg{typ: ptrToPacket}, nil
+	case FieldPacketEnd:
+		return reg{typ: ptrToPacketEnd}, nil
+	case FieldPacketMeta:
+		return reg{typ: ptrToPacketMeta}, nil
+	case FieldSockCommonOrNull:
+		return reg{typ: ptrToSockCommonOrNull, id: v.newID()}, nil
+	}
+	return sizedScalar(size, signExt), nil
+}
+
+// findField returns the index of the field of spec an access of size
+// bytes at off may touch: inside one field, exactly the field for pointer
+// kinds, aligned to its size when narrower (and within NarrowStarts), a
+// store only into a writable scalar field, sign extension only from a
+// scalar one.
+func findField(spec *ContextSpec, off, size int, write, signExt bool) (int, bool) {
+	if off < 0 || off+size > int(spec.Size) {
+		return 0, false
+	}
+	for i := range spec.Fields {
+		fd := &spec.Fields[i]
 		if off < int(fd.Off) || off+size > int(fd.Off+fd.Size) {
 			continue
 		}
 		exact := off == int(fd.Off) && size == int(fd.Size)
 		if !exact {
 			if fd.Kind != FieldScalar || !fd.Narrow || off%size != 0 {
-				break
+				return 0, false
+			}
+			if fd.NarrowStarts != 0 && size < int(fd.Size) && off-int(fd.Off) >= int(fd.NarrowStarts) {
+				return 0, false
 			}
 		}
 		if write && (!fd.Write || fd.Kind != FieldScalar) {
-			break
-		}
-		if write && val.typ != scalarValue {
-			return reg{}, v.errf(st, pc, unix.EACCES, "R%d leaks addr into ctx", in.src)
+			return 0, false
 		}
 		if signExt && fd.Kind != FieldScalar {
-			break
+			return 0, false
 		}
-		if err := v.setAux(st, i, size, write); err != nil {
-			return reg{}, err
-		}
-		switch fd.Kind {
-		case FieldPacketStart:
-			return reg{typ: ptrToPacket}, nil
-		case FieldPacketEnd:
-			return reg{typ: ptrToPacketEnd}, nil
-		case FieldPacketMeta:
-			return reg{typ: ptrToPacketMeta}, nil
-		}
-		return sizedScalar(size, signExt), nil
+		return i, true
 	}
-	return reg{}, v.errf(st, pc, unix.EACCES, "invalid bpf_context access off=%d size=%d", off, size)
+	return 0, false
 }
 
 // stackAccess handles loads and stores through a stack pointer.
@@ -1121,7 +1164,7 @@ func (v *verifier) atomic(st *state, in insn) error {
 		if err := v.boundedAccess(st, in.dst, p, int(in.off), in.size(), int64(m.ValueSize), "map value"); err != nil {
 			return err
 		}
-		if err := v.setAux(st, -2, in.size(), true); err != nil {
+		if err := v.setAux(st, auxOther, in.size(), true); err != nil {
 			return err
 		}
 	case ptrToStack:

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -448,12 +449,16 @@ func cases() []vcase {
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "uses reserved fields"},
 		{name: "infinite loop", raw: cat(mov0, rawInsn(0x15, 0, 0, -1, 0), exitInsn),
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "infinite loop detected at insn 1"},
-		{name: "unbounded loop", insns: asm.Instructions{
+		// The loop body is long so that the 1M-instruction budget runs
+		// out after fewer iterations: the kernel's (and with -race
+		// bpfd's) time goes into per-iteration state checks.
+		{name: "unbounded loop", insns: append(append(asm.Instructions{
 			asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
 			asm.Mov.Imm(asm.R0, 0),
-			asm.Add.Imm(asm.R0, 1).WithSymbol("loop"),
+			asm.Add.Imm(asm.R0, 1).WithSymbol("loop")},
+			slices.Repeat(asm.Instructions{asm.Mov.Reg(asm.R3, asm.R0)}, 500)...),
 			asm.JNE.Reg(asm.R0, asm.R2, "loop"),
-			asm.Return()},
+			asm.Return()),
 			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.E2BIG, log: "BPF program is too large"},
 		{name: "recursion", insns: asm.Instructions{
 			asm.Call.Label("f"), asm.Return(),
@@ -657,7 +662,60 @@ func cases() []vcase {
 		}), env: xdpEnv(countsMap), progType: ebpf.XDP, errno: unix.EACCES, log: "invalid access to packet"},
 		{name: "loop bounded by a conditional counter", insns: untilFound(10), env: socketEnv(countsMap), progType: ebpf.SocketFilter,
 			errno: unix.EINVAL, log: "infinite loop detected"},
+
+		// __sk_buff.sk: PTR_TO_SOCK_COMMON_OR_NULL.
+		{name: "sk null-checked then read", insns: skRead(true, asm.DWord, asm.Instructions{
+			asm.LoadMem(asm.R3, asm.R2, 4, asm.Word),     // family
+			asm.LoadMem(asm.R4, asm.R2, 25, asm.Byte),    // src_ip4, second byte
+			asm.LoadMem(asm.R4, asm.R2, 49, asm.Byte),    // dst_port, second byte
+			asm.LoadMemSX(asm.R4, asm.R2, 76, asm.Half),  // rx_queue_mapping
+			asm.StoreMem(asm.RFP, -8, asm.R2, asm.DWord), // spill
+			asm.LoadMem(asm.R5, asm.RFP, -8, asm.DWord),  // fill
+			asm.LoadMem(asm.R0, asm.R5, 62, asm.Half),    // dst_ip6[1], upper half
+		}), env: socketEnv(), progType: ebpf.SocketFilter},
+		{name: "sk read without null check", insns: skRead(false, asm.DWord, asm.Instructions{asm.LoadMem(asm.R0, asm.R2, 4, asm.Word)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "R2 invalid mem access 'sock_common_or_null'"},
+		{name: "sk loaded with 4 bytes", insns: skRead(false, asm.Word, nil),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "invalid bpf_context access off=168 size=4"},
+		{name: "sk field not in sock_common", insns: skRead(true, asm.DWord, asm.Instructions{asm.LoadMem(asm.R0, asm.R2, 16, asm.Word)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "R2 invalid sock_common access off=16 size=4"},
+		{name: "sk family narrow past its start", insns: skRead(true, asm.DWord, asm.Instructions{asm.LoadMem(asm.R0, asm.R2, 5, asm.Byte)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "invalid sock_common access off=5 size=1"},
+		{name: "sk dst_port half past its start", insns: skRead(true, asm.DWord, asm.Instructions{asm.LoadMem(asm.R0, asm.R2, 50, asm.Half)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "invalid sock_common access off=50 size=2"},
+		{name: "sk 8-byte read", insns: skRead(true, asm.DWord, asm.Instructions{asm.LoadMem(asm.R0, asm.R2, 24, asm.DWord)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "invalid sock_common access off=24 size=8"},
+		{name: "sk written", insns: skRead(true, asm.DWord, asm.Instructions{asm.StoreImm(asm.R2, 0, 1, asm.Word)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "R2 cannot write into sock_common"},
+		{name: "sk pointer arithmetic", insns: skRead(true, asm.DWord, asm.Instructions{asm.Add.Imm(asm.R2, 4), asm.LoadMem(asm.R0, asm.R2, 0, asm.Word)}),
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "R2 pointer arithmetic on sock_common prohibited"},
+		{name: "sk pointer arithmetic before the null check", insns: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 168, asm.DWord), asm.Add.Imm(asm.R2, 4), asm.Mov.Imm(asm.R0, 0), asm.Return()},
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EACCES, log: "R2 pointer arithmetic on sock_common_or_null prohibited"},
+		{name: "sk one insn for sock and stack", insns: asm.Instructions{
+			asm.Mov.Imm(asm.R3, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R3, asm.DWord),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, -8),
+			asm.LoadMem(asm.R2, asm.R1, 168, asm.DWord),
+			asm.JEq.Imm(asm.R2, 0, "load"),
+			asm.Mov.Reg(asm.R3, asm.R2),
+			asm.LoadMem(asm.R0, asm.R3, 0, asm.Word).WithSymbol("load"),
+			asm.Return()},
+			env: socketEnv(), progType: ebpf.SocketFilter, errno: unix.EINVAL, log: "same insn cannot be used with different pointers"},
 	}
+}
+
+// skRead is a socket filter that loads __sk_buff.sk into R2 (with size
+// bytes: DWord is right), null-checks it when check is set, runs body and
+// returns 0 (or R0 as body leaves it).
+func skRead(check bool, size asm.Size, body asm.Instructions) asm.Instructions {
+	p := asm.Instructions{asm.LoadMem(asm.R2, asm.R1, 168, size), asm.Mov.Imm(asm.R0, 0)}
+	if check {
+		p = append(p, asm.JEq.Imm(asm.R2, 0, "out"))
+	}
+	p = append(p, body...)
+	return append(p, asm.Return().WithSymbol("out"))
 }
 
 func TestVerify(t *testing.T) {

@@ -96,7 +96,8 @@
 //     objects the traced processes hold (a new descriptor with at most the
 //     access theirs carries) and the user's pinned objects (opened through
 //     a pin, as BPF_OBJ_GET would);
-//   - BPF_ENABLE_STATS: a placeholder fd, as on a kernel with the stats on;
+//   - BPF_ENABLE_STATS: an fd that stands for the request; bpfd's run
+//     statistics are always on, as on a kernel with bpf_stats_enabled=1;
 //   - BPF_PROG_ATTACH to a seccomp listener and BPF_LINK_CREATE to
 //     netfilter queues, bpfd's attach points, in a bpf(2) form of bpfd's
 //     own (attach types 0x1000 and 0x1001, links.go), BPF_LINK_DETACH,
@@ -147,7 +148,7 @@
 //   - Lookups and next-key calls are served from the map's storage mapped
 //     into the supervisor (view.go): they see what a concurrent program
 //     wrote as a kernel lookup would, without a round trip to bpfd.
-//   - BPF_ENABLE_STATS returns a placeholder fd; nothing is switched.
+//   - BPF_ENABLE_STATS switches nothing: run statistics are always on.
 //   - Pin files read as their informational text (the kernel refuses to
 //     open a pin of an object without BTF); the preload iterators of a
 //     fresh bpffs (maps.debug, progs.debug) do not exist.

@@ -279,10 +279,11 @@ func (c *call) getFDByID(cmd uint64, a *bpfAttr) (int64, error) {
 }
 
 // enableStats answers BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) with an fd
-// whose lifetime would bound the statistics; bpfd keeps no per-program
-// run statistics to switch, so the fd is a placeholder (a memfd named
-// "bpf-stats") and the call succeeds, as on a kernel where the stats are
-// on anyway.
+// whose lifetime bounds the statistics in the kernel. bpfd counts every
+// program's runs and run time always (run_cnt and run_time_ns in program
+// info and fdinfo), so there is nothing to switch on: the fd (a memfd
+// named "bpf-stats") only stands for the request, as on a kernel where
+// the statistics are already on (sysctl kernel.bpf_stats_enabled=1).
 func (c *call) enableStats(a *bpfAttr) (int64, error) {
 	if !a.zeroFrom(esEnd) {
 		return 0, unix.EINVAL

@@ -467,7 +467,17 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 	ps.objs[o] = &pinned{key: po.Key, pins: got}
 	ps.mu.Unlock()
 	if per := s.cfg.Persister; per != nil {
-		if err := ps.save(o); err != nil {
+		// A map taken back in place (its region named by the record)
+		// has a record that still describes it: only the pins are
+		// written again, not its contents (a restart after a crash then
+		// costs no copy of the maps). Otherwise the whole record.
+		var err error
+		if o.m != nil && po.Region != "" && po.Region == regionName(o.m) {
+			err = ps.persistPins(o, po.Key, false)
+		} else {
+			err = ps.save(o)
+		}
+		if err != nil {
 			s.log.Warn("cannot save restored pins", zap.Uint32("id", o.id), zap.Error(err))
 		}
 	}

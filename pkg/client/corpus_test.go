@@ -535,7 +535,7 @@ func pendingMapWork(err error) string {
 		msg += ve.Log
 	}
 	for _, h := range []struct{ pat, what string }{
-		{"call #25:", "perf_event_output"}, {"call #51:", "redirect_map"}, {"call #164:", "for_each_map_elem"},
+		{"call #25:", "perf_event_output"}, {"call #51:", "redirect_map"},
 		{"call #130:", "ringbuf_output"}, {"call #131:", "ringbuf_reserve"}, {"call #87:", "map_push_elem"},
 		{"call #88:", "map_pop_elem"}, {"call #89:", "map_peek_elem"}, {"call #93:", "spin_lock"},
 		{"perf_event_output", "perf_event_output"}, {"redirect_map", "redirect_map"},

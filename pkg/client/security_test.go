@@ -839,7 +839,8 @@ func attackRevokeRace(p *attackPeer) error {
 // loads programs through them that try every route to write what it may
 // only read, or read what it may only write: stores, atomics (plain and
 // fetching), map helpers, helper output and input pointers, direct value
-// pointers, spills and fills, bpf-to-bpf calls, bpf_loop callbacks, tail
+// pointers, spills and fills, bpf-to-bpf calls, bpf_loop and
+// bpf_for_each_map_elem callbacks, tail
 // calls, trace_printk. Each is refused (EACCES from the verifier, naming
 // the instruction, or a faulting run); the owner's maps hold the secret
 // and no secret reaches the daemon's log.
@@ -947,6 +948,10 @@ func writeRoutes(m *Map, own *Map, array bool) []route {
 			asm.Mov.Reg(asm.R3, asm.R10), asm.Add.Imm(asm.R3, -16), asm.Mov.Imm(asm.R4, 0), asm.FnLoop.Call()},
 			tail(asm.LoadMem(asm.R1, asm.R2, 0, asm.DWord).WithSymbol("cb"), asm.StoreImm(asm.R1, 0, 1, asm.Word),
 				asm.Mov.Imm(asm.R0, 0), asm.Return()))},
+		// bpf_for_each_map_elem hands the callback each value (R3).
+		{"for_each_map_elem callback", seq(asm.Instructions{asm.LoadMapPtr(asm.R1, m.FD()), cbRef,
+			asm.Mov.Imm(asm.R3, 0), asm.Mov.Imm(asm.R4, 0), asm.FnForEachMapElem.Call()},
+			tail(asm.StoreImm(asm.R3, 0, 1, asm.Word).WithSymbol("cb"), asm.Mov.Imm(asm.R0, 0), asm.Return()))},
 	}
 	if array {
 		rs = append(rs,
@@ -968,6 +973,13 @@ func writeRoutes(m *Map, own *Map, array bool) []route {
 func readRoutes(m *Map, own *Map, array bool) []route {
 	rs := []route{
 		{"lookup", seq(lookupR0(m), asm.Instructions{asm.LoadMem(asm.R0, asm.R0, 0, asm.DWord), asm.Return()}, tail())},
+		// bpf_for_each_map_elem: the callback would see every key and
+		// value; the verifier refuses the call on a write-only handle.
+		{"for_each_map_elem callback", seq(asm.Instructions{asm.LoadMapPtr(asm.R1, m.FD()), cbRef,
+			asm.Mov.Reg(asm.R3, asm.R10), asm.Add.Imm(asm.R3, -8), asm.Mov.Imm(asm.R5, 0), asm.StoreMem(asm.R10, -8, asm.R5, asm.DWord),
+			asm.Mov.Imm(asm.R4, 0), asm.FnForEachMapElem.Call(), asm.LoadMem(asm.R0, asm.R10, -8, asm.DWord), asm.Return()},
+			asm.Instructions{asm.LoadMem(asm.R5, asm.R3, 0, asm.DWord).WithSymbol("cb"), asm.StoreMem(asm.R4, 0, asm.R5, asm.DWord),
+				asm.Mov.Imm(asm.R0, 0), asm.Return()})},
 	}
 	if !array {
 		return rs

@@ -28,6 +28,7 @@ const (
 	HelperRingbufDiscard      = verifier.FnRingbufDiscard
 	HelperRingbufQuery        = verifier.FnRingbufQuery
 	HelperMapLookupPercpuElem = verifier.FnMapLookupPercpuElem
+	HelperForEachMapElem      = verifier.FnForEachMapElem // foreach.go
 )
 
 // mapHelperFuncs returns the implementations of the map helpers.
@@ -44,6 +45,7 @@ func mapHelperFuncs() map[int32]interp.HelperFunc {
 		HelperMapLookupPercpuElem: helperLookupPercpu,
 		HelperPerfEventOutput:     helperPerfEventOutput,
 		HelperRedirectMap:         helperRedirectMap,
+		HelperForEachMapElem:      helperForEachMapElem,
 	}
 }
 

@@ -6,9 +6,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pseudoCall enters the subprogram at target. cb is non-nil for a bpf_loop
-// callback: the callee gets R1 = index, R2 = the context argument.
-func (v *verifier) pseudoCall(st *state, target int, cb *reg) error {
+// pseudoCall enters the subprogram at target. cb is non-nil for a
+// callback: for bpf_loop (cbMap -1) the callee gets R1 = index, R2 = the
+// context argument; for bpf_for_each_map_elem (cbMap the map's index) R1 =
+// the map, R2 = the element's key, R3 = its value, R4 = the context
+// argument (foreach.go).
+func (v *verifier) pseudoCall(st *state, target int, cb *reg, cbMap int32) error {
 	if len(st.frames) >= MaxCallFrames {
 		return v.errf(st, st.pc, unix.E2BIG, "the call stack of %d frames is too deep", len(st.frames)+1)
 	}
@@ -18,9 +21,15 @@ func (v *verifier) pseudoCall(st *state, target int, cb *reg) error {
 		callee.callback = true
 		callee.cbArg = *cb
 		callee.cbRetIdx = st.pc + 1
-		callee.regs[1] = unknownScalar()
-		callee.regs[2] = *cb
+		callee.cbMap = cbMap
+		if cbMap >= 0 {
+			forEachArgs(callee, *cb, cbMap)
+		} else {
+			callee.regs[1] = unknownScalar()
+			callee.regs[2] = *cb
+		}
 	} else {
+		callee.cbMap = -1
 		for r := 1; r <= 5; r++ {
 			callee.regs[r] = caller.regs[r]
 		}
@@ -56,7 +65,7 @@ func (v *verifier) exit(st *state) (bool, error) {
 	}
 	if f.callback {
 		if r0.typ != scalarValue || r0.smin < 0 || r0.smax > 1 {
-			return false, v.errf(st, st.pc, unix.EACCES, "At callback return the register R0 has %s should have been in [0, 1]", v.regString(&r0))
+			return false, v.errf(st, st.pc, unix.EINVAL, "At callback return the register R0 has %s should have been in [0, 1]", v.regString(&r0))
 		}
 		// Another iteration: re-enter the callback from this state.
 		again, err := v.push(st, st.pc)
@@ -67,7 +76,7 @@ func (v *verifier) exit(st *state) (bool, error) {
 		again.pc = f.callsite
 		start := v.subprogs[f.subprog]
 		cbArg := f.cbArg
-		if err := v.pseudoCall(again, start, &cbArg); err != nil {
+		if err := v.pseudoCall(again, start, &cbArg, f.cbMap); err != nil {
 			return false, err
 		}
 		again.cur().regs[0] = reg{}
@@ -148,6 +157,8 @@ func (v *verifier) memArg(st *state, regno uint8, size int, zeroOK, write bool) 
 			return err
 		}
 		return v.boundedAccess(st, regno, p, 0, size, int64(v.env.Maps[p.idx].ValueSize), "map value")
+	case ptrToMapKey:
+		return v.keyAccess(st, regno, p, 0, size, write)
 	case ptrToPacket, ptrToPacketMeta:
 		if write && !v.env.PacketWrite {
 			return v.errf(st, st.pc, unix.EACCES, "helper access to the packet is not allowed for writing")
@@ -193,7 +204,7 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			mapIdx = r.idx
 			m := v.env.Maps[mapIdx]
 			if len(proto.MapTypes) > 0 && !slices.Contains(proto.MapTypes, m.Type) ||
-				len(proto.MapTypes) == 0 && m.Type == MapTypeProgArray {
+				len(proto.MapTypes) == 0 && m.Type == MapTypeProgArray && in.imm != FnForEachMapElem {
 				return v.errf(st, st.pc, unix.EINVAL, "cannot pass map_type %d into func %s", m.Type, name)
 			}
 			if proto.MapRead {
@@ -283,6 +294,12 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			}
 		}
 	}
+	// A callback over a map that cannot iterate: the kernel's
+	// set_map_elem_callback_state refuses it before the compatibility
+	// check (foreach.go).
+	if in.imm == FnForEachMapElem && mapIdx >= 0 && !slices.Contains(forEachMapTypes, v.env.Maps[mapIdx].Type) {
+		return v.errf(st, st.pc, errENOTSUPP, "callback function not allowed for map")
+	}
 	// The map type against the helper, after the arguments, as the
 	// kernel's check_map_func_compatibility.
 	if mapIdx >= 0 && !mapFuncCompatible(v.env.Maps[mapIdx].Type, in.imm) {
@@ -341,7 +358,11 @@ func (v *verifier) callHelper(st *state, in insn) error {
 		}
 		sf.regs[0] = r0
 		// One or more iterations.
-		return v.pseudoCall(st, cbTarget, &cbArg)
+		cbMap := int32(-1)
+		if in.imm == FnForEachMapElem {
+			cbMap = mapIdx
+		}
+		return v.pseudoCall(st, cbTarget, &cbArg, cbMap)
 	}
 	for r := 1; r <= 5; r++ {
 		f.regs[r] = reg{}

@@ -19,7 +19,8 @@
 //     packet end, packet meta, map pointer, function pointer), scalars as
 //     tnums plus signed/unsigned 64-bit bounds, stack slots byte by byte
 //     with register spill/fill, null checks, packet range proofs, helper
-//     prototypes, bpf-to-bpf calls and bpf_loop callbacks (EACCES);
+//     prototypes, bpf-to-bpf calls and bpf_loop and bpf_for_each_map_elem
+//     callbacks (EACCES);
 //   - state pruning at jump targets against fully explored, more general
 //     states, exact-repeat detection for infinite loops (EINVAL) and a
 //     complexity limit on processed instructions (E2BIG). Like the
@@ -87,7 +88,12 @@
 //     as the kernel does) at most 512 bytes.
 //   - A bpf_loop callback is verified for zero, one and any number of
 //     iterations (the callback is re-entered from its own exit state until
-//     pruning converges), and must return 0 or 1.
+//     pruning converges), and must return 0 or 1 (EINVAL otherwise, as
+//     the kernel). A bpf_for_each_map_elem callback is verified the same
+//     way with the kernel's arguments (map, read-only key, value, ctx).
+//   - bpf_for_each_map_elem needs read access to the map (a write-only
+//     handle or BPF_F_WRONLY_PROG map is refused, EACCES): the callback
+//     would see every key. The kernel only refuses loads from the value.
 //   - Besides the instruction limit, the memory held by saved states is
 //     capped (128 MiB); a program exceeding it fails with E2BIG.
 //

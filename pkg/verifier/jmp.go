@@ -18,7 +18,7 @@ func (v *verifier) jump(st *state, in insn) (bool, error) {
 		return v.exit(st)
 	case jmpCALL:
 		if in.src == pseudoCall {
-			return false, v.pseudoCall(st, pc+int(in.imm)+1, nil)
+			return false, v.pseudoCall(st, pc+int(in.imm)+1, nil, -1)
 		}
 		return false, v.callHelper(st, in)
 	}

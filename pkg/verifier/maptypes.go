@@ -100,6 +100,7 @@ var funcMaps = map[int32][]uint32{
 	FnMapPopElem:          {MapTypeQueue, MapTypeStack},
 	FnMapPeekElem:         {MapTypeQueue, MapTypeStack, MapTypeBloomFilter},
 	FnMapLookupPercpuElem: {MapTypePercpuArray, MapTypePercpuHash, MapTypeLRUPercpuHash},
+	FnForEachMapElem:      forEachMapTypes,
 }
 
 // mapFuncCompatible reports whether helper fn may take a map of type t:
@@ -135,7 +136,8 @@ func containsFn(fns []int32, fn int32) bool {
 // (read and write), map_peek_elem 89 (read), perf_event_output 25
 // (write), ringbuf_output 130, ringbuf_reserve 131 (write),
 // ringbuf_submit 132, ringbuf_discard 133, ringbuf_query 134 (read),
-// redirect_map 51 (read) and map_lookup_percpu_elem 195 (read). Which
+// redirect_map 51 (read), map_lookup_percpu_elem 195 (read) and
+// for_each_map_elem 164 (read; foreach.go). Which
 // map types each takes is mapFuncCompatible's table. KernelHelpers
 // includes them.
 func MapHelpers() map[int32]*HelperProto {
@@ -159,6 +161,7 @@ func MapHelpers() map[int32]*HelperProto {
 		FnRedirectMap:    {Name: "redirect_map", Args: [5]ArgType{ArgConstMapPtr, ArgAnything, ArgAnything}, MapRead: true},
 		FnMapLookupPercpuElem: {Name: "map_lookup_percpu_elem", Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey, ArgAnything},
 			Ret: RetMapValueOrNull, MapRead: true},
+		FnForEachMapElem: forEachProto(), // foreach.go
 	}
 }
 

@@ -23,10 +23,11 @@ const (
 	constPtrToMapOrNull // maptypes.go: an inner map from a map-in-map lookup
 	ptrToSockCommon
 	ptrToSockCommonOrNull
+	ptrToMapKey // foreach.go: a bpf_for_each_map_elem callback's key (read-only)
 )
 
 var regTypeNames = [...]string{"?", "scalar", "ctx", "fp", "map_value", "map_value_or_null",
-	"map_ptr", "pkt", "pkt_meta", "pkt_end", "func", "map_ptr_or_null", "sock_common", "sock_common_or_null"}
+	"map_ptr", "pkt", "pkt_meta", "pkt_end", "func", "map_ptr_or_null", "sock_common", "sock_common_or_null", "map_key"}
 
 func (t regType) String() string { return regTypeNames[t] }
 
@@ -189,7 +190,7 @@ func (v *verifier) regString(r *reg) string {
 		parts = append(parts, fmt.Sprintf("id=%d", r.id))
 	}
 	switch r.typ {
-	case ptrToMapValue, ptrToMapValueOrNull, constPtrToMap, constPtrToMapOrNull:
+	case ptrToMapValue, ptrToMapValueOrNull, constPtrToMap, constPtrToMapOrNull, ptrToMapKey:
 		parts = append(parts, "map="+v.mapName(r.idx))
 		if r.typ != constPtrToMap && r.typ != constPtrToMapOrNull && r.idx >= 0 && int(r.idx) < len(v.env.Maps) {
 			m := v.env.Maps[r.idx]
@@ -231,9 +232,10 @@ type frame struct {
 	callsite   int // insn index of the call in the caller; -1 for main
 	subprog    int // index into verifier.subprogs
 	callback   bool
-	cbArg      reg // bpf_loop callback: the context argument, for re-entry
-	cbRetIdx   int // bpf_loop callback: insn to continue at in the caller
-	depth      int // deepest stack byte touched (positive)
+	cbArg      reg   // bpf_loop callback: the context argument, for re-entry
+	cbRetIdx   int   // bpf_loop callback: insn to continue at in the caller
+	cbMap      int32 // bpf_for_each_map_elem callback: the map's index; -1 for bpf_loop
+	depth      int   // deepest stack byte touched (positive)
 	frameIndex uint8
 }
 
@@ -389,7 +391,7 @@ func stateIncludes(old, cur *state, sets regSets) bool {
 	}
 	for i := range old.frames {
 		of, cf := old.frames[i], cur.frames[i]
-		if of.callsite != cf.callsite || of.callback != cf.callback || of.cbRetIdx != cf.cbRetIdx {
+		if of.callsite != cf.callsite || of.callback != cf.callback || of.cbRetIdx != cf.cbRetIdx || of.cbMap != cf.cbMap {
 			return false
 		}
 		if of.callback && !regsafe(&of.cbArg, &cf.cbArg, im) {

@@ -872,6 +872,11 @@ func (v *verifier) access(st *state, rp uint8, off int16, size int, write bool, 
 			return reg{}, v.errf(st, pc, unix.EACCES, "R%d leaks addr into map", v.insns[pc].src)
 		}
 		return sizedScalar(size, signExt), nil
+	case ptrToMapKey:
+		if err := v.keyAccess(st, rp, p, int(off), size, write); err != nil {
+			return reg{}, err
+		}
+		return sizedScalar(size, signExt), nil
 	case ptrToCtx:
 		return v.ctxAccess(st, rp, p, int(off), size, write, val, signExt)
 	case ptrToPacket, ptrToPacketMeta:

@@ -520,7 +520,7 @@ func cases() []vcase {
 			asm.Mov.Imm(asm.R0, 2).WithSymbol("out"), asm.Return()},
 			env: xdpEnv(), progType: ebpf.XDP, errno: unix.EACCES, log: "invalid access to packet, off=2 size=4, R2(id=0,off=0,r=4)"},
 		{name: "callback returns 2", insns: bpfLoop(2), env: socketEnv(), progType: ebpf.SocketFilter,
-			errno: unix.EACCES, log: "At callback return the register R0 has 2 should have been in [0, 1]",
+			errno: unix.EINVAL, log: "At callback return the register R0 has 2 should have been in [0, 1]",
 			kernelDev: noBTF},
 
 		// More accepted shapes.

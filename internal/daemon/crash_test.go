@@ -107,7 +107,9 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	covered := map[uint32]bool{}
 	for _, typ := range []client.MapType{client.Hash, client.PercpuHash, client.LRUHash, client.LRUPercpuHash,
 		client.Array, client.PercpuArray, client.LPMTrie, client.Queue, client.Stack, client.BloomFilter,
-		client.ProgArray, client.RingBuf, client.PerfEventArray} {
+		client.ProgArray, client.RingBuf, client.PerfEventArray,
+		// Redirect maps: TestCrashRedirectMaps.
+		client.Devmap, client.DevmapHash, client.CPUMap, client.XSKMap} {
 		covered[uint32(typ)] = true
 	}
 	// Maps of maps are refused from pinning (their entries are not

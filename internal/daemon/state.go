@@ -174,13 +174,23 @@ func fromStateNodes(ns []stateNode) ([]demux.NodeRecord, bool) {
 }
 
 func toStateSpec(s maps.Spec) stateSpec {
-	return stateSpec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
+	ss := stateSpec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
 		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
+	if s.Inner != nil {
+		in := toStateSpec(*s.Inner)
+		ss.Inner = &in
+	}
+	return ss
 }
 
 func fromStateSpec(s stateSpec) maps.Spec {
-	return maps.Spec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
+	ms := maps.Spec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
 		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
+	if s.Inner != nil {
+		in := fromStateSpec(*s.Inner)
+		ms.Inner = &in
+	}
+	return ms
 }
 
 type stateSpec struct {
@@ -191,6 +201,8 @@ type stateSpec struct {
 	Flags      uint32 `json:"flags"`
 	Name       string `json:"name"`
 	MapExtra   uint64 `json:"map_extra,omitempty"`
+	// Inner is a map of maps' inner-map template.
+	Inner *stateSpec `json:"inner,omitempty"`
 }
 
 type statePin struct {

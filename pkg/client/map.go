@@ -49,6 +49,14 @@ const (
 	// map descriptors on Update, map ids on Lookup.
 	ArrayOfMaps MapType = 12 // BPF_MAP_TYPE_ARRAY_OF_MAPS
 	HashOfMaps  MapType = 13 // BPF_MAP_TYPE_HASH_OF_MAPS
+	// Devmap, DevmapHash, CPUMap and XSKMap are the targets of
+	// bpf_redirect_map in XDP programs (see docs/maps.md for what their
+	// updates check; an XSKMap stays empty: bpfd holds no AF_XDP
+	// sockets).
+	Devmap     MapType = 14 // BPF_MAP_TYPE_DEVMAP
+	CPUMap     MapType = 16 // BPF_MAP_TYPE_CPUMAP
+	XSKMap     MapType = 17 // BPF_MAP_TYPE_XSKMAP
+	DevmapHash MapType = 25 // BPF_MAP_TYPE_DEVMAP_HASH
 )
 
 // String returns the kernel's name for t without the prefix, e.g. "Hash".
@@ -80,6 +88,14 @@ func (t MapType) String() string {
 		return "ArrayOfMaps"
 	case HashOfMaps:
 		return "HashOfMaps"
+	case Devmap:
+		return "DevMap"
+	case CPUMap:
+		return "CPUMap"
+	case XSKMap:
+		return "XSKMap"
+	case DevmapHash:
+		return "DevMapHash"
 	}
 	return "MapType(" + itoa(uint64(t)) + ")"
 }

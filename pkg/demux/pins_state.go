@@ -574,7 +574,7 @@ func (s *Server) restoreMap(owner uint32, spec maps.Spec, frozen bool, entries [
 	}
 	m := s.openRuntimeRegion(spec, region)
 	if m == nil {
-		m, err = s.newMap(spec)
+		m, err = s.newMap(maps.AsCreated(spec))
 		if err != nil {
 			unreserve()
 			return nil, err

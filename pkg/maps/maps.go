@@ -288,6 +288,14 @@ func NewWith(spec Spec, cfg *Config) (Map, error) {
 		// map: EINVAL).
 		return nil, ErrInvalid
 	}
+	if spec.Type == TypeDevmap || spec.Type == TypeDevmapHash {
+		// The kernel refuses BPF_F_RDONLY_PROG from the caller and adds
+		// it itself (programs only read device map entries).
+		if spec.Flags&FlagRdonlyProg != 0 {
+			return nil, ErrInvalid
+		}
+		spec.Flags |= FlagRdonlyProg
+	}
 	pool := cfg.pool()
 	l, err := spec.layout(pool.N())
 	if err != nil {
@@ -362,6 +370,10 @@ func build(spec Spec, l mapview.Layout, r *region, pool *percpu.Pool, seed uint6
 		m = &Array{percpu: spec.Type == TypePercpuArray, mmapable: spec.Flags&FlagMmapable != 0, view: view}
 	case TypeProgArray, TypeArrayOfMaps:
 		m = &ProgArray{}
+	case TypeDevmap, TypeCPUMap, TypeXSKMap:
+		m = &DevMap{Array: &Array{view: view}}
+	case TypeDevmapHash:
+		m = &DevMapHash{Hash: &Hash{seed: seed, view: view}}
 	case TypePerfEventArray:
 		m = &PerfEventArray{rings: make([]atomic.Pointer[PerfRing], spec.MaxEntries)}
 	case TypeQueue, TypeStack:

@@ -47,6 +47,25 @@ var persistCases = map[uint32]persistCase{
 	TypeHashOfMaps:  {spec: Spec{Type: TypeHashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 64, Inner: &innerHash}},
 	TypePerfEventArray: {spec: Spec{Type: TypePerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 4}, fill: fillPerfRings,
 		runtimeOnly: true},
+	TypeDevmap:     {spec: Spec{Type: TypeDevmap, KeySize: 4, ValueSize: 8, MaxEntries: 8}, fill: fillRedirect},
+	TypeDevmapHash: {spec: Spec{Type: TypeDevmapHash, KeySize: 4, ValueSize: 4, MaxEntries: 8}, fill: fillRedirect},
+	TypeCPUMap:     {spec: Spec{Type: TypeCPUMap, KeySize: 4, ValueSize: 8, MaxEntries: 2}, fill: fillRedirect},
+	// bpfd holds no AF_XDP sockets: an XSKMAP is always empty.
+	TypeXSKMap: {spec: Spec{Type: TypeXSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 4}, fill: func(*testing.T, Map) {},
+		runtimeOnly: true},
+}
+
+// fillRedirect stores entries naming the loopback interface (ifindex 1),
+// or a queue size of 1 for CPU maps, in keys 0 and 1.
+func fillRedirect(t *testing.T, m Map) {
+	t.Helper()
+	v := make([]byte, m.Spec().ValueSize)
+	v[0] = 1
+	for i := uint32(0); i < 2; i++ {
+		if err := RestoreElem(m, k32(i), v); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // fillPerfRings attaches a ring to slot 0 (where the map's caps allow).

@@ -91,9 +91,6 @@ const (
 	// pcpuMinUnitSize is PCPU_MIN_UNIT_SIZE: the largest per-CPU value
 	// (rounded up to 8) is E2BIG above it.
 	pcpuMinUnitSize = 32 << 10
-	// nrCPUs is the kernel's NR_CPUS (CONFIG_NR_CPUS of distribution
-	// kernels): a CPU map larger than it is E2BIG.
-	nrCPUs = 8192
 	// lpmDataMax is LPM_DATA_SIZE_MAX: an LPM trie key holds a 4-byte
 	// prefix length and 1..256 bytes of data.
 	lpmDataMax = 256
@@ -226,6 +223,7 @@ var implemented = map[uint32]bool{
 	TypeQueue: true, TypeStack: true, TypeBloomFilter: true,
 	TypeLPMTrie: true, TypeRingbuf: true, TypePerfEventArray: true,
 	TypeArrayOfMaps: true, TypeHashOfMaps: true,
+	TypeDevmap: true, TypeDevmapHash: true, TypeCPUMap: true, TypeXSKMap: true,
 }
 
 // check applies the kernel's map_alloc_check rules for s's type.
@@ -321,6 +319,8 @@ func (s Spec) check(ncpu int) error {
 		if s.KeySize != 0 || s.ValueSize != 0 || s.MaxEntries == 0 || s.MaxEntries&(s.MaxEntries-1) != 0 || s.MaxEntries%4096 != 0 {
 			return ErrInvalid
 		}
+	case TypeDevmap, TypeDevmapHash, TypeCPUMap, TypeXSKMap:
+		return s.checkRedirect()
 	case TypeBloomFilter:
 		if s.KeySize != 0 || s.ValueSize == 0 || s.MaxEntries == 0 ||
 			s.Flags&^(FlagNumaNode|FlagZeroSeed|accessMask) != 0 || !accessOK(s.Flags) || s.MapExtra&^0xf != 0 {

@@ -43,6 +43,7 @@ func mapHelperFuncs() map[int32]interp.HelperFunc {
 		HelperRingbufQuery:        helperRingbufQuery,
 		HelperMapLookupPercpuElem: helperLookupPercpu,
 		HelperPerfEventOutput:     helperPerfEventOutput,
+		HelperRedirectMap:         helperRedirectMap,
 	}
 }
 

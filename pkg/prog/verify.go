@@ -146,6 +146,7 @@ func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) erro
 		env.Context = seccompContext
 	}
 	addTypeHelpers(spec.Type, env.Helpers)
+	restrictMapHelpers(spec.Type, env.Helpers)
 	// bpf_trace_printk is GPL-only in the kernel.
 	if !gplCompatible(spec.License) {
 		for pc := 0; pc+8 <= len(spec.Insns); pc += 8 {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/bpfd-project/bpfd/internal/editdist"
 )
 
 // Usage errors at every level of the command tree exit 2 (ExitUsage) and
@@ -168,7 +170,7 @@ func suggestFlags(cmd *cobra.Command, name string) []string {
 			return
 		}
 		n := strings.ToLower(f.Name)
-		ok := levenshtein(name, n) <= 2 || strings.HasPrefix(n, name) && len(name) >= 2
+		ok := editdist.Levenshtein(name, n) <= 2 || strings.HasPrefix(n, name) && len(name) >= 2
 		for _, part := range []string{"-" + name, name + "-"} {
 			ok = ok || len(name) >= 3 && strings.Contains(n, part)
 		}
@@ -181,27 +183,6 @@ func suggestFlags(cmd *cobra.Command, name string) []string {
 	cmd.InheritedFlags().VisitAll(visit)
 	sort.Strings(out)
 	return out
-}
-
-// levenshtein is the edit distance of a and b (bytes).
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // commonSuggestions maps words users type from habit (other tools, other

@@ -442,38 +442,46 @@ func (c *conn) importDesc(a, data []byte, fds []int) (int64, error) {
 	if !at.Parse(a) || len(data) != 0 {
 		return 0, ErrInvalid
 	}
+	hd, err := c.importHandle(fds, at.Mode)
+	if err != nil {
+		return 0, err
+	}
+	id := c.addHandle(hd)
+	c.putInfo(hd)
+	return int64(id), nil
+}
+
+// importHandle checks the one descriptor presented with IMPORT or
+// IMPORT_AT and makes a handle of it with mode (0: the descriptor's own),
+// which may not exceed the descriptor's. The caller gives the handle its
+// number.
+func (c *conn) importHandle(fds []int, mode wire.Mode) (*handle, error) {
 	if len(fds) != 1 {
 		if len(fds) == 0 {
-			return 0, ErrBadDescriptor
+			return nil, ErrBadDescriptor
 		}
-		return 0, ErrFDs
+		return nil, ErrFDs
 	}
-	if at.Mode != 0 && !at.Mode.Valid() {
-		return 0, ErrInvalid
+	if mode != 0 && !mode.Valid() {
+		return nil, ErrInvalid
 	}
 	if c.nhandles >= c.srv.cfg.MaxHandles {
-		return 0, ErrTooManyHandles
+		return nil, ErrTooManyHandles
 	}
 	r := c.reg
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	d, err := r.lookupDescLocked(fds[0])
 	if err != nil {
-		r.mu.Unlock()
-		return 0, err
+		return nil, err
 	}
-	mode := at.Mode
 	if mode == 0 {
 		mode = d.mode
 	}
 	if mode&^d.mode != 0 {
-		r.mu.Unlock()
-		return 0, ErrPermission
+		return nil, ErrPermission
 	}
-	hd := r.newHandleLocked(d, mode, false)
-	r.mu.Unlock()
-	id := c.addHandle(hd)
-	c.putInfo(hd)
-	return int64(id), nil
+	return r.newHandleLocked(d, mode, false), nil
 }
 
 // reopen makes a new descriptor and handle with a subset of a handle's

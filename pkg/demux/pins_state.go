@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 
 	"go.uber.org/zap"
@@ -473,7 +474,12 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 		// costs no copy of the maps). Otherwise the whole record.
 		var err error
 		if o.m != nil && po.Region != "" && po.Region == regionName(o.m) {
-			err = ps.persistPins(o, po.Key, false)
+			// And the pins only if they changed (a pin file re-created,
+			// a node pruned).
+			var now *PinnedObject
+			if now, err = ps.snapshotPins(o); err == nil && (now == nil || !samePins(now, po)) {
+				err = ps.persistPins(o, po.Key, false)
+			}
 		} else {
 			err = ps.save(o)
 		}
@@ -484,6 +490,13 @@ func (s *Server) restorePinned(po *PinnedObject, into *Object) (int, error) {
 	s.log.Info("restored pinned object", zap.Uint32("id", o.id), zap.String("kind", kindName(o.kind)),
 		zap.String("name", wire.NameString(o.name)), zap.Int("pins", len(got)))
 	return len(got), nil
+}
+
+// samePins reports whether a and b record the same pins (what SavePins
+// writes).
+func samePins(a, b *PinnedObject) bool {
+	return a.Key == b.Key && a.PinRoot == b.PinRoot && a.NextNode == b.NextNode &&
+		reflect.DeepEqual(a.Pins, b.Pins) && reflect.DeepEqual(a.Nodes, b.Nodes)
 }
 
 // checkLineage validates the tree of a record: node ids unique and not

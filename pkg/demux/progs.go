@@ -59,14 +59,23 @@ func progTag(insns []byte) [8]byte {
 	return t
 }
 
-// progByID resolves a program id stored in a PROG_ARRAY, for tail calls.
+// progByID resolves a program id stored in a PROG_ARRAY, for tail calls
+// (prog.Env.Programs): nil if no such program lives. It takes no lock: a
+// program calls it holding a CPU slot, and registry.mu holders (a program
+// array update) may wait for one.
 func (r *registry) progByID(id uint32) *prog.Program {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if o := r.objects[id]; o != nil {
-		return o.p
+	if p, ok := r.progs.Load(id); ok {
+		return p.(*prog.Program)
 	}
 	return nil
+}
+
+// indexProg enters o in the table progByID reads, if o is a program.
+// r.mu must be held (or o not yet shared).
+func (r *registry) indexProg(o *Object) {
+	if o.p != nil {
+		r.progs.Store(o.id, o.p)
+	}
 }
 
 // clearSlotsLocked empties a program array's slots and drops the

@@ -19,38 +19,16 @@ func (c *conn) importAt(a, data []byte, fds []int) (int64, error) {
 	if !at.Parse(a) || len(data) != 0 {
 		return 0, ErrInvalid
 	}
-	if len(fds) != 1 {
-		if len(fds) == 0 {
-			return 0, ErrBadDescriptor
-		}
-		return 0, ErrFDs
-	}
-	if at.Mode != 0 && !at.Mode.Valid() || at.Handle == 0 || int(at.Handle) > c.srv.cfg.MaxHandles {
+	if at.Handle == 0 || int(at.Handle) > c.srv.cfg.MaxHandles {
 		return 0, ErrInvalid
-	}
-	if c.nhandles >= c.srv.cfg.MaxHandles {
-		return 0, ErrTooManyHandles
 	}
 	if int(at.Handle) < len(c.handles) && c.handles[at.Handle] != nil {
 		return 0, ErrHandleInUse
 	}
-	r := c.reg
-	r.mu.Lock()
-	d, err := r.lookupDescLocked(fds[0])
+	hd, err := c.importHandle(fds, at.Mode)
 	if err != nil {
-		r.mu.Unlock()
 		return 0, err
 	}
-	mode := at.Mode
-	if mode == 0 {
-		mode = d.mode
-	}
-	if mode&^d.mode != 0 {
-		r.mu.Unlock()
-		return 0, ErrPermission
-	}
-	hd := r.newHandleLocked(d, mode, false)
-	r.mu.Unlock()
 	c.setHandle(at.Handle, hd)
 	c.putInfo(hd)
 	return int64(at.Handle), nil

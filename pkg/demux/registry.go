@@ -162,9 +162,12 @@ type registry struct {
 	// innerMaps has, by id, every map stored in a map of maps, for
 	// programs to resolve without taking mu (mapinmap.go).
 	innerMaps sync.Map
-	epfd      int
-	wakefd    int // eventfd that stops the watcher
-	done      chan struct{}
+	// progs has, by id, every live program, for tail calls to resolve
+	// without taking mu (progByID).
+	progs  sync.Map
+	epfd   int
+	wakefd int // eventfd that stops the watcher
+	done   chan struct{}
 }
 
 const wakeToken = 0 // cookies are never 0
@@ -259,6 +262,7 @@ func (r *registry) unref(o *Object, free []*Object) []*Object {
 		return free
 	}
 	delete(r.objects, o.id)
+	r.progs.Delete(o.id)
 	r.persistGone(o)
 	r.unreserveLocked(o.owner, o.mem)
 	free = append(free, o)
@@ -335,6 +339,7 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 		o.stats.loadedAt = time.Now()
 	}
 	r.objects[o.id] = o
+	r.indexProg(o)
 	return nil
 }
 
@@ -474,6 +479,7 @@ func (r *registry) close() {
 	// finish) are closed too.
 	for _, o := range r.objects {
 		delete(r.objects, o.id)
+		r.progs.Delete(o.id)
 		free = append(free, o)
 	}
 	r.mu.Unlock()

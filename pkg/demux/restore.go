@@ -398,6 +398,7 @@ func (s *Server) restoreImage(img *state.Image, fds *fdSet, byKey map[string]*Ob
 		copy(o.name[:], so.Name)
 		r.mu.Lock()
 		r.objects[o.id] = o
+		r.indexProg(o)
 		s.chargeLocked(o.owner, o.mem)
 		r.mu.Unlock()
 		objs[o.id] = o

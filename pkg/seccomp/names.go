@@ -1,6 +1,10 @@
 package seccomp
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/bpfd-project/bpfd/internal/editdist"
+)
 
 // SyscallNames returns every x86_64 syscall name of the table, sorted.
 func SyscallNames() []string {
@@ -20,7 +24,7 @@ func SimilarSyscalls(name string) []string {
 	}
 	var c []cand
 	for _, e := range syscallTable {
-		if d := editDistance(name, e.name); d <= 2 {
+		if d := editdist.Levenshtein(name, e.name); d <= 2 {
 			c = append(c, cand{e.name, d})
 		}
 	}
@@ -30,25 +34,4 @@ func SimilarSyscalls(name string) []string {
 		out = append(out, c[i].name)
 	}
 	return out
-}
-
-// editDistance is the Levenshtein distance of a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 
@@ -73,18 +72,10 @@ func ActivationListener(getenv func(string) string, pid int) (*net.UnixListener,
 	if chosen < 0 {
 		return nil, ErrActivation
 	}
-	f := os.NewFile(uintptr(chosen), "LISTEN_FD")
-	defer f.Close() // FileListener dups it
-	l, err := net.FileListener(f)
+	ul, err := fileListener(chosen)
 	if err != nil {
 		return nil, fmt.Errorf("socket activation: %w", err)
 	}
-	ul, ok := l.(*net.UnixListener)
-	if !ok {
-		l.Close()
-		return nil, ErrActivation
-	}
-	ul.SetUnlinkOnClose(false)
 	return ul, nil
 }
 

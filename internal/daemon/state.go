@@ -11,14 +11,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/pkg/demux"
 	"github.com/bpfd-project/bpfd/pkg/maps"
+	"github.com/bpfd-project/bpfd/pkg/state"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -514,30 +511,13 @@ func OpenStateDir(dir, pinRoot string) (*StateDir, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
+	lock, err := state.LockFile(filepath.Join(dir, lockName), ErrStateLocked, "--state-dir")
 	if err != nil {
 		return nil, err
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder := "unknown pid"
-		if b, rerr := os.ReadFile(lock.Name()); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
-			holder = "pid " + string(bytes.TrimSpace(b))
-		}
-		lock.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s: %w (%s); give each daemon its own --state-dir", dir, ErrStateLocked, holder)
-		}
-		return nil, os.NewSyscallError("flock", err)
 	}
 	fail := func(err error) (*StateDir, error) {
 		lock.Close()
 		return nil, err
-	}
-	if err := lock.Truncate(0); err != nil {
-		return fail(err)
-	}
-	if _, err := lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
-		return fail(err)
 	}
 	d := &StateDir{dir: dir, pinRoot: pinRoot, lock: lock}
 	b, err := os.ReadFile(filepath.Join(dir, pinRootName))

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfd-project/bpfd/internal/sealed"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
@@ -338,19 +339,11 @@ func (c *call) installText(text []byte, flags int) (int64, error) {
 	if flags&(unix.O_WRONLY|unix.O_RDWR) != 0 {
 		return 0, unix.EACCES
 	}
-	mfd, err := unix.MemfdCreate("proc", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	mfd, err := sealed.Memfd("proc", text)
 	if err != nil {
 		return 0, unix.ENOMEM
 	}
 	defer unix.Close(mfd)
-	for b := text; len(b) > 0; {
-		n, err := unix.Write(mfd, b)
-		if err != nil {
-			return 0, unix.ENOMEM
-		}
-		b = b[n:]
-	}
-	unix.FcntlInt(uintptr(mfd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL)
 	// A read-only reopen, so the task gets an O_RDONLY fd at offset 0.
 	ro, err := unix.Open("/proc/self/fd/"+strconv.Itoa(mfd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfd-project/bpfd/internal/sealed"
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -111,7 +112,7 @@ func (w *wireConn) do(cmd wire.Cmd, attr []byte, fds []int, out []byte, data ...
 		if total > wire.MaxMemfdData {
 			return rawReply{}, unix.E2BIG
 		}
-		mfd, err := sealedMemfd(data...)
+		mfd, err := sealed.Memfd("bpfemu-request", data...)
 		if err != nil {
 			return rawReply{}, err
 		}
@@ -188,37 +189,6 @@ func (w *wireConn) fail(err error) error {
 func errorsIsEINTR(err error) bool {
 	se, ok := err.(*os.SyscallError)
 	return ok && se.Err == unix.EINTR
-}
-
-// memfdSeals are the seals a request memfd carries, so the daemon reads
-// bytes nobody can change any more.
-const memfdSeals = unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
-
-// sealedMemfd returns a new sealed memfd holding the concatenation of data.
-func sealedMemfd(data ...[]byte) (int, error) {
-	fd, err := unix.MemfdCreate("bpfemu-request", unix.MFD_ALLOW_SEALING|unix.MFD_CLOEXEC)
-	if err != nil {
-		return -1, os.NewSyscallError("memfd_create", err)
-	}
-	off := int64(0)
-	for _, d := range data {
-		for len(d) > 0 {
-			n, err := unix.Pwrite(fd, d, off)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				unix.Close(fd)
-				return -1, os.NewSyscallError("pwrite", err)
-			}
-			d, off = d[n:], off+int64(n)
-		}
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, memfdSeals); err != nil {
-		unix.Close(fd)
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	return fd, nil
 }
 
 // preadFull fills b from the start of fd.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfd-project/bpfd/internal/defaults"
+	"github.com/bpfd-project/bpfd/internal/sealed"
 	"github.com/bpfd-project/bpfd/pkg/scmrights"
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
@@ -328,7 +329,7 @@ func (c *Conn) do(w *waiter, m *ref, cmd wire.Cmd, attr []byte, fds []int, data 
 			return ErrTooBig
 		}
 		var err error
-		if memfd, err = sealedMemfd(data...); err != nil {
+		if memfd, err = sealed.Memfd("bpfd-request", data...); err != nil {
 			return err
 		}
 		defer unix.Close(memfd)

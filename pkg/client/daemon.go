@@ -34,21 +34,11 @@ type UpgradeResult struct {
 // is returned.
 func (c *Conn) UpgradeDaemon() (UpgradeResult, error) {
 	var res UpgradeResult
-	w := getWaiter()
-	defer putWaiter(w)
-	if err := c.do(w, nil, wire.CmdDaemonUpgrade, nil, nil); err != nil {
-		return res, err
-	}
-	defer w.closeFDs()
-	if err := errnoErr(w.hdr.Errno); err != nil {
-		return res, err
-	}
-	data, err := w.payload()
-	if err != nil {
-		return res, err
-	}
-	if err := json.Unmarshal(data, &res); err != nil {
-		return res, errProtocol
-	}
-	return res, nil
+	err := c.callPayload(wire.CmdDaemonUpgrade, nil, func(data []byte) error {
+		if err := json.Unmarshal(data, &res); err != nil {
+			return errProtocol
+		}
+		return nil
+	})
+	return res, err
 }

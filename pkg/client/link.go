@@ -244,22 +244,14 @@ func (c *Conn) OpenPinnedLink(path string, mode Mode) (*Link, error) {
 // Links lists the caller's links (every link, for root) with their
 // counters.
 func (c *Conn) Links() ([]LinkInfo, error) {
-	w := getWaiter()
-	defer putWaiter(w)
-	if err := c.do(w, nil, wire.CmdLinkList, nil, nil); err != nil {
-		return nil, err
-	}
-	defer w.closeFDs()
-	if err := errnoErr(w.hdr.Errno); err != nil {
-		return nil, err
-	}
-	data, err := w.payload()
-	if err != nil {
-		return nil, err
-	}
 	var out []LinkInfo
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, errors.Join(errProtocol, err)
+	if err := c.callPayload(wire.CmdLinkList, nil, func(data []byte) error {
+		if err := json.Unmarshal(data, &out); err != nil {
+			return errors.Join(errProtocol, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

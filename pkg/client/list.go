@@ -51,22 +51,14 @@ func (c *Conn) Objects(f ObjectFilter) ([]ObjectRecord, error) {
 		a.Flags |= wire.ListFlagHolders
 	}
 	var ab [wire.ListAttrSize]byte
-	w := getWaiter()
-	defer putWaiter(w)
-	if err := c.do(w, nil, wire.CmdObjList, a.Append(ab[:0]), nil); err != nil {
-		return nil, err
-	}
-	defer w.closeFDs()
-	if err := errnoErr(w.hdr.Errno); err != nil {
-		return nil, err
-	}
-	data, err := w.payload()
-	if err != nil {
-		return nil, err
-	}
 	var out []ObjectRecord
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, errors.Join(errProtocol, err)
+	if err := c.callPayload(wire.CmdObjList, a.Append(ab[:0]), func(data []byte) error {
+		if err := json.Unmarshal(data, &out); err != nil {
+			return errors.Join(errProtocol, err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -155,24 +155,16 @@ func (c *Conn) openPinned(path string, mode Mode, build func(w *waiter, fd int) 
 // pinRoot asks the daemon for its pin root (CmdStatus). ErrNotSupported
 // if pins are disabled.
 func (c *Conn) pinRoot() (string, error) {
-	w := getWaiter()
-	defer putWaiter(w)
-	if err := c.do(w, nil, wire.CmdStatus, nil, nil); err != nil {
-		return "", err
-	}
-	defer w.closeFDs()
-	if err := errnoErr(w.hdr.Errno); err != nil {
-		return "", err
-	}
-	data, err := w.payload()
-	if err != nil {
-		return "", err
-	}
 	var st struct {
 		PinRoot string `json:"pin_root"`
 	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		return "", &statusError{err}
+	if err := c.callPayload(wire.CmdStatus, nil, func(data []byte) error {
+		if err := json.Unmarshal(data, &st); err != nil {
+			return &statusError{err}
+		}
+		return nil
+	}); err != nil {
+		return "", err
 	}
 	if st.PinRoot == "" {
 		return "", ErrNotSupported

@@ -492,6 +492,26 @@ func (c *Conn) handleCmd(r *ref, cmd wire.Cmd, mode wire.Mode) (*waiter, error) 
 	return w, nil
 }
 
+// callPayload runs a connection-level command (no handle) with attr and
+// hands its reply payload to decode, which may use it only during the
+// call. It returns the command's error, or decode's.
+func (c *Conn) callPayload(cmd wire.Cmd, attr []byte, decode func([]byte) error) error {
+	w := getWaiter()
+	defer putWaiter(w)
+	if err := c.do(w, nil, cmd, attr, nil); err != nil {
+		return err
+	}
+	defer w.closeFDs()
+	if err := errnoErr(w.hdr.Errno); err != nil {
+		return err
+	}
+	data, err := w.payload()
+	if err != nil {
+		return err
+	}
+	return decode(data)
+}
+
 // errProgFD reports a PROG_ARRAY value that is not a program of this
 // connection.
 var errProgFD = invalid("bpfd: a program array value must be the descriptor of a Program open on this connection")

@@ -90,22 +90,14 @@ type Quota struct {
 // descriptors, memory and per-uid quotas. It returns ErrClosed if c is
 // closed and an error wrapping the decoding failure for a malformed reply.
 func (c *Conn) Status() (Status, error) {
-	w := getWaiter()
-	defer putWaiter(w)
-	if err := c.do(w, nil, wire.CmdStatus, nil, nil); err != nil {
-		return Status{}, err
-	}
-	defer w.closeFDs()
-	if err := errnoErr(w.hdr.Errno); err != nil {
-		return Status{}, err
-	}
-	data, err := w.payload()
-	if err != nil {
-		return Status{}, err
-	}
 	var st Status
-	if err := json.Unmarshal(data, &st); err != nil {
-		return Status{}, &statusError{err}
+	if err := c.callPayload(wire.CmdStatus, nil, func(data []byte) error {
+		if err := json.Unmarshal(data, &st); err != nil {
+			return &statusError{err}
+		}
+		return nil
+	}); err != nil {
+		return Status{}, err
 	}
 	return st, nil
 }

@@ -98,12 +98,7 @@ func (c *conn) btfLoad(a, data []byte) (int64, error) {
 	mem := btfMemory(raw)
 	r := c.reg
 	r.mu.Lock()
-	if err := r.reserveLocked(c.uid, mem); err != nil {
-		r.mu.Unlock()
-		return 0, err
-	}
-	if err := r.descCheck(c.uid); err != nil {
-		r.unreserveLocked(c.uid, mem)
+	if err := r.reserveNewLocked(c.uid, mem); err != nil {
 		r.mu.Unlock()
 		return 0, err
 	}

@@ -348,12 +348,7 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	}
 	r := c.reg
 	r.mu.Lock()
-	if err := r.reserveLocked(c.uid, mem); err != nil {
-		r.mu.Unlock()
-		return 0, err
-	}
-	if err := r.descCheck(c.uid); err != nil {
-		r.unreserveLocked(c.uid, mem)
+	if err := r.reserveNewLocked(c.uid, mem); err != nil {
 		r.mu.Unlock()
 		return 0, err
 	}

@@ -182,12 +182,7 @@ func (c *conn) linkCreate(a, data []byte, fds []int) (int64, error) {
 	}
 	r := c.reg
 	r.mu.Lock()
-	if err := r.reserveLocked(c.uid, mem); err != nil {
-		r.mu.Unlock()
-		return fail(err)
-	}
-	if err := r.descCheck(c.uid); err != nil {
-		r.unreserveLocked(c.uid, mem)
+	if err := r.reserveNewLocked(c.uid, mem); err != nil {
 		r.mu.Unlock()
 		return fail(err)
 	}

@@ -343,6 +343,20 @@ func (r *registry) addObjectLocked(o *Object, uid uint32) error {
 	return nil
 }
 
+// reserveNewLocked reserves mem for a new object of uid's and checks that
+// uid may hold the descriptor that will name it; on failure nothing stays
+// reserved. r.mu must be held.
+func (r *registry) reserveNewLocked(uid uint32, mem uint64) error {
+	if err := r.reserveLocked(uid, mem); err != nil {
+		return err
+	}
+	if err := r.descCheck(uid); err != nil {
+		r.unreserveLocked(uid, mem)
+		return err
+	}
+	return nil
+}
+
 // descCheck checks that uid may hold one more descriptor (or pin: each
 // costs the daemon an fd). r.mu must be held.
 func (r *registry) descCheck(uid uint32) error {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfd-project/bpfd/internal/sealed"
 )
 
 // HandoffEnv is the environment variable through which a daemon hands
@@ -29,18 +31,11 @@ func Exec(path string, argv, env []string, img *Image) error {
 	if err != nil {
 		return err
 	}
-	mfd, err := unix.MemfdCreate("bpfd-handoff", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	mfd, err := sealed.Memfd("bpfd-handoff", b)
 	if err != nil {
-		return os.NewSyscallError("memfd_create", err)
-	}
-	defer unix.Close(mfd)
-	if err := writeAll(mfd, b); err != nil {
 		return err
 	}
-	if _, err := unix.FcntlInt(uintptr(mfd), unix.F_ADD_SEALS,
-		unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
-		return os.NewSyscallError("fcntl(F_ADD_SEALS)", err)
-	}
+	defer unix.Close(mfd)
 	var opened []int
 	restore := func() {
 		for _, fd := range opened {

@@ -69,26 +69,16 @@ func OpenRuntimeDir(dir string, inherited int) (*RuntimeDir, error) {
 			lock.Close()
 			return nil, fmt.Errorf("%s: inherited lock: %w", dir, os.NewSyscallError("flock", err))
 		}
-	} else {
-		var err error
-		lock, err = os.OpenFile(filepath.Join(dir, runtimeLock), os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
-		if err != nil {
+		if err := writePid(lock); err != nil {
+			lock.Close()
 			return nil, err
 		}
-		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			holder := "unknown pid"
-			if b, rerr := os.ReadFile(lock.Name()); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
-				holder = "pid " + string(bytes.TrimSpace(b))
-			}
-			lock.Close()
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("%s: %w (%s); give each daemon its own --runtime-dir", dir, ErrRuntimeLocked, holder)
-			}
-			return nil, os.NewSyscallError("flock", err)
+	} else {
+		var err error
+		if lock, err = LockFile(filepath.Join(dir, runtimeLock), ErrRuntimeLocked, "--runtime-dir"); err != nil {
+			return nil, err
 		}
 	}
-	lock.Truncate(0)
-	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	d := &RuntimeDir{dir: dir, lock: lock}
 	boot, err := BootID()
 	if err != nil {
@@ -155,4 +145,42 @@ func (d *RuntimeDir) Sweep(isRegion func(string) bool, keep func(string) bool) [
 		}
 	}
 	return gone
+}
+
+// LockFile opens the lock file at path (creating it, mode 0600) and takes
+// an exclusive flock on it without waiting, then writes this process's pid
+// into it for whoever finds it held. If another process holds it, the
+// error wraps locked and names the holder's pid and the flag (e.g.
+// "--state-dir") that gives each daemon a directory of its own. The caller
+// owns the file: closing it releases the lock.
+func LockFile(path string, locked error, flag string) (*os.File, error) {
+	lock, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder := "unknown pid"
+		if b, rerr := os.ReadFile(path); rerr == nil && len(bytes.TrimSpace(b)) > 0 {
+			holder = "pid " + string(bytes.TrimSpace(b))
+		}
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w (%s); give each daemon its own %s", filepath.Dir(path), locked, holder, flag)
+		}
+		return nil, os.NewSyscallError("flock", err)
+	}
+	if err := writePid(lock); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return lock, nil
+}
+
+// writePid records this process's pid in a lock file it holds.
+func writePid(lock *os.File) error {
+	if err := lock.Truncate(0); err != nil {
+		return err
+	}
+	_, err := lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return err
 }

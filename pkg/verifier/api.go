@@ -293,7 +293,8 @@ type Result struct {
 	CtxAccesses []CtxAccess
 	// TailCalls is true if the program calls bpf_tail_call.
 	TailCalls bool
-	// Callbacks lists the subprogram starts used as bpf_loop callbacks.
+	// Callbacks lists the subprogram starts used as callbacks (bpf_loop,
+	// bpf_for_each_map_elem).
 	Callbacks []int
 	// Helpers lists, in increasing order, the helper numbers the program
 	// calls on some verified path.

@@ -288,7 +288,20 @@ func (s *scenario) run() {
 	}
 	s.elem("lru lookup 9 (the newest)", cmdMapLookupElem, lru, le32(9), out, 0)
 	s.logf("  value %x", out)
-	s.elem("lru lookup 0 (evicted)", cmdMapLookupElem, lru, le32(0), out, 0)
+	// Which older keys were evicted depends on the CPUs the updates ran
+	// on (the kernel's per-CPU free lists; bpfd's CPU slots): record only
+	// that the map stayed within its 4 entries.
+	older := 0
+	for i := uint32(0); i < 9; i++ {
+		a := s.attr()
+		put32(a, elMapFD, uint32(lru))
+		put64(a, elKey, addr(le32(i)))
+		put64(a, elValue, addr(out))
+		if _, e := s.do(cmdMapLookupElem, a, 32); e == 0 {
+			older++
+		}
+	}
+	s.logf("lru: at most 3 of the 9 older keys remain: %v", older <= 3)
 	s.elem("lru update noexist 9", cmdMapUpdateElem, lru, le32(9), le64(1), 1)
 
 	// LPM trie: longest prefix match on {prefixlen u32, data[4]}.

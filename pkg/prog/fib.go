@@ -164,14 +164,7 @@ func fibLookup4(p []byte, flags uint32) uint64 {
 	var nh *fibNexthop
 	var e unix.Errno
 	if flags&FibLookupDirect != 0 {
-		tbid := uint32(rtTableMain)
-		if flags&FibLookupTBID != 0 {
-			tbid = binary.NativeEndian.Uint32(p[fibVlanTbid:])
-			binary.NativeEndian.PutUint32(p[fibVlanTbid:], 0)
-			if tbid == 0 { // fib_get_table: 0 is main
-				tbid = rtTableMain
-			}
-		}
+		tbid := directTable(p, flags)
 		if !s.tableExists(tbid) {
 			return fibRet(FibRetNotFwded)
 		}
@@ -480,14 +473,7 @@ func fibLookup6(p []byte, flags uint32) uint64 {
 	var r *fibRoute
 	var nh *fibNexthop
 	if flags&FibLookupDirect != 0 {
-		tbid := uint32(rtTableMain)
-		if flags&FibLookupTBID != 0 {
-			tbid = binary.NativeEndian.Uint32(p[fibVlanTbid:])
-			binary.NativeEndian.PutUint32(p[fibVlanTbid:], 0)
-			if tbid == 0 { // fib_get_table: 0 is main
-				tbid = rtTableMain
-			}
-		}
+		tbid := directTable(p, flags)
 		if !s.tableExists(tbid) {
 			return fibRet(FibRetNotFwded)
 		}
@@ -747,4 +733,19 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// directTable is the table a BPF_FIB_LOOKUP_DIRECT lookup uses: main, or
+// with BPF_FIB_LOOKUP_TBID the one params names (its field is cleared, as
+// the kernel does; 0 is main, as fib_get_table's).
+func directTable(p []byte, flags uint32) uint32 {
+	if flags&FibLookupTBID == 0 {
+		return rtTableMain
+	}
+	tbid := binary.NativeEndian.Uint32(p[fibVlanTbid:])
+	binary.NativeEndian.PutUint32(p[fibVlanTbid:], 0)
+	if tbid == 0 {
+		return rtTableMain
+	}
+	return tbid
 }

@@ -22,6 +22,17 @@ var (
 	ErrNoNode = errno.New(unix.ENOENT, "demux: no such lineage node in the object")
 )
 
+// ownerHandleAttr is ownerHandle for a command whose attr is a HandleAttr
+// with no mode and which carries no data (DESTROY, LINEAGE).
+func (c *conn) ownerHandleAttr(a, data []byte) (*handle, error) {
+	var at wire.HandleAttr
+	at.Parse(a)
+	if at.Mode != 0 || len(data) != 0 {
+		return nil, ErrInvalid
+	}
+	return c.ownerHandle(at.Handle)
+}
+
 // ownerHandle returns the handle id if it holds the destroy right.
 func (c *conn) ownerHandle(id uint32) (*handle, error) {
 	hd, err := c.lookup(id)
@@ -37,12 +48,7 @@ func (c *conn) ownerHandle(id uint32) (*handle, error) {
 // destroy executes CmdDestroy: the object's whole lineage is revoked
 // (docs/design.md, "The authority tree"). It needs the destroy right.
 func (c *conn) destroy(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
-	}
-	hd, err := c.ownerHandle(at.Handle)
+	hd, err := c.ownerHandleAttr(a, data)
 	if err != nil {
 		return 0, err
 	}
@@ -123,12 +129,7 @@ func (c *conn) revokeNodes(hd *handle, revoke func(*registry, []*Object, *[]*Des
 
 // lineage executes CmdLineage: the object's tree, for its owner.
 func (c *conn) lineage(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
-	}
-	hd, err := c.ownerHandle(at.Handle)
+	hd, err := c.ownerHandleAttr(a, data)
 	if err != nil {
 		return 0, err
 	}

@@ -85,20 +85,9 @@ func (ho *handoff) isActive() bool {
 // way (a shutdown). It never returns if the process is replaced.
 func (s *Server) park(c *conn) bool {
 	ho := &s.ho
-	ho.mu.Lock()
-	if !ho.active {
-		ho.mu.Unlock()
+	if !ho.wait(func() { ho.parked[c] = true }, func() { delete(ho.parked, c) }) {
 		return false
 	}
-	ho.init()
-	ho.parked[c] = true
-	ho.cond.Broadcast()
-	resume := ho.resume
-	ho.mu.Unlock()
-	<-resume
-	ho.mu.Lock()
-	delete(ho.parked, c)
-	ho.mu.Unlock()
 	select {
 	case <-c.stopping:
 		return false // shut down meanwhile: drain as a stop does
@@ -111,21 +100,32 @@ func (s *Server) park(c *conn) bool {
 // parkListener is park for a listener whose accept deadline fired.
 func (s *Server) parkListener(ln *net.UnixListener) bool {
 	ho := &s.ho
+	if !ho.wait(func() { ho.lnParked[ln] = true }, func() { delete(ho.lnParked, ln) }) {
+		return false
+	}
+	ln.SetDeadline(time.Time{})
+	return true
+}
+
+// wait parks the caller until Resume when a handoff is under way (false
+// at once otherwise): enter records it as parked and wakes the handoff
+// waiting for everyone to park, leave forgets it after Resume; both run
+// under ho.mu.
+func (ho *handoff) wait(enter, leave func()) bool {
 	ho.mu.Lock()
 	if !ho.active {
 		ho.mu.Unlock()
 		return false
 	}
 	ho.init()
-	ho.lnParked[ln] = true
+	enter()
 	ho.cond.Broadcast()
 	resume := ho.resume
 	ho.mu.Unlock()
 	<-resume
 	ho.mu.Lock()
-	delete(ho.lnParked, ln)
+	leave()
 	ho.mu.Unlock()
-	ln.SetDeadline(time.Time{})
 	return true
 }
 

@@ -134,6 +134,9 @@ func (a *Array) Update(key, value []byte, flags uint64) error {
 	if err := a.canWrite(); err != nil {
 		return err
 	}
+	if err := CheckUpdateLock(a, flags); err != nil {
+		return err // map_update_elem checks BPF_F_LOCK before the index
+	}
 	if len(key) != 4 {
 		return ErrKeySize
 	}

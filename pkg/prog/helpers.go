@@ -198,7 +198,7 @@ type errnoInternal string
 func (e errnoInternal) Error() string { return string(e) }
 
 func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
-	_, ref, sl, err := mapArg(vm, r1)
+	rc, ref, sl, err := mapArg(vm, r1)
 	if err != nil {
 		return 0, err
 	}
@@ -206,7 +206,13 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rc := vm.Context.(*runCtx)
+	if h := sl.hash; h != nil {
+		v := h.ProgValue(rc.cpu, key)
+		if v == nil {
+			return 0, nil
+		}
+		return valuePointer(vm, rc, ref, v)
+	}
 	if sl.outer {
 		return lookupInner(rc, ref, key), nil
 	}

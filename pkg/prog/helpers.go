@@ -173,6 +173,15 @@ func (p *Program) baseHelpers() map[int32]interp.HelperFunc {
 // type; a bad value here is an internal error, reported as a fault.
 func mapArg(vm *interp.VM, r uint64) (*runCtx, *MapRef, *mapSlot, error) {
 	rc := vm.Context.(*runCtx)
+	// The common case, inlined into the helper: one of the program's
+	// own references (no inner-map bit, in range).
+	if i := r - mapPtrTag; i < uint64(len(rc.p.refs)) && i < uint64(len(rc.p.slots)) {
+		return rc, &rc.p.refs[i], &rc.p.slots[i], nil
+	}
+	return mapArgSlow(rc, r)
+}
+
+func mapArgSlow(rc *runCtx, r uint64) (*runCtx, *MapRef, *mapSlot, error) {
 	if r&tagMask != mapPtrTag {
 		return nil, nil, nil, errBadMapPtr
 	}

@@ -422,20 +422,8 @@ func (h *Hash) ValueRef(key []byte) []byte {
 	return h.ProgLookup(0, key)
 }
 
-// ProgLookup implements Map.
-func (h *Hash) ProgLookup(cpu int, key []byte) []byte {
-	if len(key) != int(h.spec.KeySize) {
-		return nil
-	}
-	e := h.lookupEntry(key)
-	if e == 0 {
-		return nil
-	}
-	if h.lru != nil {
-		h.lru.setRef(e)
-	}
-	return h.valOf(e, cpu)
-}
+// ProgLookup implements Map (ProgValue, hashlookup.go).
+func (h *Hash) ProgLookup(cpu int, key []byte) []byte { return h.ProgValue(cpu, key) }
 
 // ProgFind is the program side's allocation-free lookup for the program
 // layer's fast path: the offset of key's value for CPU slot cpu within

@@ -187,6 +187,23 @@ func (vm *VM) AddRegionAccess(buf []byte, acc Access) (uint64, error) {
 // ptr+size) lies inside one region. The slice aliases the region: it is
 // valid until the helper returns.
 func (vm *VM) Mem(ptr uint64, size int, write bool) ([]byte, error) {
+	// The common case, inlined into the helper: inside a region that
+	// allows the access. Anything else (a fault to classify) goes the
+	// long way.
+	if i, o := ptr>>32, ptr&0xffffffff; i < uint64(len(vm.regions)) && size >= 0 {
+		r := &vm.regions[i]
+		b := r.r
+		if write {
+			b = r.w
+		}
+		if n := o + uint64(size); b != nil && n <= uint64(len(b)) {
+			return b[o:n:n], nil
+		}
+	}
+	return vm.memSlow(ptr, size, write)
+}
+
+func (vm *VM) memSlow(ptr uint64, size int, write bool) ([]byte, error) {
 	if write {
 		return vm.MemAccess(ptr, size, Write)
 	}

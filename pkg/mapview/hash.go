@@ -59,3 +59,21 @@ func Hash(seed uint64, key []byte) uint32 {
 	h = mix(h^hashK1, hashK3)
 	return uint32(h) ^ uint32(h>>32)
 }
+
+// HashU32 is Hash of a 4-byte key whose little-endian value is k, for
+// the daemon's program-side lookups (no loop, inlinable). It is the same
+// function: HashU32(seed, k) == Hash(seed, key) for key = k in
+// little-endian.
+func HashU32(seed uint64, k uint32) uint32 {
+	h := mix(seed^(4*hashK1)%(1<<64)^uint64(k)^hashK3, hashK2)
+	h = mix(h^hashK1, hashK3)
+	return uint32(h) ^ uint32(h>>32)
+}
+
+// HashU64 is Hash of an 8-byte key whose little-endian value is k (see
+// HashU32).
+func HashU64(seed, k uint64) uint32 {
+	h := mix(seed^(8*hashK1)%(1<<64)^k, hashK2)
+	h = mix(h^hashK1, hashK3)
+	return uint32(h) ^ uint32(h>>32)
+}

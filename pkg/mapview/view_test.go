@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/big"
 	"sync"
 	"sync/atomic"
@@ -223,6 +224,41 @@ func TestHashDefinition(t *testing.T) {
 			t.Errorf("%s and %s collide", tc.name, other)
 		}
 		seen[h] = tc.name
+	}
+}
+
+// TestHashFixedSizes checks that the daemon's 4- and 8-byte forms
+// compute Hash exactly (clients compute Hash; the daemon files entries
+// with the fixed forms).
+func TestHashFixedSizes(t *testing.T) {
+	tests := []struct {
+		name string
+		seed uint64
+		k    uint64
+	}{
+		{name: "zero", seed: 0, k: 0},
+		{name: "one", seed: 0, k: 1},
+		{name: "seeded", seed: 0x0123456789abcdef, k: 0xdeadbeef},
+		{name: "all ones", seed: ^uint64(0), k: ^uint64(0)},
+	}
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range 1000 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		tests = append(tests, struct {
+			name string
+			seed uint64
+			k    uint64
+		}{name: fmt.Sprintf("xorshift %d", i), seed: x * 0xbf58476d1ce4e5b9, k: x})
+	}
+	for _, tc := range tests {
+		if got, want := mapview.HashU32(tc.seed, uint32(tc.k)), mapview.Hash(tc.seed, binary.LittleEndian.AppendUint32(nil, uint32(tc.k))); got != want {
+			t.Errorf("%s: HashU32 = %#x, Hash = %#x", tc.name, got, want)
+		}
+		if got, want := mapview.HashU64(tc.seed, tc.k), mapview.Hash(tc.seed, binary.LittleEndian.AppendUint64(nil, tc.k)); got != want {
+			t.Errorf("%s: HashU64 = %#x, Hash = %#x", tc.name, got, want)
+		}
 	}
 }
 

@@ -173,6 +173,15 @@ func (p *Program) baseHelpers() map[int32]interp.HelperFunc {
 // type; a bad value here is an internal error, reported as a fault.
 func mapArg(vm *interp.VM, r uint64) (*runCtx, *MapRef, *mapSlot, error) {
 	rc := vm.Context.(*runCtx)
+	// The common case, inlined into the helper: one of the program's
+	// own references (no inner-map bit, in range).
+	if i := r - mapPtrTag; i < uint64(len(rc.p.refs)) && i < uint64(len(rc.p.slots)) {
+		return rc, &rc.p.refs[i], &rc.p.slots[i], nil
+	}
+	return mapArgSlow(rc, r)
+}
+
+func mapArgSlow(rc *runCtx, r uint64) (*runCtx, *MapRef, *mapSlot, error) {
 	if r&tagMask != mapPtrTag {
 		return nil, nil, nil, errBadMapPtr
 	}
@@ -198,7 +207,7 @@ type errnoInternal string
 func (e errnoInternal) Error() string { return string(e) }
 
 func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
-	_, ref, sl, err := mapArg(vm, r1)
+	rc, ref, sl, err := mapArg(vm, r1)
 	if err != nil {
 		return 0, err
 	}
@@ -206,7 +215,13 @@ func helperLookup(vm *interp.VM, r1, r2, _, _, _ uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rc := vm.Context.(*runCtx)
+	if h := sl.hash; h != nil {
+		v := h.ProgValue(rc.cpu, key)
+		if v == nil {
+			return 0, nil
+		}
+		return valuePointer(vm, rc, ref, v)
+	}
 	if sl.outer {
 		return lookupInner(rc, ref, key), nil
 	}

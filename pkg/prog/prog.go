@@ -123,6 +123,9 @@ type mapSlot struct {
 	percpu             bool   // per-CPU array: add cpu*valStride
 	valStride          uint64 // per-CPU array: bytes between CPUs' values
 	outer              bool   // a map of maps: lookups return inner maps
+	// hash is the map when it is a hash-family *maps.Hash (hash, LRU
+	// hash, their per-CPU forms): lookups call it directly.
+	hash *maps.Hash
 }
 
 // Type returns the program type.
@@ -331,6 +334,7 @@ func (p *Program) resolve(vr *verified) ([]byte, []interp.Region, error) {
 			sl.static = st
 		}
 		sl.outer = sp.Type == maps.TypeArrayOfMaps || sp.Type == maps.TypeHashOfMaps
+		sl.hash, _ = r.Map.(*maps.Hash)
 		if a, ok := r.Map.(*maps.Array); ok && sl.static >= 0 {
 			_, sl.stride = a.Values()
 			if sp.PerCPU() {

@@ -9,8 +9,8 @@ import (
 
 // BatchOptions are the kernel's batch flags: ElemFlags applies to each
 // element, Flags to the call. As in the kernel, ElemFlags may only hold
-// BPF_F_LOCK (4, for maps with a spin lock, which bpfd does not have) and
-// Flags must be 0: anything else is ErrInvalid. In particular the update
+// LookupLock (BPF_F_LOCK, 4: copy each value under its bpf_spin_lock, on
+// maps whose values hold one) and Flags must be 0: anything else is ErrInvalid. In particular the update
 // flags of Update (UpdateNoExist, UpdateExist) are not batch flags.
 type BatchOptions struct {
 	ElemFlags uint64

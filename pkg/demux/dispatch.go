@@ -138,12 +138,19 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 	case wire.CmdMapLookupAndDeleteElem:
 		need = wire.ModeReadWrite
 	}
+	// As the kernel, before the descriptor: lookups take BPF_F_LOCK
+	// only, delete, next key and freeze no flags (CHECK_ATTR).
+	if cmd != wire.CmdMapUpdateElem && at.Flags&^elemFlagsAllowed(cmd) != 0 {
+		return 0, ErrInvalid
+	}
 	hd, err := c.mapHandle(at.Handle, need)
 	if err != nil {
 		return 0, err
 	}
-	if cmd != wire.CmdMapUpdateElem && at.Flags != 0 {
-		return 0, ErrInvalid
+	if cmd == wire.CmdMapUpdateElem {
+		if err := maps.CheckUpdateLock(hd.obj.m, at.Flags); err != nil {
+			return 0, err
+		}
 	}
 	if isProgArray(hd) && (cmd == wire.CmdMapUpdateElem || cmd == wire.CmdMapDeleteElem) {
 		return c.progArrayElem(cmd, hd, &at, data)
@@ -160,7 +167,7 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 			if len(data) != vs {
 				return 0, ErrDataLen
 			}
-			return 0, m.Lookup(nil, data)
+			return 0, maps.LookupFlags(m, nil, data, at.Flags)
 		}
 		if len(data) != ks {
 			return 0, ErrDataLen
@@ -169,7 +176,7 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 		if v == nil {
 			return 0, c.allocErr
 		}
-		if err := m.Lookup(data, v); err != nil {
+		if err := maps.LookupFlags(m, data, v, at.Flags); err != nil {
 			c.resetReply()
 			return 0, err
 		}
@@ -208,7 +215,7 @@ func (c *conn) elem(cmd wire.Cmd, a, data []byte) (int64, error) {
 		if v == nil {
 			return 0, c.allocErr
 		}
-		if err := m.LookupAndDelete(data, v); err != nil {
+		if err := maps.LookupAndDeleteFlags(m, data, v, at.Flags); err != nil {
 			c.resetReply()
 			return 0, err
 		}
@@ -342,6 +349,12 @@ func (c *conn) mapCreate(a, data []byte) (int64, error) {
 	bref, err := c.btfOf(at.BTFHandle, at.BTFKeyTypeID, at.BTFValueTypeID, at.KeySize, at.ValueSize, true)
 	if err != nil {
 		return 0, err
+	}
+	if spec.SpinLock, err = spinLockOf(bref); err != nil {
+		return 0, err
+	}
+	if err := spec.Validate(); err != nil {
+		return 0, err // the lock's rules (map_check_btf)
 	}
 	if c.goBulk(mem > bulkMapBytes) {
 		return c.bulk(func(*sched.Turn) (int64, error) { defer c.endBulk(); return c.mapCreate(a, data) })

@@ -92,9 +92,7 @@ func (a *Array) Lookup(key, value []byte) error {
 			return nil
 		}
 	}
-	a.lockElem(i)
-	a.read(i, value)
-	a.unlockElem(i)
+	a.readFlags(i, value, 0)
 	return nil
 }
 
@@ -104,6 +102,7 @@ func (a *Array) read(i uint32, value []byte) {
 		copy(value, a.elem(i))
 	} else {
 		copy(value, a.slot(i, 0))
+		clearLock(value, a.spec.SpinLock)
 	}
 }
 
@@ -134,6 +133,9 @@ func (a *Array) ProgLookup(cpu int, key []byte) []byte {
 func (a *Array) Update(key, value []byte, flags uint64) error {
 	if err := a.canWrite(); err != nil {
 		return err
+	}
+	if err := CheckUpdateLock(a, flags); err != nil {
+		return err // map_update_elem checks BPF_F_LOCK before the index
 	}
 	if len(key) != 4 {
 		return ErrKeySize
@@ -168,7 +170,7 @@ func (a *Array) ProgUpdateOn(cpu int, key, value []byte, flags uint64) error {
 // update follows map_update_elem's and array_map_update_elem's order of
 // checks (BPF_F_LOCK is refused before the index).
 func (a *Array) update(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
-	if flags&UpdateLock != 0 || flags > UpdateExist {
+	if flags&^UpdateLock > UpdateExist {
 		return ErrInvalidFlags
 	}
 	i := index(key)
@@ -178,13 +180,18 @@ func (a *Array) update(cpu int, key, value []byte, flags uint64, allCPUs bool) e
 	if flags&UpdateNoExist != 0 {
 		return ErrKeyExist
 	}
+	if flags&UpdateLock != 0 && a.spec.SpinLock == 0 {
+		return ErrInvalidFlags
+	}
 	a.lockElem(i)
 	switch {
 	case a.percpu && allCPUs:
 		// With the padding, as the kernel's copy_map_value_long.
 		copy(a.elem(i), value)
+	case flags&UpdateLock != 0:
+		copyLocked(a.slot(i, cpu), value, a.spec.SpinLock, true)
 	default:
-		copy(a.slot(i, cpu), value)
+		copyAroundLock(a.slot(i, cpu), value, a.spec.SpinLock)
 	}
 	a.unlockElem(i)
 	return nil
@@ -295,9 +302,7 @@ func (a *Array) LookupBatch(bt *Batch) error {
 			i = prev + 1
 		}
 		ne.PutUint32(a.keyAt(bt, cp), i)
-		a.lockElem(i)
-		a.read(i, a.valueAt(bt, cp))
-		a.unlockElem(i)
+		a.readFlags(i, a.valueAt(bt, cp), bt.ElemFlags)
 		cp++
 		prev, has = i, true
 	}
@@ -347,7 +352,7 @@ func (a *Array) UpdateBatch(bt *Batch) error {
 	}
 	defer a.leave(s)
 	for i := uint32(0); i < max; i++ {
-		if err := a.update(s, a.keyAt(bt, i), a.valueAt(bt, i), UpdateAny, true); err != nil {
+		if err := a.update(s, a.keyAt(bt, i), a.valueAt(bt, i), bt.ElemFlags, true); err != nil {
 			return err
 		}
 		bt.Count = i + 1

@@ -180,6 +180,7 @@ func (h *Hash) fill(e uint32, hv uint32, key, value []byte, cpu int, allCPUs boo
 	h.store(h.ent(e)+4, hv)
 	copy(h.keyOf(e), key)
 	h.writeValue(e, value, cpu, allCPUs, true)
+	clearLock(h.valOf(e, 0), h.spec.SpinLock) // a fresh value's lock is free
 }
 
 // writeValue stores value into entry e: see fill; fresh zeroes the other
@@ -212,10 +213,11 @@ func (h *Hash) readValue(e uint32, value []byte) {
 		return
 	}
 	copy(value, h.valOf(e, 0))
+	clearLock(value, h.spec.SpinLock)
 }
 
 func checkUpdateFlags(flags uint64) error {
-	if flags&^UpdateLock > UpdateExist || flags&UpdateLock != 0 {
+	if flags&^UpdateLock > UpdateExist {
 		return ErrInvalidFlags
 	}
 	return nil
@@ -464,7 +466,7 @@ func (h *Hash) Update(key, value []byte, flags uint64) error {
 		return err
 	}
 	defer h.leave(s)
-	return h.update(s, key, value, flags, true)
+	return h.updateFlags(s, key, value, flags, true)
 }
 
 // ProgUpdate implements Map.
@@ -485,7 +487,7 @@ func (h *Hash) ProgUpdateOn(cpu int, key, value []byte, flags uint64) error {
 	if err := h.checkKV(key, value, int(h.spec.ValueSize)); err != nil {
 		return err
 	}
-	return h.update(cpu, key, value, flags, false)
+	return h.updateFlags(cpu, key, value, flags, false)
 }
 
 // Delete implements Map.
@@ -616,7 +618,7 @@ func (h *Hash) lookupBatch(bt *Batch, del bool) error {
 			}
 			for e := h.load(b + 4); e != 0; e = h.load(h.ent(e)) {
 				copy(h.keyAt(bt, total), h.keyOf(e))
-				h.readValue(e, h.valueAt(bt, total))
+				h.readFlags(e, h.valueAt(bt, total), bt.ElemFlags)
 				total++
 			}
 			var freed uint32
@@ -647,7 +649,7 @@ func (h *Hash) lookupBatch(bt *Batch, del bool) error {
 // UpdateBatch implements Map.
 func (h *Hash) UpdateBatch(bt *Batch) error {
 	return h.writeBatch(bt, true, func(cpu int, i uint32) error {
-		return h.update(cpu, h.keyAt(bt, i), h.valueAt(bt, i), UpdateAny, true)
+		return h.updateFlags(cpu, h.keyAt(bt, i), h.valueAt(bt, i), bt.ElemFlags, true)
 	})
 }
 

@@ -112,7 +112,7 @@ func Compatible(inner, tmpl Spec) error {
 		return ErrInvalid
 	}
 	if inner.Type != tmpl.Type || inner.KeySize != tmpl.KeySize || inner.ValueSize != tmpl.ValueSize ||
-		inner.Flags != tmpl.Flags {
+		inner.Flags != tmpl.Flags || inner.SpinLock != tmpl.SpinLock {
 		return ErrInvalid
 	}
 	if (inner.Type == TypeArray || inner.Type == TypePercpuArray) && tmpl.Flags&FlagInnerMap == 0 && inner.MaxEntries != tmpl.MaxEntries {

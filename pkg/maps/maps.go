@@ -314,7 +314,7 @@ func NewWith(spec Spec, cfg *Config) (Map, error) {
 	}
 	h := mapview.Header{Type: spec.Type, KeySize: spec.KeySize, ValueSize: spec.ValueSize,
 		MaxEntries: spec.MaxEntries, Flags: spec.Flags, NCPU: uint32(pool.N()),
-		MapExtra: spec.MapExtra, Size: l.Size}
+		MapExtra: spec.MapExtra, Size: l.Size, SpinLock: spec.SpinLock}
 	copy(h.Name[:], spec.Name)
 	if spec.Flags&FlagZeroSeed == 0 {
 		var s [8]byte
@@ -571,6 +571,9 @@ func (b *base) Freeze() error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	if b.spec.SpinLock != 0 {
+		return ErrNotSupported // map_freeze: no freezing a map with a lock
+	}
 	if err := b.canWrite(); err != nil {
 		return err
 	}
@@ -590,7 +593,7 @@ func (b *base) Freeze() error {
 
 // checkBatch validates a batch's flags and buffer sizes for n elements.
 func (b *base) checkBatch(bt *Batch, keys, values bool) error {
-	if bt.ElemFlags != 0 {
+	if bt.ElemFlags&^UpdateLock != 0 || bt.ElemFlags != 0 && b.spec.SpinLock == 0 {
 		return ErrInvalidFlags
 	}
 	n := uint64(bt.Count)

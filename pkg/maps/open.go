@@ -63,7 +63,7 @@ func Open(fd int, path string, cfg *Config) (Map, Repair, error) {
 		return fail("laid out for %d CPUs, this machine has %d", h.NCPU, pool.N())
 	}
 	spec := Spec{Type: h.Type, KeySize: h.KeySize, ValueSize: h.ValueSize, MaxEntries: h.MaxEntries,
-		Flags: h.Flags, Name: mapview.NameString(h.Name), MapExtra: h.MapExtra}
+		Flags: h.Flags, Name: mapview.NameString(h.Name), MapExtra: h.MapExtra, SpinLock: h.SpinLock}
 	want, err := spec.layout(pool.N())
 	if err != nil {
 		return fail("parameters refused: %v", err)
@@ -106,6 +106,7 @@ func Open(fd int, path string, cfg *Config) (Map, Repair, error) {
 	if err := m.validateInto(&rep); err != nil {
 		return fail("%v", err)
 	}
+	rep.Unlocked += clearSpinLocks(m)
 	return m, rep, nil
 }
 

@@ -121,6 +121,12 @@ type Spec struct {
 	// an online node (bpfd places nothing by node; the check is the
 	// kernel's).
 	NumaNode uint32
+	// SpinLock, when not 0, is one more than the offset within the value
+	// of its struct bpf_spin_lock (the daemon finds it in the value's BTF
+	// at creation, as the kernel's map_check_btf); 0 means the values
+	// hold no lock. Hash and array maps only. See LockOffset and
+	// spinlock.go.
+	SpinLock uint32
 	// Inner is the inner-map template of an ARRAY_OF_MAPS or HASH_OF_MAPS
 	// (the kernel's inner_map_fd): every map stored in it must be
 	// compatible (see Compatible). Nil for other types.
@@ -353,6 +359,9 @@ func (s Spec) layout(ncpu int) (mapview.Layout, error) {
 	}
 	if !implemented[s.Type] {
 		return mapview.Layout{}, ErrInvalid
+	}
+	if err := s.checkSpinLock(); err != nil {
+		return mapview.Layout{}, err
 	}
 	l, err := mapview.Geometry(s.Type, s.KeySize, s.ValueSize, s.maxEntries(ncpu), s.Flags, s.MapExtra, ncpu)
 	if err != nil {

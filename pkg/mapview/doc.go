@@ -16,8 +16,9 @@
 //	20  key size u32            80  frozen u32 (0/1)
 //	24  value size u32          84  retired u32 (0/1)
 //	28  max entries u32         88  generation u32
-//	32  map flags u32           128 per-type state (hash: bump u32)
-//	36  CPU count u32           512 data (OffData)
+//	32  map flags u32           92  spin lock offset+1 u32 (0: none)
+//	36  CPU count u32           128 per-type state (hash: bump u32)
+//	                            512 data (OffData)
 //
 // Everything else is derived from (type, key size, value size, max
 // entries, flags, CPU count) by Geometry: a reader recomputes the layout
@@ -55,6 +56,10 @@
 // (and stores through writable mappings of BPF_F_MMAPABLE arrays) do not
 // take the counters, as in the kernel, where a program writes a value
 // while user space copies it.
+//
+// A value holding a struct bpf_spin_lock (header word 92) is returned with
+// the lock's 4 bytes zeroed, as the kernel's plain lookup does; a lookup
+// with BPF_F_LOCK (copied under the lock) must go to the daemon.
 //
 // # Retired regions
 //

@@ -86,6 +86,10 @@ const (
 	OffFrozen     = 80 // u32: 1 once the map is frozen
 	OffRetired    = 84 // u32: 1 in a snapshot left behind by a move (see package doc)
 	OffGeneration = 88 // u32: bumped by every move
+	// OffSpinLock is one more than the offset, within a value, of the
+	// value's struct bpf_spin_lock (hash and array maps created with BTF
+	// naming one); 0 means the values hold no lock. Immutable.
+	OffSpinLock = 92 // u32
 	// OffState is where per-type mutable scalars start (hash: OffBump),
 	// up to OffData.
 	OffState = 128
@@ -374,6 +378,9 @@ type Header struct {
 	Name                                        [16]byte
 	Size                                        uint64
 	Seed                                        uint64
+	// SpinLock is the OffSpinLock word: 1 + the offset of the values'
+	// bpf_spin_lock, 0 for none.
+	SpinLock uint32
 }
 
 // ErrHeader: the bytes are not a region header this version accepts.
@@ -397,6 +404,7 @@ func PutHeader(b []byte, h *Header) {
 	copy(b[OffName:OffName+16], h.Name[:])
 	le.PutUint64(b[OffSize:], h.Size)
 	le.PutUint64(b[OffSeed:], h.Seed)
+	le.PutUint32(b[OffSpinLock:], h.SpinLock)
 }
 
 // ParseHeader decodes and checks the header at the start of mem, an
@@ -423,7 +431,8 @@ func ParseHeader(mem []byte) (Header, Layout, error) {
 	copy(h.Name[:], mem[OffName:OffName+16])
 	h.Size = le.Uint64(mem[OffSize:])
 	h.Seed = le.Uint64(mem[OffSeed:])
-	if h.NCPU == 0 || h.NCPU > MaxCPUs {
+	h.SpinLock = le.Uint32(mem[OffSpinLock:])
+	if h.NCPU == 0 || h.NCPU > MaxCPUs || !spinLockOK(&h) {
 		return h, Layout{}, ErrHeader
 	}
 	l, err := Geometry(h.Type, h.KeySize, h.ValueSize, h.MaxEntries, h.Flags, h.MapExtra, int(h.NCPU))
@@ -434,6 +443,25 @@ func ParseHeader(mem []byte) (Header, Layout, error) {
 		return h, l, ErrHeader
 	}
 	return h, l, nil
+}
+
+// spinLockOK checks a header's SpinLock word: none, or a 4-byte aligned
+// lock inside the value of a hash or array map.
+func spinLockOK(h *Header) bool {
+	if h.SpinLock == 0 {
+		return true
+	}
+	off := uint64(h.SpinLock) - 1
+	return (h.Type == TypeHash || h.Type == TypeArray) && off%4 == 0 && off+4 <= uint64(h.ValueSize)
+}
+
+// ClearSpinLock zeroes the bpf_spin_lock field of value, a value of a map
+// whose header is h (nothing when it has none), as the kernel's
+// check_and_init_map_value does to what a lookup returns.
+func ClearSpinLock(h *Header, value []byte) {
+	if h.SpinLock != 0 && uint64(len(value)) >= uint64(h.SpinLock)+3 {
+		clear(value[h.SpinLock-1 : h.SpinLock+3])
+	}
 }
 
 // NameString returns a NUL-padded name as a string.

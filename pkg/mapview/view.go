@@ -125,6 +125,7 @@ func (v *View) arrayLookup(i uint32, value []byte) error {
 			if v.fdLike && binary.NativeEndian.Uint32(value) == 0 {
 				return ErrNotFound
 			}
+			ClearSpinLock(&v.h, value)
 			return nil
 		}
 	}
@@ -197,6 +198,7 @@ func (v *View) hashLookup(key, value []byte) error {
 			if v.h.Type == TypeHashOfMaps && binary.NativeEndian.Uint32(value) == 0 {
 				return ErrNotFound
 			}
+			ClearSpinLock(&v.h, value)
 			return nil
 		case walkMissing:
 			return ErrNotFound

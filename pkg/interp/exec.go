@@ -364,6 +364,49 @@ func (vm *VM) exec(p *Program, pc, base int, args *[5]uint64) (uint64, error) {
 				regs[in.dst&15] = uint64(in.imm)
 				pc++
 
+			// Fused pairs (fuse.go): pc is at the second instruction,
+			// charged only if the budget allows it; otherwise only the
+			// first half runs and the loop stops before the second.
+			case opMovAdd64K:
+				if budget == 0 {
+					regs[in.dst&15] = regs[in.src&15]
+					continue
+				}
+				budget--
+				pc++
+				regs[in.dst&15] = regs[in.src&15] + uint64(in.imm)
+			case opMovAnd64K:
+				if budget == 0 {
+					regs[in.dst&15] = regs[in.src&15]
+					continue
+				}
+				budget--
+				pc++
+				regs[in.dst&15] = regs[in.src&15] & uint64(in.imm)
+			case opMovLsh64K:
+				if budget == 0 {
+					regs[in.dst&15] = regs[in.src&15]
+					continue
+				}
+				budget--
+				pc++
+				regs[in.dst&15] = regs[in.src&15] << (uint64(in.imm) & 63)
+			case opMovRsh64K:
+				if budget == 0 {
+					regs[in.dst&15] = regs[in.src&15]
+					continue
+				}
+				budget--
+				pc++
+				regs[in.dst&15] = regs[in.src&15] >> (uint64(in.imm) & 63)
+			case opAdd64KJa:
+				regs[in.dst&15] += uint64(in.imm)
+				if budget == 0 {
+					continue
+				}
+				budget--
+				pc = int(in.off)
+
 			// Loads.
 			case opLdxB:
 				a := regs[in.src&15] + uint64(in.off)

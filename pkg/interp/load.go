@@ -169,6 +169,7 @@ func Load(raw []byte, cfg *Config) (*Program, error) {
 			return nil, &LoadError{PC: pc, Err: ErrInvalidInsn, Reason: fmt.Sprintf("jump into the middle of ld_imm64 at %d", in.off)}
 		}
 	}
+	p.fuse()
 	return p, nil
 }
 

@@ -247,6 +247,14 @@ const (
 	opLdIndH
 	opLdIndW
 
+	// Fused pairs (fuse.go): the instruction in their slot and the next
+	// one, which keeps its own slot for jumps to it.
+	opMovAdd64K // dst = src; dst += imm
+	opMovAnd64K // dst = src; dst &= imm
+	opMovLsh64K // dst = src; dst <<= imm
+	opMovRsh64K // dst = src; dst >>= imm
+	opAdd64KJa  // dst += imm; goto off
+
 	numOps
 )
 

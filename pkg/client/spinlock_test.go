@@ -515,3 +515,37 @@ func TestSpinLockFixtureVsKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestSpinLockMmapVsKernel: an MMAPABLE array whose values hold a lock
+// is created, but its values cannot be mapped writable (the kernel
+// refuses any mmap of it with ENOTSUPP): a writer could hold the lock
+// for ever. bpfd's read-only mapping, which every array has, stays.
+func TestSpinLockMmapVsKernel(t *testing.T) {
+	if ok, why := kernelAvailable(); !ok {
+		t.Skip("kernel oracle: " + why)
+	}
+	c := newTestConn(t)
+	m, err := c.NewMap(MapSpec{Type: Array, KeySize: 4, ValueSize: 24, MaxEntries: 4, Flags: FlagMmapable, Key: btfU32, Value: counterValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	km, err := kernelLockMap(Array, 4, 24, 4, FlagMmapable, counterValue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	_, kerr := unix.Mmap(km.FD(), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mm, err := m.Mmap(&MmapOptions{Writable: true})
+	if err == nil {
+		mm.Close()
+	}
+	if errnoOf(err) != errnoOf(kerr) || kerr == nil {
+		t.Fatalf("writable mapping: bpfd %v, kernel %v (%d)", err, kerr, int(errnoOf(kerr)))
+	}
+	ro, err := m.Mmap(nil)
+	if err != nil {
+		t.Fatalf("read-only mapping: %v", err)
+	}
+	ro.Close()
+}

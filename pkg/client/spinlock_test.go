@@ -195,6 +195,14 @@ func TestSpinLockCreateVsKernel(t *testing.T) {
 			if info, err := m.Info(); err != nil || info.SpinLockOffset != tt.lockOff {
 				t.Fatalf("Info: lock at %d, %v; want %d", info.SpinLockOffset, err, tt.lockOff)
 			}
+			info, _ := m.Info()
+			recs, err := c.Objects(ObjectFilter{ID: info.ID})
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("Objects: %v, %v", recs, err)
+			}
+			if got := recs[0].SpinLockOff; (got == nil) != (tt.lockOff < 0) || got != nil && int(*got) != tt.lockOff {
+				t.Fatalf("listing: spin_lock_off %v, want %d", got, tt.lockOff)
+			}
 			if tt.typ != Hash && tt.typ != Array || tt.flags&FlagRdonly != 0 {
 				return
 			}

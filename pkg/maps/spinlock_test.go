@@ -174,3 +174,35 @@ func TestSpinLockExclusion(t *testing.T) {
 		})
 	}
 }
+
+// TestSpinLockHashUpdateInPlace: a BPF_F_LOCK update of an existing hash
+// key rewrites the value where it is (a program's pointer to it sees the
+// new value), where a plain update replaces the element; a missing key is
+// inserted.
+func TestSpinLockHashUpdateInPlace(t *testing.T) {
+	m, err := New(lockedSpec(TypeHash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key := ne.AppendUint32(nil, 5)
+	if err := m.Update(key, bytes.Repeat([]byte{1}, 24), UpdateNoExist|UpdateLock); err != nil {
+		t.Fatal(err)
+	}
+	before := m.ValueRef(key)
+	if err := m.Update(key, bytes.Repeat([]byte{2}, 24), UpdateExist|UpdateLock); err != nil {
+		t.Fatal(err)
+	}
+	if after := m.ValueRef(key); &after[0] != &before[0] || before[0] != 2 || before[16] != 2 {
+		t.Fatalf("F_LOCK update did not rewrite in place: %x", before)
+	}
+	if w := atomic.LoadUint32((*uint32)(unsafe.Pointer(&before[8]))); w != 0 {
+		t.Fatalf("lock word %#x after a locked update, want it free and never copied", w)
+	}
+	if err := m.Update(key, bytes.Repeat([]byte{3}, 24), UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if after := m.ValueRef(key); &after[0] == &before[0] {
+		t.Fatal("a plain update rewrote in place; the kernel replaces the element")
+	}
+}

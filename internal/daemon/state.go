@@ -172,7 +172,7 @@ func fromStateNodes(ns []stateNode) ([]demux.NodeRecord, bool) {
 
 func toStateSpec(s maps.Spec) stateSpec {
 	ss := stateSpec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra, SpinLock: s.SpinLock}
 	if s.Inner != nil {
 		in := toStateSpec(*s.Inner)
 		ss.Inner = &in
@@ -182,7 +182,7 @@ func toStateSpec(s maps.Spec) stateSpec {
 
 func fromStateSpec(s stateSpec) maps.Spec {
 	ms := maps.Spec{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra}
+		MaxEntries: s.MaxEntries, Flags: s.Flags, Name: s.Name, MapExtra: s.MapExtra, SpinLock: s.SpinLock}
 	if s.Inner != nil {
 		in := fromStateSpec(*s.Inner)
 		ms.Inner = &in
@@ -198,6 +198,9 @@ type stateSpec struct {
 	Flags      uint32 `json:"flags"`
 	Name       string `json:"name"`
 	MapExtra   uint64 `json:"map_extra,omitempty"`
+	// SpinLock is maps.Spec.SpinLock: 1 + the offset of the values'
+	// bpf_spin_lock, 0 (left out) for none.
+	SpinLock uint32 `json:"spin_lock,omitempty"`
 	// Inner is a map of maps' inner-map template.
 	Inner *stateSpec `json:"inner,omitempty"`
 }

@@ -40,6 +40,16 @@ func samplePinned() *demux.PinnedObject {
 
 func TestStateRoundTrip(t *testing.T) { roundTrip(t, samplePinned()) }
 
+// TestStateRoundTripSpinLock: a map whose values hold a bpf_spin_lock
+// keeps its lock offset across a restart.
+func TestStateRoundTripSpinLock(t *testing.T) {
+	po := samplePinned()
+	po.Spec = maps.Spec{Type: maps.TypeArray, KeySize: 4, ValueSize: 16, MaxEntries: 2, Name: "locked", SpinLock: 8 + 1}
+	po.Frozen = false
+	po.Entries = append(make([]byte, 4), bytes.Repeat([]byte{7}, 16)...)
+	roundTrip(t, po)
+}
+
 // TestStateRoundTripRingbuf: a ring buffer's contents are its unread
 // records, of any length (length-prefixed in Entries); they round-trip,
 // and a record cut short is refused.

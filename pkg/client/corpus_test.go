@@ -537,7 +537,7 @@ func pendingMapWork(err error) string {
 	for _, h := range []struct{ pat, what string }{
 		{"call #25:", "perf_event_output"}, {"call #51:", "redirect_map"},
 		{"call #130:", "ringbuf_output"}, {"call #131:", "ringbuf_reserve"}, {"call #87:", "map_push_elem"},
-		{"call #88:", "map_pop_elem"}, {"call #89:", "map_peek_elem"}, {"call #93:", "spin_lock"},
+		{"call #88:", "map_pop_elem"}, {"call #89:", "map_peek_elem"},
 		{"perf_event_output", "perf_event_output"}, {"redirect_map", "redirect_map"},
 	} {
 		if strings.Contains(msg, h.pat) {

@@ -466,3 +466,52 @@ func TestSpinLockOpsVsKernel(t *testing.T) {
 		})
 	}
 }
+
+// TestSpinLockFixtureVsKernel loads the clang-built testdata/bpf/
+// spinlock.bpf.o (counters updated in pairs under bpf_spin_lock, in an
+// array and a hash) into bpfd and the kernel, runs it on packets of
+// several lengths, and compares return values and every value, read
+// plainly and with LookupLock.
+func TestSpinLockFixtureVsKernel(t *testing.T) {
+	if ok, why := kernelAvailable(); !ok {
+		t.Skip("kernel oracle: " + why)
+	}
+	const obj = "../../testdata/bpf/spinlock.bpf.o"
+	c := newTestConn(t)
+	coll, err := c.LoadCollection(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	kcoll, err := ebpf.LoadCollection(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kcoll.Close()
+	p, kp := coll.Programs["count_locked"], kcoll.Programs["count_locked"]
+	for _, n := range []int{14, 60, 64, 130, 200, 60} {
+		pkt := make([]byte, n)
+		if d := corpusRun(p, kp, pkt, 3); d != "" {
+			t.Fatalf("%d-byte packet: %s", n, d)
+		}
+	}
+	for _, name := range []string{"totals", "by_len"} {
+		m, km := coll.Maps[name], kcoll.Maps[name]
+		for k := uint32(0); k < 4; k++ {
+			for _, flags := range []uint64{0, LookupLock} {
+				v, kv := make([]byte, 24), make([]byte, 24)
+				err := m.LookupWithFlags(u32(k), v, flags)
+				kerr := km.LookupWithFlags(k, kv, ebpf.MapLookupFlags(flags))
+				if errnoOf(err) != errnoOf(kerr) || !bytes.Equal(v, kv) {
+					t.Fatalf("%s[%d] flags %d: bpfd %x %v, kernel %x %v", name, k, flags, v, err, kv, kerr)
+				}
+				if err == nil && binary.NativeEndian.Uint64(v) == 0 && name == "totals" {
+					t.Fatalf("%s[%d]: no packets counted", name, k)
+				}
+			}
+			if name == "totals" {
+				break
+			}
+		}
+	}
+}

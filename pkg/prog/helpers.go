@@ -106,6 +106,9 @@ type runCtx struct {
 	// returns it. Also the hint for the next invocation's slot.
 	cpu int
 	pkt []byte // socket filters: the packet from the network header on
+	// spin is the bpf_spin_lock word the run holds, nil for none
+	// (spinlock.go).
+	spin *uint32
 
 	frame      []byte  // socket filters: the packet buffer (LD_ABS, load_bytes_relative)
 	netOff     int     // socket filters: offset of the network header in frame
@@ -147,6 +150,7 @@ func (p *Program) helperTable() map[int32]interp.HelperFunc {
 	for n, f := range mapHelperFuncs() {
 		t[n] = f
 	}
+	t[HelperSpinLock], t[HelperSpinUnlock] = helperSpinLock, helperSpinUnlock // spinlock.go
 	return t
 }
 

@@ -56,7 +56,7 @@ func innerInfo(s maps.Spec) *verifier.MapInfo {
 	t := s.Inner
 	r, w := innerAccess(MapRef{Read: true, Write: true}, t)
 	return &verifier.MapInfo{Type: t.Type, KeySize: t.KeySize, ValueSize: t.ValueSize,
-		MaxEntries: t.MaxEntries, Flags: t.Flags, Read: r, Write: w, Name: t.Name}
+		MaxEntries: t.MaxEntries, Flags: t.Flags, Read: r, Write: w, Name: t.Name, SpinLock: t.SpinLock}
 }
 
 // lookupInner is bpf_map_lookup_elem on an outer map: the inner map

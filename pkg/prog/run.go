@@ -166,11 +166,11 @@ func (p *Program) TestRun(opts *RunOptions) (*RunResult, error) {
 	if opts.Yield != nil {
 		// One long run checks in too, every interp.YieldChunk
 		// instructions.
-		vm.SetYield(func() error {
+		vm.SetYield(lockAwareYield(vm, func() error {
 			w, err := opts.Yield()
 			waited += w
 			return err
-		})
+		}))
 		defer vm.SetYield(nil)
 	}
 	rc := vm.Context.(*runCtx)
@@ -574,7 +574,7 @@ func (p *Program) runSeccomp(data *[SeccompDataSize]byte, task Task, yield func(
 	vm := p.vm()
 	defer p.vms.Put(vm)
 	if yield != nil {
-		vm.SetYield(yield)
+		vm.SetYield(lockAwareYield(vm, yield))
 		defer vm.SetYield(nil)
 	}
 	rc := vm.Context.(*runCtx)
@@ -596,6 +596,9 @@ func (p *Program) runOnSlot(vm *interp.VM, rc *runCtx, r1 uint64) (uint64, error
 	pool := p.pool()
 	rc.cpu = pool.Acquire(rc.cpu)
 	ret, err := vm.Run(p.code, r1)
+	if rc.spin != nil {
+		rc.releaseSpin()
+	}
 	pool.Release(rc.cpu)
 	return ret, err
 }

@@ -160,8 +160,12 @@ func verify(spec *Spec, refs []MapRef, yield func() error, charge func(int) erro
 	}
 	for _, r := range refs {
 		s := r.Map.Spec()
+		if err := spinLockUse(spec.Type, s); err != nil {
+			return nil, err
+		}
 		env.Maps = append(env.Maps, verifier.MapInfo{Type: s.Type, KeySize: s.KeySize, ValueSize: s.ValueSize,
-			MaxEntries: s.MaxEntries, Flags: s.Flags, Read: r.Read, Write: r.Write, Name: r.Name, Inner: innerInfo(s)})
+			MaxEntries: s.MaxEntries, Flags: s.Flags, Read: r.Read, Write: r.Write, Name: r.Name, Inner: innerInfo(s),
+			SpinLock: s.SpinLock})
 	}
 	if len(spec.LineInfo) > 0 {
 		// BTF line info marks the first instruction of each source line;

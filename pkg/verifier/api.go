@@ -107,6 +107,11 @@ type MapInfo struct {
 	Read, Write bool
 	// Name is used in logs.
 	Name string
+	// SpinLock, when not 0, is one more than the offset of the values'
+	// struct bpf_spin_lock (maps.Spec.SpinLock): bpf_spin_lock takes a
+	// pointer to exactly there, and no load or store may touch it
+	// (spinlock.go).
+	SpinLock uint32
 	// Inner is the inner-map template of an ARRAY_OF_MAPS or
 	// HASH_OF_MAPS: a lookup returns a map pointer of this shape
 	// (maptypes.go). Nil otherwise.

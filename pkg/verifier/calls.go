@@ -45,6 +45,9 @@ func (v *verifier) pseudoCall(st *state, target int, cb *reg, cbMap int32) error
 
 // exit handles BPF_EXIT from the main program, a subprogram or a callback.
 func (v *verifier) exit(st *state) (bool, error) {
+	if err := v.lockedExit(st); err != nil {
+		return false, err
+	}
 	f := st.cur()
 	r0 := f.regs[0]
 	if r0.typ == notInit {
@@ -156,7 +159,10 @@ func (v *verifier) memArg(st *state, regno uint8, size int, zeroOK, write bool) 
 		if err := v.mapAccess(st, p.idx, write, what); err != nil {
 			return err
 		}
-		return v.boundedAccess(st, regno, p, 0, size, int64(v.env.Maps[p.idx].ValueSize), "map value")
+		if err := v.boundedAccess(st, regno, p, 0, size, int64(v.env.Maps[p.idx].ValueSize), "map value"); err != nil {
+			return err
+		}
+		return v.lockField(st, p, 0, size)
 	case ptrToMapKey:
 		return v.keyAccess(st, regno, p, 0, size, write)
 	case ptrToPacket, ptrToPacketMeta:
@@ -174,6 +180,9 @@ func (v *verifier) memArg(st *state, regno uint8, size int, zeroOK, write bool) 
 // callHelper checks a helper call against its prototype.
 func (v *verifier) callHelper(st *state, in insn) error {
 	f := st.cur()
+	if err := v.lockedCall(st, in.imm); err != nil {
+		return err
+	}
 	proto := v.helpers[in.imm]
 	name := helperName(in.imm, proto)
 	if proto == nil {
@@ -335,7 +344,7 @@ func (v *verifier) callHelper(st *state, in insn) error {
 		if mapIdx < 0 {
 			return v.errf(st, st.pc, unix.EINVAL, "helper %s prototype: map value return without map argument", name)
 		}
-		r0 = reg{typ: ptrToMapValueOrNull, idx: mapIdx, id: v.newID()}
+		r0 = reg{typ: ptrToMapValueOrNull, idx: mapIdx, id: v.newID(), keepID: v.env.Maps[mapIdx].SpinLock != 0}
 		if inner, ok := v.innerMap(mapIdx); ok {
 			// A map-in-map lookup returns the inner map (maptypes.go).
 			r0 = reg{typ: constPtrToMapOrNull, idx: inner, id: r0.id}

@@ -96,6 +96,11 @@
 //     would see every key. The kernel only refuses loads from the value.
 //   - Besides the instruction limit, the memory held by saved states is
 //     capped (128 MiB); a program exceeding it fails with E2BIG.
+//   - bpf_spin_lock and bpf_spin_unlock (spinlock.go) follow kernel
+//     6.18's rules; bpfd adds that the program's handle must be able to
+//     read the map (EACCES otherwise): the lock serves readers of the
+//     value, and a write-only handle or BPF_F_WRONLY_PROG map (which the
+//     kernel refuses to give a lock at all) has none.
 //
 // Verify is safe for concurrent use with distinct or shared Envs, as long as
 // nobody mutates an Env while a call uses it.

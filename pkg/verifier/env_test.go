@@ -8,6 +8,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfd-project/bpfd/pkg/maps"
 )
 
 // Context layouts as the program layer will describe them (uapi offsets).
@@ -133,8 +135,12 @@ func specEnv(t testing.TB, coll *ebpf.CollectionSpec, prog *ebpf.ProgramSpec, mo
 			if m, ok := mode[ref]; ok {
 				rw = m
 			}
+			lock, err := maps.SpinLockOf(ms.Value) // as the daemon does at creation
+			if err != nil {
+				t.Fatalf("map %s: %v", ref, err)
+			}
 			env.Maps = append(env.Maps, MapInfo{Type: uint32(ms.Type), KeySize: ms.KeySize, ValueSize: ms.ValueSize,
-				MaxEntries: ms.MaxEntries, Flags: ms.Flags, Read: rw[0], Write: rw[1], Name: ref})
+				MaxEntries: ms.MaxEntries, Flags: ms.Flags, Read: rw[0], Write: rw[1], Name: ref, SpinLock: lock})
 		}
 		if err := ins.AssociateMap(mapIndex(idx)); err != nil {
 			t.Fatal(err)

@@ -140,7 +140,9 @@ func markNull(st *state, id uint32, isNull bool) {
 				*r = constScalar(0)
 			} else {
 				r.typ = r.typ.nonNull()
-				r.id = 0
+				if !r.keepID {
+					r.id = 0
+				}
 			}
 		}
 	})

@@ -161,7 +161,9 @@ func MapHelpers() map[int32]*HelperProto {
 		FnRedirectMap:    {Name: "redirect_map", Args: [5]ArgType{ArgConstMapPtr, ArgAnything, ArgAnything}, MapRead: true},
 		FnMapLookupPercpuElem: {Name: "map_lookup_percpu_elem", Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey, ArgAnything},
 			Ret: RetMapValueOrNull, MapRead: true},
-		FnForEachMapElem: forEachProto(), // foreach.go
+		FnForEachMapElem: forEachProto(),                  // foreach.go
+		FnSpinLock:       spinLockHelpers()[FnSpinLock],   // spinlock.go
+		FnSpinUnlock:     spinLockHelpers()[FnSpinUnlock], // spinlock.go
 	}
 }
 
@@ -184,6 +186,8 @@ func (v *verifier) mapsArg(st *state, proto *HelperProto, name string, i int, at
 	regno := uint8(i + 1)
 	r := st.cur().regs[regno]
 	switch at {
+	case ArgPtrToSpinLock, argPtrToHeldSpinLock:
+		return true, v.spinLockArg(st, at == ArgPtrToSpinLock, regno)
 	case ArgPtrToUninitMapValue:
 		if mapIdx < 0 {
 			return true, v.errf(st, st.pc, unix.EACCES, "invalid map_ptr to access map->value")

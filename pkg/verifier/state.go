@@ -57,6 +57,7 @@ func (t regType) nonNull() regType {
 type reg struct {
 	typ        regType
 	frame      uint8 // ptrToStack: frame number
+	keepID     bool  // a map value of a map with a bpf_spin_lock: the null check keeps id (spinlock.go)
 	off        int32
 	rng        int32 // packet pointers: bytes proven accessible from the var part
 	id         uint32
@@ -275,12 +276,13 @@ type state struct {
 	pc     int
 	trail  []int        // recent instruction indexes of this path, for logs
 	refs   []acquireRef // references held (maptypes.go): released before exit
+	lock   lockState    // the bpf_spin_lock held (spinlock.go)
 }
 
 func (s *state) cur() *frame { return s.frames[len(s.frames)-1] }
 
 func (s *state) clone() *state {
-	n := &state{cp: s.cp, pc: s.pc}
+	n := &state{cp: s.cp, pc: s.pc, lock: s.lock}
 	n.frames = make([]*frame, len(s.frames))
 	for i, f := range s.frames {
 		n.frames[i] = f.clone()
@@ -371,6 +373,10 @@ func regsafe(old, cur *reg, im *idmap) bool {
 		if cur.rng < old.rng || !im.check(old.id, cur.id) {
 			return false
 		}
+	case ptrToMapValue:
+		if (old.keepID || cur.keepID) && !im.check(old.id, cur.id) {
+			return false // which lookup it came from matters to bpf_spin_unlock
+		}
 	}
 	return old.off == cur.off && old.idx == cur.idx && old.frame == cur.frame && rangeWithin(old, cur)
 }
@@ -386,7 +392,7 @@ func stateIncludes(old, cur *state, sets regSets) bool {
 		return false
 	}
 	im := &idmap{}
-	if !refsInclude(old, cur, im) {
+	if !refsInclude(old, cur, im) || !lockIncludes(old, cur, im) {
 		return false
 	}
 	for i := range old.frames {

@@ -623,6 +623,9 @@ func (v *verifier) ldAbs(st *state, in insn) error {
 	if len(st.frames) > 1 {
 		return v.errf(st, st.pc, unix.EINVAL, "BPF_LD_[ABS|IND] instructions cannot be mixed with bpf-to-bpf calls")
 	}
+	if err := v.lockedLdAbs(st); err != nil {
+		return err
+	}
 	if err := v.readReg(st, 6); err != nil {
 		return err
 	}
@@ -866,6 +869,9 @@ func (v *verifier) access(st *state, rp uint8, off int16, size int, write bool, 
 			return reg{}, err
 		}
 		if err := v.boundedAccess(st, rp, p, int(off), size, int64(m.ValueSize), "map value"); err != nil {
+			return reg{}, err
+		}
+		if err := v.lockField(st, p, int(off), size); err != nil {
 			return reg{}, err
 		}
 		if write && val.typ != scalarValue {
@@ -1167,6 +1173,9 @@ func (v *verifier) atomic(st *state, in insn) error {
 		}
 		m := v.env.Maps[p.idx]
 		if err := v.boundedAccess(st, in.dst, p, int(in.off), in.size(), int64(m.ValueSize), "map value"); err != nil {
+			return err
+		}
+		if err := v.lockField(st, p, int(in.off), in.size()); err != nil {
 			return err
 		}
 		if err := v.setAux(st, auxOther, in.size(), true); err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"unsafe"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
 // lockedSpec is a map whose 24-byte values hold a bpf_spin_lock at 8
@@ -204,5 +206,45 @@ func TestSpinLockHashUpdateInPlace(t *testing.T) {
 	}
 	if after := m.ValueRef(key); &after[0] == &before[0] {
 		t.Fatal("a plain update rewrote in place; the kernel replaces the element")
+	}
+}
+
+// TestSpinLockPlainReadsZeroLock: while a program holds a value's lock,
+// plain lookups — the daemon's and a client's through a mapping of the
+// region (mapview) — return the value with the lock field zeroed, and
+// do not wait for the lock.
+func TestSpinLockPlainReadsZeroLock(t *testing.T) {
+	for _, typ := range []uint32{TypeArray, TypeHash} {
+		t.Run(TypeName(typ), func(t *testing.T) {
+			m, err := New(lockedSpec(typ))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			key := ne.AppendUint32(nil, 1)
+			if err := m.Update(key, bytes.Repeat([]byte{9}, 24), UpdateAny); err != nil {
+				t.Fatal(err)
+			}
+			w := word(t, m, 1)
+			SpinLock(w)
+			defer SpinUnlock(w)
+			want := bytes.Repeat([]byte{9}, 24)
+			clear(want[8:12])
+			got := make([]byte, 24)
+			if err := m.Lookup(key, got); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("daemon lookup %x, %v; want %x", got, err, want)
+			}
+			v, err := mapview.New(m.(impl).b().mem[:m.MemoryUsage()])
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear(got)
+			if err := v.Lookup(key, got); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("mapped lookup %x, %v; want %x", got, err, want)
+			}
+			if h := v.Header(); h.SpinLock != 9 {
+				t.Fatalf("region header spin lock word %d, want 9", h.SpinLock)
+			}
+		})
 	}
 }

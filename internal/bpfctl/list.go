@@ -202,6 +202,7 @@ type mapRecordJSON struct {
 	BytesMemlock uint64             `json:"bytes_memlock"`
 	Frozen       int                `json:"frozen"`
 	BTFID        uint32             `json:"btf_id,omitempty"`
+	SpinLockOff  *uint32            `json:"spin_lock_off,omitempty"`
 	OwnerUID     uint32             `json:"owner_uid"`
 	CreatedAt    int64              `json:"created_at"`
 	Loader       *client.PidRecord  `json:"loader,omitempty"`
@@ -278,7 +279,7 @@ func recordJSON(r *client.ObjectRecord, mode string) any {
 		}
 		return mapRecordJSON{ID: r.ID, Type: mapTypeName(client.MapType(r.Type)), Name: r.Name, Flags: r.Flags,
 			BytesKey: r.KeySize, BytesValue: r.ValueSize, MaxEntries: r.MaxEntries, BytesMemlock: r.Memlock,
-			Frozen: frozen, BTFID: r.BTFID, OwnerUID: r.OwnerUID, CreatedAt: r.LoadedAt, Loader: loaderOf(r),
+			Frozen: frozen, BTFID: r.BTFID, SpinLockOff: r.SpinLockOff, OwnerUID: r.OwnerUID, CreatedAt: r.LoadedAt, Loader: loaderOf(r),
 			UsedByProgs: r.UsedByProgs, Descriptors: r.Descriptors, Pinned: orEmpty(r.Pinned), Pids: orEmpty(r.Pids),
 			OtherPids: r.OtherPids, Mode: mode}
 	case "prog":
@@ -327,7 +328,11 @@ func (a *App) printRecord(r *client.ObjectRecord, mode string) {
 		a.printf("\n\tkey %dB  value %dB  max_entries %d  memlock %dB\n", r.KeySize, r.ValueSize, r.MaxEntries, r.Memlock)
 		a.printf("\tcreated %s  uid %d%s\n", a.timeString(r.LoadedAt), r.OwnerUID, loader)
 		if r.BTFID != 0 {
-			a.printf("\tbtf_id %d\n", r.BTFID)
+			a.printf("\tbtf_id %d", r.BTFID)
+			if r.SpinLockOff != nil {
+				a.printf("  spin_lock_off %d", *r.SpinLockOff)
+			}
+			a.printf("\n")
 		}
 		if len(r.UsedByProgs) > 0 {
 			a.printf("\tused_by_progs %s\n", joinIDs(r.UsedByProgs))

@@ -211,6 +211,10 @@ type MapInfo struct {
 	BTFID          uint32
 	BTFKeyTypeID   btf.TypeID
 	BTFValueTypeID btf.TypeID
+	// SpinLockOffset is the offset of the values' struct bpf_spin_lock
+	// (found in the value's BTF at creation; see spinlock.go), -1 when
+	// they hold none.
+	SpinLockOffset int
 }
 
 func mapInfo(o *wire.ObjInfo) MapInfo {
@@ -220,6 +224,7 @@ func mapInfo(o *wire.ObjInfo) MapInfo {
 		Name: wire.NameString(o.Name), Mode: Mode(o.Mode), Frozen: o.Frozen != 0,
 		MemoryUsage: o.MemoryUsage, OwnerUID: o.OwnerUID, Node: o.Node,
 		BTFID: o.BTFID, BTFKeyTypeID: btf.TypeID(o.BTFKeyTypeID), BTFValueTypeID: btf.TypeID(o.BTFValueTypeID),
+		SpinLockOffset: int(o.SpinLock) - 1,
 	}
 }
 

@@ -192,6 +192,17 @@ func TestSpinLockCreateVsKernel(t *testing.T) {
 			if err != nil {
 				return
 			}
+			if info, err := m.Info(); err != nil || info.SpinLockOffset != tt.lockOff {
+				t.Fatalf("Info: lock at %d, %v; want %d", info.SpinLockOffset, err, tt.lockOff)
+			}
+			info, _ := m.Info()
+			recs, err := c.Objects(ObjectFilter{ID: info.ID})
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("Objects: %v, %v", recs, err)
+			}
+			if got := recs[0].SpinLockOff; (got == nil) != (tt.lockOff < 0) || got != nil && int(*got) != tt.lockOff {
+				t.Fatalf("listing: spin_lock_off %v, want %d", got, tt.lockOff)
+			}
 			if tt.typ != Hash && tt.typ != Array || tt.flags&FlagRdonly != 0 {
 				return
 			}
@@ -513,5 +524,96 @@ func TestSpinLockFixtureVsKernel(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestSpinLockMmapVsKernel: an MMAPABLE array whose values hold a lock
+// is created, but its values cannot be mapped writable (the kernel
+// refuses any mmap of it with ENOTSUPP): a writer could hold the lock
+// for ever. bpfd's read-only mapping, which every array has, stays.
+func TestSpinLockMmapVsKernel(t *testing.T) {
+	if ok, why := kernelAvailable(); !ok {
+		t.Skip("kernel oracle: " + why)
+	}
+	c := newTestConn(t)
+	m, err := c.NewMap(MapSpec{Type: Array, KeySize: 4, ValueSize: 24, MaxEntries: 4, Flags: FlagMmapable, Key: btfU32, Value: counterValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	km, err := kernelLockMap(Array, 4, 24, 4, FlagMmapable, counterValue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	_, kerr := unix.Mmap(km.FD(), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mm, err := m.Mmap(&MmapOptions{Writable: true})
+	if err == nil {
+		mm.Close()
+	}
+	if errnoOf(err) != errnoOf(kerr) || kerr == nil {
+		t.Fatalf("writable mapping: bpfd %v, kernel %v (%d)", err, kerr, int(errnoOf(kerr)))
+	}
+	ro, err := m.Mmap(nil)
+	if err != nil {
+		t.Fatalf("read-only mapping: %v", err)
+	}
+	ro.Close()
+}
+
+// TestSpinLockInnerMapVsKernel: a map of maps whose template's values
+// hold a lock takes only inner maps with the lock at the same place (the
+// kernel's btf_record_equal), and the reverse.
+func TestSpinLockInnerMapVsKernel(t *testing.T) {
+	if ok, why := kernelAvailable(); !ok {
+		t.Skip("kernel oracle: " + why)
+	}
+	c := newTestConn(t)
+	plainT := lockStruct("plain", 24, member("a", btfU64, 0), member("c", btfU64, 8), member("b", btfU64, 16))
+	for _, tt := range []struct {
+		name        string
+		tmpl, inner btf.Type
+		want        unix.Errno
+	}{
+		{"locked template, locked inner", counterValue, counterValue, 0},
+		{"locked template, plain inner", counterValue, plainT, unix.EINVAL},
+		{"plain template, locked inner", plainT, counterValue, unix.EINVAL},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := func(v btf.Type) MapSpec {
+				return MapSpec{Type: Array, KeySize: 4, ValueSize: 24, MaxEntries: 1, Key: btfU32, Value: v}
+			}
+			tmpl, inner := newTestMap(t, c, spec(tt.tmpl)), newTestMap(t, c, spec(tt.inner))
+			outer := newTestMap(t, c, MapSpec{Type: ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1, InnerMap: tmpl})
+			err := outer.Update(u32(0), fdValue(inner), UpdateAny)
+
+			ktmpl, e1 := kernelLockMap(Array, 4, 24, 1, 0, tt.tmpl)
+			kinner, e2 := kernelLockMap(Array, 4, 24, 1, 0, tt.inner)
+			if e1 != nil || e2 != nil {
+				t.Fatal(e1, e2)
+			}
+			defer ktmpl.Close()
+			defer kinner.Close()
+			// The outer map by hand, with ktmpl as inner_map_fd
+			// (cilium/ebpf would make its own template without BTF).
+			var attr [72]byte
+			le := binary.NativeEndian
+			for i, v := range []uint32{uint32(ArrayOfMaps), 4, 4, 1, 0, uint32(ktmpl.FD())} {
+				le.PutUint32(attr[4*i:], v)
+			}
+			fd, _, errno := unix.Syscall(unix.SYS_BPF, 0, uintptr(unsafe.Pointer(&attr[0])), uintptr(len(attr)))
+			if errno != 0 {
+				t.Fatalf("kernel outer map: %v", errno)
+			}
+			ko, err2 := ebpf.NewMapFromFD(int(fd))
+			if err2 != nil {
+				t.Fatal(err2)
+			}
+			defer ko.Close()
+			kerr := ko.Update(uint32(0), uint32(kinner.FD()), ebpf.UpdateAny)
+			if errnoOf(err) != errnoOf(kerr) || errnoOf(kerr) != tt.want {
+				t.Fatalf("storing the inner map: bpfd %v, kernel %v, want errno %d", err, kerr, int(tt.want))
+			}
+		})
 	}
 }

@@ -174,6 +174,7 @@ func (o *Object) btfInfo(i *wire.ObjInfo) {
 		i.BTFID = o.id
 	case o.btfRef.obj != nil:
 		i.BTFID, i.BTFKeyTypeID, i.BTFValueTypeID = o.btfRef.obj.id, o.btfRef.key, o.btfRef.value
+		i.SpinLock = o.spec.SpinLock // found in the value's BTF (spinlock.go)
 	}
 }
 

@@ -195,6 +195,9 @@ func (o *Object) recordLocked() wire.ObjectRecord {
 		rec.Type, rec.Flags, rec.KeySize, rec.ValueSize, rec.MaxEntries = o.spec.Type, o.spec.Flags,
 			o.spec.KeySize, o.spec.ValueSize, o.spec.MaxEntries
 		rec.Frozen = o.m.Frozen()
+		if off, ok := o.spec.LockOffset(); ok {
+			rec.SpinLockOff = &off
+		}
 	}
 	if o.p != nil {
 		tag := progTag(o.p.Insns())

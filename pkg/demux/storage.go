@@ -55,7 +55,9 @@ func (c *conn) mapStorage(a, data []byte) (int64, error) {
 	if writable {
 		w, ok := m.(writableFDer)
 		switch {
-		case !ok || spec.Type != maps.TypeArray || spec.Flags&maps.FlagMmapable == 0:
+		case !ok || spec.Type != maps.TypeArray || spec.Flags&maps.FlagMmapable == 0 || spec.SpinLock != 0:
+			// As bpf_map_mmap: no mapping of values holding a lock (a
+			// writer could hold it for ever).
 			return 0, maps.ErrNotSupported
 		case spec.Flags&maps.FlagRdonlyProg != 0:
 			return 0, ErrStorageRdonlyProg

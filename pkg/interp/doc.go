@@ -4,6 +4,11 @@
 // 16-byte slot per raw instruction, a dense opcode, operands unpacked, jump
 // targets resolved, helpers bound); Run then executes it with a tight switch
 // that performs no allocation, map lookup or interface call per instruction.
+// A few two-instruction sequences compilers emit constantly (dst = src
+// followed by an add, and, or shift of dst by an immediate; an add
+// immediate followed by ja) run as one dispatch; the second instruction
+// keeps its own slot, so jumps to it, the instruction budget, yields and
+// faults behave exactly as for the two instructions (fuse.go).
 //
 // # Memory model
 //

@@ -180,7 +180,9 @@ func (h *Hash) fill(e uint32, hv uint32, key, value []byte, cpu int, allCPUs boo
 	h.store(h.ent(e)+4, hv)
 	copy(h.keyOf(e), key)
 	h.writeValue(e, value, cpu, allCPUs, true)
-	clearLock(h.valOf(e, 0), h.spec.SpinLock) // a fresh value's lock is free
+	if h.spec.SpinLock != 0 {
+		clearLock(h.valOf(e, 0), h.spec.SpinLock) // a fresh value's lock is free
+	}
 }
 
 // writeValue stores value into entry e: see fill; fresh zeroes the other

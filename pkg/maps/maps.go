@@ -303,7 +303,7 @@ func NewWith(spec Spec, cfg *Config) (Map, error) {
 	}
 	spec.MaxEntries = spec.maxEntries(pool.N())
 	prealloc := spec.Flags&FlagNoPrealloc == 0
-	writable := spec.Type == TypeArray && spec.Flags&FlagMmapable != 0
+	writable := spec.Type == TypeArray && spec.Flags&FlagMmapable != 0 && spec.SpinLock == 0
 	var aliasOff, aliasLen uint64
 	if l.Family == mapview.FamilyRing {
 		aliasOff, aliasLen = l.DataOff, l.DataSize

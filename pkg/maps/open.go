@@ -87,7 +87,7 @@ func Open(fd int, path string, cfg *Config) (Map, Repair, error) {
 	// Writable client mappings only for what New allows them (a file
 	// carries no seals to say so; a memfd sealed against future writes
 	// can give none whatever its type).
-	r.writable = r.writable && spec.Type == TypeArray && spec.Flags&FlagMmapable != 0
+	r.writable = r.writable && spec.Type == TypeArray && spec.Flags&FlagMmapable != 0 && spec.SpinLock == 0
 	m, err := build(spec, l, r, pool, h.Seed)
 	if err != nil {
 		return fail("%v", err)

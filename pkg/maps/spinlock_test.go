@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"unsafe"
+
+	"github.com/bpfd-project/bpfd/pkg/mapview"
 )
 
 // lockedSpec is a map whose 24-byte values hold a bpf_spin_lock at 8
@@ -170,6 +172,78 @@ func TestSpinLockExclusion(t *testing.T) {
 			// made in between are lost; the counters stay equal.)
 			if x, y := ne.Uint64(buf), ne.Uint64(buf[16:]); x != y || x == 0 {
 				t.Fatalf("final a=%d b=%d, want equal and non-zero", x, y)
+			}
+		})
+	}
+}
+
+// TestSpinLockHashUpdateInPlace: a BPF_F_LOCK update of an existing hash
+// key rewrites the value where it is (a program's pointer to it sees the
+// new value), where a plain update replaces the element; a missing key is
+// inserted.
+func TestSpinLockHashUpdateInPlace(t *testing.T) {
+	m, err := New(lockedSpec(TypeHash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key := ne.AppendUint32(nil, 5)
+	if err := m.Update(key, bytes.Repeat([]byte{1}, 24), UpdateNoExist|UpdateLock); err != nil {
+		t.Fatal(err)
+	}
+	before := m.ValueRef(key)
+	if err := m.Update(key, bytes.Repeat([]byte{2}, 24), UpdateExist|UpdateLock); err != nil {
+		t.Fatal(err)
+	}
+	if after := m.ValueRef(key); &after[0] != &before[0] || before[0] != 2 || before[16] != 2 {
+		t.Fatalf("F_LOCK update did not rewrite in place: %x", before)
+	}
+	if w := atomic.LoadUint32((*uint32)(unsafe.Pointer(&before[8]))); w != 0 {
+		t.Fatalf("lock word %#x after a locked update, want it free and never copied", w)
+	}
+	if err := m.Update(key, bytes.Repeat([]byte{3}, 24), UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if after := m.ValueRef(key); &after[0] == &before[0] {
+		t.Fatal("a plain update rewrote in place; the kernel replaces the element")
+	}
+}
+
+// TestSpinLockPlainReadsZeroLock: while a program holds a value's lock,
+// plain lookups — the daemon's and a client's through a mapping of the
+// region (mapview) — return the value with the lock field zeroed, and
+// do not wait for the lock.
+func TestSpinLockPlainReadsZeroLock(t *testing.T) {
+	for _, typ := range []uint32{TypeArray, TypeHash} {
+		t.Run(TypeName(typ), func(t *testing.T) {
+			m, err := New(lockedSpec(typ))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			key := ne.AppendUint32(nil, 1)
+			if err := m.Update(key, bytes.Repeat([]byte{9}, 24), UpdateAny); err != nil {
+				t.Fatal(err)
+			}
+			w := word(t, m, 1)
+			SpinLock(w)
+			defer SpinUnlock(w)
+			want := bytes.Repeat([]byte{9}, 24)
+			clear(want[8:12])
+			got := make([]byte, 24)
+			if err := m.Lookup(key, got); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("daemon lookup %x, %v; want %x", got, err, want)
+			}
+			v, err := mapview.New(m.(impl).b().mem[:m.MemoryUsage()])
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear(got)
+			if err := v.Lookup(key, got); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("mapped lookup %x, %v; want %x", got, err, want)
+			}
+			if h := v.Header(); h.SpinLock != 9 {
+				t.Fatalf("region header spin lock word %d, want 9", h.SpinLock)
 			}
 		})
 	}

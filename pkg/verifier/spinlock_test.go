@@ -149,6 +149,18 @@ func withSub(main, sub asm.Instructions) asm.Instructions {
 	return append(main, sub...)
 }
 
+// withLoopCallback is main calling bpf_loop(4, cb, NULL, 0), then cb.
+func withLoopCallback(cb asm.Instructions) asm.Instructions {
+	main := asm.Instructions{
+		btf.WithFuncMetadata(asm.Mov.Imm(asm.R1, 4), forEachFunc("main", btf.GlobalFunc, 1)),
+		loadFunc(asm.R2, "cb"), asm.Mov.Imm(asm.R3, 0), asm.Mov.Imm(asm.R4, 0),
+		asm.FnLoop.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return(),
+	}
+	cb = append(asm.Instructions(nil), cb...)
+	cb[0] = btf.WithFuncMetadata(cb[0], forEachFunc("cb", btf.StaticFunc, 2)).WithSymbol("cb")
+	return append(main, cb...)
+}
+
 // xaddAt is a 32-bit atomic add of src into dst+off.
 func xaddAt(dst, src asm.Register, off int16) asm.Instruction {
 	in := asm.StoreXAdd(dst, src, asm.Word)
@@ -237,6 +249,10 @@ func TestSpinLockVsKernel(t *testing.T) {
 		{name: "helper call in a subprogram while locked", maps: []MapInfo{lockArray}, errno: unix.EINVAL,
 			insns: withSub(seq(lookup0(0, asm.R6), lockAt(asm.R6, 8), asm.Instructions{asm.Call.Label("sub")}, unlockAt(asm.R6, 8), lockRet0),
 				asm.Instructions{asm.FnGetPrandomU32.Call(), asm.Return()})},
+		{name: "lock and unlock in a bpf_loop callback", maps: []MapInfo{lockArray},
+			insns: withLoopCallback(seq(lookup0(0, asm.R6), lockAt(asm.R6, 8), incr(asm.R6, 0), unlockAt(asm.R6, 8), lockRet0))},
+		{name: "bpf_loop callback returns holding the lock", maps: []MapInfo{lockArray}, errno: unix.EINVAL,
+			insns: withLoopCallback(seq(lookup0(0, asm.R6), lockAt(asm.R6, 8), lockRet0))},
 		{name: "locked map without taking it", maps: []MapInfo{lockArray},
 			insns: seq(lookup0(0, asm.R6), incr(asm.R6, 16), lockRet0)},
 	}

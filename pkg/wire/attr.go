@@ -338,6 +338,10 @@ type ObjInfo struct {
 	BTFID          uint32
 	BTFKeyTypeID   uint32
 	BTFValueTypeID uint32
+	// SpinLock (maps, at 100, once padding: older servers send 0) is one
+	// more than the offset of the values' struct bpf_spin_lock, 0 for
+	// none (maps.Spec.SpinLock).
+	SpinLock uint32
 }
 
 // ObjInfoSize is the encoded size of ObjInfo; ObjInfoV1Size the size
@@ -362,7 +366,7 @@ func (o *ObjInfo) Append(b []byte) []byte {
 	b = le.AppendUint32(b, o.BTFID)
 	b = le.AppendUint32(b, o.BTFKeyTypeID)
 	b = le.AppendUint32(b, o.BTFValueTypeID)
-	return le.AppendUint32(b, 0)
+	return le.AppendUint32(b, o.SpinLock)
 }
 
 // Parse decodes o; false if b is shorter than ObjInfoV1Size. Longer input
@@ -382,11 +386,12 @@ func (o *ObjInfo) Parse(b []byte) bool {
 	copy(o.Tag[:], b[64:72])
 	o.OwnerUID = le.Uint32(b[72:])
 	o.Node = le.Uint64(b[80:])
-	o.BTFID, o.BTFKeyTypeID, o.BTFValueTypeID = 0, 0, 0
+	o.BTFID, o.BTFKeyTypeID, o.BTFValueTypeID, o.SpinLock = 0, 0, 0, 0
 	if len(b) >= ObjInfoSize {
 		o.BTFID = le.Uint32(b[88:])
 		o.BTFKeyTypeID = le.Uint32(b[92:])
 		o.BTFValueTypeID = le.Uint32(b[96:])
+		o.SpinLock = le.Uint32(b[100:])
 	}
 	return true
 }

@@ -88,6 +88,9 @@ type ObjectRecord struct {
 	ValueSize  uint32 `json:"bytes_value,omitempty"`
 	MaxEntries uint32 `json:"max_entries,omitempty"`
 	Frozen     bool   `json:"frozen,omitempty"`
+	// SpinLockOff is the offset of the values' struct bpf_spin_lock, nil
+	// when they hold none.
+	SpinLockOff *uint32 `json:"spin_lock_off,omitempty"`
 
 	// Programs.
 	Tag         string          `json:"tag,omitempty"` // hex

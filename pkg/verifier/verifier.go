@@ -1109,9 +1109,10 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 		if val.isConst() && val.vo.value == 0 {
 			kind = stZero
 		}
-		// A narrow scalar store at a slot's start is a spill to the
-		// kernel; any other store scrubs such a spill (constkey.go).
-		narrow := o%8 == 0 && val.typ == scalarValue
+		// A narrow scalar store (BPF_ST/STX, not an atomic) at a slot's
+		// start is a spill to the kernel; any other store scrubs such a
+		// spill (constkey.go).
+		narrow := o%8 == 0 && val.typ == scalarValue && v.wideStore != nil
 		if !narrow {
 			for b := o; b < o+size; b++ {
 				i, _ := byteIndex(b)
@@ -1129,12 +1130,8 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 			s.kind[k] = kind
 		}
 		if narrow {
-			wide := val
-			if v.wideStore != nil {
-				wide = v.wideStore
-			}
 			i, _ := byteIndex(o)
-			setNarrow(&f.stack[i], size, wide)
+			setNarrow(&f.stack[i], size, v.wideStore)
 		}
 		return reg{}, nil
 	}

@@ -25,15 +25,7 @@ func (m *Map) LookupWithFlags(key, valueOut any, flags uint64) error {
 	if flags == 0 {
 		return m.Lookup(key, valueOut)
 	}
-	op := func(k, v []byte) error { return m.lookupFlagsBytes(wire.CmdMapLookupElem, k, v, flags) }
-	if k, ok := key.([]byte); ok || key == nil {
-		if v, ok := valueOut.([]byte); ok {
-			return op(k, v)
-		}
-	}
-	keepContents(key)
-	keepContents(valueOut)
-	return m.lookupTyped(hide(&key), hide(&valueOut), op)
+	return m.lookupFlags(wire.CmdMapLookupElem, key, valueOut, flags)
 }
 
 // LookupAndDeleteWithFlags is LookupAndDelete with
@@ -45,7 +37,13 @@ func (m *Map) LookupAndDeleteWithFlags(key, valueOut any, flags uint64) error {
 	if flags == 0 {
 		return m.LookupAndDelete(key, valueOut)
 	}
-	op := func(k, v []byte) error { return m.lookupFlagsBytes(wire.CmdMapLookupAndDeleteElem, k, v, flags) }
+	return m.lookupFlags(wire.CmdMapLookupAndDeleteElem, key, valueOut, flags)
+}
+
+// lookupFlags sends cmd with flags for key and valueOut given as bytes
+// or as typed values.
+func (m *Map) lookupFlags(cmd wire.Cmd, key, valueOut any, flags uint64) error {
+	op := func(k, v []byte) error { return m.lookupFlagsBytes(cmd, k, v, flags) }
 	if k, ok := key.([]byte); ok || key == nil {
 		if v, ok := valueOut.([]byte); ok {
 			return op(k, v)

@@ -821,14 +821,14 @@ func (lq *linkQueue) failVerdict() uint32 {
 	return nfqueue.Drop
 }
 
-// drain settles the packets still queued when the link stops: accepted
-// when fail-open, dropped otherwise, then the socket is closed (the
-// kernel drops anything that arrives in between).
+// drain settles the packets still queued when the link stops (those the
+// socket holds, not yet read): accepted when fail-open, dropped
+// otherwise, then the socket is closed (the kernel drops anything that
+// arrives in between).
 func (lq *linkQueue) drain() {
 	v := lq.failVerdict()
-	lq.q.SetNonblockingDrain()
 	for {
-		n, err := lq.q.Receive()
+		n, err := lq.q.ReceiveNow()
 		if err != nil || n == 0 {
 			break
 		}
@@ -849,7 +849,6 @@ func (lq *linkQueue) drain() {
 		if len(lq.out) > 0 {
 			lq.q.Send(lq.out)
 		}
-		lq.q.SetNonblockingDrain()
 	}
 	lq.q.Close()
 }

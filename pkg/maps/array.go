@@ -68,7 +68,11 @@ func (a *Array) unlockElem(i uint32) {
 func (a *Array) initRegion() {}
 
 // Lookup implements Map: ErrKeyNotExist for an index out of range.
-func (a *Array) Lookup(key, value []byte) error {
+func (a *Array) Lookup(key, value []byte) error { return a.lookup(key, value, 0) }
+
+// lookup is Lookup with flags 0 or UpdateLock (BPF_F_LOCK: the value is
+// copied under its spin lock, never through the view).
+func (a *Array) lookup(key, value []byte, flags uint64) error {
 	if err := a.canRead(); err != nil {
 		return err
 	}
@@ -87,12 +91,12 @@ func (a *Array) Lookup(key, value []byte) error {
 	if i >= a.spec.MaxEntries {
 		return ErrKeyNotExist
 	}
-	if !a.mmapable {
+	if flags == 0 && !a.mmapable {
 		if a.view.Lookup(key, value) == nil {
 			return nil
 		}
 	}
-	a.readFlags(i, value, 0)
+	a.readFlags(i, value, flags)
 	return nil
 }
 

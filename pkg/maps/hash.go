@@ -226,11 +226,15 @@ func checkUpdateFlags(flags uint64) error {
 }
 
 // update stores key/value on behalf of CPU slot cpu (see fill for
-// allCPUs); the caller checked flags and sizes.
+// allCPUs); the caller checked flags and sizes. With UpdateLock (a map
+// with a spin lock, see updateFlags) an existing key's value is rewritten
+// in place under its lock, all under the bucket.
 func (h *Hash) update(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
 	if h.lru != nil {
 		return h.lruUpdate(cpu, key, value, flags, allCPUs)
 	}
+	lock := flags&UpdateLock != 0
+	flags &^= UpdateLock
 	hv := mapview.Hash(h.seed, key)
 	b := h.bucketOf(hv)
 	h.lockBucket(b)
@@ -242,6 +246,10 @@ func (h *Hash) update(cpu int, key, value []byte, flags uint64, allCPUs bool) er
 	case e == 0 && flags == UpdateExist:
 		h.unlockBucket(b)
 		return ErrKeyNotExist
+	case e != 0 && lock:
+		copyLocked(h.valOf(e, 0), value, h.spec.SpinLock, true)
+		h.unlockBucket(b)
+		return nil
 	case e != 0 && h.inPlace:
 		h.writeValue(e, value, cpu, allCPUs, false)
 		h.unlockBucket(b)

@@ -167,7 +167,7 @@ func LookupFlags(m Map, key, value []byte, flags uint64) error {
 	}
 	switch l := m.(type) {
 	case *Array:
-		return l.lookupLocked(key, value)
+		return l.lookup(key, value, UpdateLock)
 	case *Hash:
 		return l.lookupLocked(key, value, false)
 	}
@@ -207,30 +207,6 @@ func LookupAndDeleteFlags(m Map, key, value []byte, flags uint64) error {
 		return h.lookupLocked(key, value, true)
 	}
 	return m.LookupAndDelete(key, value)
-}
-
-// lookupLocked is an array's BPF_F_LOCK lookup.
-func (a *Array) lookupLocked(key, value []byte) error {
-	if err := a.canRead(); err != nil {
-		return err
-	}
-	if len(key) != 4 {
-		return ErrKeySize
-	}
-	if len(value) != a.spec.SyscallValueSize() {
-		return ErrValueSize
-	}
-	s, err := a.enter()
-	if err != nil {
-		return err
-	}
-	defer a.leave(s)
-	i := index(key)
-	if i >= a.spec.MaxEntries {
-		return ErrKeyNotExist
-	}
-	a.readFlags(i, value, UpdateLock)
-	return nil
 }
 
 // readFlags copies element i for a lookup (flags 0 or UpdateLock),
@@ -287,36 +263,13 @@ func (h *Hash) readFlags(e uint32, value []byte, flags uint64) {
 }
 
 // updateFlags is update with BPF_F_LOCK allowed: UpdateLock on a map
-// without a lock is ErrInvalidFlags; with it an existing key's value is
-// rewritten in place under its lock (htab_map_update_elem), a missing
-// key inserted as a plain update would. (Between the two a concurrent
-// insert of the same key can make this a replacing update, where the
-// kernel would look again under the bucket lock and copy in place.)
+// without a lock is ErrInvalidFlags; with it update rewrites an existing
+// key's value in place under its lock (htab_map_update_elem) and inserts
+// a missing key as a plain update would.
 func (h *Hash) updateFlags(cpu int, key, value []byte, flags uint64, allCPUs bool) error {
-	if flags&UpdateLock == 0 {
-		return h.update(cpu, key, value, flags, allCPUs)
-	}
-	if h.spec.SpinLock == 0 {
+	if flags&UpdateLock != 0 && h.spec.SpinLock == 0 {
 		return ErrInvalidFlags
 	}
-	flags &^= UpdateLock
-	hv := mapview.Hash(h.seed, key)
-	b := h.bucketOf(hv)
-	h.lockBucket(b)
-	e, _ := h.find(b, hv, key)
-	switch {
-	case e != 0 && flags == UpdateNoExist:
-		h.unlockBucket(b)
-		return ErrKeyExist
-	case e == 0 && flags == UpdateExist:
-		h.unlockBucket(b)
-		return ErrKeyNotExist
-	case e != 0:
-		copyLocked(h.valOf(e, 0), value, h.spec.SpinLock, true)
-		h.unlockBucket(b)
-		return nil
-	}
-	h.unlockBucket(b)
 	return h.update(cpu, key, value, flags, allCPUs)
 }
 

@@ -362,3 +362,84 @@ func TestBindUnprivileged(t *testing.T) {
 		t.Fatalf("Open(unbound netfilter socket) = %v", err)
 	}
 }
+
+// TestReceiveNowAfterWake: after Wake (a read deadline in the past),
+// Receive reads nothing, but ReceiveNow still reads every packet the
+// socket holds, so a detaching link can settle them: accepted here, they
+// all arrive.
+func TestReceiveNowAfterWake(t *testing.T) {
+	const n = 5
+	p := netnstest.NewPair(t, "nfqw")
+	p.B.IPT(t, false, "-A", "INPUT", "-p", "udp", "--dport", "6100", "-j", "NFQUEUE", "--queue-num", "5")
+	fd, err := Bind(5, &BindConfig{NetNS: p.B.FD()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := Open(fd, 5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	st, err := OpenStats(p.B.FD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := udpListen(t, p.B, p.B4, 6100)
+	s := udpDial(t, p.A, p.B4, 6100)
+	for i := range n {
+		s.Write([]byte(fmt.Sprint(i)))
+	}
+	// Every datagram queued, and so sent to the socket.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ks, err := st.Read(5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ks.IDSequence >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("datagrams never all queued: %+v", ks)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	q.Wake()
+	if _, err := q.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Receive after Wake: %v, want os.ErrDeadlineExceeded", err)
+	}
+	var out []byte
+	var pk Packet
+	got := 0
+	for {
+		k, err := q.ReceiveNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == 0 {
+			break
+		}
+		for i := range k {
+			for b := q.Datagram(i); len(b) > 0; {
+				msg, rest, err := Split(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b = rest
+				if Classify(msg) == KindPacket && Parse(msg, &pk) == nil {
+					out = AppendVerdict(out, pk.Queue, pk.ID, Accept, nil)
+					got++
+				}
+			}
+		}
+	}
+	if got != n {
+		t.Fatalf("ReceiveNow read %d packets, want %d", got, n)
+	}
+	if err := q.Send(out); err != nil {
+		t.Fatal(err)
+	}
+	if r := recvWithin(l, time.Second); len(r) != n {
+		t.Errorf("accepted after ReceiveNow: %q arrived, want %d datagrams", r, n)
+	}
+}

@@ -362,9 +362,32 @@ func (q *Queue) Wake() { q.conn.SetReadDeadline(time.Unix(1, 0)) }
 // Rearm clears a Wake.
 func (q *Queue) Rearm() { q.conn.SetReadDeadline(time.Time{}) }
 
-// SetNonblockingDrain makes Receive return at once with 0 when nothing is
-// queued (for draining at detach): it sets a read deadline of now.
-func (q *Queue) SetNonblockingDrain() { q.conn.SetReadDeadline(time.Now()) }
+// ReceiveNow is Receive without waiting, for draining at detach: it
+// reads what the socket holds now, whatever read deadline Wake set (a
+// deadline in the past makes the poller refuse before reading anything),
+// and returns 0 when nothing is queued. It returns ErrClosed after Close
+// or the syscall's error.
+func (q *Queue) ReceiveNow() (int, error) {
+	if q.closed.Load() {
+		return 0, ErrClosed
+	}
+	for i := range q.hdrs {
+		q.hdrs[i].len = 0
+		q.hdrs[i].hdr.Flags = 0
+	}
+	q.n, q.rerr = 0, nil
+	spin := q.spin
+	q.spin = false
+	err := q.rc.Control(func(fd uintptr) { q.recv(fd) })
+	q.spin = spin
+	if err != nil {
+		if q.closed.Load() {
+			return 0, ErrClosed
+		}
+		return 0, err
+	}
+	return q.n, q.rerr
+}
 
 // NetNS returns an fd of the socket's network namespace (SIOCGSKNS), or
 // -1 when the daemon may not have it. The Queue owns it.

@@ -136,6 +136,7 @@ func (v *verifier) memArg(st *state, regno uint8, size int, zeroOK, write bool) 
 			i, k := byteIndex(b)
 			s := &fr.stack[i]
 			if write {
+				dropNarrow(s)
 				if s.kind[0] == stSpill {
 					s.kind = [8]uint8{stMisc, stMisc, stMisc, stMisc, stMisc, stMisc, stMisc, stMisc}
 					s.spill = reg{}
@@ -192,6 +193,7 @@ func (v *verifier) callHelper(st *state, in insn) error {
 	var ac mapsArgs // what the map-type argument kinds collected (maptypes.go)
 	var cbTarget = -1
 	var cbArg reg
+	nonNull := false // a lookup with a constant in-range array key (constkey.go)
 	for i, at := range proto.Args {
 		regno := uint8(i + 1)
 		if at == ArgNone {
@@ -237,6 +239,9 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			}
 			if err := v.memArg(st, regno, int(size), false, false); err != nil {
 				return err
+			}
+			if at == ArgPtrToMapKey && in.imm == FnMapLookupElem {
+				nonNull = v.elideLookupNull(st, mapIdx, r)
 			}
 		case ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemRW:
 			if i+1 >= len(proto.Args) || (proto.Args[i+1] != ArgConstSize && proto.Args[i+1] != ArgConstSizeOrZero) {
@@ -345,6 +350,14 @@ func (v *verifier) callHelper(st *state, in insn) error {
 			return v.errf(st, st.pc, unix.EINVAL, "helper %s prototype: map value return without map argument", name)
 		}
 		r0 = reg{typ: ptrToMapValueOrNull, idx: mapIdx, id: v.newID(), keepID: v.env.Maps[mapIdx].SpinLock != 0}
+		if nonNull {
+			// The kernel gives the value an id only when its map
+			// holds a bpf_spin_lock (check_helper_call).
+			r0.typ = ptrToMapValue
+			if !r0.keepID {
+				r0.id = 0
+			}
+		}
 		if inner, ok := v.innerMap(mapIdx); ok {
 			// A map-in-map lookup returns the inner map (maptypes.go).
 			r0 = reg{typ: constPtrToMapOrNull, idx: inner, id: r0.id}

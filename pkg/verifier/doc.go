@@ -18,7 +18,9 @@
 //     types (scalar, ctx, stack, map value, map value or null, packet,
 //     packet end, packet meta, map pointer, function pointer), scalars as
 //     tnums plus signed/unsigned 64-bit bounds, stack slots byte by byte
-//     with register spill/fill, null checks, packet range proofs, helper
+//     with register spill/fill, null checks (an ARRAY or PERCPU_ARRAY
+//     lookup with a key known exactly and in range needs none, by kernel
+//     6.18's rule: constkey.go), packet range proofs, helper
 //     prototypes, bpf-to-bpf calls and bpf_loop and bpf_for_each_map_elem
 //     callbacks (EACCES);
 //   - state pruning at jump targets against fully explored, more general
@@ -45,15 +47,15 @@
 //     subtracted from each other and compared.
 //   - Reading stack bytes never written is refused ("invalid read from
 //     stack"), as older kernels and unprivileged loaders do.
-//   - An ARRAY lookup with a constant in-range key still returns
-//     map_value_or_null (newer kernels know it cannot be NULL).
 //   - Scalars track 64-bit bounds and a tnum; 32-bit operations and JMP32
 //     comparisons are exact when the operands fit in 32 bits and otherwise
 //     widen to the full 32-bit range (the kernel keeps separate 32-bit
 //     bounds). Division and modulo results are unknown, as in the kernel.
 //     Copies of a scalar are linked, so a bounds check on one refines the
 //     others. Only 8-byte aligned spills keep a register's type and
-//     bounds; narrower stores make the bytes plain initialised data.
+//     bounds; narrower stores make the bytes plain initialised data (a
+//     narrow store at a slot's start is also recorded, as the kernel's
+//     narrow spill, for the constant-key lookup rule alone).
 //   - Liveness and precision are static, per subprogram, rather than the
 //     kernel's backtracking along the explored path (relevance.go). A
 //     register's scalar value is relevant where some path may carry it,

@@ -225,6 +225,12 @@ const (
 type slot struct {
 	kind  [8]uint8
 	spill reg // valid when all kinds are stSpill
+	// A narrow scalar store at the slot's start, which the kernel keeps
+	// as a spill (constkey.go): its size (0 none), and its untruncated
+	// value when constant. Loads see only kind.
+	narrow uint8
+	nconst bool
+	nval   uint64
 }
 
 type frame struct {
@@ -433,6 +439,9 @@ func stateIncludes(old, cur *state, sets regSets) bool {
 					return false
 				}
 				continue
+			}
+			if !narrowEqual(os, cs) {
+				return false
 			}
 			for k := range 8 {
 				ok := os.kind[k]

@@ -62,6 +62,7 @@ type verifier struct {
 	userMaps    int             // len(env.Maps) given; synthetic entries follow (maptypes.go)
 	recordMaps  map[int64]int32 // ring buffer record size*2+readable -> its synthetic map entry
 	innerOf     map[int32]int32 // map-in-map index -> its inner template's synthetic entry
+	wideStore   *reg            // during a BPF_ST/STX check: the value before truncation to the store's size (constkey.go)
 	helpers     map[int32]*HelperProto
 	insns       []insn
 	ldimmHi     []bool
@@ -539,10 +540,14 @@ func (v *verifier) step(st *state) (bool, error) {
 		}
 		if in.class() == clsST {
 			c := constScalar(uint64(int64(in.imm)))
+			wide := c
 			if in.size() < 8 {
 				c = constScalar(uint64(int64(in.imm)) & (1<<(8*in.size()) - 1))
 			}
-			if _, err := v.access(st, in.dst, in.off, in.size(), true, &c, false); err != nil {
+			v.wideStore = &wide
+			_, err := v.access(st, in.dst, in.off, in.size(), true, &c, false)
+			v.wideStore = nil
+			if err != nil {
 				return false, err
 			}
 		} else {
@@ -555,12 +560,16 @@ func (v *verifier) step(st *state) (bool, error) {
 				}
 			} else {
 				val := f.regs[in.src]
+				wide := val
 				if in.size() < 8 && val.typ == scalarValue {
 					val.vo = val.vo.cast(in.size())
 					val.setBoundsFromTnum()
 					val.sync()
 				}
-				if _, err := v.access(st, in.dst, in.off, in.size(), true, &val, false); err != nil {
+				v.wideStore = &wide
+				_, err := v.access(st, in.dst, in.off, in.size(), true, &val, false)
+				v.wideStore = nil
+				if err != nil {
 					return false, err
 				}
 			}
@@ -1064,6 +1073,7 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 			for b := lo; b < hi; b++ {
 				i, k := byteIndex(b)
 				s := &f.stack[i]
+				dropNarrowSpill(s)
 				if s.kind[k] == stSpill {
 					s.kind = [8]uint8{stMisc, stMisc, stMisc, stMisc, stMisc, stMisc, stMisc, stMisc}
 					s.spill = reg{}
@@ -1099,6 +1109,16 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 		if val.isConst() && val.vo.value == 0 {
 			kind = stZero
 		}
+		// A narrow scalar store (BPF_ST/STX, not an atomic) at a slot's
+		// start is a spill to the kernel; any other store scrubs such a
+		// spill (constkey.go).
+		narrow := o%8 == 0 && val.typ == scalarValue && v.wideStore != nil
+		if !narrow {
+			for b := o; b < o+size; b++ {
+				i, _ := byteIndex(b)
+				dropNarrow(&f.stack[i])
+			}
+		}
 		for b := o; b < o+size; b++ {
 			i, k := byteIndex(b)
 			s := &f.stack[i]
@@ -1108,6 +1128,10 @@ func (v *verifier) stackAccess(st *state, rp uint8, p reg, off, size int, write 
 				s.spill = reg{}
 			}
 			s.kind[k] = kind
+		}
+		if narrow {
+			i, _ := byteIndex(o)
+			setNarrow(&f.stack[i], size, v.wideStore)
 		}
 		return reg{}, nil
 	}

@@ -180,12 +180,11 @@ func (o *Object) btfInfo(i *wire.ObjInfo) {
 
 // btfGet executes CmdBTFGet: the raw BTF of the handle's object.
 func (c *conn) btfGet(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
 	}
-	hd, err := c.lookup(at.Handle)
+	hd, err := c.lookup(h)
 	if err != nil {
 		return 0, err
 	}

@@ -25,12 +25,11 @@ var (
 // ownerHandleAttr is ownerHandle for a command whose attr is a HandleAttr
 // with no mode and which carries no data (DESTROY, LINEAGE).
 func (c *conn) ownerHandleAttr(a, data []byte) (*handle, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return nil, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return nil, err
 	}
-	return c.ownerHandle(at.Handle)
+	return c.ownerHandle(h)
 }
 
 // ownerHandle returns the handle id if it holds the destroy right.

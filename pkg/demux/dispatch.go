@@ -536,27 +536,36 @@ func (c *conn) reopen(a, data []byte) (int64, error) {
 	return int64(id), nil
 }
 
-// release drops a handle. A revoked handle is released without error.
-func (c *conn) release(a, data []byte) (int64, error) {
+// handleOnly parses the attr of a command that names a handle and nothing
+// else: a wire.HandleAttr with mode 0 and no data (ErrInvalid otherwise).
+func handleOnly(a, data []byte) (uint32, error) {
 	var at wire.HandleAttr
 	at.Parse(a)
 	if at.Mode != 0 || len(data) != 0 {
 		return 0, ErrInvalid
 	}
-	if at.Handle == 0 || uint64(at.Handle) >= uint64(len(c.handles)) || c.handles[at.Handle] == nil {
+	return at.Handle, nil
+}
+
+// release drops a handle. A revoked handle is released without error.
+func (c *conn) release(a, data []byte) (int64, error) {
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
+	}
+	if h == 0 || uint64(h) >= uint64(len(c.handles)) || c.handles[h] == nil {
 		return 0, ErrBadHandle
 	}
-	c.removeHandle(at.Handle)
+	c.removeHandle(h)
 	return 0, nil
 }
 
 func (c *conn) getInfo(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
 	}
-	hd, err := c.lookup(at.Handle)
+	hd, err := c.lookup(h)
 	if err != nil {
 		return 0, err
 	}
@@ -569,12 +578,11 @@ func (c *conn) getInfo(a, data []byte) (int64, error) {
 // pins made through them (their files are removed) and everything opened
 // from those pins.
 func (c *conn) revoke(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
 	}
-	hd, err := c.lookup(at.Handle)
+	hd, err := c.lookup(h)
 	if err != nil {
 		return 0, err
 	}

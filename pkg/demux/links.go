@@ -308,12 +308,11 @@ func (c *conn) linkHandle(id uint32, need wire.Mode) (*handle, error) {
 // link stops deciding packets at once; its descriptors stay valid for
 // LINK_INFO. A second detach is EBADF.
 func (c *conn) linkDetach(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
 	}
-	hd, err := c.linkHandle(at.Handle, wire.ModeWrite)
+	hd, err := c.linkHandle(h, wire.ModeWrite)
 	if err != nil {
 		return 0, err
 	}
@@ -325,12 +324,11 @@ func (c *conn) linkDetach(a, data []byte) (int64, error) {
 
 // linkInfo executes CmdLinkInfo: it needs read on the link.
 func (c *conn) linkInfo(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
 	}
-	hd, err := c.linkHandle(at.Handle, wire.ModeRead)
+	hd, err := c.linkHandle(h, wire.ModeRead)
 	if err != nil {
 		return 0, err
 	}

@@ -340,12 +340,11 @@ func (c *conn) progTestRun(a, data []byte) (int64, error) {
 // progDump returns a program's instructions, map references naming map
 // ids, and its line info. It needs read mode.
 func (c *conn) progDump(a, data []byte) (int64, error) {
-	var at wire.HandleAttr
-	at.Parse(a)
-	if at.Mode != 0 || len(data) != 0 {
-		return 0, ErrInvalid
+	h, err := handleOnly(a, data)
+	if err != nil {
+		return 0, err
 	}
-	hd, err := c.progHandle(at.Handle, wire.ModeRead)
+	hd, err := c.progHandle(h, wire.ModeRead)
 	if err != nil {
 		return 0, err
 	}

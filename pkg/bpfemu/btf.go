@@ -67,22 +67,7 @@ func (c *call) btfLoad(a *bpfAttr) (int64, error) {
 
 // writeBTFLog is writeLog for BPF_BTF_LOAD's attr.
 func (c *call) writeBTFLog(l *verifierLog, text []byte) error {
-	var err error
-	if l.buf != 0 {
-		out, _, cut := cutLog(l.level, l.size, text)
-		if werr := c.write(l.buf, out); werr != nil {
-			return werr
-		}
-		if cut {
-			err = unix.ENOSPC
-		}
-	}
-	if c.usize >= blLogTrueSize+4 {
-		if werr := c.writeAttr32(blLogTrueSize, uint32(len(text)+1)); werr != nil {
-			return unix.EFAULT
-		}
-	}
-	return err
+	return c.writeLogAt(l, text, blLogTrueSize)
 }
 
 // btfObject resolves fd to a BTF object (EBADF; EINVAL for another kind
@@ -225,7 +210,7 @@ func (c *call) btfOfHolder(id uint32) (int64, error) {
 			if rec.BTFID != id || len(rec.Pinned) == 0 {
 				continue
 			}
-			if h, fd, ok := c.openThroughPin(rec, unix.O_RDONLY); ok {
+			if h, fd, _, err := c.openThroughPin(rec, unix.O_RDONLY); err == nil {
 				defer unix.Close(fd)
 				defer s.releaseHandle(h)
 				handle = h
@@ -251,9 +236,11 @@ func (c *call) btfOfHolder(id uint32) (int64, error) {
 
 // openThroughPin opens the object of rec through one of its pins under
 // the pin root, as the user (the kernel checks the pin file's
-// permissions): a bpfd handle and descriptor, the caller's to release
-// and close.
-func (c *call) openThroughPin(rec wire.ObjectRecord, oflags int) (uint32, int, bool) {
+// permissions), with open flags oflags: a bpfd handle, a descriptor and
+// the object's info from the reply, the caller's to release and close.
+// EPERM when no pin lets the user open it so; the daemon's error if the
+// request itself fails.
+func (c *call) openThroughPin(rec wire.ObjectRecord, oflags int) (uint32, int, []byte, error) {
 	s := c.s
 	for _, p := range rec.Pinned {
 		rel, inFS := s.inFS(p)
@@ -269,7 +256,7 @@ func (c *call) openThroughPin(rec wire.ObjectRecord, oflags int) (uint32, int, b
 		r, err := c.do(wire.CmdObjGet, (&wire.ObjGetAttr{}).Append(ab[:0]), []int{pin}, out[:])
 		unix.Close(pin)
 		if err != nil {
-			return 0, -1, false
+			return 0, -1, nil, err
 		}
 		if r.Errno != 0 || len(r.FDs) != 1 {
 			closeAll(r.FDs)
@@ -278,7 +265,7 @@ func (c *call) openThroughPin(rec wire.ObjectRecord, oflags int) (uint32, int, b
 			}
 			continue
 		}
-		return uint32(r.Ret), r.FDs[0], true
+		return uint32(r.Ret), r.FDs[0], r.Data, nil
 	}
-	return 0, -1, false
+	return 0, -1, nil, unix.EPERM
 }

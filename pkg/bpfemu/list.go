@@ -67,7 +67,6 @@ func (c *call) openPinned(kind wire.ObjType, id uint32, read, write bool) (int64
 	if !ok || len(rec.Pinned) == 0 {
 		return 0, unix.ENOENT
 	}
-	s := c.s
 	oflags := unix.O_RDWR
 	switch {
 	case read && !write:
@@ -75,31 +74,9 @@ func (c *call) openPinned(kind wire.ObjType, id uint32, read, write bool) (int64
 	case write && !read:
 		oflags = unix.O_WRONLY
 	}
-	for _, p := range rec.Pinned {
-		rel, inFS := s.inFS(p)
-		if !inFS {
-			continue
-		}
-		pin, err := s.openBeneath(rel, oflags|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
-		if err != nil {
-			continue
-		}
-		var ab [wire.ObjGetAttrSize]byte
-		attr := (&wire.ObjGetAttr{}).Append(ab[:0])
-		var out [wire.ObjInfoSize + 64]byte
-		r, err := c.do(wire.CmdObjGet, attr, []int{pin}, out[:])
-		unix.Close(pin)
-		if err != nil {
-			return 0, err
-		}
-		if r.Errno != 0 || len(r.FDs) != 1 {
-			closeAll(r.FDs)
-			if r.Errno == 0 {
-				s.releaseHandle(uint32(r.Ret))
-			}
-			continue
-		}
-		return c.install(r.FDs[0], uint32(r.Ret), r.Data, nil)
+	h, fd, info, err := c.openThroughPin(rec, oflags)
+	if err != nil {
+		return 0, err
 	}
-	return 0, unix.EPERM
+	return c.install(fd, h, info, nil)
 }

@@ -258,7 +258,13 @@ func (c *call) writeLog(l *verifierLog, text []byte) error {
 	if l.level == 0 {
 		return nil
 	}
-	trueSize := uint32(len(text) + 1)
+	return c.writeLogAt(l, text, plLogTrueSize)
+}
+
+// writeLogAt writes the log as writeLog, whatever the level, with
+// log_true_size at offset trueSizeOff of the attr (when the caller's attr
+// reaches it).
+func (c *call) writeLogAt(l *verifierLog, text []byte, trueSizeOff uint32) error {
 	var err error
 	if l.buf != 0 {
 		out, _, cut := cutLog(l.level, l.size, text)
@@ -269,8 +275,8 @@ func (c *call) writeLog(l *verifierLog, text []byte) error {
 			err = unix.ENOSPC
 		}
 	}
-	if c.usize >= plLogTrueSize+4 {
-		if werr := c.writeAttr32(plLogTrueSize, trueSize); werr != nil {
+	if c.usize >= trueSizeOff+4 {
+		if werr := c.writeAttr32(int(trueSizeOff), uint32(len(text)+1)); werr != nil {
 			return unix.EFAULT
 		}
 	}

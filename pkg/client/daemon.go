@@ -6,21 +6,10 @@ import (
 	"github.com/bpfd-project/bpfd/pkg/wire"
 )
 
-// UpgradeResult is what a daemon upgrade reports (Conn.UpgradeDaemon).
-type UpgradeResult struct {
-	// FromVersion and ToVersion are the versions of the binary that
-	// handed over and of the one that took over.
-	FromVersion string `json:"from_version"`
-	ToVersion   string `json:"to_version"`
-	// PID is the daemon's pid (an upgrade keeps it).
-	PID int `json:"pid"`
-	// PauseNs is how long the daemon answered no request (nanoseconds).
-	PauseNs int64 `json:"pause_ns"`
-	// Objects, Descriptors and Conns are what the new process took over.
-	Objects     int `json:"objects"`
-	Descriptors int `json:"descriptors"`
-	Conns       int `json:"conns"`
-}
+// UpgradeResult is what a daemon upgrade reports (Conn.UpgradeDaemon):
+// the versions handed over between, the pid, the pause and what the new
+// process took over (wire.UpgradeResult documents each field).
+type UpgradeResult = wire.UpgradeResult
 
 // UpgradeDaemon makes the daemon hand everything it holds — listening
 // socket, connections (this one included), descriptors, map storage,

@@ -206,11 +206,11 @@ func (s *Server) serveSeccomp(ctx context.Context, at *attachment) {
 				s.log.Warn("seccomp program faulted; syscall denied with EPERM",
 					zap.String("prog", p.Name()), zap.Uint32("pid", n.PID), zap.Error(err))
 			}
-			s.decided(at, n.Data.NR, n.PID, seccomp.Deny(unix.EPERM), true, took)
+			s.decided(at, n.Data.NR, t, seccomp.Deny(unix.EPERM), true, took)
 			return seccomp.Deny(unix.EPERM)
 		}
 		v := seccomp.VerdictFromRet(ret)
-		s.decided(at, n.Data.NR, n.PID, v, false, took)
+		s.decided(at, n.Data.NR, t, v, false, took)
 		return v
 	})
 	if errors.Is(err, context.Canceled) && s.parkAttachment(at) {

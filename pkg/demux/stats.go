@@ -1,6 +1,7 @@
 package demux
 
 import (
+	"bytes"
 	"os"
 	"sort"
 	"strconv"
@@ -132,9 +133,11 @@ func (st *seccompStats) count(v seccomp.Verdict, fault bool, d time.Duration) {
 	}
 }
 
-// decided counts a decision of at's program and logs denies and kills at
-// info (rate-limited) with the task's pid and comm and the program.
-func (s *Server) decided(at *attachment, nr int32, pid uint32, v seccomp.Verdict, fault bool, d time.Duration) {
+// decided counts a decision of at's program for task t and logs denies
+// and kills at info (rate-limited) with the task's process id (its
+// thread-group id; the thread id too when it differs), comm and the
+// program.
+func (s *Server) decided(at *attachment, nr int32, t *seccomp.Task, v seccomp.Verdict, fault bool, d time.Duration) {
 	at.stats.count(v, fault, d)
 	s.seccompTotal.count(v, fault, d)
 	at.obj.RecordRuns(1, d)
@@ -151,9 +154,18 @@ func (s *Server) decided(at *attachment, nr int32, pid uint32, v seccomp.Verdict
 		return
 	}
 	st.logged++
-	fields := []zap.Field{zap.Uint32("pid", pid), zap.String("comm", procComm(int32(pid))),
+	tid := t.PID()
+	pid, err := t.TGID()
+	if err != nil {
+		pid = tid // the task is gone: its thread id is all there is
+	}
+	comm, _ := t.Comm()
+	fields := []zap.Field{zap.Uint32("pid", pid), zap.ByteString("comm", bytes.TrimRight(comm[:], "\x00")),
 		zap.String("prog", at.obj.p.Name()), zap.Uint32("prog_id", at.obj.id), zap.Uint32("attachment", at.id),
 		zap.String("syscall", seccomp.SyscallName(uint32(nr))), zap.Int32("nr", nr)}
+	if tid != pid {
+		fields = append(fields, zap.Uint32("tid", tid))
+	}
 	if st.suppressed > 0 {
 		fields = append(fields, zap.Int("suppressed", st.suppressed))
 		st.suppressed = 0
